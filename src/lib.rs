@@ -7,3 +7,5 @@ pub mod error;
 pub mod spec;
 
 pub use error::{Error, Result, TimmStatus};
+pub mod config;
+pub mod weights;

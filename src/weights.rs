@@ -1,0 +1,318 @@
+//! `model.safetensors`, memory-mapped and validated before anything else touches it.
+//!
+//! The file comes from the internet, so every rule of the format is checked before a tensor is
+//! handed out: the header length is capped before any allocation, the JSON header must be an
+//! object with unique names, offsets must be in bounds, ordered, contiguous and sized exactly
+//! `prod(shape) × dtype size` (checked arithmetic), and `8 + header + data == file length`.
+//! The last three come from the `safetensors` crate; the cap, the `{` and the duplicate checks are
+//! ours because the crate accepts a duplicated name (last one wins), which lets a file smuggle a
+//! second definition past a reviewer.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapOptions};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::error::{Error, Result};
+
+/// The header cap of the Rust safetensors crate; huggingface_hub uses 25 MB.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// transformers' `TimmWrapper` saves timm's state dict under this prefix.
+const TRANSFORMERS_PREFIX: &str = "timm_model.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+    Other,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::Other => 0,
+        }
+    }
+    fn from_st(d: safetensors::Dtype) -> Self {
+        use safetensors::Dtype as D;
+        match d {
+            D::F32 => DType::F32,
+            D::F16 => DType::F16,
+            D::BF16 => DType::BF16,
+            D::F64 => DType::F64,
+            D::I64 => DType::I64,
+            D::I32 => DType::I32,
+            D::I16 => DType::I16,
+            D::I8 => DType::I8,
+            D::U8 => DType::U8,
+            D::BOOL => DType::Bool,
+            _ => DType::Other,
+        }
+    }
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+}
+
+/// Where one tensor lives in the mapped file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A validated, memory-mapped safetensors file.
+pub struct Weights {
+    path: PathBuf,
+    map: Mmap,
+    tensors: HashMap<String, TensorInfo>,
+    metadata: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights").field("path", &self.path).field("tensors", &self.tensors.len()).finish()
+    }
+}
+
+impl Weights {
+    /// Maps and validates a safetensors file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::from_io(&e, "cannot open weights", path))?;
+        let len = file.metadata().map_err(|e| Error::from_io(&e, "cannot stat weights", path))?.len();
+        check_prefix(path, &file, len)?;
+        // SAFETY: the mapping is read-only; a file truncated under us is the caller's folder
+        // changing while in use (see the README's section on files that change).
+        let map = unsafe { MmapOptions::new().map(&file) }.map_err(|e| Error::from_io(&e, "cannot map weights", path))?;
+        Self::from_map(path.to_path_buf(), map)
+    }
+
+    fn from_map(path: PathBuf, map: Mmap) -> Result<Self> {
+        let bad = |why: String| Error::invalid_model(format!("{} is not a valid safetensors file: {why}", path.display()));
+        let (tensors, metadata) = parse(&map).map_err(bad)?;
+        Ok(Weights { path, map, tensors, metadata })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Looks a tensor up by timm's state-dict name.
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// The raw little-endian bytes of a tensor, straight from the mapping.
+    pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
+        &self.map[info.start..info.end]
+    }
+
+    /// Total bytes of tensor data.
+    pub fn data_bytes(&self) -> usize {
+        self.tensors.values().map(|t| t.end - t.start).sum()
+    }
+
+    /// A tensor converted to f32 (a copy), for the few places that compute with weights.
+    pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self.get(name).ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
+        to_f32(self.bytes(info), info.dtype).ok_or_else(|| {
+            Error::invalid_model(format!("tensor `{name}` has dtype {:?}; expected a float tensor", info.dtype))
+        })
+    }
+}
+
+/// Converts little-endian float bytes to f32; `None` for non-float dtypes.
+pub fn to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
+    Some(match dtype {
+        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+        _ => return None,
+    })
+}
+
+/// Reads the 8-byte header length and the first header byte with plain reads, so an absurd
+/// length is refused before the file is even mapped.
+fn check_prefix(path: &Path, file: &File, len: u64) -> Result<()> {
+    use std::io::Read;
+    let bad = |why: String| Error::invalid_model(format!("{} is not a valid safetensors file: {why}", path.display()));
+    if len < 9 {
+        return Err(bad(format!("it is {len} bytes long")));
+    }
+    let mut head = [0u8; 9];
+    (&*file).read_exact(&mut head).map_err(|e| Error::from_io(&e, "cannot read weights", path))?;
+    let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
+    if n > MAX_HEADER_BYTES {
+        return Err(bad(format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")));
+    }
+    if n > len - 8 {
+        return Err(bad(format!("header length {n} runs past the end of the {len}-byte file")));
+    }
+    if head[8] != b'{' {
+        return Err(bad("the header does not start with `{`".into()));
+    }
+    Ok(())
+}
+
+type Parsed = (HashMap<String, TensorInfo>, HashMap<String, String>);
+
+/// Validates a whole safetensors buffer and returns its tensors by name.
+pub fn parse(buf: &[u8]) -> std::result::Result<Parsed, String> {
+    if buf.len() < 9 {
+        return Err(format!("it is {} bytes long", buf.len()));
+    }
+    let n = u64::from_le_bytes(buf[..8].try_into().map_err(|_| "short header")?);
+    if n > MAX_HEADER_BYTES {
+        return Err(format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit"));
+    }
+    let n = n as usize;
+    let header = buf.get(8..8 + n).ok_or_else(|| format!("header length {n} runs past the end of the file"))?;
+    if header.first() != Some(&b'{') {
+        return Err("the header does not start with `{`".into());
+    }
+    reject_duplicate_names(header)?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(buf).map_err(|e| format!("{e:?}"))?;
+
+    let data_start = 8 + n;
+    let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> = meta.tensors().into_iter().collect();
+    // transformers' wrapper prefixes every name; strip it when all names carry it.
+    let strip = !names.is_empty() && names.iter().all(|(k, _)| k.starts_with(TRANSFORMERS_PREFIX));
+    let mut tensors = HashMap::with_capacity(names.len());
+    for (name, info) in names.drain(..) {
+        let dtype = DType::from_st(info.dtype);
+        let (s, e) = info.data_offsets;
+        let name = if strip { name[TRANSFORMERS_PREFIX.len()..].to_string() } else { name };
+        if dtype == DType::Other {
+            return Err(format!("tensor `{name}` has dtype {:?}, which this library does not read", info.dtype));
+        }
+        tensors.insert(name, TensorInfo { dtype, shape: info.shape.clone(), start: data_start + s, end: data_start + e });
+    }
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    Ok((tensors, metadata))
+}
+
+fn reject_duplicate_names(header: &[u8]) -> std::result::Result<(), String> {
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!("tensor name `{key}` appears twice in the header")));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(header);
+    de.deserialize_map(Keys).map_err(|e| format!("bad header: {e}"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds a safetensors buffer from raw parts so tests can write malformed files.
+    pub fn build(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn valid_file_parses_and_names_map_to_ranges() {
+        let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[1],"data_offsets":[8,10]},"__metadata__":{"format":"pt"}}"#;
+        let buf = build(h, &[0; 10]);
+        let (t, m) = parse(&buf).unwrap();
+        assert_eq!(t["a"].start, 8 + h.len());
+        assert_eq!(t["b"].dtype, DType::F16);
+        assert_eq!(m["format"], "pt");
+    }
+
+    #[test]
+    fn transformers_prefix_is_stripped() {
+        let h = r#"{"timm_model.fc.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let (t, _) = parse(&build(h, &[0; 4])).unwrap();
+        assert!(t.contains_key("fc.weight"));
+    }
+
+    #[test]
+    fn hostile_headers_are_rejected() {
+        let ok_entry = r#""a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![1, 2, 3], "bytes long"),
+            ({
+                let mut v = u64::MAX.to_le_bytes().to_vec();
+                v.extend_from_slice(b"{}");
+                v
+            }, "exceeds"),
+            ({
+                let mut v = 1000u64.to_le_bytes().to_vec();
+                v.extend_from_slice(b"{}");
+                v
+            }, "past the end"),
+            (build(r#"[{"a":1}]"#, &[]), "start with"),
+            (build(&format!("{{{ok_entry},{ok_entry}}}"), &[0; 4]), "appears twice"),
+            (build(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}}"#, &[0; 8]), "Invalid"),
+            (build(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, &[0; 12]), "Invalid"),
+            (build(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 8]), "Incomplete"),
+            (build(r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#, &[0; 4]), "Overflow"),
+            (build(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551615,3]}}"#, &[0; 4]), "Invalid"),
+        ];
+        for (buf, needle) in cases {
+            let e = parse(&buf).unwrap_err();
+            assert!(e.contains(needle), "expected `{needle}` in `{e}`");
+        }
+    }
+}
