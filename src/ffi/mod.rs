@@ -1,0 +1,309 @@
+//! The C ABI. The only module with `extern "C"` functions and raw-pointer work.
+//!
+//! Rules that hold for every function here (repeated in `include/timm.h`):
+//! - No panic crosses the boundary: a caught panic is `TIMM_ERR_INTERNAL` with its message.
+//! - Failures set this thread's last error (`timm_last_error`).
+//! - NULL where a pointer is required is `TIMM_ERR_INVALID_ARGUMENT`.
+//! - Every allocation handed to the caller has a matching `*_free`; strings returned as
+//!   `const char *` are owned by the library and stay valid as the function documents.
+
+mod boundary;
+
+use std::ffi::CString;
+use std::os::raw::c_char;
+
+use once_cell::sync::Lazy;
+
+use self::boundary::{arg, guard, guard_status, str_arg, Registry};
+use crate::error::{Error, Result, TimmStatus};
+use crate::model::Model;
+use crate::options::Options;
+
+/// A loaded model. Opaque; create with `timm_create_model*`, release with `timm_free`.
+pub struct TimmModel {
+    model: Model,
+}
+
+/// Creation options (string keys and values). Opaque; create with `timm_options_new`, release
+/// with `timm_options_free`.
+pub struct TimmOptions {
+    options: Options,
+}
+
+static MODELS: Registry = Registry::new();
+static OPTIONS: Registry = Registry::new();
+
+/// Longest accepted input rank; a larger `input_ndim` is a caller bug, not a tensor.
+const MAX_NDIM: usize = 8;
+
+unsafe fn model_arg<'a>(p: *const TimmModel) -> Result<&'a TimmModel> {
+    let m = arg(p, "model")?;
+    if !MODELS.contains(p as usize) {
+        return Err(Error::invalid_argument("`model` is not a live model handle (already freed, or not from timm_create_model)"));
+    }
+    Ok(m)
+}
+
+fn create(spec: *const c_char, pretrained: bool, options: Option<&Options>) -> Result<*mut TimmModel> {
+    // SAFETY: the caller passes a NUL-terminated string or NULL.
+    let spec = unsafe { str_arg(spec, "spec")? };
+    let parsed = match options {
+        Some(o) => o.parse()?,
+        None => Default::default(),
+    };
+    let model = Model::create(spec, pretrained, &parsed)?;
+    let p = Box::into_raw(Box::new(TimmModel { model }));
+    MODELS.insert(p as usize);
+    Ok(p)
+}
+
+/// Loads a model.
+///
+/// `spec` is `local:<folder>` (or timm's `local-dir:<folder>`), a folder timm wrote with
+/// config.json and model.safetensors and/or model.onnx; or a bare timm architecture name such as
+/// `resnet50` with `pretrained = false` (random weights from timm's default arguments).
+/// `pretrained = false` on a folder builds its architecture with seeded random weights.
+///
+/// Returns NULL on failure; `timm_last_error()` says why. Release the model with `timm_free`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_create_model(spec: *const c_char, pretrained: bool) -> *mut TimmModel {
+    guard("timm_create_model", std::ptr::null_mut(), || create(spec, pretrained, None))
+}
+
+/// Like `timm_create_model`, with options (may be NULL for defaults). The options are copied;
+/// the caller still owns them.
+#[no_mangle]
+pub extern "C" fn timm_create_model_with_options(spec: *const c_char, pretrained: bool, options: *const TimmOptions) -> *mut TimmModel {
+    guard("timm_create_model_with_options", std::ptr::null_mut(), || {
+        // SAFETY: a non-null pointer must come from timm_options_new.
+        let opts = if options.is_null() {
+            None
+        } else {
+            if !OPTIONS.contains(options as usize) {
+                return Err(Error::invalid_argument("`options` is not a live options handle"));
+            }
+            Some(unsafe { &(*options).options })
+        };
+        create(spec, pretrained, opts)
+    })
+}
+
+/// Runs the model on a batch.
+///
+/// `input` holds `N*C*H*W` floats in NCHW order, already preprocessed (see `timm_preprocess`),
+/// with `input_shape` = {N, C, H, W} (`input_ndim` = 4). `output` receives `N * timm_model_output_dim(model)`
+/// floats (`[N, output_dim]`, row-major); `output_len` is its capacity in floats.
+///
+/// Errors: `TIMM_ERR_INVALID_ARGUMENT` for NULLs or a shape that does not match the model
+/// (the message names expected and got), `TIMM_ERR_BUFFER_TOO_SMALL` with the needed length.
+/// NaN or Inf inputs are computed, not rejected.
+///
+/// Thread-safe: many threads may call `timm_infer` on the same model at once; results equal
+/// single-threaded ones. The model must not be freed while a call is running.
+#[no_mangle]
+pub extern "C" fn timm_infer(
+    model: *mut TimmModel,
+    input: *const f32,
+    input_shape: *const i64,
+    input_ndim: usize,
+    output: *mut f32,
+    output_len: usize,
+) -> TimmStatus {
+    guard_status("timm_infer", || {
+        // SAFETY: pointers are checked for NULL; lengths are the caller's contract, checked for
+        // overflow before any slice is formed.
+        unsafe {
+            let m = model_arg(model)?;
+            if input.is_null() || input_shape.is_null() || output.is_null() {
+                return Err(Error::invalid_argument("`input`, `input_shape` and `output` must not be NULL"));
+            }
+            if input_ndim == 0 || input_ndim > MAX_NDIM {
+                return Err(Error::invalid_argument(format!("input_ndim is {input_ndim}; expected 4 (NCHW)")));
+            }
+            let shape = std::slice::from_raw_parts(input_shape, input_ndim);
+            if shape.iter().any(|&d| d <= 0) {
+                return Err(Error::invalid_argument(format!("input shape {shape:?} has a zero or negative dimension")));
+            }
+            let total = shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+                .filter(|t| t.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize))
+                .ok_or_else(|| Error::invalid_argument(format!("input shape {shape:?} overflows")))?;
+            if output_len > isize::MAX as usize / 4 {
+                return Err(Error::invalid_argument(format!("output_len {output_len} is not a buffer length")));
+            }
+            let input = std::slice::from_raw_parts(input, total);
+            let output = std::slice::from_raw_parts_mut(output, output_len);
+            m.model.infer(input, shape, output).map(|_| ())
+        }
+    })
+}
+
+/// Releases a model. NULL is a no-op. Freeing the same pointer twice is detected and ignored
+/// (the last error says so) as long as the address was not reused by a newer model.
+#[no_mangle]
+pub extern "C" fn timm_free(model: *mut TimmModel) {
+    guard("timm_free", (), || {
+        if model.is_null() {
+            return Ok(());
+        }
+        if !MODELS.remove(model as usize) {
+            return Err(Error::invalid_argument("timm_free: not a live model handle (double free?); ignored"));
+        }
+        // SAFETY: the registry proves this pointer came from Box::into_raw and was not freed.
+        drop(unsafe { Box::from_raw(model) });
+        Ok(())
+    })
+}
+
+/// This thread's last failure message, "" if none. The string stays valid until the next
+/// failing call on the same thread; copy it to keep it. Never NULL.
+#[no_mangle]
+pub extern "C" fn timm_last_error() -> *const c_char {
+    boundary::last_error_ptr()
+}
+
+/// A new, empty options object. Release with `timm_options_free`. Never NULL unless out of memory.
+#[no_mangle]
+pub extern "C" fn timm_options_new() -> *mut TimmOptions {
+    guard("timm_options_new", std::ptr::null_mut(), || {
+        let p = Box::into_raw(Box::new(TimmOptions { options: Options::new() }));
+        OPTIONS.insert(p as usize);
+        Ok(p)
+    })
+}
+
+/// Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
+/// (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
+/// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false). An unknown key or a bad
+/// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
+/// on the same options object.
+#[no_mangle]
+pub extern "C" fn timm_options_set(options: *mut TimmOptions, key: *const c_char, value: *const c_char) -> TimmStatus {
+    guard_status("timm_options_set", || {
+        if options.is_null() || !OPTIONS.contains(options as usize) {
+            return Err(Error::invalid_argument("`options` is NULL or not a live options handle"));
+        }
+        // SAFETY: checked above; strings are NUL-terminated per the contract.
+        unsafe {
+            let key = str_arg(key, "key")?;
+            let value = str_arg(value, "value")?;
+            (*options).options.set(key, value)
+        }
+    })
+}
+
+/// Releases options. NULL is a no-op; a double free is detected and ignored.
+#[no_mangle]
+pub extern "C" fn timm_options_free(options: *mut TimmOptions) {
+    guard("timm_options_free", (), || {
+        if options.is_null() {
+            return Ok(());
+        }
+        if !OPTIONS.remove(options as usize) {
+            return Err(Error::invalid_argument("timm_options_free: not a live options handle (double free?); ignored"));
+        }
+        // SAFETY: registered pointers come from Box::into_raw.
+        drop(unsafe { Box::from_raw(options) });
+        Ok(())
+    })
+}
+
+/// Floats per image that `timm_infer` writes: the class count for logits, `num_features` for
+/// the `features` output. 0 if `model` is NULL or not live. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_model_output_dim(model: *const TimmModel) -> usize {
+    // SAFETY: checked by model_arg.
+    guard("timm_model_output_dim", 0, || Ok(unsafe { model_arg(model)? }.model.output_dim()))
+}
+
+/// The input size `{C, H, W}` the model expects (config.json's `input_size`) into `chw[3]`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_model_input_size(model: *const TimmModel, chw: *mut i64) -> TimmStatus {
+    guard_status("timm_model_input_size", || {
+        // SAFETY: checked for NULL; the caller provides room for 3 values.
+        unsafe {
+            let m = model_arg(model)?;
+            if chw.is_null() {
+                return Err(Error::invalid_argument("`chw` is NULL"));
+            }
+            let s = m.model.input_size();
+            for (i, v) in s.iter().enumerate() {
+                *chw.add(i) = *v as i64;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Number of classes of the classifier (config.json `num_classes`). 0 if `model` is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_model_num_classes(model: *const TimmModel) -> usize {
+    // SAFETY: checked by model_arg.
+    guard("timm_model_num_classes", 0, || Ok(unsafe { model_arg(model)? }.model.num_classes()))
+}
+
+/// The label name of class `index` (config.json `label_names`), or NULL when the config has
+/// none for it or `index` is out of range. Owned by the model; valid until `timm_free`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_model_label(model: *const TimmModel, index: usize) -> *const c_char {
+    guard("timm_model_label", std::ptr::null(), || {
+        // SAFETY: checked by model_arg.
+        let m = unsafe { model_arg(model)? };
+        Ok(m.model.label(index).map_or(std::ptr::null(), |s| s.as_ptr()))
+    })
+}
+
+/// The description of class `index` (config.json `label_descriptions`, keyed by label name),
+/// or NULL. Owned by the model; valid until `timm_free`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_model_label_description(model: *const TimmModel, index: usize) -> *const c_char {
+    guard("timm_model_label_description", std::ptr::null(), || {
+        // SAFETY: checked by model_arg.
+        let m = unsafe { model_arg(model)? };
+        Ok(m.model.description(index).map_or(std::ptr::null(), |s| s.as_ptr()))
+    })
+}
+
+/// The resolved config as JSON (architecture, num_classes, model_args, pretrained_cfg with
+/// timm's defaults filled in, labels). Owned by the model; valid until `timm_free`. NULL if
+/// `model` is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_model_config_json(model: *const TimmModel) -> *const c_char {
+    guard("timm_model_config_json", std::ptr::null(), || {
+        // SAFETY: checked by model_arg.
+        Ok(unsafe { model_arg(model)? }.model.config_json().as_ptr())
+    })
+}
+
+/// The library version, e.g. "0.1.0". Static; never NULL.
+#[no_mangle]
+pub extern "C" fn timm_version() -> *const c_char {
+    static V: Lazy<CString> = Lazy::new(|| CString::new(env!("CARGO_PKG_VERSION")).unwrap_or_default());
+    V.as_ptr()
+}
+
+/// The name of a status code, e.g. "TIMM_ERR_NOT_FOUND" ("TIMM_ERR_UNKNOWN" for a value that
+/// is not a status; an int, so any value is safe to pass). Static; never NULL.
+#[no_mangle]
+pub extern "C" fn timm_status_name(status: i32) -> *const c_char {
+    static NAMES: Lazy<Vec<CString>> = Lazy::new(|| {
+        use TimmStatus::*;
+        [
+            TIMM_OK,
+            TIMM_ERR_INVALID_ARGUMENT,
+            TIMM_ERR_NOT_FOUND,
+            TIMM_ERR_INVALID_MODEL,
+            TIMM_ERR_UNSUPPORTED,
+            TIMM_ERR_RUNTIME,
+            TIMM_ERR_IO,
+            TIMM_ERR_BUFFER_TOO_SMALL,
+            TIMM_ERR_INTERNAL,
+        ]
+        .iter()
+        .map(|s| CString::new(s.name()).unwrap_or_default())
+        .collect()
+    });
+    usize::try_from(status).ok().and_then(|i| NAMES.get(i)).map_or(c"TIMM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
+}

@@ -1,0 +1,353 @@
+//! A loaded model: spec → folder → config + weights → graph → session, and inference on it.
+
+use std::ffi::CString;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::graph::{self, OutputKind, ParamSource};
+use crate::onnx;
+use crate::options::{GraphChoice, ModelOptions};
+use crate::runtime::{sys, Keep, Session};
+use crate::source::ModelFolder;
+use crate::spec::{self, Spec};
+use crate::weights::{self, DType, Weights};
+
+/// Which graph a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphKind {
+    Onnx,
+    Native,
+}
+
+pub struct Model {
+    // Dropped first: the session may read the mapped weights until it is gone.
+    session: Session,
+    _weights: Vec<Arc<Weights>>,
+    config: ModelConfig,
+    graph_kind: GraphKind,
+    output_kind: OutputKind,
+    /// `[C, H, W]` the model takes; H/W are `None` when any size is accepted.
+    input_dims: [Option<usize>; 3],
+    output_dim: usize,
+    labels: Vec<Option<CString>>,
+    descriptions: Vec<Option<CString>>,
+    config_json: CString,
+    options: ModelOptions,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("architecture", &self.config.architecture).field("graph", &self.graph_kind).finish()
+    }
+}
+
+impl Model {
+    /// Creates a model from a spec (`local:<dir>`, `local-dir:<dir>`, a bare timm name, ...).
+    pub fn create(spec_text: &str, pretrained: bool, options: &ModelOptions) -> Result<Model> {
+        let spec = spec::parse(spec_text)?;
+        // Load the runtime first: a missing runtime is the most common setup error, and weights
+        // are bound to ORT tensors while the folder is read.
+        crate::runtime::loader::environment(options.session.ort_library.as_deref())?;
+        match spec {
+            Spec::Local(dir) => Self::from_folder(&dir, pretrained, options),
+            Spec::Name { arch, tag } => {
+                if pretrained {
+                    return Err(Error::not_found(format!(
+                        "`{spec_text}` with pretrained=true needs the weights of the Hugging Face repo `timm/{}`; \
+                         download the folder and use `local:<folder>`, or pass pretrained=false for random weights",
+                        match &tag {
+                            Some(t) => format!("{arch}.{t}"),
+                            None => arch.clone(),
+                        }
+                    )));
+                }
+                Self::from_arch(&arch, options)
+            }
+            Spec::HfHub { repo, .. } => Err(Error::unsupported(format!(
+                "`hf-hub:{repo}`: this build resolves only local folders; download the repository and use `local:<folder>`"
+            ))),
+        }
+    }
+
+    /// A model from a folder timm wrote.
+    pub fn from_folder(dir: &Path, pretrained: bool, options: &ModelOptions) -> Result<Model> {
+        let folder = ModelFolder::open(dir)?;
+        let config = ModelConfig::from_dir(dir)?;
+        let native_known = graph::family_for(&config.architecture).is_some();
+        let use_onnx = match options.graph {
+            GraphChoice::Native => false,
+            GraphChoice::Onnx => {
+                if folder.onnx.is_none() {
+                    return Err(Error::not_found(format!("option graph=onnx but {} has no model.onnx", dir.display())));
+                }
+                true
+            }
+            GraphChoice::Auto => folder.onnx.is_some(),
+        };
+        if !pretrained {
+            if !native_known {
+                return Err(Error::unsupported(format!(
+                    "pretrained=false needs a native graph to initialise, and architecture `{}` has none \
+                     (a model.onnx carries its own weights; create it with pretrained=true). Native families: {}",
+                    config.architecture,
+                    graph::supported_list()
+                )));
+            }
+            return Self::native(config, None, options);
+        }
+        if use_onnx {
+            let onnx_path = folder.onnx.clone().unwrap_or_default();
+            return Self::onnx(config, &folder, &onnx_path, options);
+        }
+        if !native_known {
+            return Err(Error::unsupported(format!(
+                "{} has no model.onnx and architecture `{}` has no native graph builder; supported families: {}",
+                dir.display(),
+                config.architecture,
+                graph::supported_list()
+            )));
+        }
+        let weights = Arc::new(Weights::open(folder.require_weights()?)?);
+        Self::native(config, Some(weights), options)
+    }
+
+    /// A model with timm's default arguments for `arch` and seeded random weights.
+    pub fn from_arch(arch: &str, options: &ModelOptions) -> Result<Model> {
+        let family = graph::family_for(arch).ok_or_else(|| {
+            Error::unsupported(format!("architecture `{arch}` has no native graph builder; supported families: {}", graph::supported_list()))
+        })?;
+        let cfg_json = (family.default_config)(arch)
+            .ok_or_else(|| Error::unsupported(format!("`{arch}` is not a {} architecture this build knows", family.name)))?;
+        let config = ModelConfig::parse(cfg_json.to_string().as_bytes())?;
+        Self::native(config, None, options)
+    }
+
+    fn native(config: ModelConfig, weights: Option<Arc<Weights>>, options: &ModelOptions) -> Result<Model> {
+        let p = &config.pretrained_cfg;
+        let input_chw = [Some(p.input_size[0] as i64), Some(p.input_size[1] as i64), Some(p.input_size[2] as i64)];
+        let source = match &weights {
+            Some(w) => ParamSource::Weights(w),
+            None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
+        };
+        let g = graph::build(&config, source, options.output, input_chw)?;
+        let session = Session::from_graph(&g, weights.as_deref(), &options.session)?;
+        let output_dim = g.output_dim;
+        Self::finish(session, weights.into_iter().collect(), config, GraphKind::Native, options, output_dim)
+    }
+
+    fn onnx(config: ModelConfig, folder: &ModelFolder, path: &Path, options: &ModelOptions) -> Result<Model> {
+        if options.output == OutputKind::Features {
+            return Err(Error::unsupported(
+                "option output=features needs the native graph (model.onnx ends in the classifier); set option graph=native",
+            ));
+        }
+        let file = std::fs::File::open(path).map_err(|e| Error::from_io(&e, "cannot open", path))?;
+        // SAFETY: read-only mapping used only while scanning below.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::from_io(&e, "cannot map", path))?;
+        let info = onnx::scan(&map)?;
+        drop(map);
+
+        // Initializers whose data lives in a safetensors file are bound by name from it.
+        let mut bindings = Vec::new();
+        let mut keep = Keep::default();
+        let mut opened: Vec<(String, Arc<Weights>)> = Vec::new();
+        for init in info.initializers.iter().filter(|i| i.external) {
+            let Some(loc) = init.location.as_deref().filter(|l| l.ends_with(".safetensors")) else { continue };
+            if loc.contains(['/', '\\']) || loc.starts_with('.') {
+                return Err(Error::invalid_model(format!(
+                    "model.onnx initializer `{}` points at `{loc}`; bound weights must be a file in the model folder",
+                    init.name
+                )));
+            }
+            let w = match opened.iter().find(|(n, _)| n == loc) {
+                Some((_, w)) => w.clone(),
+                None => {
+                    let w = Arc::new(Weights::open(&folder.dir.join(loc))?);
+                    opened.push((loc.to_string(), w.clone()));
+                    w
+                }
+            };
+            bindings.push((init.name.clone(), bind_initializer(&w, init, &mut keep)?));
+        }
+        let session = Session::from_onnx_file(path, &options.session, bindings, keep)?;
+        let weights = opened.into_iter().map(|(_, w)| w).collect();
+        let num_classes = config.num_classes;
+        Self::finish(session, weights, config, GraphKind::Onnx, options, num_classes)
+    }
+
+    fn finish(
+        session: Session,
+        weights: Vec<Arc<Weights>>,
+        config: ModelConfig,
+        graph_kind: GraphKind,
+        options: &ModelOptions,
+        output_dim: usize,
+    ) -> Result<Model> {
+        let [c, h, w] = config.pretrained_cfg.input_size;
+        let sd = &session.input_dims;
+        let dim = |i: usize| if sd[i] > 0 { Some(sd[i] as usize) } else { None };
+        let input_dims = [dim(1).or(Some(c)), dim(2), dim(3)];
+        // The ONNX graph and config.json must agree, or preprocessing would feed the wrong size.
+        for (i, (name, want)) in [("channels", c), ("height", h), ("width", w)].into_iter().enumerate() {
+            if let Some(got) = input_dims[i] {
+                if got != want {
+                    return Err(Error::invalid_model(format!(
+                        "the graph takes input {name} {got} but config.json's input_size is {:?}",
+                        config.pretrained_cfg.input_size
+                    )));
+                }
+            }
+        }
+        let out_static = session.output_dims[1];
+        if out_static > 0 && out_static as usize != output_dim {
+            return Err(Error::invalid_model(format!(
+                "the graph outputs {out_static} values per image but config.json says num_classes = {output_dim}"
+            )));
+        }
+        let cstr = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
+        let labels = config.label_names.iter().map(|l| l.as_deref().map(cstr)).collect();
+        let descriptions = (0..config.num_classes).map(|i| config.label_description(i).map(cstr)).collect();
+        let config_json = cstr(&config.resolved_json().to_string());
+        Ok(Model {
+            session,
+            _weights: weights,
+            config,
+            graph_kind,
+            output_kind: options.output,
+            input_dims,
+            output_dim,
+            labels,
+            descriptions,
+            config_json,
+            options: options.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    pub fn graph_kind(&self) -> GraphKind {
+        self.graph_kind
+    }
+    pub fn output_kind(&self) -> OutputKind {
+        self.output_kind
+    }
+    pub fn output_dim(&self) -> usize {
+        self.output_dim
+    }
+    pub fn options(&self) -> &ModelOptions {
+        &self.options
+    }
+    /// `[C, H, W]` from config.json (what preprocessing produces).
+    pub fn input_size(&self) -> [usize; 3] {
+        self.config.pretrained_cfg.input_size
+    }
+    pub fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+    pub fn label(&self, index: usize) -> Option<&CString> {
+        self.labels.get(index)?.as_ref()
+    }
+    pub fn description(&self, index: usize) -> Option<&CString> {
+        self.descriptions.get(index)?.as_ref()
+    }
+    pub fn config_json(&self) -> &CString {
+        &self.config_json
+    }
+
+    /// Runs a batch: `input` is NCHW float32 of `shape`, `output` receives `[N, output_dim]`.
+    /// Safe to call from many threads at once.
+    pub fn infer(&self, input: &[f32], shape: &[i64], output: &mut [f32]) -> Result<usize> {
+        let n = self.check_input(input.len(), shape)?;
+        let needed = n.checked_mul(self.output_dim).ok_or_else(|| Error::invalid_argument("batch too large"))?;
+        if output.len() < needed {
+            return Err(Error::buffer_too_small(format!(
+                "output buffer holds {} floats but batch {n} × {} outputs needs {needed}",
+                output.len(),
+                self.output_dim
+            )));
+        }
+        self.session.run(input, shape, &mut output[..needed], &[n as i64, self.output_dim as i64])?;
+        Ok(needed)
+    }
+
+    /// Checks an input shape against the model; returns the batch size.
+    fn check_input(&self, len: usize, shape: &[i64]) -> Result<usize> {
+        let expected = || {
+            let d = |x: Option<usize>| x.map_or("any".to_string(), |v| v.to_string());
+            format!("[N, {}, {}, {}]", d(self.input_dims[0]), d(self.input_dims[1]), d(self.input_dims[2]))
+        };
+        if shape.len() != 4 {
+            return Err(Error::invalid_argument(format!(
+                "input shape has {} dims {shape:?}; expected NCHW {}",
+                shape.len(),
+                expected()
+            )));
+        }
+        if shape.iter().any(|&d| d <= 0) {
+            return Err(Error::invalid_argument(format!("input shape {shape:?} has a zero or negative dimension; expected {}", expected())));
+        }
+        for (i, want) in self.input_dims.iter().enumerate() {
+            if let Some(w) = want {
+                if shape[i + 1] as u64 != *w as u64 {
+                    return Err(Error::invalid_argument(format!("input shape {shape:?} does not match the model's {}", expected())));
+                }
+            }
+        }
+        let total = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?));
+        let total = total.ok_or_else(|| Error::invalid_argument(format!("input shape {shape:?} overflows")))?;
+        if total != len {
+            return Err(Error::invalid_argument(format!("input has {len} floats but shape {shape:?} needs {total}")));
+        }
+        Ok(shape[0] as usize)
+    }
+}
+
+/// A tensor over the weights for one stripped ONNX initializer, checked against its declared
+/// dims and type; converted (and kept) when the file stores another float type.
+fn bind_initializer(w: &Weights, init: &onnx::Initializer, keep: &mut Keep) -> Result<sys::OwnedValue> {
+    let info = w.get(&init.name).ok_or_else(|| {
+        Error::invalid_model(format!("model.onnx needs initializer `{}` from {}, which has no such tensor", init.name, w.path().display()))
+    })?;
+    let dims: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+    if dims != init.dims {
+        return Err(Error::invalid_model(format!(
+            "weight `{}` has shape {:?} in {} but model.onnx declares {:?}",
+            init.name,
+            info.shape,
+            w.path().display(),
+            init.dims
+        )));
+    }
+    let bytes = w.bytes(info);
+    let (elem, same) = match (init.data_type, info.dtype) {
+        (onnx::FLOAT, DType::F32) => (sys::F32, true),
+        (onnx::FLOAT16, DType::F16) => (sys::F16, true),
+        (onnx::BFLOAT16, DType::BF16) => (sys::BF16, true),
+        (onnx::FLOAT, d) if d.is_float() || d == DType::F64 => (sys::F32, false),
+        (t, d) => {
+            return Err(Error::invalid_model(format!(
+                "weight `{}` is {d:?} in the safetensors file but model.onnx declares ONNX type {t}",
+                init.name
+            )))
+        }
+    };
+    if same && (bytes.as_ptr() as usize) % info.dtype.size() == 0 {
+        // SAFETY: the mapping is kept alive by the model for the session's lifetime.
+        return unsafe { sys::tensor_over(bytes.as_ptr(), bytes.len(), &dims, elem) };
+    }
+    let converted: Vec<u8> = if same {
+        bytes.to_vec()
+    } else {
+        let f = weights::to_f32(bytes, info.dtype).ok_or_else(|| Error::internal("float conversion"))?;
+        f.iter().flat_map(|x| x.to_le_bytes()).collect()
+    };
+    let mut buf = vec![0u64; converted.len().div_ceil(8)];
+    // SAFETY: buf has at least converted.len() bytes.
+    unsafe { std::ptr::copy_nonoverlapping(converted.as_ptr(), buf.as_mut_ptr() as *mut u8, converted.len()) };
+    let value = unsafe { sys::tensor_over(buf.as_ptr() as *const u8, converted.len(), &dims, elem)? };
+    keep.buffers.push(buf);
+    Ok(value)
+}

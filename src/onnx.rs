@@ -1,0 +1,236 @@
+//! Just enough of the ONNX protobuf format to list a model's initializers: their names, dims,
+//! types and where their data lives. Used to bind initializers whose data was stripped (they
+//! reference a `.safetensors` file as external data) by name from the folder's weights, and to
+//! tell a file that is not ONNX from one ONNX Runtime rejects for other reasons.
+
+use crate::error::{Error, Result};
+
+/// ONNX `TensorProto.DataType` values we read.
+pub const FLOAT: i32 = 1;
+pub const FLOAT16: i32 = 10;
+pub const BFLOAT16: i32 = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Initializer {
+    pub name: String,
+    pub dims: Vec<i64>,
+    pub data_type: i32,
+    /// `data_location == EXTERNAL`.
+    pub external: bool,
+    /// The `location` entry of `external_data`, if any.
+    pub location: Option<String>,
+    pub has_offset: bool,
+}
+
+/// The parts of a ModelProto this library looks at.
+#[derive(Debug, Clone, Default)]
+pub struct ModelInfo {
+    pub ir_version: i64,
+    pub initializers: Vec<Initializer>,
+}
+
+/// Parses a ModelProto far enough to list initializers; errors mean "not an ONNX model".
+pub fn scan(bytes: &[u8]) -> Result<ModelInfo> {
+    scan_model(bytes).map_err(|why| Error::invalid_model(format!("model.onnx is not a valid ONNX model ({why})")))
+}
+
+type R<T> = std::result::Result<T, String>;
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+    fn varint(&mut self) -> R<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or("truncated varint")?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint too long".into())
+    }
+    fn field(&mut self) -> R<(u64, Field<'a>)> {
+        let key = self.varint()?;
+        let (num, wire) = (key >> 3, key & 7);
+        if num == 0 {
+            return Err("field number 0".into());
+        }
+        let f = match wire {
+            0 => Field::Varint(self.varint()?),
+            1 => {
+                self.skip(8)?;
+                Field::Fixed
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| "length overflow")?;
+                let start = self.pos;
+                self.skip(len)?;
+                Field::Bytes(&self.buf[start..start + len])
+            }
+            5 => {
+                self.skip(4)?;
+                Field::Fixed
+            }
+            w => return Err(format!("unsupported wire type {w}")),
+        };
+        Ok((num, f))
+    }
+    fn skip(&mut self, n: usize) -> R<()> {
+        let end = self.pos.checked_add(n).ok_or("length overflow")?;
+        if end > self.buf.len() {
+            return Err("truncated field".into());
+        }
+        self.pos = end;
+        Ok(())
+    }
+}
+
+fn scan_model(bytes: &[u8]) -> R<ModelInfo> {
+    let mut r = Reader::new(bytes);
+    let mut info = ModelInfo::default();
+    let mut saw_graph = false;
+    while !r.done() {
+        match r.field()? {
+            (1, Field::Varint(v)) => info.ir_version = v as i64,
+            (7, Field::Bytes(g)) => {
+                saw_graph = true;
+                scan_graph(g, &mut info)?;
+            }
+            _ => {}
+        }
+    }
+    if !saw_graph || info.ir_version <= 0 {
+        return Err("no graph or IR version".into());
+    }
+    Ok(info)
+}
+
+fn scan_graph(bytes: &[u8], info: &mut ModelInfo) -> R<()> {
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        if let (5, Field::Bytes(t)) = r.field()? {
+            info.initializers.push(scan_tensor(t)?);
+        }
+    }
+    Ok(())
+}
+
+fn scan_tensor(bytes: &[u8]) -> R<Initializer> {
+    let mut r = Reader::new(bytes);
+    let mut t = Initializer::default();
+    while !r.done() {
+        match r.field()? {
+            (1, Field::Varint(v)) => t.dims.push(v as i64),
+            (1, Field::Bytes(packed)) => {
+                let mut p = Reader::new(packed);
+                while !p.done() {
+                    t.dims.push(p.varint()? as i64);
+                }
+            }
+            (2, Field::Varint(v)) => t.data_type = v as i32,
+            (8, Field::Bytes(s)) => t.name = String::from_utf8(s.to_vec()).map_err(|_| "initializer name is not UTF-8")?,
+            (13, Field::Bytes(kv)) => {
+                let (k, v) = string_pair(kv)?;
+                match k.as_str() {
+                    "location" => t.location = Some(v),
+                    "offset" => t.has_offset = true,
+                    _ => {}
+                }
+            }
+            (14, Field::Varint(v)) => t.external = v == 1,
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+fn string_pair(bytes: &[u8]) -> R<(String, String)> {
+    let mut r = Reader::new(bytes);
+    let (mut k, mut v) = (String::new(), String::new());
+    while !r.done() {
+        match r.field()? {
+            (1, Field::Bytes(s)) => k = String::from_utf8_lossy(s).into_owned(),
+            (2, Field::Bytes(s)) => v = String::from_utf8_lossy(s).into_owned(),
+            _ => {}
+        }
+    }
+    Ok((k, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn bytes_field(num: u64, data: &[u8], out: &mut Vec<u8>) {
+        varint(num << 3 | 2, out);
+        varint(data.len() as u64, out);
+        out.extend_from_slice(data);
+    }
+
+    #[test]
+    fn reads_stripped_initializer() {
+        let mut kv = Vec::new();
+        bytes_field(1, b"location", &mut kv);
+        bytes_field(2, b"model.safetensors", &mut kv);
+        let mut t = Vec::new();
+        let mut dims = Vec::new();
+        varint(8, &mut dims);
+        varint(3, &mut dims);
+        bytes_field(1, &dims, &mut t);
+        varint(2 << 3, &mut t);
+        varint(1, &mut t);
+        bytes_field(8, b"fc.weight", &mut t);
+        bytes_field(13, &kv, &mut t);
+        varint(14 << 3, &mut t);
+        varint(1, &mut t);
+        let mut g = Vec::new();
+        bytes_field(5, &t, &mut g);
+        let mut m = Vec::new();
+        varint(1 << 3, &mut m);
+        varint(8, &mut m);
+        bytes_field(7, &g, &mut m);
+        let info = scan(&m).unwrap();
+        let init = &info.initializers[0];
+        assert_eq!(init.name, "fc.weight");
+        assert_eq!(init.dims, vec![8, 3]);
+        assert_eq!(init.data_type, FLOAT);
+        assert!(init.external);
+        assert_eq!(init.location.as_deref(), Some("model.safetensors"));
+    }
+
+    #[test]
+    fn garbage_is_not_onnx() {
+        for junk in [&b""[..], b"hello world, not a protobuf", &[0xff; 64], b"\x0a\xff\xff\xff\xff\x0f"] {
+            let e = scan(junk).unwrap_err();
+            assert!(e.message().contains("not a valid ONNX model"), "{e}");
+        }
+    }
+}

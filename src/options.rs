@@ -1,0 +1,173 @@
+//! Creation options: string keys and values from the C ABI, checked when set and turned into
+//! typed settings when a model is created.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::graph::OutputKind;
+use crate::runtime::{OptLevel, SessionOptions};
+
+/// Every option key, with the values it takes (shown in the unknown-key error).
+pub const KEYS: &[(&str, &str)] = &[
+    ("intra_op_threads", "threads inside one operator; 0 = ONNX Runtime's default (one per physical core)"),
+    ("inter_op_threads", "threads across operators; 0 = default"),
+    ("graph_optimization_level", "disable | basic | extended | all (default)"),
+    ("ort_library", "path of libonnxruntime.so to load"),
+    ("output", "logits (default) | features"),
+    ("graph", "auto (default: model.onnx when present, else native) | native | onnx"),
+    ("seed", "integer seed for pretrained=false initialisation (default 0)"),
+    ("use_test_size", "true | false (default): preprocess at test_input_size / test_crop_pct when the config has them"),
+];
+
+/// Options as the caller set them.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    entries: BTreeMap<String, String>,
+}
+
+/// Which graph a folder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphChoice {
+    Auto,
+    Native,
+    Onnx,
+}
+
+/// Options after parsing.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub session: SessionOptions,
+    pub output: OutputKind,
+    pub graph: GraphChoice,
+    pub seed: u64,
+    pub use_test_size: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            session: SessionOptions::default(),
+            output: OutputKind::Logits,
+            graph: GraphChoice::Auto,
+            seed: 0,
+            use_test_size: false,
+        }
+    }
+}
+
+impl Options {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a key, checking the key and the value now so mistakes surface at the call that made them.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if !KEYS.iter().any(|(k, _)| *k == key) {
+            let known: Vec<String> = KEYS.iter().map(|(k, d)| format!("  {k}: {d}")).collect();
+            return Err(Error::invalid_argument(format!("unknown option `{key}`; known options:\n{}", known.join("\n"))));
+        }
+        let mut probe = ModelOptions::default();
+        apply(&mut probe, key, value)?;
+        self.entries.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(String::as_str)
+    }
+
+    pub fn parse(&self) -> Result<ModelOptions> {
+        let mut m = ModelOptions::default();
+        for (k, v) in &self.entries {
+            apply(&mut m, k, v)?;
+        }
+        Ok(m)
+    }
+}
+
+fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
+    let bad = |expected: &str| Error::invalid_argument(format!("option `{key}` = `{value}`: expected {expected}"));
+    let threads = |v: &str| -> Result<Option<usize>> {
+        let n: usize = v.trim().parse().map_err(|_| bad("a thread count (0 = default)"))?;
+        if n > 1024 {
+            return Err(bad("at most 1024 threads"));
+        }
+        Ok(if n == 0 { None } else { Some(n) })
+    };
+    let boolean = |v: &str| -> Result<bool> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(bad("true or false")),
+        }
+    };
+    match key {
+        "intra_op_threads" => m.session.intra_threads = threads(value)?,
+        "inter_op_threads" => m.session.inter_threads = threads(value)?,
+        "graph_optimization_level" => {
+            m.session.opt_level = Some(match value.trim() {
+                "disable" | "0" => OptLevel::Disable,
+                "basic" | "1" => OptLevel::Basic,
+                "extended" | "2" => OptLevel::Extended,
+                "all" | "99" => OptLevel::All,
+                _ => return Err(bad("disable, basic, extended or all")),
+            })
+        }
+        "ort_library" => {
+            if value.is_empty() {
+                return Err(bad("a file path"));
+            }
+            m.session.ort_library = Some(PathBuf::from(value));
+        }
+        "output" => {
+            m.output = match value.trim() {
+                "logits" => OutputKind::Logits,
+                "features" => OutputKind::Features,
+                _ => return Err(bad("logits or features")),
+            }
+        }
+        "graph" => {
+            m.graph = match value.trim() {
+                "auto" => GraphChoice::Auto,
+                "native" => GraphChoice::Native,
+                "onnx" => GraphChoice::Onnx,
+                _ => return Err(bad("auto, native or onnx")),
+            }
+        }
+        "seed" => m.seed = value.trim().parse().map_err(|_| bad("a non-negative integer"))?,
+        "use_test_size" => m.use_test_size = boolean(value)?,
+        _ => return Err(Error::internal(format!("option `{key}` is listed but not handled"))),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TimmStatus;
+
+    #[test]
+    fn unknown_key_lists_known_keys() {
+        let e = Options::new().set("threads", "4").unwrap_err();
+        assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT);
+        for (k, _) in KEYS {
+            assert!(e.message().contains(k), "{e}");
+        }
+    }
+
+    #[test]
+    fn values_are_checked_when_set() {
+        let mut o = Options::new();
+        assert!(o.set("intra_op_threads", "two").is_err());
+        assert!(o.set("graph_optimization_level", "max").is_err());
+        assert!(o.set("output", "probs").is_err());
+        o.set("intra_op_threads", "2").unwrap();
+        o.set("graph_optimization_level", "basic").unwrap();
+        o.set("output", "features").unwrap();
+        let m = o.parse().unwrap();
+        assert_eq!(m.session.intra_threads, Some(2));
+        assert_eq!(m.session.opt_level, Some(OptLevel::Basic));
+        assert_eq!(m.output, OutputKind::Features);
+    }
+}

@@ -1,0 +1,8 @@
+//! ONNX Runtime: loading the library, building sessions (from ONNX files or native graphs)
+//! and running them.
+
+pub mod loader;
+pub mod session;
+pub mod sys;
+
+pub use session::{Keep, OptLevel, Session, SessionOptions};

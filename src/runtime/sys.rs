@@ -1,0 +1,117 @@
+//! Thin safe wrappers over the few ONNX Runtime C calls that the `ort` crate does not expose
+//! the way we need them: tensors over memory we own (zero-copy inputs, outputs and weights),
+//! and thread-safe `Run` on a shared session.
+
+use std::ffi::CStr;
+use std::ptr::NonNull;
+
+use once_cell::sync::OnceCell;
+use ort_sys::{ONNXTensorElementDataType, OrtStatusPtr, OrtValue};
+
+use crate::error::{Error, Result};
+
+/// Turns an `OrtStatus` into our error, releasing it.
+pub fn check(status: OrtStatusPtr) -> Result<()> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status from ORT is valid until released; the message is copied first.
+    let msg = unsafe {
+        let m = (api.GetErrorMessage)(status.0);
+        let s = if m.is_null() { String::from("unknown error") } else { CStr::from_ptr(m).to_string_lossy().into_owned() };
+        (api.ReleaseStatus)(status.0);
+        s
+    };
+    Err(Error::runtime(format!("ONNX Runtime: {msg}")))
+}
+
+/// An `OrtValue` we own and release on drop.
+pub struct OwnedValue(NonNull<OrtValue>);
+
+// SAFETY: an OrtValue is plain data plus a pointer to its buffer; ORT allows using one from any
+// thread, and we never mutate one that is shared.
+unsafe impl Send for OwnedValue {}
+unsafe impl Sync for OwnedValue {}
+
+impl OwnedValue {
+    pub fn ptr(&self) -> *mut OrtValue {
+        self.0.as_ptr()
+    }
+    /// Gives up ownership (for APIs that take it, like AddInitializerToGraph).
+    pub fn into_raw(self) -> *mut OrtValue {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+}
+
+impl Drop for OwnedValue {
+    fn drop(&mut self) {
+        // SAFETY: we own the value.
+        unsafe { (ort::api().ReleaseValue)(self.0.as_ptr()) };
+    }
+}
+
+struct MemInfo(NonNull<ort_sys::OrtMemoryInfo>);
+unsafe impl Send for MemInfo {}
+unsafe impl Sync for MemInfo {}
+
+fn cpu_memory_info() -> Result<*const ort_sys::OrtMemoryInfo> {
+    static INFO: OnceCell<MemInfo> = OnceCell::new();
+    let api = super::loader::api()?;
+    INFO.get_or_try_init(|| {
+        let mut p = std::ptr::null_mut();
+        // SAFETY: plain constructor; the info lives for the process.
+        check(unsafe {
+            (api.CreateCpuMemoryInfo)(ort_sys::OrtAllocatorType::OrtDeviceAllocator, ort_sys::OrtMemType::OrtMemTypeDefault, &mut p)
+        })?;
+        NonNull::new(p).map(MemInfo).ok_or_else(|| Error::runtime("ONNX Runtime returned no memory info"))
+    })
+    .map(|m| m.0.as_ptr() as *const _)
+}
+
+/// A tensor that views `len` bytes at `data` without copying.
+///
+/// # Safety
+/// The memory must stay valid, and unchanged unless ORT writes it as an output, for as long as
+/// ORT uses the value. `data` must be aligned for `elem`.
+pub unsafe fn tensor_over(data: *const u8, len: usize, shape: &[i64], elem: ONNXTensorElementDataType) -> Result<OwnedValue> {
+    let info = cpu_memory_info()?;
+    let mut out = std::ptr::null_mut();
+    check((super::loader::api()?.CreateTensorWithDataAsOrtValue)(
+        info,
+        data as *mut std::ffi::c_void,
+        len,
+        shape.as_ptr(),
+        shape.len(),
+        elem,
+        &mut out,
+    ))?;
+    NonNull::new(out).map(OwnedValue).ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))
+}
+
+/// A tensor allocated by ONNX Runtime and filled with a copy of `bytes` (ORT owns the memory,
+/// so APIs that take ownership of the value can free it).
+pub fn tensor_copy(bytes: &[u8], shape: &[i64], elem: ONNXTensorElementDataType) -> Result<OwnedValue> {
+    let api = super::loader::api()?;
+    let mut alloc = std::ptr::null_mut();
+    // SAFETY: the default allocator is process-global and never freed.
+    check(unsafe { (api.GetAllocatorWithDefaultOptions)(&mut alloc) })?;
+    let mut out = std::ptr::null_mut();
+    check(unsafe { (api.CreateTensorAsOrtValue)(alloc, shape.as_ptr(), shape.len(), elem, &mut out) })?;
+    let value = NonNull::new(out).map(OwnedValue).ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))?;
+    let mut dst = std::ptr::null_mut();
+    check(unsafe { (api.GetTensorMutableData)(value.ptr(), &mut dst) })?;
+    if !bytes.is_empty() {
+        // SAFETY: ORT allocated prod(shape) × size bytes, which the caller's bytes match.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst as *mut u8, bytes.len()) };
+    }
+    Ok(value)
+}
+
+pub const F32: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+pub const F16: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+pub const BF16: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+pub const F64: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
+pub const I64: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;

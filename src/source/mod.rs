@@ -1,0 +1,5 @@
+//! Finding the folder a spec names.
+
+pub mod local;
+
+pub use local::ModelFolder;
