@@ -1,0 +1,204 @@
+//! Shared test support: the committed fixtures and a small safe wrapper over the C ABI, so
+//! integration tests exercise the same exported functions C programs call.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+
+use timm::ffi::*;
+use timm::TimmStatus;
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Points the library at the project's ONNX Runtime (scripts/fetch-ort) unless the caller chose one.
+pub fn init_runtime() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TIMM_ORT_LIBRARY").is_none() {
+            let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".onnxruntime/cpu/libonnxruntime.so.1.31.1");
+            assert!(lib.exists(), "ONNX Runtime is missing: run scripts/fetch-ort (or scripts/test, which does)");
+            std::env::set_var("TIMM_ORT_LIBRARY", lib);
+        }
+    });
+}
+
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub name: String,
+    pub arch: String,
+    pub family: String,
+    /// weight mode ("native", "onnx_stripped", ...) → folder relative to tests/fixtures
+    pub folders: BTreeMap<String, String>,
+    pub reference: String,
+    pub weights_dtype: String,
+}
+
+impl Fixture {
+    pub fn folder(&self, mode: &str) -> Option<PathBuf> {
+        self.folders.get(mode).map(|f| fixtures_dir().join(f))
+    }
+    pub fn spec(&self, mode: &str) -> String {
+        format!("local:{}", self.folder(mode).unwrap_or_else(|| panic!("{} has no {mode} folder", self.name)).display())
+    }
+}
+
+pub fn fixtures() -> Vec<Fixture> {
+    let text = std::fs::read_to_string(fixtures_dir().join("index.json")).expect("tests/fixtures/index.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("index.json");
+    v["fixtures"]
+        .as_array()
+        .expect("fixtures array")
+        .iter()
+        .map(|f| Fixture {
+            name: f["name"].as_str().unwrap().to_string(),
+            arch: f["arch"].as_str().unwrap().to_string(),
+            family: f["family"].as_str().unwrap_or("").to_string(),
+            folders: f["folders"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect(),
+            reference: f["reference"].as_str().unwrap().to_string(),
+            weights_dtype: f["weights_dtype"].as_str().unwrap_or("F32").to_string(),
+        })
+        .collect()
+}
+
+pub fn fixture(name: &str) -> Fixture {
+    fixtures().into_iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no fixture {name} in index.json"))
+}
+
+pub fn fixtures_of_family(family: &str) -> Vec<Fixture> {
+    fixtures().into_iter().filter(|f| f.family == family).collect()
+}
+
+pub struct Reference {
+    pub input: Vec<f32>,
+    pub input_shape: Vec<i64>,
+    pub logits: Vec<f32>,
+    pub logits_shape: Vec<i64>,
+    pub features: Vec<f32>,
+    pub features_shape: Vec<i64>,
+}
+
+pub fn read_f32(p: &Path) -> Vec<f32> {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+pub fn reference(f: &Fixture) -> Reference {
+    let dir = fixtures_dir().join(&f.reference);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let shape = |k: &str| meta[k].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect::<Vec<_>>();
+    Reference {
+        input: read_f32(&dir.join("input.f32")),
+        input_shape: shape("input_shape"),
+        logits: read_f32(&dir.join("logits.f32")),
+        logits_shape: shape("logits_shape"),
+        features: read_f32(&dir.join("features.f32")),
+        features_shape: shape("features_shape"),
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// An error from the C ABI: the status and `timm_last_error()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CError {
+    pub status: TimmStatus,
+    pub message: String,
+}
+
+pub fn last_error() -> String {
+    unsafe { CStr::from_ptr(timm_last_error()) }.to_string_lossy().into_owned()
+}
+
+/// A model handle created through the C ABI, freed on drop.
+pub struct CModel(pub *mut TimmModel);
+unsafe impl Send for CModel {}
+unsafe impl Sync for CModel {}
+
+impl CModel {
+    pub fn create(spec: &str, pretrained: bool, options: &[(&str, &str)]) -> Result<CModel, CError> {
+        init_runtime();
+        let spec = CString::new(spec).unwrap();
+        let opts = timm_options_new();
+        for (k, v) in options {
+            let (k, v) = (CString::new(*k).unwrap(), CString::new(*v).unwrap());
+            let st = timm_options_set(opts, k.as_ptr(), v.as_ptr());
+            if st != TimmStatus::TIMM_OK {
+                let e = CError { status: st, message: last_error() };
+                timm_options_free(opts);
+                return Err(e);
+            }
+        }
+        let m = timm_create_model_with_options(spec.as_ptr(), pretrained, opts);
+        timm_options_free(opts);
+        if m.is_null() {
+            // The message must say what went wrong.
+            let message = last_error();
+            assert!(!message.is_empty(), "NULL model without a message");
+            let status = status_from_message(&message);
+            return Err(CError { status, message });
+        }
+        Ok(CModel(m))
+    }
+
+    pub fn output_dim(&self) -> usize {
+        timm_model_output_dim(self.0)
+    }
+
+    pub fn infer(&self, input: &[f32], shape: &[i64]) -> Result<Vec<f32>, CError> {
+        let n = shape.first().copied().unwrap_or(1).max(1) as usize;
+        let mut out = vec![f32::NAN; n * self.output_dim()];
+        self.infer_into(input, shape, &mut out).map(|_| out)
+    }
+
+    pub fn infer_into(&self, input: &[f32], shape: &[i64], out: &mut [f32]) -> Result<(), CError> {
+        let st = timm_infer(self.0, input.as_ptr(), shape.as_ptr(), shape.len(), out.as_mut_ptr(), out.len());
+        if st == TimmStatus::TIMM_OK {
+            Ok(())
+        } else {
+            Err(CError { status: st, message: last_error() })
+        }
+    }
+}
+
+impl Drop for CModel {
+    fn drop(&mut self) {
+        timm_free(self.0);
+    }
+}
+
+/// `timm_last_error` starts with the status name; read it back for functions that return NULL.
+pub fn status_from_message(msg: &str) -> TimmStatus {
+    use TimmStatus::*;
+    for s in [
+        TIMM_ERR_INVALID_ARGUMENT,
+        TIMM_ERR_NOT_FOUND,
+        TIMM_ERR_INVALID_MODEL,
+        TIMM_ERR_UNSUPPORTED,
+        TIMM_ERR_RUNTIME,
+        TIMM_ERR_IO,
+        TIMM_ERR_BUFFER_TOO_SMALL,
+        TIMM_ERR_INTERNAL,
+    ] {
+        if msg.starts_with(s.name()) {
+            return s;
+        }
+    }
+    panic!("last error does not start with a status name: {msg}")
+}
+
+/// Runs a fixture's reference input in the given mode and checks logits (and features when
+/// `features` is true) against timm within `tol`.
+pub fn check_fixture(f: &Fixture, mode: &str, options: &[(&str, &str)], tol: f32) {
+    let r = reference(f);
+    let m = CModel::create(&f.spec(mode), true, options).unwrap_or_else(|e| panic!("{} [{mode}]: {e:?}", f.name));
+    let out = m.infer(&r.input, &r.input_shape).unwrap_or_else(|e| panic!("{} [{mode}]: {e:?}", f.name));
+    let d = max_abs_diff(&out, &r.logits);
+    eprintln!("{:<32} {:<14} logits max|diff| = {d:.3e}", f.name, mode);
+    assert!(d <= tol, "{} [{mode}]: logits differ from timm by {d}", f.name);
+}
