@@ -80,7 +80,8 @@ impl ModelConfig {
                 meta.len()
             )));
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::from_io(&e, "cannot read model config", &path))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::from_io(&e, "cannot read model config", &path))?;
         Self::parse(&bytes).map_err(|e| e.context(path.display()))
     }
 
@@ -90,8 +91,8 @@ impl ModelConfig {
             return Err(Error::invalid_model("config.json is too large"));
         }
         // serde_json refuses nesting deeper than 128 levels with an error, not a stack overflow.
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| Error::invalid_model(format!("config.json is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid_model(format!("config.json is not valid JSON: {e}")))?;
         let Value::Object(mut root) = value else {
             return Err(Error::invalid_model("config.json must hold a JSON object"));
         };
@@ -112,8 +113,14 @@ impl ModelConfig {
 
         let architecture = match root.get("architecture") {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
-            Some(Value::String(_)) => return Err(Error::invalid_model("config.json `architecture` is empty or too long")),
-            None | Some(Value::Null) => return Err(Error::invalid_model("config.json has no `architecture`")),
+            Some(Value::String(_)) => {
+                return Err(Error::invalid_model(
+                    "config.json `architecture` is empty or too long",
+                ))
+            }
+            None | Some(Value::Null) => {
+                return Err(Error::invalid_model("config.json has no `architecture`"))
+            }
             Some(other) => return Err(type_error("architecture", "a string", other)),
         };
 
@@ -156,7 +163,9 @@ impl ModelConfig {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(m)) => {
                 if m.len() > MAX_CLASSES {
-                    return Err(Error::invalid_model("config.json `label_descriptions` has too many entries"));
+                    return Err(Error::invalid_model(
+                        "config.json `label_descriptions` has too many entries",
+                    ));
                 }
                 let mut out = BTreeMap::new();
                 for (k, v) in m {
@@ -164,7 +173,9 @@ impl ModelConfig {
                         Value::String(s) => {
                             out.insert(k.clone(), s.clone());
                         }
-                        other => return Err(type_error("label_descriptions values", "strings", other)),
+                        other => {
+                            return Err(type_error("label_descriptions values", "strings", other))
+                        }
                     }
                 }
                 out
@@ -207,8 +218,11 @@ impl ModelConfig {
         set("std", serde_json::json!(p.std));
         set("fixed_input_size", Value::from(p.fixed_input_size));
         set("num_classes", Value::from(self.num_classes));
-        let labels: Vec<Value> =
-            self.label_names.iter().map(|l| l.as_ref().map_or(Value::Null, |s| Value::from(s.as_str()))).collect();
+        let labels: Vec<Value> = self
+            .label_names
+            .iter()
+            .map(|l| l.as_ref().map_or(Value::Null, |s| Value::from(s.as_str())))
+            .collect();
         let has_labels = self.label_names.iter().any(Option::is_some);
         serde_json::json!({
             "architecture": self.architecture,
@@ -260,14 +274,20 @@ impl PretrainedCfg {
         };
         let pool_size = match raw.get("pool_size") {
             None | Some(Value::Null) => None,
-            Some(Value::Array(a)) if a.len() <= 3 => {
-                Some(a.iter().map(|v| as_usize(v, "pool_size", MAX_INPUT_SIDE)).collect::<Result<Vec<_>>>()?)
-            }
+            Some(Value::Array(a)) if a.len() <= 3 => Some(
+                a.iter()
+                    .map(|v| as_usize(v, "pool_size", MAX_INPUT_SIDE))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
             Some(other) => return Err(type_error("pool_size", "a short array of integers", other)),
         };
         let label_offset = match raw.get("label_offset") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().filter(|o| o.abs() <= 16).ok_or_else(|| type_error("label_offset", "a small integer", v))?),
+            Some(v) => Some(
+                v.as_i64()
+                    .filter(|o| o.abs() <= 16)
+                    .ok_or_else(|| type_error("label_offset", "a small integer", v))?,
+            ),
         };
         Ok(PretrainedCfg {
             input_size,
@@ -296,13 +316,18 @@ impl PretrainedCfg {
 /// dynamic sizes); do the same so preprocessing matches the weights.
 fn apply_model_args(p: &mut PretrainedCfg, args: &Map<String, Value>) -> Result<()> {
     let truthy = |k: &str| args.get(k).is_some_and(|v| v.as_bool() == Some(true));
-    if truthy("dynamic_img_size") || args.get("strict_img_size") == Some(&Value::Bool(false)) || truthy("use_naflex") {
+    if truthy("dynamic_img_size")
+        || args.get("strict_img_size") == Some(&Value::Bool(false))
+        || truthy("use_naflex")
+    {
         p.fixed_input_size = false;
     }
     if let Some(v) = args.get("in_chans").filter(|v| !v.is_null()) {
         let c = as_usize(v, "model_args.in_chans", MAX_CHANNELS)?;
         if c == 0 {
-            return Err(Error::invalid_model("config.json `model_args.in_chans` is 0"));
+            return Err(Error::invalid_model(
+                "config.json `model_args.in_chans` is 0",
+            ));
         }
         p.input_size[0] = c;
         if let Some(t) = p.test_input_size.as_mut() {
@@ -315,16 +340,19 @@ fn apply_model_args(p: &mut PretrainedCfg, args: &Map<String, Value>) -> Result<
     if let Some(v) = args.get("img_size").filter(|v| !v.is_null()) {
         if p.fixed_input_size {
             let (h, w) = match v {
-                Value::Array(a) if a.len() == 2 => {
-                    (as_usize(&a[0], "model_args.img_size", MAX_INPUT_SIDE)?, as_usize(&a[1], "model_args.img_size", MAX_INPUT_SIDE)?)
-                }
+                Value::Array(a) if a.len() == 2 => (
+                    as_usize(&a[0], "model_args.img_size", MAX_INPUT_SIDE)?,
+                    as_usize(&a[1], "model_args.img_size", MAX_INPUT_SIDE)?,
+                ),
                 other => {
                     let s = as_usize(other, "model_args.img_size", MAX_INPUT_SIDE)?;
                     (s, s)
                 }
             };
             if h == 0 || w == 0 {
-                return Err(Error::invalid_model("config.json `model_args.img_size` is 0"));
+                return Err(Error::invalid_model(
+                    "config.json `model_args.img_size` is 0",
+                ));
             }
             p.input_size = [p.input_size[0], h, w];
         }
@@ -354,9 +382,11 @@ fn parse_label_names(v: Option<&Value>, num_classes: usize) -> Result<Vec<Option
         // A dict index→name, used when some classes have no name.
         Some(Value::Object(m)) => {
             for (k, item) in m {
-                let idx: usize = k
-                    .parse()
-                    .map_err(|_| Error::invalid_model(format!("config.json `label_names` key `{k}` is not a class index")))?;
+                let idx: usize = k.parse().map_err(|_| {
+                    Error::invalid_model(format!(
+                        "config.json `label_names` key `{k}` is not a class index"
+                    ))
+                })?;
                 if idx >= num_classes {
                     return Err(Error::invalid_model(format!(
                         "config.json `label_names` has index {idx} but the model has {num_classes} classes"
@@ -376,7 +406,9 @@ fn parse_label_names(v: Option<&Value>, num_classes: usize) -> Result<Vec<Option
 
 fn check_crop_pct(name: &str, c: f64) -> Result<()> {
     if !(c.is_finite() && c > 0.0 && c <= 10.0) {
-        return Err(Error::invalid_model(format!("config.json `{name}` is {c}; expected a number in (0, 10]")));
+        return Err(Error::invalid_model(format!(
+            "config.json `{name}` is {c}; expected a number in (0, 10]"
+        )));
     }
     Ok(())
 }
@@ -390,13 +422,19 @@ fn type_error(key: &str, expected: &str, got: &Value) -> Error {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     };
-    Error::invalid_model(format!("config.json `{key}` must be {expected}, not {kind}"))
+    Error::invalid_model(format!(
+        "config.json `{key}` must be {expected}, not {kind}"
+    ))
 }
 
 fn as_usize(v: &Value, key: &str, max: usize) -> Result<usize> {
-    let n = v.as_u64().ok_or_else(|| type_error(key, "a non-negative integer", v))?;
+    let n = v
+        .as_u64()
+        .ok_or_else(|| type_error(key, "a non-negative integer", v))?;
     if n as u128 > max as u128 {
-        return Err(Error::invalid_model(format!("config.json `{key}` is {n}; the limit is {max}")));
+        return Err(Error::invalid_model(format!(
+            "config.json `{key}` is {n}; the limit is {max}"
+        )));
     }
     Ok(n as usize)
 }
@@ -411,7 +449,10 @@ fn opt_usize(m: &Map<String, Value>, key: &str, max: usize) -> Result<Option<usi
 fn opt_f64(m: &Map<String, Value>, key: &str) -> Result<Option<f64>> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| type_error(key, "a number", v)),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| type_error(key, "a number", v)),
     }
 }
 
@@ -427,14 +468,24 @@ fn opt_f64_vec(m: &Map<String, Value>, key: &str) -> Result<Option<Vec<f64>>> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) if !a.is_empty() && a.len() <= MAX_CHANNELS => {
-            let v = a.iter().map(|x| x.as_f64().ok_or_else(|| type_error(key, "an array of numbers", x))).collect::<Result<Vec<_>>>()?;
+            let v = a
+                .iter()
+                .map(|x| {
+                    x.as_f64()
+                        .ok_or_else(|| type_error(key, "an array of numbers", x))
+                })
+                .collect::<Result<Vec<_>>>()?;
             if v.iter().any(|x| !x.is_finite()) {
-                return Err(Error::invalid_model(format!("config.json `{key}` holds a non-finite number")));
+                return Err(Error::invalid_model(format!(
+                    "config.json `{key}` holds a non-finite number"
+                )));
             }
             Ok(Some(v))
         }
         // timm also writes a bare number for single-channel models.
-        Some(Value::Number(n)) => Ok(Some(vec![n.as_f64().unwrap_or(f64::NAN)]).filter(|v| v[0].is_finite())),
+        Some(Value::Number(n)) => {
+            Ok(Some(vec![n.as_f64().unwrap_or(f64::NAN)]).filter(|v| v[0].is_finite()))
+        }
         Some(other) => Err(type_error(key, "an array of 1 to 16 numbers", other)),
     }
 }
@@ -447,7 +498,9 @@ fn opt_size3(m: &Map<String, Value>, key: &str) -> Result<Option<[usize; 3]>> {
             let h = as_usize(&a[1], key, MAX_INPUT_SIDE)?;
             let w = as_usize(&a[2], key, MAX_INPUT_SIDE)?;
             if c == 0 || h == 0 || w == 0 {
-                return Err(Error::invalid_model(format!("config.json `{key}` has a zero dimension")));
+                return Err(Error::invalid_model(format!(
+                    "config.json `{key}` has a zero dimension"
+                )));
             }
             Ok(Some([c, h, w]))
         }
@@ -478,7 +531,10 @@ mod tests {
         assert_eq!(c.num_features, Some(2048));
         assert_eq!(c.pretrained_cfg.input_size, [3, 256, 256]);
         assert_eq!(c.pretrained_cfg.crop_pct, 0.95);
-        assert_eq!(c.label_names, vec![Some("a".into()), Some("b".into()), Some("c".into())]);
+        assert_eq!(
+            c.label_names,
+            vec![Some("a".into()), Some("b".into()), Some("c".into())]
+        );
         assert_eq!(c.label_description(0), Some("an a"));
         assert_eq!(c.label_description(1), None);
     }
@@ -510,8 +566,14 @@ mod tests {
     #[test]
     fn label_dict_with_gaps() {
         let c = parse(r#"{"architecture":"x","num_classes":4,"pretrained_cfg":{},"label_names":{"0":"zero","3":"three"}}"#).unwrap();
-        assert_eq!(c.label_names, vec![Some("zero".into()), None, None, Some("three".into())]);
-        let e = parse(r#"{"architecture":"x","num_classes":4,"pretrained_cfg":{},"label_names":{"7":"x"}}"#).unwrap_err();
+        assert_eq!(
+            c.label_names,
+            vec![Some("zero".into()), None, None, Some("three".into())]
+        );
+        let e = parse(
+            r#"{"architecture":"x","num_classes":4,"pretrained_cfg":{},"label_names":{"7":"x"}}"#,
+        )
+        .unwrap_err();
         assert!(e.message().contains("index 7"), "{e}");
     }
 
@@ -540,20 +602,59 @@ mod tests {
     fn hostile_values_are_rejected_with_reasons() {
         let cases = [
             (r#"[]"#, "JSON object"),
-            (r#"{"num_classes":3,"pretrained_cfg":{}}"#, "no `architecture`"),
-            (r#"{"architecture":5,"num_classes":3,"pretrained_cfg":{}}"#, "must be a string"),
-            (r#"{"architecture":"x","num_classes":-1,"pretrained_cfg":{}}"#, "non-negative integer"),
-            (r#"{"architecture":"x","num_classes":1e12,"pretrained_cfg":{}}"#, "non-negative integer"),
-            (r#"{"architecture":"x","num_classes":99999999999,"pretrained_cfg":{}}"#, "limit"),
+            (
+                r#"{"num_classes":3,"pretrained_cfg":{}}"#,
+                "no `architecture`",
+            ),
+            (
+                r#"{"architecture":5,"num_classes":3,"pretrained_cfg":{}}"#,
+                "must be a string",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":-1,"pretrained_cfg":{}}"#,
+                "non-negative integer",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":1e12,"pretrained_cfg":{}}"#,
+                "non-negative integer",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":99999999999,"pretrained_cfg":{}}"#,
+                "limit",
+            ),
             (r#"{"architecture":"x","pretrained_cfg":{}}"#, "num_classes"),
-            (r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"input_size":[3,1000000000,224]}}"#, "limit"),
-            (r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"input_size":[3,0,224]}}"#, "zero"),
-            (r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"input_size":"big"}}"#, "input_size"),
-            (r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"crop_pct":-0.5}}"#, "crop_pct"),
-            (r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"mean":[0.5,0.5]}}"#, "mean"),
-            (r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"std":[0,1,1]}}"#, "std"),
-            (r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"crop_mode":"zoom"}}"#, "crop_mode"),
-            (r#"{"architecture":"x","num_classes":2,"pretrained_cfg":{},"label_names":["a","b","c"]}"#, "label names"),
+            (
+                r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"input_size":[3,1000000000,224]}}"#,
+                "limit",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"input_size":[3,0,224]}}"#,
+                "zero",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"input_size":"big"}}"#,
+                "input_size",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"crop_pct":-0.5}}"#,
+                "crop_pct",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"mean":[0.5,0.5]}}"#,
+                "mean",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"std":[0,1,1]}}"#,
+                "std",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"crop_mode":"zoom"}}"#,
+                "crop_mode",
+            ),
+            (
+                r#"{"architecture":"x","num_classes":2,"pretrained_cfg":{},"label_names":["a","b","c"]}"#,
+                "label names",
+            ),
         ];
         for (json, needle) in cases {
             let e = parse(json).unwrap_err();
@@ -561,9 +662,15 @@ mod tests {
             assert!(e.message().contains(needle), "{json}: {e}");
         }
         // NaN is not JSON; serde rejects it.
-        assert!(parse(r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"mean":[NaN,1,1]}}"#).is_err());
+        assert!(parse(
+            r#"{"architecture":"x","num_classes":3,"pretrained_cfg":{"mean":[NaN,1,1]}}"#
+        )
+        .is_err());
         // Deep nesting ends in an error, not a stack overflow.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(parse(&format!(r#"{{"architecture":"x","num_classes":1,"pretrained_cfg":{{}},"junk":{deep}}}"#)).is_err());
+        assert!(parse(&format!(
+            r#"{{"architecture":"x","num_classes":1,"pretrained_cfg":{{}},"junk":{deep}}}"#
+        ))
+        .is_err());
     }
 }

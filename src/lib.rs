@@ -8,11 +8,11 @@ pub mod spec;
 
 pub use error::{Error, Result, TimmStatus};
 pub mod config;
-pub mod weights;
-pub mod source;
-pub mod onnx;
-pub mod graph;
-pub mod runtime;
-pub mod options;
-pub mod model;
 pub mod ffi;
+pub mod graph;
+pub mod model;
+pub mod onnx;
+pub mod options;
+pub mod runtime;
+pub mod source;
+pub mod weights;

@@ -39,7 +39,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("architecture", &self.config.architecture).field("graph", &self.graph_kind).finish()
+        f.debug_struct("Model")
+            .field("architecture", &self.config.architecture)
+            .field("graph", &self.graph_kind)
+            .finish()
     }
 }
 
@@ -80,7 +83,10 @@ impl Model {
             GraphChoice::Native => false,
             GraphChoice::Onnx => {
                 if folder.onnx.is_none() {
-                    return Err(Error::not_found(format!("option graph=onnx but {} has no model.onnx", dir.display())));
+                    return Err(Error::not_found(format!(
+                        "option graph=onnx but {} has no model.onnx",
+                        dir.display()
+                    )));
                 }
                 true
             }
@@ -116,17 +122,32 @@ impl Model {
     /// A model with timm's default arguments for `arch` and seeded random weights.
     pub fn from_arch(arch: &str, options: &ModelOptions) -> Result<Model> {
         let family = graph::family_for(arch).ok_or_else(|| {
-            Error::unsupported(format!("architecture `{arch}` has no native graph builder; supported families: {}", graph::supported_list()))
+            Error::unsupported(format!(
+                "architecture `{arch}` has no native graph builder; supported families: {}",
+                graph::supported_list()
+            ))
         })?;
-        let cfg_json = (family.default_config)(arch)
-            .ok_or_else(|| Error::unsupported(format!("`{arch}` is not a {} architecture this build knows", family.name)))?;
+        let cfg_json = (family.default_config)(arch).ok_or_else(|| {
+            Error::unsupported(format!(
+                "`{arch}` is not a {} architecture this build knows",
+                family.name
+            ))
+        })?;
         let config = ModelConfig::parse(cfg_json.to_string().as_bytes())?;
         Self::native(config, None, options)
     }
 
-    fn native(config: ModelConfig, weights: Option<Arc<Weights>>, options: &ModelOptions) -> Result<Model> {
+    fn native(
+        config: ModelConfig,
+        weights: Option<Arc<Weights>>,
+        options: &ModelOptions,
+    ) -> Result<Model> {
         let p = &config.pretrained_cfg;
-        let input_chw = [Some(p.input_size[0] as i64), Some(p.input_size[1] as i64), Some(p.input_size[2] as i64)];
+        let input_chw = [
+            Some(p.input_size[0] as i64),
+            Some(p.input_size[1] as i64),
+            Some(p.input_size[2] as i64),
+        ];
         let source = match &weights {
             Some(w) => ParamSource::Weights(w),
             None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
@@ -134,18 +155,32 @@ impl Model {
         let g = graph::build(&config, source, options.output, input_chw)?;
         let session = Session::from_graph(&g, weights.as_deref(), &options.session)?;
         let output_dim = g.output_dim;
-        Self::finish(session, weights.into_iter().collect(), config, GraphKind::Native, options, output_dim)
+        Self::finish(
+            session,
+            weights.into_iter().collect(),
+            config,
+            GraphKind::Native,
+            options,
+            output_dim,
+        )
     }
 
-    fn onnx(config: ModelConfig, folder: &ModelFolder, path: &Path, options: &ModelOptions) -> Result<Model> {
+    fn onnx(
+        config: ModelConfig,
+        folder: &ModelFolder,
+        path: &Path,
+        options: &ModelOptions,
+    ) -> Result<Model> {
         if options.output == OutputKind::Features {
             return Err(Error::unsupported(
                 "option output=features needs the native graph (model.onnx ends in the classifier); set option graph=native",
             ));
         }
-        let file = std::fs::File::open(path).map_err(|e| Error::from_io(&e, "cannot open", path))?;
+        let file =
+            std::fs::File::open(path).map_err(|e| Error::from_io(&e, "cannot open", path))?;
         // SAFETY: read-only mapping used only while scanning below.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::from_io(&e, "cannot map", path))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::from_io(&e, "cannot map", path))?;
         let info = onnx::scan(&map)?;
         drop(map);
 
@@ -154,7 +189,13 @@ impl Model {
         let mut keep = Keep::default();
         let mut opened: Vec<(String, Arc<Weights>)> = Vec::new();
         for init in info.initializers.iter().filter(|i| i.external) {
-            let Some(loc) = init.location.as_deref().filter(|l| l.ends_with(".safetensors")) else { continue };
+            let Some(loc) = init
+                .location
+                .as_deref()
+                .filter(|l| l.ends_with(".safetensors"))
+            else {
+                continue;
+            };
             if loc.contains(['/', '\\']) || loc.starts_with('.') {
                 return Err(Error::invalid_model(format!(
                     "model.onnx initializer `{}` points at `{loc}`; bound weights must be a file in the model folder",
@@ -174,7 +215,14 @@ impl Model {
         let session = Session::from_onnx_file(path, &options.session, bindings, keep)?;
         let weights = opened.into_iter().map(|(_, w)| w).collect();
         let num_classes = config.num_classes;
-        Self::finish(session, weights, config, GraphKind::Onnx, options, num_classes)
+        Self::finish(
+            session,
+            weights,
+            config,
+            GraphKind::Onnx,
+            options,
+            num_classes,
+        )
     }
 
     fn finish(
@@ -187,10 +235,19 @@ impl Model {
     ) -> Result<Model> {
         let [c, h, w] = config.pretrained_cfg.input_size;
         let sd = &session.input_dims;
-        let dim = |i: usize| if sd[i] > 0 { Some(sd[i] as usize) } else { None };
+        let dim = |i: usize| {
+            if sd[i] > 0 {
+                Some(sd[i] as usize)
+            } else {
+                None
+            }
+        };
         let input_dims = [dim(1).or(Some(c)), dim(2), dim(3)];
         // The ONNX graph and config.json must agree, or preprocessing would feed the wrong size.
-        for (i, (name, want)) in [("channels", c), ("height", h), ("width", w)].into_iter().enumerate() {
+        for (i, (name, want)) in [("channels", c), ("height", h), ("width", w)]
+            .into_iter()
+            .enumerate()
+        {
             if let Some(got) = input_dims[i] {
                 if got != want {
                     return Err(Error::invalid_model(format!(
@@ -207,8 +264,14 @@ impl Model {
             )));
         }
         let cstr = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
-        let labels = config.label_names.iter().map(|l| l.as_deref().map(cstr)).collect();
-        let descriptions = (0..config.num_classes).map(|i| config.label_description(i).map(cstr)).collect();
+        let labels = config
+            .label_names
+            .iter()
+            .map(|l| l.as_deref().map(cstr))
+            .collect();
+        let descriptions = (0..config.num_classes)
+            .map(|i| config.label_description(i).map(cstr))
+            .collect();
         let config_json = cstr(&config.resolved_json().to_string());
         Ok(Model {
             session,
@@ -261,7 +324,9 @@ impl Model {
     /// Safe to call from many threads at once.
     pub fn infer(&self, input: &[f32], shape: &[i64], output: &mut [f32]) -> Result<usize> {
         let n = self.check_input(input.len(), shape)?;
-        let needed = n.checked_mul(self.output_dim).ok_or_else(|| Error::invalid_argument("batch too large"))?;
+        let needed = n
+            .checked_mul(self.output_dim)
+            .ok_or_else(|| Error::invalid_argument("batch too large"))?;
         if output.len() < needed {
             return Err(Error::buffer_too_small(format!(
                 "output buffer holds {} floats but batch {n} × {} outputs needs {needed}",
@@ -269,7 +334,12 @@ impl Model {
                 self.output_dim
             )));
         }
-        self.session.run(input, shape, &mut output[..needed], &[n as i64, self.output_dim as i64])?;
+        self.session.run(
+            input,
+            shape,
+            &mut output[..needed],
+            &[n as i64, self.output_dim as i64],
+        )?;
         Ok(needed)
     }
 
@@ -277,7 +347,12 @@ impl Model {
     fn check_input(&self, len: usize, shape: &[i64]) -> Result<usize> {
         let expected = || {
             let d = |x: Option<usize>| x.map_or("any".to_string(), |v| v.to_string());
-            format!("[N, {}, {}, {}]", d(self.input_dims[0]), d(self.input_dims[1]), d(self.input_dims[2]))
+            format!(
+                "[N, {}, {}, {}]",
+                d(self.input_dims[0]),
+                d(self.input_dims[1]),
+                d(self.input_dims[2])
+            )
         };
         if shape.len() != 4 {
             return Err(Error::invalid_argument(format!(
@@ -287,19 +362,30 @@ impl Model {
             )));
         }
         if shape.iter().any(|&d| d <= 0) {
-            return Err(Error::invalid_argument(format!("input shape {shape:?} has a zero or negative dimension; expected {}", expected())));
+            return Err(Error::invalid_argument(format!(
+                "input shape {shape:?} has a zero or negative dimension; expected {}",
+                expected()
+            )));
         }
         for (i, want) in self.input_dims.iter().enumerate() {
             if let Some(w) = want {
                 if shape[i + 1] as u64 != *w as u64 {
-                    return Err(Error::invalid_argument(format!("input shape {shape:?} does not match the model's {}", expected())));
+                    return Err(Error::invalid_argument(format!(
+                        "input shape {shape:?} does not match the model's {}",
+                        expected()
+                    )));
                 }
             }
         }
-        let total = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?));
-        let total = total.ok_or_else(|| Error::invalid_argument(format!("input shape {shape:?} overflows")))?;
+        let total = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?));
+        let total = total
+            .ok_or_else(|| Error::invalid_argument(format!("input shape {shape:?} overflows")))?;
         if total != len {
-            return Err(Error::invalid_argument(format!("input has {len} floats but shape {shape:?} needs {total}")));
+            return Err(Error::invalid_argument(format!(
+                "input has {len} floats but shape {shape:?} needs {total}"
+            )));
         }
         Ok(shape[0] as usize)
     }
@@ -307,9 +393,17 @@ impl Model {
 
 /// A tensor over the weights for one stripped ONNX initializer, checked against its declared
 /// dims and type; converted (and kept) when the file stores another float type.
-fn bind_initializer(w: &Weights, init: &onnx::Initializer, keep: &mut Keep) -> Result<sys::OwnedValue> {
+fn bind_initializer(
+    w: &Weights,
+    init: &onnx::Initializer,
+    keep: &mut Keep,
+) -> Result<sys::OwnedValue> {
     let info = w.get(&init.name).ok_or_else(|| {
-        Error::invalid_model(format!("model.onnx needs initializer `{}` from {}, which has no such tensor", init.name, w.path().display()))
+        Error::invalid_model(format!(
+            "model.onnx needs initializer `{}` from {}, which has no such tensor",
+            init.name,
+            w.path().display()
+        ))
     })?;
     let dims: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
     if dims != init.dims {
@@ -327,12 +421,10 @@ fn bind_initializer(w: &Weights, init: &onnx::Initializer, keep: &mut Keep) -> R
         (onnx::FLOAT16, DType::F16) => (sys::F16, true),
         (onnx::BFLOAT16, DType::BF16) => (sys::BF16, true),
         (onnx::FLOAT, d) if d.is_float() || d == DType::F64 => (sys::F32, false),
-        (t, d) => {
-            return Err(Error::invalid_model(format!(
-                "weight `{}` is {d:?} in the safetensors file but model.onnx declares ONNX type {t}",
-                init.name
-            )))
-        }
+        (t, d) => return Err(Error::invalid_model(format!(
+            "weight `{}` is {d:?} in the safetensors file but model.onnx declares ONNX type {t}",
+            init.name
+        ))),
     };
     if same && (bytes.as_ptr() as usize) % info.dtype.size() == 0 {
         // SAFETY: the mapping is kept alive by the model for the session's lifetime.
@@ -341,13 +433,21 @@ fn bind_initializer(w: &Weights, init: &onnx::Initializer, keep: &mut Keep) -> R
     let converted: Vec<u8> = if same {
         bytes.to_vec()
     } else {
-        let f = weights::to_f32(bytes, info.dtype).ok_or_else(|| Error::internal("float conversion"))?;
+        let f = weights::to_f32(bytes, info.dtype)
+            .ok_or_else(|| Error::internal("float conversion"))?;
         f.iter().flat_map(|x| x.to_le_bytes()).collect()
     };
     let mut buf = vec![0u64; converted.len().div_ceil(8)];
     // SAFETY: buf has at least converted.len() bytes.
-    unsafe { std::ptr::copy_nonoverlapping(converted.as_ptr(), buf.as_mut_ptr() as *mut u8, converted.len()) };
-    let value = unsafe { sys::tensor_over(buf.as_ptr() as *const u8, converted.len(), &dims, elem)? };
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            converted.as_ptr(),
+            buf.as_mut_ptr() as *mut u8,
+            converted.len(),
+        )
+    };
+    let value =
+        unsafe { sys::tensor_over(buf.as_ptr() as *const u8, converted.len(), &dims, elem)? };
     keep.buffers.push(buf);
     Ok(value)
 }

@@ -31,7 +31,9 @@ pub struct ModelInfo {
 
 /// Parses a ModelProto far enough to list initializers; errors mean "not an ONNX model".
 pub fn scan(bytes: &[u8]) -> Result<ModelInfo> {
-    scan_model(bytes).map_err(|why| Error::invalid_model(format!("model.onnx is not a valid ONNX model ({why})")))
+    scan_model(bytes).map_err(|why| {
+        Error::invalid_model(format!("model.onnx is not a valid ONNX model ({why})"))
+    })
 }
 
 type R<T> = std::result::Result<T, String>;
@@ -145,7 +147,10 @@ fn scan_tensor(bytes: &[u8]) -> R<Initializer> {
                 }
             }
             (2, Field::Varint(v)) => t.data_type = v as i32,
-            (8, Field::Bytes(s)) => t.name = String::from_utf8(s.to_vec()).map_err(|_| "initializer name is not UTF-8")?,
+            (8, Field::Bytes(s)) => {
+                t.name =
+                    String::from_utf8(s.to_vec()).map_err(|_| "initializer name is not UTF-8")?
+            }
             (13, Field::Bytes(kv)) => {
                 let (k, v) = string_pair(kv)?;
                 match k.as_str() {
@@ -228,7 +233,12 @@ mod tests {
 
     #[test]
     fn garbage_is_not_onnx() {
-        for junk in [&b""[..], b"hello world, not a protobuf", &[0xff; 64], b"\x0a\xff\xff\xff\xff\x0f"] {
+        for junk in [
+            &b""[..],
+            b"hello world, not a protobuf",
+            &[0xff; 64],
+            b"\x0a\xff\xff\xff\xff\x0f",
+        ] {
             let e = scan(junk).unwrap_err();
             assert!(e.message().contains("not a valid ONNX model"), "{e}");
         }

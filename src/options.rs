@@ -65,7 +65,10 @@ impl Options {
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         if !KEYS.iter().any(|(k, _)| *k == key) {
             let known: Vec<String> = KEYS.iter().map(|(k, d)| format!("  {k}: {d}")).collect();
-            return Err(Error::invalid_argument(format!("unknown option `{key}`; known options:\n{}", known.join("\n"))));
+            return Err(Error::invalid_argument(format!(
+                "unknown option `{key}`; known options:\n{}",
+                known.join("\n")
+            )));
         }
         let mut probe = ModelOptions::default();
         apply(&mut probe, key, value)?;
@@ -87,9 +90,14 @@ impl Options {
 }
 
 fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
-    let bad = |expected: &str| Error::invalid_argument(format!("option `{key}` = `{value}`: expected {expected}"));
+    let bad = |expected: &str| {
+        Error::invalid_argument(format!("option `{key}` = `{value}`: expected {expected}"))
+    };
     let threads = |v: &str| -> Result<Option<usize>> {
-        let n: usize = v.trim().parse().map_err(|_| bad("a thread count (0 = default)"))?;
+        let n: usize = v
+            .trim()
+            .parse()
+            .map_err(|_| bad("a thread count (0 = default)"))?;
         if n > 1024 {
             return Err(bad("at most 1024 threads"));
         }
@@ -135,9 +143,18 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
                 _ => return Err(bad("auto, native or onnx")),
             }
         }
-        "seed" => m.seed = value.trim().parse().map_err(|_| bad("a non-negative integer"))?,
+        "seed" => {
+            m.seed = value
+                .trim()
+                .parse()
+                .map_err(|_| bad("a non-negative integer"))?
+        }
         "use_test_size" => m.use_test_size = boolean(value)?,
-        _ => return Err(Error::internal(format!("option `{key}` is listed but not handled"))),
+        _ => {
+            return Err(Error::internal(format!(
+                "option `{key}` is listed but not handled"
+            )))
+        }
     }
     Ok(())
 }

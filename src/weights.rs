@@ -95,7 +95,10 @@ pub struct Weights {
 
 impl std::fmt::Debug for Weights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Weights").field("path", &self.path).field("tensors", &self.tensors.len()).finish()
+        f.debug_struct("Weights")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
     }
 }
 
@@ -103,18 +106,32 @@ impl Weights {
     /// Maps and validates a safetensors file.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::from_io(&e, "cannot open weights", path))?;
-        let len = file.metadata().map_err(|e| Error::from_io(&e, "cannot stat weights", path))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::from_io(&e, "cannot stat weights", path))?
+            .len();
         check_prefix(path, &file, len)?;
         // SAFETY: the mapping is read-only; a file truncated under us is the caller's folder
         // changing while in use (see the README's section on files that change).
-        let map = unsafe { MmapOptions::new().map(&file) }.map_err(|e| Error::from_io(&e, "cannot map weights", path))?;
+        let map = unsafe { MmapOptions::new().map(&file) }
+            .map_err(|e| Error::from_io(&e, "cannot map weights", path))?;
         Self::from_map(path.to_path_buf(), map)
     }
 
     fn from_map(path: PathBuf, map: Mmap) -> Result<Self> {
-        let bad = |why: String| Error::invalid_model(format!("{} is not a valid safetensors file: {why}", path.display()));
+        let bad = |why: String| {
+            Error::invalid_model(format!(
+                "{} is not a valid safetensors file: {why}",
+                path.display()
+            ))
+        };
         let (tensors, metadata) = parse(&map).map_err(bad)?;
-        Ok(Weights { path, map, tensors, metadata })
+        Ok(Weights {
+            path,
+            map,
+            tensors,
+            metadata,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -158,9 +175,14 @@ impl Weights {
 
     /// A tensor converted to f32 (a copy), for the few places that compute with weights.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self.get(name).ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
+        let info = self
+            .get(name)
+            .ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
         to_f32(self.bytes(info), info.dtype).ok_or_else(|| {
-            Error::invalid_model(format!("tensor `{name}` has dtype {:?}; expected a float tensor", info.dtype))
+            Error::invalid_model(format!(
+                "tensor `{name}` has dtype {:?}; expected a float tensor",
+                info.dtype
+            ))
         })
     }
 }
@@ -168,10 +190,22 @@ impl Weights {
 /// Converts little-endian float bytes to f32; `None` for non-float dtypes.
 pub fn to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
     Some(match dtype {
-        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        DType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
         _ => return None,
     })
 }
@@ -180,18 +214,29 @@ pub fn to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
 /// length is refused before the file is even mapped.
 fn check_prefix(path: &Path, file: &File, len: u64) -> Result<()> {
     use std::io::Read;
-    let bad = |why: String| Error::invalid_model(format!("{} is not a valid safetensors file: {why}", path.display()));
+    let bad = |why: String| {
+        Error::invalid_model(format!(
+            "{} is not a valid safetensors file: {why}",
+            path.display()
+        ))
+    };
     if len < 9 {
         return Err(bad(format!("it is {len} bytes long")));
     }
     let mut head = [0u8; 9];
-    (&*file).read_exact(&mut head).map_err(|e| Error::from_io(&e, "cannot read weights", path))?;
+    (&*file)
+        .read_exact(&mut head)
+        .map_err(|e| Error::from_io(&e, "cannot read weights", path))?;
     let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
     if n > MAX_HEADER_BYTES {
-        return Err(bad(format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")));
+        return Err(bad(format!(
+            "header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit"
+        )));
     }
     if n > len - 8 {
-        return Err(bad(format!("header length {n} runs past the end of the {len}-byte file")));
+        return Err(bad(format!(
+            "header length {n} runs past the end of the {len}-byte file"
+        )));
     }
     if head[8] != b'{' {
         return Err(bad("the header does not start with `{`".into()));
@@ -208,10 +253,14 @@ pub fn parse(buf: &[u8]) -> std::result::Result<Parsed, String> {
     }
     let n = u64::from_le_bytes(buf[..8].try_into().map_err(|_| "short header")?);
     if n > MAX_HEADER_BYTES {
-        return Err(format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit"));
+        return Err(format!(
+            "header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit"
+        ));
     }
     let n = n as usize;
-    let header = buf.get(8..8 + n).ok_or_else(|| format!("header length {n} runs past the end of the file"))?;
+    let header = buf
+        .get(8..8 + n)
+        .ok_or_else(|| format!("header length {n} runs past the end of the file"))?;
     if header.first() != Some(&b'{') {
         return Err("the header does not start with `{`".into());
     }
@@ -219,18 +268,37 @@ pub fn parse(buf: &[u8]) -> std::result::Result<Parsed, String> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(buf).map_err(|e| format!("{e:?}"))?;
 
     let data_start = 8 + n;
-    let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> = meta.tensors().into_iter().collect();
+    let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> =
+        meta.tensors().into_iter().collect();
     // transformers' wrapper prefixes every name; strip it when all names carry it.
-    let strip = !names.is_empty() && names.iter().all(|(k, _)| k.starts_with(TRANSFORMERS_PREFIX));
+    let strip = !names.is_empty()
+        && names
+            .iter()
+            .all(|(k, _)| k.starts_with(TRANSFORMERS_PREFIX));
     let mut tensors = HashMap::with_capacity(names.len());
     for (name, info) in names.drain(..) {
         let dtype = DType::from_st(info.dtype);
         let (s, e) = info.data_offsets;
-        let name = if strip { name[TRANSFORMERS_PREFIX.len()..].to_string() } else { name };
+        let name = if strip {
+            name[TRANSFORMERS_PREFIX.len()..].to_string()
+        } else {
+            name
+        };
         if dtype == DType::Other {
-            return Err(format!("tensor `{name}` has dtype {:?}, which this library does not read", info.dtype));
+            return Err(format!(
+                "tensor `{name}` has dtype {:?}, which this library does not read",
+                info.dtype
+            ));
         }
-        tensors.insert(name, TensorInfo { dtype, shape: info.shape.clone(), start: data_start + s, end: data_start + e });
+        tensors.insert(
+            name,
+            TensorInfo {
+                dtype,
+                shape: info.shape.clone(),
+                start: data_start + s,
+                end: data_start + e,
+            },
+        );
     }
     let metadata = meta.metadata().clone().unwrap_or_default();
     Ok((tensors, metadata))
@@ -248,14 +316,17 @@ fn reject_duplicate_names(header: &[u8]) -> std::result::Result<(), String> {
             while let Some(key) = map.next_key::<String>()? {
                 map.next_value::<IgnoredAny>()?;
                 if !seen.insert(key.clone()) {
-                    return Err(serde::de::Error::custom(format!("tensor name `{key}` appears twice in the header")));
+                    return Err(serde::de::Error::custom(format!(
+                        "tensor name `{key}` appears twice in the header"
+                    )));
                 }
             }
             Ok(())
         }
     }
     let mut de = serde_json::Deserializer::from_slice(header);
-    de.deserialize_map(Keys).map_err(|e| format!("bad header: {e}"))
+    de.deserialize_map(Keys)
+        .map_err(|e| format!("bad header: {e}"))
 }
 
 #[cfg(test)]
@@ -292,23 +363,62 @@ pub(crate) mod tests {
         let ok_entry = r#""a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (vec![1, 2, 3], "bytes long"),
-            ({
-                let mut v = u64::MAX.to_le_bytes().to_vec();
-                v.extend_from_slice(b"{}");
-                v
-            }, "exceeds"),
-            ({
-                let mut v = 1000u64.to_le_bytes().to_vec();
-                v.extend_from_slice(b"{}");
-                v
-            }, "past the end"),
+            (
+                {
+                    let mut v = u64::MAX.to_le_bytes().to_vec();
+                    v.extend_from_slice(b"{}");
+                    v
+                },
+                "exceeds",
+            ),
+            (
+                {
+                    let mut v = 1000u64.to_le_bytes().to_vec();
+                    v.extend_from_slice(b"{}");
+                    v
+                },
+                "past the end",
+            ),
             (build(r#"[{"a":1}]"#, &[]), "start with"),
-            (build(&format!("{{{ok_entry},{ok_entry}}}"), &[0; 4]), "appears twice"),
-            (build(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}}"#, &[0; 8]), "Invalid"),
-            (build(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, &[0; 12]), "Invalid"),
-            (build(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 8]), "Incomplete"),
-            (build(r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#, &[0; 4]), "Overflow"),
-            (build(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551615,3]}}"#, &[0; 4]), "Invalid"),
+            (
+                build(&format!("{{{ok_entry},{ok_entry}}}"), &[0; 4]),
+                "appears twice",
+            ),
+            (
+                build(
+                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}}"#,
+                    &[0; 8],
+                ),
+                "Invalid",
+            ),
+            (
+                build(
+                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                    &[0; 12],
+                ),
+                "Invalid",
+            ),
+            (
+                build(
+                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                    &[0; 8],
+                ),
+                "Incomplete",
+            ),
+            (
+                build(
+                    r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#,
+                    &[0; 4],
+                ),
+                "Overflow",
+            ),
+            (
+                build(
+                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551615,3]}}"#,
+                    &[0; 4],
+                ),
+                "Invalid",
+            ),
         ];
         for (buf, needle) in cases {
             let e = parse(&buf).unwrap_err();

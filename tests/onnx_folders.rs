@@ -17,7 +17,10 @@ fn every_fixture_in_every_onnx_weight_mode_matches_timm() {
             }
         }
     }
-    assert!(checked >= 12, "only {checked} fixture folders have a model.onnx");
+    assert!(
+        checked >= 12,
+        "only {checked} fixture folders have a model.onnx"
+    );
 }
 
 #[test]
@@ -29,7 +32,9 @@ fn transformers_saved_folder_loads_like_timms_own() {
 #[test]
 fn pretrained_false_on_onnx_only_folder_is_unsupported() {
     let f = fixture("test_resnet");
-    let e = CModel::create(&f.spec("onnx_embedded"), false, &[]).err().expect("must fail");
+    let e = CModel::create(&f.spec("onnx_embedded"), false, &[])
+        .err()
+        .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("pretrained=false"), "{}", e.message);
 }

@@ -35,7 +35,9 @@ fn catch<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::internal(format!("{name} panicked: {msg} (this is a bug in libtimm; please report it)")))
+            Err(Error::internal(format!(
+                "{name} panicked: {msg} (this is a bug in libtimm; please report it)"
+            )))
         }
     }
 }
@@ -67,7 +69,8 @@ pub fn guard_status(name: &str, f: impl FnOnce() -> Result<()>) -> TimmStatus {
 /// # Safety
 /// A non-null `p` must point to a valid `T` for the duration of the call.
 pub unsafe fn arg<'a, T>(p: *const T, what: &str) -> Result<&'a T> {
-    p.as_ref().ok_or_else(|| Error::invalid_argument(format!("`{what}` is NULL")))
+    p.as_ref()
+        .ok_or_else(|| Error::invalid_argument(format!("`{what}` is NULL")))
 }
 
 /// A UTF-8 string argument.
@@ -78,7 +81,9 @@ pub unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
     if p.is_null() {
         return Err(Error::invalid_argument(format!("`{what}` is NULL")));
     }
-    CStr::from_ptr(p).to_str().map_err(|_| Error::invalid_argument(format!("`{what}` is not valid UTF-8")))
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|_| Error::invalid_argument(format!("`{what}` is not valid UTF-8")))
 }
 
 /// Addresses of handles this library handed out and has not freed: lets `*_free` refuse a

@@ -39,12 +39,18 @@ const MAX_NDIM: usize = 8;
 unsafe fn model_arg<'a>(p: *const TimmModel) -> Result<&'a TimmModel> {
     let m = arg(p, "model")?;
     if !MODELS.contains(p as usize) {
-        return Err(Error::invalid_argument("`model` is not a live model handle (already freed, or not from timm_create_model)"));
+        return Err(Error::invalid_argument(
+            "`model` is not a live model handle (already freed, or not from timm_create_model)",
+        ));
     }
     Ok(m)
 }
 
-fn create(spec: *const c_char, pretrained: bool, options: Option<&Options>) -> Result<*mut TimmModel> {
+fn create(
+    spec: *const c_char,
+    pretrained: bool,
+    options: Option<&Options>,
+) -> Result<*mut TimmModel> {
     // SAFETY: the caller passes a NUL-terminated string or NULL.
     let spec = unsafe { str_arg(spec, "spec")? };
     let parsed = match options {
@@ -68,25 +74,37 @@ fn create(spec: *const c_char, pretrained: bool, options: Option<&Options>) -> R
 /// Thread-safe.
 #[no_mangle]
 pub extern "C" fn timm_create_model(spec: *const c_char, pretrained: bool) -> *mut TimmModel {
-    guard("timm_create_model", std::ptr::null_mut(), || create(spec, pretrained, None))
+    guard("timm_create_model", std::ptr::null_mut(), || {
+        create(spec, pretrained, None)
+    })
 }
 
 /// Like `timm_create_model`, with options (may be NULL for defaults). The options are copied;
 /// the caller still owns them.
 #[no_mangle]
-pub extern "C" fn timm_create_model_with_options(spec: *const c_char, pretrained: bool, options: *const TimmOptions) -> *mut TimmModel {
-    guard("timm_create_model_with_options", std::ptr::null_mut(), || {
-        // SAFETY: a non-null pointer must come from timm_options_new.
-        let opts = if options.is_null() {
-            None
-        } else {
-            if !OPTIONS.contains(options as usize) {
-                return Err(Error::invalid_argument("`options` is not a live options handle"));
-            }
-            Some(unsafe { &(*options).options })
-        };
-        create(spec, pretrained, opts)
-    })
+pub extern "C" fn timm_create_model_with_options(
+    spec: *const c_char,
+    pretrained: bool,
+    options: *const TimmOptions,
+) -> *mut TimmModel {
+    guard(
+        "timm_create_model_with_options",
+        std::ptr::null_mut(),
+        || {
+            // SAFETY: a non-null pointer must come from timm_options_new.
+            let opts = if options.is_null() {
+                None
+            } else {
+                if !OPTIONS.contains(options as usize) {
+                    return Err(Error::invalid_argument(
+                        "`options` is not a live options handle",
+                    ));
+                }
+                Some(unsafe { &(*options).options })
+            };
+            create(spec, pretrained, opts)
+        },
+    )
 }
 
 /// Runs the model on a batch.
@@ -116,22 +134,32 @@ pub extern "C" fn timm_infer(
         unsafe {
             let m = model_arg(model)?;
             if input.is_null() || input_shape.is_null() || output.is_null() {
-                return Err(Error::invalid_argument("`input`, `input_shape` and `output` must not be NULL"));
+                return Err(Error::invalid_argument(
+                    "`input`, `input_shape` and `output` must not be NULL",
+                ));
             }
             if input_ndim == 0 || input_ndim > MAX_NDIM {
-                return Err(Error::invalid_argument(format!("input_ndim is {input_ndim}; expected 4 (NCHW)")));
+                return Err(Error::invalid_argument(format!(
+                    "input_ndim is {input_ndim}; expected 4 (NCHW)"
+                )));
             }
             let shape = std::slice::from_raw_parts(input_shape, input_ndim);
             if shape.iter().any(|&d| d <= 0) {
-                return Err(Error::invalid_argument(format!("input shape {shape:?} has a zero or negative dimension")));
+                return Err(Error::invalid_argument(format!(
+                    "input shape {shape:?} has a zero or negative dimension"
+                )));
             }
             let total = shape
                 .iter()
                 .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
                 .filter(|t| t.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize))
-                .ok_or_else(|| Error::invalid_argument(format!("input shape {shape:?} overflows")))?;
+                .ok_or_else(|| {
+                    Error::invalid_argument(format!("input shape {shape:?} overflows"))
+                })?;
             if output_len > isize::MAX as usize / 4 {
-                return Err(Error::invalid_argument(format!("output_len {output_len} is not a buffer length")));
+                return Err(Error::invalid_argument(format!(
+                    "output_len {output_len} is not a buffer length"
+                )));
             }
             let input = std::slice::from_raw_parts(input, total);
             let output = std::slice::from_raw_parts_mut(output, output_len);
@@ -149,7 +177,9 @@ pub extern "C" fn timm_free(model: *mut TimmModel) {
             return Ok(());
         }
         if !MODELS.remove(model as usize) {
-            return Err(Error::invalid_argument("timm_free: not a live model handle (double free?); ignored"));
+            return Err(Error::invalid_argument(
+                "timm_free: not a live model handle (double free?); ignored",
+            ));
         }
         // SAFETY: the registry proves this pointer came from Box::into_raw and was not freed.
         drop(unsafe { Box::from_raw(model) });
@@ -168,7 +198,9 @@ pub extern "C" fn timm_last_error() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn timm_options_new() -> *mut TimmOptions {
     guard("timm_options_new", std::ptr::null_mut(), || {
-        let p = Box::into_raw(Box::new(TimmOptions { options: Options::new() }));
+        let p = Box::into_raw(Box::new(TimmOptions {
+            options: Options::new(),
+        }));
         OPTIONS.insert(p as usize);
         Ok(p)
     })
@@ -180,10 +212,16 @@ pub extern "C" fn timm_options_new() -> *mut TimmOptions {
 /// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
 /// on the same options object.
 #[no_mangle]
-pub extern "C" fn timm_options_set(options: *mut TimmOptions, key: *const c_char, value: *const c_char) -> TimmStatus {
+pub extern "C" fn timm_options_set(
+    options: *mut TimmOptions,
+    key: *const c_char,
+    value: *const c_char,
+) -> TimmStatus {
     guard_status("timm_options_set", || {
         if options.is_null() || !OPTIONS.contains(options as usize) {
-            return Err(Error::invalid_argument("`options` is NULL or not a live options handle"));
+            return Err(Error::invalid_argument(
+                "`options` is NULL or not a live options handle",
+            ));
         }
         // SAFETY: checked above; strings are NUL-terminated per the contract.
         unsafe {
@@ -202,7 +240,9 @@ pub extern "C" fn timm_options_free(options: *mut TimmOptions) {
             return Ok(());
         }
         if !OPTIONS.remove(options as usize) {
-            return Err(Error::invalid_argument("timm_options_free: not a live options handle (double free?); ignored"));
+            return Err(Error::invalid_argument(
+                "timm_options_free: not a live options handle (double free?); ignored",
+            ));
         }
         // SAFETY: registered pointers come from Box::into_raw.
         drop(unsafe { Box::from_raw(options) });
@@ -215,7 +255,9 @@ pub extern "C" fn timm_options_free(options: *mut TimmOptions) {
 #[no_mangle]
 pub extern "C" fn timm_model_output_dim(model: *const TimmModel) -> usize {
     // SAFETY: checked by model_arg.
-    guard("timm_model_output_dim", 0, || Ok(unsafe { model_arg(model)? }.model.output_dim()))
+    guard("timm_model_output_dim", 0, || {
+        Ok(unsafe { model_arg(model)? }.model.output_dim())
+    })
 }
 
 /// The input size `{C, H, W}` the model expects (config.json's `input_size`) into `chw[3]`. Thread-safe.
@@ -241,7 +283,9 @@ pub extern "C" fn timm_model_input_size(model: *const TimmModel, chw: *mut i64) 
 #[no_mangle]
 pub extern "C" fn timm_model_num_classes(model: *const TimmModel) -> usize {
     // SAFETY: checked by model_arg.
-    guard("timm_model_num_classes", 0, || Ok(unsafe { model_arg(model)? }.model.num_classes()))
+    guard("timm_model_num_classes", 0, || {
+        Ok(unsafe { model_arg(model)? }.model.num_classes())
+    })
 }
 
 /// The label name of class `index` (config.json `label_names`), or NULL when the config has
@@ -251,18 +295,25 @@ pub extern "C" fn timm_model_label(model: *const TimmModel, index: usize) -> *co
     guard("timm_model_label", std::ptr::null(), || {
         // SAFETY: checked by model_arg.
         let m = unsafe { model_arg(model)? };
-        Ok(m.model.label(index).map_or(std::ptr::null(), |s| s.as_ptr()))
+        Ok(m.model
+            .label(index)
+            .map_or(std::ptr::null(), |s| s.as_ptr()))
     })
 }
 
 /// The description of class `index` (config.json `label_descriptions`, keyed by label name),
 /// or NULL. Owned by the model; valid until `timm_free`. Thread-safe.
 #[no_mangle]
-pub extern "C" fn timm_model_label_description(model: *const TimmModel, index: usize) -> *const c_char {
+pub extern "C" fn timm_model_label_description(
+    model: *const TimmModel,
+    index: usize,
+) -> *const c_char {
     guard("timm_model_label_description", std::ptr::null(), || {
         // SAFETY: checked by model_arg.
         let m = unsafe { model_arg(model)? };
-        Ok(m.model.description(index).map_or(std::ptr::null(), |s| s.as_ptr()))
+        Ok(m.model
+            .description(index)
+            .map_or(std::ptr::null(), |s| s.as_ptr()))
     })
 }
 
@@ -280,7 +331,8 @@ pub extern "C" fn timm_model_config_json(model: *const TimmModel) -> *const c_ch
 /// The library version, e.g. "0.1.0". Static; never NULL.
 #[no_mangle]
 pub extern "C" fn timm_version() -> *const c_char {
-    static V: Lazy<CString> = Lazy::new(|| CString::new(env!("CARGO_PKG_VERSION")).unwrap_or_default());
+    static V: Lazy<CString> =
+        Lazy::new(|| CString::new(env!("CARGO_PKG_VERSION")).unwrap_or_default());
     V.as_ptr()
 }
 
@@ -305,5 +357,8 @@ pub extern "C" fn timm_status_name(status: i32) -> *const c_char {
         .map(|s| CString::new(s.name()).unwrap_or_default())
         .collect()
     });
-    usize::try_from(status).ok().and_then(|i| NAMES.get(i)).map_or(c"TIMM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
+    usize::try_from(status)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map_or(c"TIMM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
 }

@@ -31,7 +31,16 @@ pub struct Conv {
 
 impl Conv {
     pub fn new(in_ch: usize, out_ch: usize, k: usize) -> Self {
-        Conv { in_ch, out_ch, kernel: (k, k), stride: 1, pad: Pad::Sym(k / 2), dilation: 1, groups: 1, bias: false }
+        Conv {
+            in_ch,
+            out_ch,
+            kernel: (k, k),
+            stride: 1,
+            pad: Pad::Sym(k / 2),
+            dilation: 1,
+            groups: 1,
+            bias: false,
+        }
     }
     pub fn stride(mut self, s: usize) -> Self {
         self.stride = s;
@@ -57,17 +66,31 @@ impl Conv {
 
 pub fn conv2d(b: &mut Builder, x: &Value, prefix: &str, c: Conv) -> Result<Value> {
     let shape = [c.out_ch, c.in_ch / c.groups.max(1), c.kernel.0, c.kernel.1];
-    let w = b.param(&format!("{prefix}.weight"), &shape, super::Init::KaimingFanOut)?;
-    let bias = if c.bias { Some(b.param(&format!("{prefix}.bias"), &[c.out_ch], Init::Zeros)?) } else { None };
+    let w = b.param(
+        &format!("{prefix}.weight"),
+        &shape,
+        super::Init::KaimingFanOut,
+    )?;
+    let bias = if c.bias {
+        Some(b.param(&format!("{prefix}.bias"), &[c.out_ch], Init::Zeros)?)
+    } else {
+        None
+    };
     let mut attrs = vec![
-        ("kernel_shape", Attr::Ints(vec![c.kernel.0 as i64, c.kernel.1 as i64])),
+        (
+            "kernel_shape",
+            Attr::Ints(vec![c.kernel.0 as i64, c.kernel.1 as i64]),
+        ),
         ("strides", Attr::Ints(vec![c.stride as i64; 2])),
         ("dilations", Attr::Ints(vec![c.dilation as i64; 2])),
         ("group", Attr::Int(c.groups as i64)),
     ];
     match c.pad {
         Pad::Sym(p) => attrs.push(("pads", Attr::Ints(vec![p as i64; 4]))),
-        Pad::Explicit(t, l, bo, r) => attrs.push(("pads", Attr::Ints(vec![t as i64, l as i64, bo as i64, r as i64]))),
+        Pad::Explicit(t, l, bo, r) => attrs.push((
+            "pads",
+            Attr::Ints(vec![t as i64, l as i64, bo as i64, r as i64]),
+        )),
         Pad::TfSame => attrs.push(("auto_pad", Attr::Str("SAME_UPPER".into()))),
     }
     Ok(match &bias {
@@ -82,18 +105,41 @@ pub fn batch_norm(b: &mut Builder, x: &Value, prefix: &str, ch: usize, eps: f32)
     let bias = b.param(&format!("{prefix}.bias"), &[ch], Init::Zeros)?;
     let mean = b.param(&format!("{prefix}.running_mean"), &[ch], Init::Zeros)?;
     let var = b.param(&format!("{prefix}.running_var"), &[ch], Init::Ones)?;
-    Ok(b.op("BatchNormalization", &[x, &w, &bias, &mean, &var], vec![("epsilon", Attr::Float(eps))]))
+    Ok(b.op(
+        "BatchNormalization",
+        &[x, &w, &bias, &mean, &var],
+        vec![("epsilon", Attr::Float(eps))],
+    ))
 }
 
 /// `nn.LayerNorm` over the last axis (or `axis`), as ONNX's fused LayerNormalization.
-pub fn layer_norm(b: &mut Builder, x: &Value, prefix: &str, dim: usize, eps: f32, axis: i64) -> Result<Value> {
+pub fn layer_norm(
+    b: &mut Builder,
+    x: &Value,
+    prefix: &str,
+    dim: usize,
+    eps: f32,
+    axis: i64,
+) -> Result<Value> {
     let w = b.param(&format!("{prefix}.weight"), &[dim], Init::Ones)?;
     let bias = b.param(&format!("{prefix}.bias"), &[dim], Init::Zeros)?;
-    Ok(b.op("LayerNormalization", &[x, &w, &bias], vec![("axis", Attr::Int(axis)), ("epsilon", Attr::Float(eps))]))
+    Ok(b.op(
+        "LayerNormalization",
+        &[x, &w, &bias],
+        vec![("axis", Attr::Int(axis)), ("epsilon", Attr::Float(eps))],
+    ))
 }
 
 /// `nn.Linear` on `[N, in]` input, as Gemm.
-pub fn linear_2d(b: &mut Builder, x: &Value, prefix: &str, in_f: usize, out_f: usize, bias: bool, init: Init) -> Result<Value> {
+pub fn linear_2d(
+    b: &mut Builder,
+    x: &Value,
+    prefix: &str,
+    in_f: usize,
+    out_f: usize,
+    bias: bool,
+    init: Init,
+) -> Result<Value> {
     let w = b.param(&format!("{prefix}.weight"), &[out_f, in_f], init)?;
     if bias {
         let bb = b.param(&format!("{prefix}.bias"), &[out_f], Init::Zeros)?;
@@ -105,7 +151,15 @@ pub fn linear_2d(b: &mut Builder, x: &Value, prefix: &str, in_f: usize, out_f: u
 
 /// `nn.Linear` on `[..., in]` input: MatMul with the transposed weight (ONNX Runtime folds the
 /// transpose at load) plus the bias.
-pub fn linear(b: &mut Builder, x: &Value, prefix: &str, in_f: usize, out_f: usize, bias: bool, init: Init) -> Result<Value> {
+pub fn linear(
+    b: &mut Builder,
+    x: &Value,
+    prefix: &str,
+    in_f: usize,
+    out_f: usize,
+    bias: bool,
+    init: Init,
+) -> Result<Value> {
     let w = b.param(&format!("{prefix}.weight"), &[out_f, in_f], init)?;
     let wt = b.op("Transpose", &[&w], vec![("perm", Attr::Ints(vec![1, 0]))]);
     let y = b.op("MatMul", &[x, &wt], vec![]);
@@ -144,7 +198,11 @@ pub fn gelu(b: &mut Builder, x: &Value) -> Value {
 
 /// GELU with the tanh approximation.
 pub fn gelu_tanh(b: &mut Builder, x: &Value) -> Value {
-    b.op("Gelu", &[x], vec![("approximate", Attr::Str("tanh".into()))])
+    b.op(
+        "Gelu",
+        &[x],
+        vec![("approximate", Attr::Str("tanh".into()))],
+    )
 }
 
 pub fn hard_swish(b: &mut Builder, x: &Value) -> Value {
@@ -153,7 +211,14 @@ pub fn hard_swish(b: &mut Builder, x: &Value) -> Value {
 
 /// timm's `hard_sigmoid`: `relu6(x + 3) / 6`.
 pub fn hard_sigmoid(b: &mut Builder, x: &Value) -> Value {
-    b.op("HardSigmoid", &[x], vec![("alpha", Attr::Float(1.0 / 6.0)), ("beta", Attr::Float(0.5))])
+    b.op(
+        "HardSigmoid",
+        &[x],
+        vec![
+            ("alpha", Attr::Float(1.0 / 6.0)),
+            ("beta", Attr::Float(0.5)),
+        ],
+    )
 }
 
 /// Activation by timm's name (`act_layer` strings).
@@ -168,7 +233,11 @@ pub fn act(b: &mut Builder, name: &str, x: &Value) -> crate::error::Result<Value
         "hard_sigmoid" | "hardsigmoid" => hard_sigmoid(b, x),
         "sigmoid" => sigmoid(b, x),
         "identity" => x.clone(),
-        other => return Err(crate::Error::unsupported(format!("activation `{other}` is not supported by native graphs"))),
+        other => {
+            return Err(crate::Error::unsupported(format!(
+                "activation `{other}` is not supported by native graphs"
+            )))
+        }
     })
 }
 

@@ -42,7 +42,9 @@ impl Rng {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
             Init::Const(c) => vec![c; n],
-            Init::Normal(std) => (0..n).map(|_| (self.normal() * std as f64) as f32).collect(),
+            Init::Normal(std) => (0..n)
+                .map(|_| (self.normal() * std as f64) as f32)
+                .collect(),
             Init::TruncNormal(std) => (0..n)
                 .map(|_| loop {
                     let x = self.normal();
@@ -57,7 +59,9 @@ impl Rng {
             }
             Init::DefaultUniform => {
                 let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                (0..n).map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32).collect()
+                (0..n)
+                    .map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32)
+                    .collect()
             }
         }
     }
@@ -77,6 +81,9 @@ mod tests {
         let var = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / a.len() as f64;
         let expected = 2.0 / (64.0 * 49.0);
         assert!((var / expected - 1.0).abs() < 0.15, "{var} vs {expected}");
-        assert!(Rng::new(1).init(Init::TruncNormal(0.02), &[1000]).iter().all(|x| x.abs() <= 0.04));
+        assert!(Rng::new(1)
+            .init(Init::TruncNormal(0.02), &[1000])
+            .iter()
+            .all(|x| x.abs() <= 0.04));
     }
 }

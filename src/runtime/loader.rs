@@ -42,7 +42,12 @@ pub fn environment(requested: Option<&Path>) -> Result<&'static Environment> {
                     .with_name("timm")
                     .with_telemetry(false)
                     .build()
-                    .map_err(|e| Error::runtime(format!("ONNX Runtime loaded from {} but its environment failed: {e}", path.display())))?;
+                    .map_err(|e| {
+                        Error::runtime(format!(
+                            "ONNX Runtime loaded from {} but its environment failed: {e}",
+                            path.display()
+                        ))
+                    })?;
                 let loaded = LOADED.get_or_init(|| Loaded { env, path });
                 return Ok(&loaded.env);
             }
@@ -101,7 +106,10 @@ fn candidates(requested: Option<&Path>) -> Vec<(&'static str, PathBuf)> {
         return out;
     }
     if let Some(dir) = own_dir() {
-        out.push(("directory of libtimm", find_in_dir(&dir).unwrap_or_else(|| dir.join("libonnxruntime.so"))));
+        out.push((
+            "directory of libtimm",
+            find_in_dir(&dir).unwrap_or_else(|| dir.join("libonnxruntime.so")),
+        ));
     }
     out.push(("system loader", PathBuf::from("libonnxruntime.so")));
     out.push(("system loader", PathBuf::from("libonnxruntime.so.1")));
@@ -117,7 +125,11 @@ fn find_in_dir(dir: &Path) -> Option<PathBuf> {
     let mut versioned: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+        })
         .collect();
     versioned.sort_by_key(|p| version_key(p));
     versioned.pop()
@@ -125,7 +137,10 @@ fn find_in_dir(dir: &Path) -> Option<PathBuf> {
 
 fn version_key(p: &Path) -> Vec<u64> {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.trim_start_matches("libonnxruntime.so.").split('.').map(|s| s.parse().unwrap_or(0)).collect()
+    name.trim_start_matches("libonnxruntime.so.")
+        .split('.')
+        .map(|s| s.parse().unwrap_or(0))
+        .collect()
 }
 
 /// The directory of the binary that holds this code (libtimm.so, or the executable it is
@@ -134,7 +149,8 @@ fn own_dir() -> Option<PathBuf> {
     // SAFETY: dladdr only reads loader tables; `info` is fully written when it returns non-zero.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(own_dir as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+        if libc::dladdr(own_dir as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null()
+        {
             return None;
         }
         let file = PathBuf::from(CStr::from_ptr(info.dli_fname).to_str().ok()?);

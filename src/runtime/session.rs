@@ -10,8 +10,8 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{Outlet, Shape, SymbolicDimensions, TensorElementType, ValueType};
 use ort::AsPointer;
 
-use super::sys::{self, OwnedValue};
 use super::loader;
+use super::sys::{self, OwnedValue};
 use crate::error::{Error, Result};
 use crate::graph::{Attr, Graph, InitData, MS_DOMAIN, MS_OPSET, OPSET};
 use crate::weights::{DType, Weights};
@@ -58,42 +58,76 @@ pub struct Session {
 
 impl Session {
     /// Loads an ONNX file; `bindings` replace initializers whose data is external (by name).
-    pub fn from_onnx_file(path: &Path, opts: &SessionOptions, bindings: Vec<(String, OwnedValue)>, keep: Keep) -> Result<Self> {
+    pub fn from_onnx_file(
+        path: &Path,
+        opts: &SessionOptions,
+        bindings: Vec<(String, OwnedValue)>,
+        keep: Keep,
+    ) -> Result<Self> {
         let mut builder = builder(opts)?;
         if !bindings.is_empty() {
             let names: Vec<CString> = bindings
                 .iter()
-                .map(|(n, _)| CString::new(n.as_str()).map_err(|_| Error::invalid_model(format!("initializer name `{n}` has a NUL byte"))))
+                .map(|(n, _)| {
+                    CString::new(n.as_str()).map_err(|_| {
+                        Error::invalid_model(format!("initializer name `{n}` has a NUL byte"))
+                    })
+                })
                 .collect::<Result<_>>()?;
-            let name_ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
-            let value_ptrs: Vec<*const ort_sys::OrtValue> = bindings.iter().map(|(_, v)| v.ptr() as *const _).collect();
+            let name_ptrs: Vec<*const std::ffi::c_char> =
+                names.iter().map(|n| n.as_ptr()).collect();
+            let value_ptrs: Vec<*const ort_sys::OrtValue> =
+                bindings.iter().map(|(_, v)| v.ptr() as *const _).collect();
             // SAFETY: arrays of equal length; the values stay alive in `keep` for the session's lifetime.
             sys::check(unsafe {
-                (ort::api().AddExternalInitializers)(builder.ptr_mut(), name_ptrs.as_ptr(), value_ptrs.as_ptr(), name_ptrs.len())
+                (ort::api().AddExternalInitializers)(
+                    builder.ptr_mut(),
+                    name_ptrs.as_ptr(),
+                    value_ptrs.as_ptr(),
+                    name_ptrs.len(),
+                )
             })?;
         }
         let mut keep = keep;
         keep.values.extend(bindings.into_iter().map(|(_, v)| v));
-        let inner = builder
-            .commit_from_file(path)
-            .map_err(|e| Error::runtime(format!("ONNX Runtime could not load {}: {e}", path.display())))?;
+        let inner = builder.commit_from_file(path).map_err(|e| {
+            Error::runtime(format!(
+                "ONNX Runtime could not load {}: {e}",
+                path.display()
+            ))
+        })?;
         Self::wrap(inner, keep)
     }
 
     /// Builds a session from a native graph through ORT's Model Editor API. Weights are handed
     /// over as views of the mapped file where alignment allows (no copy in this library).
-    pub fn from_graph(graph: &Graph, weights: Option<&Weights>, opts: &SessionOptions) -> Result<Self> {
+    pub fn from_graph(
+        graph: &Graph,
+        weights: Option<&Weights>,
+        opts: &SessionOptions,
+    ) -> Result<Self> {
         let builder = builder(opts)?;
         let mut g = editor::Graph::new()?;
         let [c, h, w] = graph.input_chw;
         let dim = |d: Option<i64>| d.unwrap_or(-1);
-        let sym = |d: Option<i64>, name: &str| if d.is_some() { String::new() } else { name.to_string() };
+        let sym = |d: Option<i64>, name: &str| {
+            if d.is_some() {
+                String::new()
+            } else {
+                name.to_string()
+            }
+        };
         g.set_inputs([Outlet::new(
             graph.input_name.clone(),
             ValueType::Tensor {
                 ty: TensorElementType::Float32,
                 shape: Shape::from(vec![-1, dim(c), dim(h), dim(w)]),
-                dimension_symbols: SymbolicDimensions::new(["batch".to_string(), sym(c, "channels"), sym(h, "height"), sym(w, "width")]),
+                dimension_symbols: SymbolicDimensions::new([
+                    "batch".to_string(),
+                    sym(c, "channels"),
+                    sym(h, "height"),
+                    sym(w, "width"),
+                ]),
             },
         )])?;
         g.set_outputs([Outlet::new(
@@ -108,31 +142,58 @@ impl Session {
         for init in &graph.initializers {
             let (value, external) = match &init.data {
                 InitData::Weight(name) => {
-                    let w = weights.ok_or_else(|| Error::internal("a native graph references weights but none were loaded"))?;
-                    let info = w.get(name).ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
+                    let w = weights.ok_or_else(|| {
+                        Error::internal("a native graph references weights but none were loaded")
+                    })?;
+                    let info = w.get(name).ok_or_else(|| {
+                        Error::invalid_model(format!("weights have no tensor `{name}`"))
+                    })?;
                     let bytes = w.bytes(info);
                     let elem = match info.dtype {
                         DType::F32 => sys::F32,
                         DType::F16 => sys::F16,
                         DType::BF16 => sys::BF16,
                         DType::F64 => sys::F64,
-                        other => return Err(Error::invalid_model(format!("weight `{name}` has dtype {other:?}; expected float"))),
+                        other => {
+                            return Err(Error::invalid_model(format!(
+                                "weight `{name}` has dtype {other:?}; expected float"
+                            )))
+                        }
                     };
                     let aligned = (bytes.as_ptr() as usize) % info.dtype.size() == 0;
                     if aligned && bytes.len() >= MIN_VIEW_BYTES {
                         // SAFETY: the mapping outlives the session (the model owns both, session first).
-                        (unsafe { sys::tensor_over(bytes.as_ptr(), bytes.len(), &init.dims, elem)? }, true)
+                        (
+                            unsafe {
+                                sys::tensor_over(bytes.as_ptr(), bytes.len(), &init.dims, elem)?
+                            },
+                            true,
+                        )
                     } else {
                         (sys::tensor_copy(bytes, &init.dims, elem)?, false)
                     }
                 }
-                InitData::F32(v) => (sys::tensor_copy(as_bytes_f32(v), &init.dims, sys::F32)?, false),
-                InitData::I64(v) => (sys::tensor_copy(as_bytes_i64(v), &init.dims, sys::I64)?, false),
+                InitData::F32(v) => (
+                    sys::tensor_copy(as_bytes_f32(v), &init.dims, sys::F32)?,
+                    false,
+                ),
+                InitData::I64(v) => (
+                    sys::tensor_copy(as_bytes_i64(v), &init.dims, sys::I64)?,
+                    false,
+                ),
             };
-            let name = CString::new(init.name.as_str()).map_err(|_| Error::internal("initializer name with NUL"))?;
+            let name = CString::new(init.name.as_str())
+                .map_err(|_| Error::internal("initializer name with NUL"))?;
             let raw = value.into_raw();
             // SAFETY: the graph takes ownership of the value (released with the graph/session).
-            let status = unsafe { (ort::editor::editor_api()?.AddInitializerToGraph)(g.ptr_mut(), name.as_ptr(), raw, external) };
+            let status = unsafe {
+                (ort::editor::editor_api()?.AddInitializerToGraph)(
+                    g.ptr_mut(),
+                    name.as_ptr(),
+                    raw,
+                    external,
+                )
+            };
             if !status.0.is_null() {
                 unsafe { (ort::api().ReleaseValue)(raw) };
             }
@@ -151,14 +212,31 @@ impl Session {
                     Attr::Str(v) => Attribute::new(k, v.clone()),
                 })
                 .collect::<ort::Result<Vec<_>>>()?;
-            let n = editor::Node::new(&node.op, &node.domain, &node.name, &node.inputs, &node.outputs, attrs)
-                .map_err(|e| Error::internal(format!("cannot create node {} ({}): {e}", node.name, node.op)))?;
+            let n = editor::Node::new(
+                &node.op,
+                &node.domain,
+                &node.name,
+                &node.inputs,
+                &node.outputs,
+                attrs,
+            )
+            .map_err(|e| {
+                Error::internal(format!(
+                    "cannot create node {} ({}): {e}",
+                    node.name, node.op
+                ))
+            })?;
             g.add_node(n)?;
         }
 
-        let mut model = editor::Model::new([editor::Opset::new(editor::ONNX_DOMAIN, OPSET)?, editor::Opset::new(MS_DOMAIN, MS_OPSET)?])?;
+        let mut model = editor::Model::new([
+            editor::Opset::new(editor::ONNX_DOMAIN, OPSET)?,
+            editor::Opset::new(MS_DOMAIN, MS_OPSET)?,
+        ])?;
         model.set_graph(g)?;
-        let inner = model.into_session(&builder).map_err(|e| Error::runtime(format!("ONNX Runtime rejected the native graph: {e}")))?;
+        let inner = model
+            .into_session(&builder)
+            .map_err(|e| Error::runtime(format!("ONNX Runtime rejected the native graph: {e}")))?;
         Self::wrap(inner, Keep::default())
     }
 
@@ -172,8 +250,15 @@ impl Session {
         }
         let dims_of = |o: &Outlet, what: &str| -> Result<Vec<i64>> {
             match o.dtype() {
-                ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => Ok(shape.iter().copied().collect()),
-                other => Err(Error::unsupported(format!("the model's {what} `{}` is {other:?}; a float32 tensor is needed", o.name()))),
+                ValueType::Tensor {
+                    ty: TensorElementType::Float32,
+                    shape,
+                    ..
+                } => Ok(shape.iter().copied().collect()),
+                other => Err(Error::unsupported(format!(
+                    "the model's {what} `{}` is {other:?}; a float32 tensor is needed",
+                    o.name()
+                ))),
             }
         };
         let input_dims = dims_of(&inner.inputs()[0], "input")?;
@@ -183,7 +268,10 @@ impl Session {
                 "the model's input has shape {input_dims:?} and its output {output_dims:?}; expected [N, C, H, W] in and [N, K] out"
             )));
         }
-        let cname = |s: &str| CString::new(s).map_err(|_| Error::invalid_model("a model input/output name has a NUL byte"));
+        let cname = |s: &str| {
+            CString::new(s)
+                .map_err(|_| Error::invalid_model("a model input/output name has a NUL byte"))
+        };
         Ok(Session {
             input_name: cname(inner.inputs()[0].name())?,
             output_name: cname(inner.outputs()[0].name())?,
@@ -196,10 +284,30 @@ impl Session {
 
     /// Runs one batch. Safe to call from many threads at once (ORT's `Run` is thread-safe);
     /// the input is read in place and the output written in place.
-    pub fn run(&self, input: &[f32], input_shape: &[i64], output: &mut [f32], output_shape: &[i64]) -> Result<()> {
+    pub fn run(
+        &self,
+        input: &[f32],
+        input_shape: &[i64],
+        output: &mut [f32],
+        output_shape: &[i64],
+    ) -> Result<()> {
         // SAFETY: both buffers outlive the call; ORT does not write the input.
-        let in_v = unsafe { sys::tensor_over(input.as_ptr() as *const u8, std::mem::size_of_val(input), input_shape, sys::F32)? };
-        let out_v = unsafe { sys::tensor_over(output.as_mut_ptr() as *const u8, std::mem::size_of_val(output), output_shape, sys::F32)? };
+        let in_v = unsafe {
+            sys::tensor_over(
+                input.as_ptr() as *const u8,
+                std::mem::size_of_val(input),
+                input_shape,
+                sys::F32,
+            )?
+        };
+        let out_v = unsafe {
+            sys::tensor_over(
+                output.as_mut_ptr() as *const u8,
+                std::mem::size_of_val(output),
+                output_shape,
+                sys::F32,
+            )?
+        };
         let in_names = [self.input_name.as_ptr()];
         let out_names = [self.output_name.as_ptr()];
         let inputs = [in_v.ptr() as *const ort_sys::OrtValue];
@@ -221,7 +329,9 @@ impl Session {
             // ORT allocated its own output instead of using ours; never happens with a matching
             // shape, but do not leak it if it does.
             unsafe { (ort::api().ReleaseValue)(outputs[0]) };
-            return Err(Error::internal("ONNX Runtime did not write into the caller's output buffer"));
+            return Err(Error::internal(
+                "ONNX Runtime did not write into the caller's output buffer",
+            ));
         }
         Ok(())
     }
@@ -229,8 +339,11 @@ impl Session {
 
 fn builder(opts: &SessionOptions) -> Result<SessionBuilder> {
     let env = loader::environment(opts.ort_library.as_deref())?;
-    let rt = |e: ort::Error<SessionBuilder>| Error::runtime(format!("ONNX Runtime session options: {e}"));
-    let mut b = ort::session::Session::builder(env).map_err(|e| Error::runtime(format!("ONNX Runtime: {e}")))?;
+    let rt = |e: ort::Error<SessionBuilder>| {
+        Error::runtime(format!("ONNX Runtime session options: {e}"))
+    };
+    let mut b = ort::session::Session::builder(env)
+        .map_err(|e| Error::runtime(format!("ONNX Runtime: {e}")))?;
     let level = match opts.opt_level.unwrap_or(OptLevel::All) {
         OptLevel::Disable => GraphOptimizationLevel::Disable,
         OptLevel::Basic => GraphOptimizationLevel::Level1,

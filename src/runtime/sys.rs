@@ -19,7 +19,11 @@ pub fn check(status: OrtStatusPtr) -> Result<()> {
     // SAFETY: a non-null status from ORT is valid until released; the message is copied first.
     let msg = unsafe {
         let m = (api.GetErrorMessage)(status.0);
-        let s = if m.is_null() { String::from("unknown error") } else { CStr::from_ptr(m).to_string_lossy().into_owned() };
+        let s = if m.is_null() {
+            String::from("unknown error")
+        } else {
+            CStr::from_ptr(m).to_string_lossy().into_owned()
+        };
         (api.ReleaseStatus)(status.0);
         s
     };
@@ -64,9 +68,15 @@ fn cpu_memory_info() -> Result<*const ort_sys::OrtMemoryInfo> {
         let mut p = std::ptr::null_mut();
         // SAFETY: plain constructor; the info lives for the process.
         check(unsafe {
-            (api.CreateCpuMemoryInfo)(ort_sys::OrtAllocatorType::OrtDeviceAllocator, ort_sys::OrtMemType::OrtMemTypeDefault, &mut p)
+            (api.CreateCpuMemoryInfo)(
+                ort_sys::OrtAllocatorType::OrtDeviceAllocator,
+                ort_sys::OrtMemType::OrtMemTypeDefault,
+                &mut p,
+            )
         })?;
-        NonNull::new(p).map(MemInfo).ok_or_else(|| Error::runtime("ONNX Runtime returned no memory info"))
+        NonNull::new(p)
+            .map(MemInfo)
+            .ok_or_else(|| Error::runtime("ONNX Runtime returned no memory info"))
     })
     .map(|m| m.0.as_ptr() as *const _)
 }
@@ -76,7 +86,12 @@ fn cpu_memory_info() -> Result<*const ort_sys::OrtMemoryInfo> {
 /// # Safety
 /// The memory must stay valid, and unchanged unless ORT writes it as an output, for as long as
 /// ORT uses the value. `data` must be aligned for `elem`.
-pub unsafe fn tensor_over(data: *const u8, len: usize, shape: &[i64], elem: ONNXTensorElementDataType) -> Result<OwnedValue> {
+pub unsafe fn tensor_over(
+    data: *const u8,
+    len: usize,
+    shape: &[i64],
+    elem: ONNXTensorElementDataType,
+) -> Result<OwnedValue> {
     let info = cpu_memory_info()?;
     let mut out = std::ptr::null_mut();
     check((super::loader::api()?.CreateTensorWithDataAsOrtValue)(
@@ -88,19 +103,29 @@ pub unsafe fn tensor_over(data: *const u8, len: usize, shape: &[i64], elem: ONNX
         elem,
         &mut out,
     ))?;
-    NonNull::new(out).map(OwnedValue).ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))
+    NonNull::new(out)
+        .map(OwnedValue)
+        .ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))
 }
 
 /// A tensor allocated by ONNX Runtime and filled with a copy of `bytes` (ORT owns the memory,
 /// so APIs that take ownership of the value can free it).
-pub fn tensor_copy(bytes: &[u8], shape: &[i64], elem: ONNXTensorElementDataType) -> Result<OwnedValue> {
+pub fn tensor_copy(
+    bytes: &[u8],
+    shape: &[i64],
+    elem: ONNXTensorElementDataType,
+) -> Result<OwnedValue> {
     let api = super::loader::api()?;
     let mut alloc = std::ptr::null_mut();
     // SAFETY: the default allocator is process-global and never freed.
     check(unsafe { (api.GetAllocatorWithDefaultOptions)(&mut alloc) })?;
     let mut out = std::ptr::null_mut();
-    check(unsafe { (api.CreateTensorAsOrtValue)(alloc, shape.as_ptr(), shape.len(), elem, &mut out) })?;
-    let value = NonNull::new(out).map(OwnedValue).ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))?;
+    check(unsafe {
+        (api.CreateTensorAsOrtValue)(alloc, shape.as_ptr(), shape.len(), elem, &mut out)
+    })?;
+    let value = NonNull::new(out)
+        .map(OwnedValue)
+        .ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))?;
     let mut dst = std::ptr::null_mut();
     check(unsafe { (api.GetTensorMutableData)(value.ptr(), &mut dst) })?;
     if !bytes.is_empty() {
@@ -110,8 +135,13 @@ pub fn tensor_copy(bytes: &[u8], shape: &[i64], elem: ONNXTensorElementDataType)
     Ok(value)
 }
 
-pub const F32: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-pub const F16: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
-pub const BF16: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
-pub const F64: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
-pub const I64: ONNXTensorElementDataType = ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+pub const F32: ONNXTensorElementDataType =
+    ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+pub const F16: ONNXTensorElementDataType =
+    ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+pub const BF16: ONNXTensorElementDataType =
+    ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+pub const F64: ONNXTensorElementDataType =
+    ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
+pub const I64: ONNXTensorElementDataType =
+    ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;

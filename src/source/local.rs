@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// timm's `_PREFERRED_FILES` order; only safetensors are loaded, the others are named in errors.
-const PREFERRED: [&str; 4] = ["model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth"];
+const PREFERRED: [&str; 4] = [
+    "model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.pth",
+    "model.pth",
+];
 const PICKLE_EXTS: [&str; 3] = [".pth", ".pth.tar", ".bin"];
 
 /// What a model folder holds.
@@ -39,7 +44,12 @@ impl ModelFolder {
         }
         let onnx = Some(dir.join("model.onnx")).filter(|p| p.is_file());
         let (weights, pickle) = pick_weights(dir)?;
-        Ok(ModelFolder { dir: dir.to_path_buf(), weights, pickle, onnx })
+        Ok(ModelFolder {
+            dir: dir.to_path_buf(),
+            weights,
+            pickle,
+            onnx,
+        })
     }
 
     /// The safetensors file, or an error that explains what the folder has instead.
@@ -65,25 +75,40 @@ fn pick_weights(dir: &Path) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
     for name in PREFERRED {
         let p = dir.join(name);
         if p.is_file() {
-            return Ok(if name.ends_with(".safetensors") { (Some(p), None) } else { (None, Some(p)) });
+            return Ok(if name.ends_with(".safetensors") {
+                (Some(p), None)
+            } else {
+                (None, Some(p))
+            });
         }
     }
     let mut entries: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::from_io(&e, "cannot list model folder", dir))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false))
+        .filter(|e| {
+            e.file_type()
+                .map(|t| t.is_file() || t.is_symlink())
+                .unwrap_or(false)
+        })
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     entries.sort();
     let open_clip = entries.iter().find(|n| n.starts_with("open_clip_"));
     if let Some(n) = open_clip {
         let p = dir.join(n);
-        return Ok(if n.ends_with(".safetensors") { (Some(p), None) } else { (None, Some(p)) });
+        return Ok(if n.ends_with(".safetensors") {
+            (Some(p), None)
+        } else {
+            (None, Some(p))
+        });
     }
     if let Some(n) = entries.iter().find(|n| n.ends_with(".safetensors")) {
         return Ok((Some(dir.join(n)), None));
     }
-    let pickle = entries.iter().find(|n| PICKLE_EXTS.iter().any(|ext| n.ends_with(ext))).map(|n| dir.join(n));
+    let pickle = entries
+        .iter()
+        .find(|n| PICKLE_EXTS.iter().any(|ext| n.ends_with(ext)))
+        .map(|n| dir.join(n));
     Ok((None, pickle))
 }
 
@@ -104,7 +129,15 @@ mod tests {
 
     #[test]
     fn safetensors_preferred_over_pickles() {
-        let d = tmp("pref", &["config.json", "pytorch_model.bin", "model.safetensors", "model.onnx"]);
+        let d = tmp(
+            "pref",
+            &[
+                "config.json",
+                "pytorch_model.bin",
+                "model.safetensors",
+                "model.onnx",
+            ],
+        );
         let f = ModelFolder::open(&d).unwrap();
         assert_eq!(f.weights, Some(d.join("model.safetensors")));
         assert_eq!(f.onnx, Some(d.join("model.onnx")));
@@ -116,13 +149,22 @@ mod tests {
         let f = ModelFolder::open(&d).unwrap();
         let e = f.require_weights().unwrap_err();
         assert_eq!(e.status(), TimmStatus::TIMM_ERR_UNSUPPORTED);
-        assert!(e.message().contains("pytorch_model.bin") && e.message().contains("never unpickles"), "{e}");
+        assert!(
+            e.message().contains("pytorch_model.bin") && e.message().contains("never unpickles"),
+            "{e}"
+        );
     }
 
     #[test]
     fn any_safetensors_is_taken_when_no_preferred_name() {
-        let d = tmp("anyst", &["config.json", "b.safetensors", "a.safetensors", "x.pth"]);
-        assert_eq!(ModelFolder::open(&d).unwrap().weights, Some(d.join("a.safetensors")));
+        let d = tmp(
+            "anyst",
+            &["config.json", "b.safetensors", "a.safetensors", "x.pth"],
+        );
+        assert_eq!(
+            ModelFolder::open(&d).unwrap().weights,
+            Some(d.join("a.safetensors"))
+        );
     }
 
     #[test]

@@ -18,8 +18,12 @@ pub fn init_runtime() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TIMM_ORT_LIBRARY").is_none() {
-            let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".onnxruntime/cpu/libonnxruntime.so.1.31.1");
-            assert!(lib.exists(), "ONNX Runtime is missing: run scripts/fetch-ort (or scripts/test, which does)");
+            let lib = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(".onnxruntime/cpu/libonnxruntime.so.1.31.1");
+            assert!(
+                lib.exists(),
+                "ONNX Runtime is missing: run scripts/fetch-ort (or scripts/test, which does)"
+            );
             std::env::set_var("TIMM_ORT_LIBRARY", lib);
         }
     });
@@ -41,12 +45,18 @@ impl Fixture {
         self.folders.get(mode).map(|f| fixtures_dir().join(f))
     }
     pub fn spec(&self, mode: &str) -> String {
-        format!("local:{}", self.folder(mode).unwrap_or_else(|| panic!("{} has no {mode} folder", self.name)).display())
+        format!(
+            "local:{}",
+            self.folder(mode)
+                .unwrap_or_else(|| panic!("{} has no {mode} folder", self.name))
+                .display()
+        )
     }
 }
 
 pub fn fixtures() -> Vec<Fixture> {
-    let text = std::fs::read_to_string(fixtures_dir().join("index.json")).expect("tests/fixtures/index.json");
+    let text = std::fs::read_to_string(fixtures_dir().join("index.json"))
+        .expect("tests/fixtures/index.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("index.json");
     v["fixtures"]
         .as_array()
@@ -56,7 +66,12 @@ pub fn fixtures() -> Vec<Fixture> {
             name: f["name"].as_str().unwrap().to_string(),
             arch: f["arch"].as_str().unwrap().to_string(),
             family: f["family"].as_str().unwrap_or("").to_string(),
-            folders: f["folders"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect(),
+            folders: f["folders"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect(),
             reference: f["reference"].as_str().unwrap().to_string(),
             weights_dtype: f["weights_dtype"].as_str().unwrap_or("F32").to_string(),
         })
@@ -64,11 +79,17 @@ pub fn fixtures() -> Vec<Fixture> {
 }
 
 pub fn fixture(name: &str) -> Fixture {
-    fixtures().into_iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no fixture {name} in index.json"))
+    fixtures()
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no fixture {name} in index.json"))
 }
 
 pub fn fixtures_of_family(family: &str) -> Vec<Fixture> {
-    fixtures().into_iter().filter(|f| f.family == family).collect()
+    fixtures()
+        .into_iter()
+        .filter(|f| f.family == family)
+        .collect()
 }
 
 pub struct Reference {
@@ -82,13 +103,23 @@ pub struct Reference {
 
 pub fn read_f32(p: &Path) -> Vec<f32> {
     let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 pub fn reference(f: &Fixture) -> Reference {
     let dir = fixtures_dir().join(&f.reference);
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let shape = |k: &str| meta[k].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect::<Vec<_>>();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let shape = |k: &str| {
+        meta[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
     Reference {
         input: read_f32(&dir.join("input.f32")),
         input_shape: shape("input_shape"),
@@ -101,7 +132,10 @@ pub fn reference(f: &Fixture) -> Reference {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// An error from the C ABI: the status and `timm_last_error()`.
@@ -112,7 +146,9 @@ pub struct CError {
 }
 
 pub fn last_error() -> String {
-    unsafe { CStr::from_ptr(timm_last_error()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(timm_last_error()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A model handle created through the C ABI, freed on drop.
@@ -121,7 +157,11 @@ unsafe impl Send for CModel {}
 unsafe impl Sync for CModel {}
 
 impl CModel {
-    pub fn create(spec: &str, pretrained: bool, options: &[(&str, &str)]) -> Result<CModel, CError> {
+    pub fn create(
+        spec: &str,
+        pretrained: bool,
+        options: &[(&str, &str)],
+    ) -> Result<CModel, CError> {
         init_runtime();
         let spec = CString::new(spec).unwrap();
         let opts = timm_options_new();
@@ -129,7 +169,10 @@ impl CModel {
             let (k, v) = (CString::new(*k).unwrap(), CString::new(*v).unwrap());
             let st = timm_options_set(opts, k.as_ptr(), v.as_ptr());
             if st != TimmStatus::TIMM_OK {
-                let e = CError { status: st, message: last_error() };
+                let e = CError {
+                    status: st,
+                    message: last_error(),
+                };
                 timm_options_free(opts);
                 return Err(e);
             }
@@ -157,11 +200,21 @@ impl CModel {
     }
 
     pub fn infer_into(&self, input: &[f32], shape: &[i64], out: &mut [f32]) -> Result<(), CError> {
-        let st = timm_infer(self.0, input.as_ptr(), shape.as_ptr(), shape.len(), out.as_mut_ptr(), out.len());
+        let st = timm_infer(
+            self.0,
+            input.as_ptr(),
+            shape.as_ptr(),
+            shape.len(),
+            out.as_mut_ptr(),
+            out.len(),
+        );
         if st == TimmStatus::TIMM_OK {
             Ok(())
         } else {
-            Err(CError { status: st, message: last_error() })
+            Err(CError {
+                status: st,
+                message: last_error(),
+            })
         }
     }
 }
@@ -196,9 +249,16 @@ pub fn status_from_message(msg: &str) -> TimmStatus {
 /// `features` is true) against timm within `tol`.
 pub fn check_fixture(f: &Fixture, mode: &str, options: &[(&str, &str)], tol: f32) {
     let r = reference(f);
-    let m = CModel::create(&f.spec(mode), true, options).unwrap_or_else(|e| panic!("{} [{mode}]: {e:?}", f.name));
-    let out = m.infer(&r.input, &r.input_shape).unwrap_or_else(|e| panic!("{} [{mode}]: {e:?}", f.name));
+    let m = CModel::create(&f.spec(mode), true, options)
+        .unwrap_or_else(|e| panic!("{} [{mode}]: {e:?}", f.name));
+    let out = m
+        .infer(&r.input, &r.input_shape)
+        .unwrap_or_else(|e| panic!("{} [{mode}]: {e:?}", f.name));
     let d = max_abs_diff(&out, &r.logits);
     eprintln!("{:<32} {:<14} logits max|diff| = {d:.3e}", f.name, mode);
-    assert!(d <= tol, "{} [{mode}]: logits differ from timm by {d}", f.name);
+    assert!(
+        d <= tol,
+        "{} [{mode}]: logits differ from timm by {d}",
+        f.name
+    );
 }
