@@ -1,0 +1,3 @@
+//! Where a model folder comes from.
+
+pub mod hub;
