@@ -239,6 +239,8 @@ fn download_snapshot(client: &Client, cache: &RepoCache, revision: &str) -> Resu
         Head::Missing { commit } => {
             if let Some(c) = &commit {
                 cache.mark_missing(c, CONFIG_FILE);
+                // As huggingface_hub does, so an offline retry finds the marker.
+                let _ = cache.write_ref(revision, c);
             }
             return Err(Error::not_found(format!(
                 "{label} has no {CONFIG_FILE} on the Hub (HTTP 404): the repository or file does not exist, \
@@ -260,6 +262,7 @@ fn download_snapshot(client: &Client, cache: &RepoCache, revision: &str) -> Resu
         Head::Found(meta) => meta,
         Head::Missing { .. } => {
             cache.mark_missing(&commit, WEIGHTS_FILE);
+            let _ = cache.write_ref(revision, &commit);
             return Err(match client.head(repo, &commit, PICKLE_WEIGHTS_FILE)? {
                 Head::Found(_) => pickle_only(&label),
                 Head::Missing { .. } => {
@@ -277,7 +280,7 @@ fn download_snapshot(client: &Client, cache: &RepoCache, revision: &str) -> Resu
             cache.link_snapshot_file(&commit, file, &meta.etag)?;
         }
     }
-    // Last, so an interrupted download never leaves a ref pointing at an incomplete snapshot.
+    // After the files, so the ref of a fresh revision appears only once its snapshot is usable.
     cache.write_ref(revision, &commit)?;
     Ok(cache.snapshot_dir(&commit))
 }
