@@ -58,10 +58,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     pub fn new(status: TimmStatus, message: impl Into<String>) -> Self {
         debug_assert!(status != TimmStatus::TIMM_OK);
-        Error {
-            status,
-            message: message.into(),
-        }
+        Error { status, message: message.into() }
     }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(TimmStatus::TIMM_ERR_INVALID_ARGUMENT, message)

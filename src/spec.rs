@@ -15,10 +15,7 @@ pub enum Spec {
     /// A folder on disk (`local:` or timm's `local-dir:`).
     Local(PathBuf),
     /// A Hugging Face Hub repository, resolved through the local cache.
-    HfHub {
-        repo: String,
-        revision: Option<String>,
-    },
+    HfHub { repo: String, revision: Option<String> },
     /// A bare timm architecture name, optionally with a pretrained tag (`arch.tag`).
     Name { arch: String, tag: Option<String> },
 }
@@ -32,10 +29,7 @@ fn looks_like_scheme(prefix: &str) -> bool {
         _ => return false,
     }
     let rest = chars.as_str();
-    !rest.is_empty()
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-' | '_'))
+    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-' | '_'))
 }
 
 /// Parses a model spec.
@@ -91,10 +85,7 @@ fn parse_hub(spec: &str, rest: &str) -> Result<Spec> {
         None => (rest, None),
     };
     validate_repo_id(spec, repo)?;
-    Ok(Spec::HfHub {
-        repo: repo.to_string(),
-        revision,
-    })
+    Ok(Spec::HfHub { repo: repo.to_string(), revision })
 }
 
 /// Hugging Face repo ids: `name` or `namespace/name`, letters, digits, `-`, `_`, `.`, at most 96
@@ -116,10 +107,7 @@ fn validate_repo_id(spec: &str, repo: &str) -> Result<()> {
         if part.len() > 96 {
             return Err(bad("longer than 96 characters"));
         }
-        if !part
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if !part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
             return Err(bad("only letters, digits, `-`, `_` and `.` are allowed"));
         }
         if part.contains("--") || part.contains("..") {
@@ -137,21 +125,14 @@ fn parse_name(spec: &str) -> Result<Spec> {
         Some((arch, tag)) => (arch, Some(tag)),
         None => (spec, None),
     };
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    };
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !ok(arch) || tag.is_some_and(|t| !ok(t)) {
         return Err(Error::invalid_argument(format!(
             "model spec `{spec}` is not a timm model name (letters, digits, `_`, `-`, optionally `.tag`); \
              for a folder or repository use a prefix: {VALID_PREFIXES}"
         )));
     }
-    Ok(Spec::Name {
-        arch: arch.to_string(),
-        tag: tag.map(str::to_string),
-    })
+    Ok(Spec::Name { arch: arch.to_string(), tag: tag.map(str::to_string) })
 }
 
 #[cfg(test)]
@@ -162,37 +143,25 @@ mod tests {
     #[test]
     fn local_and_local_dir_are_the_same_source() {
         assert_eq!(parse("local:/m/r50").unwrap(), Spec::Local("/m/r50".into()));
-        assert_eq!(
-            parse("local-dir:/m/r50").unwrap(),
-            Spec::Local("/m/r50".into())
-        );
+        assert_eq!(parse("local-dir:/m/r50").unwrap(), Spec::Local("/m/r50".into()));
     }
 
     #[test]
     fn path_after_prefix_is_opaque() {
         let p = "local:/m/a b#frag?q=1@x:y";
         assert_eq!(parse(p).unwrap(), Spec::Local("/m/a b#frag?q=1@x:y".into()));
-        assert_eq!(
-            parse("local:relative/dir").unwrap(),
-            Spec::Local("relative/dir".into())
-        );
+        assert_eq!(parse("local:relative/dir").unwrap(), Spec::Local("relative/dir".into()));
     }
 
     #[test]
     fn hub_specs_split_revision_on_at() {
         assert_eq!(
             parse("hf-hub:timm/resnet50.a1_in1k").unwrap(),
-            Spec::HfHub {
-                repo: "timm/resnet50.a1_in1k".into(),
-                revision: None
-            }
+            Spec::HfHub { repo: "timm/resnet50.a1_in1k".into(), revision: None }
         );
         assert_eq!(
             parse("hf_hub:timm/vit@v1.0").unwrap(),
-            Spec::HfHub {
-                repo: "timm/vit".into(),
-                revision: Some("v1.0".into())
-            }
+            Spec::HfHub { repo: "timm/vit".into(), revision: Some("v1.0".into()) }
         );
         assert!(parse("hf-hub:timm/vit@").is_err());
         assert!(parse("hf-hub:").is_err());
@@ -212,22 +181,13 @@ mod tests {
         let e = parse("s3://bucket/model").unwrap_err();
         assert!(e.message().contains("unknown prefix `s3:`"), "{e}");
         assert!(e.message().contains("hf-hub:"), "{e}");
-        assert!(parse("http://x")
-            .unwrap_err()
-            .message()
-            .contains("unknown prefix"));
+        assert!(parse("http://x").unwrap_err().message().contains("unknown prefix"));
     }
 
     #[test]
     fn empty_path_and_empty_spec_are_errors() {
-        assert!(parse("local:")
-            .unwrap_err()
-            .message()
-            .contains("empty path"));
-        assert!(parse("")
-            .unwrap_err()
-            .message()
-            .contains("empty model spec"));
+        assert!(parse("local:").unwrap_err().message().contains("empty path"));
+        assert!(parse("").unwrap_err().message().contains("empty model spec"));
         assert!(parse("   ").is_err());
     }
 
@@ -235,28 +195,16 @@ mod tests {
     fn bare_names_with_separators_suggest_prefixes() {
         for s in ["timm/resnet50", "models\\r50", "/abs/path"] {
             let e = parse(s).unwrap_err();
-            assert!(
-                e.message().contains("local:") && e.message().contains("hf-hub:"),
-                "{e}"
-            );
+            assert!(e.message().contains("local:") && e.message().contains("hf-hub:"), "{e}");
         }
     }
 
     #[test]
     fn bare_names_split_tag() {
-        assert_eq!(
-            parse("resnet50").unwrap(),
-            Spec::Name {
-                arch: "resnet50".into(),
-                tag: None
-            }
-        );
+        assert_eq!(parse("resnet50").unwrap(), Spec::Name { arch: "resnet50".into(), tag: None });
         assert_eq!(
             parse("resnet50.a1_in1k").unwrap(),
-            Spec::Name {
-                arch: "resnet50".into(),
-                tag: Some("a1_in1k".into())
-            }
+            Spec::Name { arch: "resnet50".into(), tag: Some("a1_in1k".into()) }
         );
         assert!(parse("res net").is_err());
     }
