@@ -52,6 +52,9 @@ typedef struct TimmModel TimmModel;
 // with `timm_options_free`.
 typedef struct TimmOptions TimmOptions;
 
+// Download progress: bytes done and total of the file being fetched, and the caller's pointer.
+typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -59,8 +62,10 @@ extern "C" {
 // Loads a model.
 //
 // `spec` is `local:<folder>` (or timm's `local-dir:<folder>`), a folder timm wrote with
-// config.json and model.safetensors and/or model.onnx; or a bare timm architecture name such as
-// `resnet50` with `pretrained = false` (random weights from timm's default arguments).
+// config.json and model.safetensors and/or model.onnx; `hf-hub:org/name[@revision]`, a
+// Hugging Face repo resolved through the local Hugging Face cache (downloaded on a miss unless
+// offline); or a bare timm name: `arch.tag` with `pretrained = true` is the repo `timm/arch.tag`,
+// `arch` with `pretrained = false` builds timm's default architecture with random weights.
 // `pretrained = false` on a folder builds its architecture with seeded random weights.
 //
 // Returns NULL on failure; `timm_last_error()` says why. Release the model with `timm_free`.
@@ -105,10 +110,19 @@ struct TimmOptions *timm_options_new(void);
 
 // Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
 // (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
-// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false). An unknown key or a bad
+// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
+// `cache_dir`, `offline` (true|false), `endpoint`, `token`. An unknown key or a bad
 // value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
 // on the same options object.
 enum TimmStatus timm_options_set(struct TimmOptions *options, const char *key, const char *value);
+
+// Sets a callback for download progress of `hf-hub:` models (NULL removes it). It is called
+// on the thread that runs `timm_create_model_with_options`, at least every MiB and at the end
+// of each file; `user_data` is passed back untouched and must stay valid while models are
+// created with these options. The callback must return normally (no longjmp, no exception).
+enum TimmStatus timm_options_set_progress(struct TimmOptions *options,
+                                          TimmProgressFn callback,
+                                          void *user_data);
 
 // Releases options. NULL is a no-op; a double free is detected and ignored.
 void timm_options_free(struct TimmOptions *options);

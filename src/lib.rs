@@ -1,13 +1,11 @@
 //! libtimm: timm image models for C, C++ and Go, run on ONNX Runtime.
 //!
 //! Data flows one way: [`spec`] → [`source`] (the folder) → [`config`] + [`weights`] →
-//! graph → [`runtime`] session → [`model::Model`] → the C handle in [`ffi`].
+//! [`graph`] (or the folder's `model.onnx`, read by [`onnx`]) → [`runtime`] session →
+//! [`model::Model`] → the C handle in [`ffi`].
 
-pub mod error;
-pub mod spec;
-
-pub use error::{Error, Result, TimmStatus};
 pub mod config;
+pub mod error;
 pub mod ffi;
 pub mod graph;
 pub mod model;
@@ -15,4 +13,7 @@ pub mod onnx;
 pub mod options;
 pub mod runtime;
 pub mod source;
+pub mod spec;
 pub mod weights;
+
+pub use error::{Error, Result, TimmStatus};

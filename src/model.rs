@@ -10,7 +10,7 @@ use crate::graph::{self, OutputKind, ParamSource};
 use crate::onnx;
 use crate::options::{GraphChoice, ModelOptions};
 use crate::runtime::{sys, Keep, Session};
-use crate::source::ModelFolder;
+use crate::source::{hub, ModelFolder};
 use crate::spec::{self, Spec};
 use crate::weights::{self, DType, Weights};
 
@@ -55,22 +55,17 @@ impl Model {
         crate::runtime::loader::environment(options.session.ort_library.as_deref())?;
         match spec {
             Spec::Local(dir) => Self::from_folder(&dir, pretrained, options),
-            Spec::Name { arch, tag } => {
-                if pretrained {
-                    return Err(Error::not_found(format!(
-                        "`{spec_text}` with pretrained=true needs the weights of the Hugging Face repo `timm/{}`; \
-                         download the folder and use `local:<folder>`, or pass pretrained=false for random weights",
-                        match &tag {
-                            Some(t) => format!("{arch}.{t}"),
-                            None => arch.clone(),
-                        }
-                    )));
-                }
-                Self::from_arch(&arch, options)
+            // timm: a bare `arch.tag` with pretrained weights is the Hub repo `timm/arch.tag`.
+            Spec::Name { arch, tag } if pretrained => {
+                let repo = hub::repo_for_name(&arch, tag.as_deref());
+                let dir = hub::resolve_snapshot(&repo, None, &options.hub)?;
+                Self::from_folder(&dir, true, options)
             }
-            Spec::HfHub { repo, .. } => Err(Error::unsupported(format!(
-                "`hf-hub:{repo}`: this build resolves only local folders; download the repository and use `local:<folder>`"
-            ))),
+            Spec::Name { arch, .. } => Self::from_arch(&arch, options),
+            Spec::HfHub { repo, revision } => {
+                let dir = hub::resolve_snapshot(&repo, revision.as_deref(), &options.hub)?;
+                Self::from_folder(&dir, pretrained, options)
+            }
         }
     }
 
@@ -421,10 +416,12 @@ fn bind_initializer(
         (onnx::FLOAT16, DType::F16) => (sys::F16, true),
         (onnx::BFLOAT16, DType::BF16) => (sys::BF16, true),
         (onnx::FLOAT, d) if d.is_float() || d == DType::F64 => (sys::F32, false),
-        (t, d) => return Err(Error::invalid_model(format!(
+        (t, d) => {
+            return Err(Error::invalid_model(format!(
             "weight `{}` is {d:?} in the safetensors file but model.onnx declares ONNX type {t}",
             init.name
-        ))),
+        )))
+        }
     };
     if same && (bytes.as_ptr() as usize) % info.dtype.size() == 0 {
         // SAFETY: the mapping is kept alive by the model for the session's lifetime.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::graph::OutputKind;
 use crate::runtime::{OptLevel, SessionOptions};
+use crate::source::hub::HubOptions;
 
 /// Every option key, with the values it takes (shown in the unknown-key error).
 pub const KEYS: &[(&str, &str)] = &[
@@ -18,12 +19,40 @@ pub const KEYS: &[(&str, &str)] = &[
     ("graph", "auto (default: model.onnx when present, else native) | native | onnx"),
     ("seed", "integer seed for pretrained=false initialisation (default 0)"),
     ("use_test_size", "true | false (default): preprocess at test_input_size / test_crop_pct when the config has them"),
+    ("cache_dir", "Hugging Face cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)"),
+    ("offline", "true | false: never use the network for hf-hub: specs (default: HF_HUB_OFFLINE)"),
+    ("endpoint", "Hugging Face endpoint URL (default: HF_ENDPOINT or https://huggingface.co)"),
+    ("token", "Hugging Face access token (default: HF_TOKEN or the saved token file); empty = none"),
 ];
 
 /// Options as the caller set them.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     entries: BTreeMap<String, String>,
+    progress: Option<crate::source::hub::Progress>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: BTreeMap<&str, &str> = self
+            .entries
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if k == "token" {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("Options")
+            .field("entries", &shown)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// Which graph a folder runs.
@@ -42,6 +71,7 @@ pub struct ModelOptions {
     pub graph: GraphChoice,
     pub seed: u64,
     pub use_test_size: bool,
+    pub hub: HubOptions,
 }
 
 impl Default for ModelOptions {
@@ -52,6 +82,7 @@ impl Default for ModelOptions {
             graph: GraphChoice::Auto,
             seed: 0,
             use_test_size: false,
+            hub: HubOptions::default(),
         }
     }
 }
@@ -80,11 +111,17 @@ impl Options {
         self.entries.get(key).map(String::as_str)
     }
 
+    /// A callback for download progress of `hf-hub:` models (bytes done, bytes total).
+    pub fn set_progress(&mut self, progress: Option<crate::source::hub::Progress>) {
+        self.progress = progress;
+    }
+
     pub fn parse(&self) -> Result<ModelOptions> {
         let mut m = ModelOptions::default();
         for (k, v) in &self.entries {
             apply(&mut m, k, v)?;
         }
+        m.hub.progress = self.progress.clone();
         Ok(m)
     }
 }
@@ -150,6 +187,20 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
                 .map_err(|_| bad("a non-negative integer"))?
         }
         "use_test_size" => m.use_test_size = boolean(value)?,
+        "cache_dir" => {
+            if value.is_empty() {
+                return Err(bad("a folder path"));
+            }
+            m.hub.cache_dir = Some(PathBuf::from(value));
+        }
+        "offline" => m.hub.offline = Some(boolean(value)?),
+        "endpoint" => {
+            if !(value.starts_with("https://") || value.starts_with("http://")) {
+                return Err(bad("an http:// or https:// URL"));
+            }
+            m.hub.endpoint = Some(value.to_string());
+        }
+        "token" => m.hub.token = Some(value.to_string()),
         _ => {
             return Err(Error::internal(format!(
                 "option `{key}` is listed but not handled"

@@ -66,8 +66,10 @@ fn create(
 /// Loads a model.
 ///
 /// `spec` is `local:<folder>` (or timm's `local-dir:<folder>`), a folder timm wrote with
-/// config.json and model.safetensors and/or model.onnx; or a bare timm architecture name such as
-/// `resnet50` with `pretrained = false` (random weights from timm's default arguments).
+/// config.json and model.safetensors and/or model.onnx; `hf-hub:org/name[@revision]`, a
+/// Hugging Face repo resolved through the local Hugging Face cache (downloaded on a miss unless
+/// offline); or a bare timm name: `arch.tag` with `pretrained = true` is the repo `timm/arch.tag`,
+/// `arch` with `pretrained = false` builds timm's default architecture with random weights.
 /// `pretrained = false` on a folder builds its architecture with seeded random weights.
 ///
 /// Returns NULL on failure; `timm_last_error()` says why. Release the model with `timm_free`.
@@ -208,7 +210,8 @@ pub extern "C" fn timm_options_new() -> *mut TimmOptions {
 
 /// Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
 /// (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
-/// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false). An unknown key or a bad
+/// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
+/// `cache_dir`, `offline` (true|false), `endpoint`, `token`. An unknown key or a bad
 /// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
 /// on the same options object.
 #[no_mangle]
@@ -229,6 +232,39 @@ pub extern "C" fn timm_options_set(
             let value = str_arg(value, "value")?;
             (*options).options.set(key, value)
         }
+    })
+}
+
+/// Download progress: bytes done and total of the file being fetched, and the caller's pointer.
+pub type TimmProgressFn =
+    Option<extern "C" fn(done: u64, total: u64, user_data: *mut std::os::raw::c_void)>;
+
+/// Sets a callback for download progress of `hf-hub:` models (NULL removes it). It is called
+/// on the thread that runs `timm_create_model_with_options`, at least every MiB and at the end
+/// of each file; `user_data` is passed back untouched and must stay valid while models are
+/// created with these options. The callback must return normally (no longjmp, no exception).
+#[no_mangle]
+pub extern "C" fn timm_options_set_progress(
+    options: *mut TimmOptions,
+    callback: TimmProgressFn,
+    user_data: *mut std::os::raw::c_void,
+) -> TimmStatus {
+    guard_status("timm_options_set_progress", || {
+        if options.is_null() || !OPTIONS.contains(options as usize) {
+            return Err(Error::invalid_argument(
+                "`options` is NULL or not a live options handle",
+            ));
+        }
+        // The pointer is carried as an integer so the closure is Send; the caller vouches for it.
+        let user = user_data as usize;
+        let progress = callback.map(|f| -> crate::source::hub::Progress {
+            std::sync::Arc::new(move |done, total| {
+                f(done, total, user as *mut std::os::raw::c_void)
+            })
+        });
+        // SAFETY: checked live above.
+        unsafe { (*options).options.set_progress(progress) };
+        Ok(())
     })
 }
 
