@@ -32,7 +32,7 @@ def die(msg):
 
 def load_families():
     """Every scripts/fixtures/family_*.py contributes its FIXTURES; the family is the file's suffix."""
-    from fixtures.common import normalize_spec
+    from fixtures.common import FixtureError, normalize_spec
     specs = []
     for path in sorted((SCRIPTS / 'fixtures').glob('family_*.py')):
         family = path.stem[len('family_'):]
@@ -40,7 +40,10 @@ def load_families():
         entries = getattr(mod, 'FIXTURES', None)
         if not isinstance(entries, list):
             die(f'{path.relative_to(REPO)} must define FIXTURES = [dict(...), ...]')
-        specs += [normalize_spec(e, family) for e in entries]
+        try:
+            specs += [normalize_spec(e, family) for e in entries]
+        except FixtureError as e:
+            die(str(e))
     seen = {}
     for s in specs:
         if s['name'] in seen:
@@ -82,12 +85,15 @@ def main():
         die(f'{e}. Run scripts/setup-generator-env and use .venv-gen/bin/python')
     # Keep the log readable: tracer / deprecation chatter from the exporter is expected and harmless.
     warnings.filterwarnings('ignore')
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     out_dir = Path(args.out).resolve()
     if args.demo:
+        from fixtures.common import FixtureError
         from fixtures.demo import run_demo
-        run_demo(Path(args.demo).resolve(), out_dir, REPO / 'tests' / 'fixtures' / 'images')
+        try:
+            run_demo(Path(args.demo).resolve(), out_dir, REPO / 'tests' / 'fixtures' / 'images')
+        except FixtureError as e:
+            die(str(e))
         return
 
     specs = load_families()
@@ -105,13 +111,19 @@ def main():
     if not specs:
         die('no fixtures selected')
 
-    from fixtures.common import build_fixture
+    from fixtures.common import FixtureError, build_fixture
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for s in specs:
         t0 = time.time()
         print(f'[{s["family"]}] {s["name"]} ({s["arch"]}) ...', flush=True)
-        entries.append(build_fixture(s, out_dir))
+        try:
+            entries.append(build_fixture(s, out_dir))
+        except FixtureError as e:
+            # Fixtures finished before this one are already in place; keep the index in step with them.
+            if entries:
+                merge_index(out_dir, entries)
+            die(f'{e}\n(fixture {s["name"]} was not written)')
         print(f'  done in {time.time() - t0:.1f}s', flush=True)
     path = merge_index(out_dir, entries)
     print(f'wrote {len(entries)} fixture(s); index: {path}')
