@@ -251,7 +251,7 @@ impl PretrainedCfg {
                 )));
             }
         }
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             return Err(Error::invalid_model("config.json `std` contains 0"));
         }
         let crop_pct = opt_f64(&raw, "crop_pct")?.unwrap_or(0.875);

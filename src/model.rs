@@ -423,7 +423,7 @@ fn bind_initializer(
         )))
         }
     };
-    if same && (bytes.as_ptr() as usize) % info.dtype.size() == 0 {
+    if same && (bytes.as_ptr() as usize).is_multiple_of(info.dtype.size()) {
         // SAFETY: the mapping is kept alive by the model for the session's lifetime.
         return unsafe { sys::tensor_over(bytes.as_ptr(), bytes.len(), &dims, elem) };
     }

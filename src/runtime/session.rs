@@ -160,7 +160,7 @@ impl Session {
                             )))
                         }
                     };
-                    let aligned = (bytes.as_ptr() as usize) % info.dtype.size() == 0;
+                    let aligned = (bytes.as_ptr() as usize).is_multiple_of(info.dtype.size());
                     if aligned && bytes.len() >= MIN_VIEW_BYTES {
                         // SAFETY: the mapping outlives the session (the model owns both, session first).
                         (

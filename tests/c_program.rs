@@ -1,0 +1,131 @@
+//! Builds tests/c/test_c_api.c with the system C compiler against include/timm.h, links it to
+//! the libtimm.so cargo just built, and runs it: the C ABI exactly as a C program uses it.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// target/<profile>, where cargo put libtimm.so.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn build() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let lib_dir = target_dir();
+            assert!(
+                lib_dir.join("libtimm.so").exists(),
+                "libtimm.so not found in {}",
+                lib_dir.display()
+            );
+            let out = lib_dir.join("c-tests");
+            std::fs::create_dir_all(&out).unwrap();
+            let bin = out.join("test_c_api");
+            let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+            let status = Command::new(&cc)
+                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
+                .arg(&bin)
+                .arg(root.join("tests/c/test_c_api.c"))
+                .arg(format!("-I{}", root.join("include").display()))
+                .arg(format!("-L{}", lib_dir.display()))
+                .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+                .args(["-ltimm", "-lpthread", "-lm"])
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+            assert!(status.success(), "compiling tests/c/test_c_api.c failed");
+            bin
+        })
+        .clone()
+}
+
+fn run(args: &[String], env: &[(&str, &str)]) -> (bool, String) {
+    init_runtime();
+    let mut cmd = Command::new(build());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn c_program_reproduces_timm_logits_for_every_fixture_folder() {
+    let mut args = vec!["check".to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    for f in fixtures() {
+        for mode in f.folders.keys() {
+            let folder = f.folder(mode).unwrap();
+            if seen.insert(folder.clone()) {
+                args.push(folder.display().to_string());
+                args.push(fixtures_dir().join(&f.reference).display().to_string());
+            }
+        }
+    }
+    assert!(
+        seen.len() >= 13,
+        "expected the foundation fixtures, found {}",
+        seen.len()
+    );
+    let (ok, _) = run(&args, &[]);
+    assert!(ok, "C program failed");
+}
+
+#[test]
+fn c_program_error_paths_return_statuses_and_messages() {
+    let f = fixture("test_resnet");
+    let (ok, text) = run(
+        &[
+            "errors".into(),
+            f.folder("onnx_stripped").unwrap().display().to_string(),
+        ],
+        &[],
+    );
+    assert!(
+        ok && text.contains("errors: 0 failure(s)"),
+        "C error-path checks failed"
+    );
+}
+
+#[test]
+fn c_program_eight_threads_match_single_thread() {
+    let f = fixture("test_vit");
+    let (ok, text) = run(
+        &[
+            "threads".into(),
+            f.folder("onnx_stripped").unwrap().display().to_string(),
+            fixtures_dir().join(&f.reference).display().to_string(),
+        ],
+        &[],
+    );
+    assert!(ok && text.contains("0 differ"), "threaded results differ");
+}
+
+#[test]
+fn missing_runtime_is_an_error_listing_the_places_tried() {
+    let f = fixture("test_resnet");
+    let (ok, text) = run(
+        &[
+            "no-runtime".into(),
+            f.folder("onnx_stripped").unwrap().display().to_string(),
+        ],
+        &[("TIMM_ORT_LIBRARY", "/nonexistent/libonnxruntime.so.1.31.1")],
+    );
+    assert!(ok, "missing runtime was not reported as expected");
+    assert!(
+        text.contains("/nonexistent/libonnxruntime.so.1.31.1"),
+        "{text}"
+    );
+}
