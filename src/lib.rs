@@ -4,6 +4,7 @@
 //! graph → [`runtime`] session → [`model::Model`] → the C handle in [`ffi`].
 
 pub mod error;
+pub mod preprocess;
 pub mod spec;
 
 pub use error::{Error, Result, TimmStatus};
