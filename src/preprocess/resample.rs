@@ -1,8 +1,9 @@
 //! Pillow's `Image.resize` for 8-bit images (Pillow 13, `libImaging/Resample.c` and the
 //! nearest-neighbour branch of `_imaging.c::_resize` / `Geometry.c::ImagingScaleAffine`).
 //!
-//! Convolution filters are separable: a horizontal pass into an 8-bit temporary, then a
-//! vertical pass, each skipped when that side keeps its size. Coefficients are computed in
+//! Convolution filters are separable: a horizontal and a vertical pass through an 8-bit
+//! temporary, each skipped when that side keeps its size. The horizontal pass runs first
+//! unless the height shrinks much more than the width (Pillow 13's order rule). Coefficients are computed in
 //! `f64`, normalised to sum to one, then quantised to 22-bit fixed point; each pass
 //! accumulates in `i32` from a rounding bias and clamps to `0..=255`. Downscaling widens
 //! the filter support by the scale factor (antialiasing).
@@ -166,16 +167,22 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Horizontal pass: `rows` of `src`, output columns given by `co`, into `out` (packed).
-fn horizontal<const C: usize>(src: &Plane, rows: Range<usize>, co: &Coeffs, out: &mut [u8]) {
-    let src_stride = src.width * C;
+/// Horizontal pass: each row of `src` (rows `rows`), output columns given by `co`, into
+/// `out` (packed). `src` rows start at input column `col0`.
+fn horizontal<const C: usize>(
+    src: &Rows,
+    col0: usize,
+    rows: Range<usize>,
+    co: &Coeffs,
+    out: &mut [u8],
+) {
     let out_stride = co.bounds.len() * C;
     for (ri, y) in rows.enumerate() {
-        let srow = &src.data[y * src_stride..(y + 1) * src_stride];
+        let srow = src.row(y);
         let orow = &mut out[ri * out_stride..(ri + 1) * out_stride];
         for (i, opx) in orow.chunks_exact_mut(C).enumerate() {
             let (xmin, k) = co.taps(i);
-            let px = &srow[xmin * C..(xmin + k.len()) * C];
+            let px = &srow[(xmin - col0) * C..(xmin - col0 + k.len()) * C];
             let mut ss = [HALF; C];
             for (&kv, p) in k.iter().zip(px.chunks_exact(C)) {
                 for c in 0..C {
@@ -189,7 +196,7 @@ fn horizontal<const C: usize>(src: &Plane, rows: Range<usize>, co: &Coeffs, out:
     }
 }
 
-/// Source rows for the vertical pass: row `y` is `data[(y - first) * stride + offset..][..len]`.
+/// Rows of an image or of a window of it: row `y` is `data[(y - first) * stride + offset..][..len]`.
 struct Rows<'a> {
     data: &'a [u8],
     first: usize,
@@ -267,53 +274,79 @@ pub(crate) fn resize_region(
 
     let need_h = out_w != src.width;
     let need_v = out_h != src.height;
+    let hco = need_h.then(|| precompute(src.width, out_w, filter, xr.clone()));
     let vco = need_v.then(|| precompute(src.height, out_h, filter, yr.clone()));
-
-    // Input rows the vertical pass reads (or the output rows themselves when it is skipped).
-    let rows = match &vco {
-        Some(v) => {
-            let first = v.bounds.iter().map(|b| b.0).min().unwrap_or(0);
-            let last = v.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(first);
-            first..last.max(first)
-        }
-        None => yr.clone(),
+    let whole = Rows {
+        data: src.data,
+        first: 0,
+        stride: src.width * ch,
+        offset: 0,
+        len: src.width * ch,
+    };
+    let h_pass = |src: &Rows, col0: usize, rows: Range<usize>, co: &Coeffs, out: &mut [u8]| match ch
+    {
+        1 => horizontal::<1>(src, col0, rows, co, out),
+        _ => horizontal::<3>(src, col0, rows, co, out),
     };
 
-    let temp;
-    let src_rows = if need_h {
-        let hco = precompute(src.width, out_w, filter, xr.clone());
-        let mut t = vec![0u8; rows.len() * rw * ch];
-        match ch {
-            1 => horizontal::<1>(src, rows.clone(), &hco, &mut t),
-            _ => horizontal::<3>(src, rows.clone(), &hco, &mut t),
+    match (hco, vco) {
+        (Some(h), None) => h_pass(&whole, 0, yr, &h, &mut out),
+        (None, Some(v)) => {
+            let window = Rows {
+                offset: xr.start * ch,
+                len: rw * ch,
+                ..whole
+            };
+            vertical(&window, &v, &mut out);
         }
-        temp = t;
-        Rows {
-            data: &temp,
-            first: rows.start,
-            stride: rw * ch,
-            offset: 0,
-            len: rw * ch,
-        }
-    } else {
-        Rows {
-            data: src.data,
-            first: 0,
-            stride: src.width * ch,
-            offset: xr.start * ch,
-            len: rw * ch,
-        }
-    };
-
-    match &vco {
-        Some(v) => vertical(&src_rows, v, &mut out),
-        None => {
-            for (i, y) in rows.enumerate() {
-                out[i * rw * ch..(i + 1) * rw * ch].copy_from_slice(src_rows.row(y));
+        (Some(h), Some(v)) => {
+            // Pillow 13 runs the vertical pass first when the height shrinks by more than
+            // twice as many pixels as the width does; the 8-bit rounding between the passes
+            // makes the order visible, so follow it.
+            let (in_w, in_h) = (src.width as i64, src.height as i64);
+            let vertical_first =
+                out_h < src.height && in_h - out_h as i64 > 2 * (in_w - out_w as i64);
+            if vertical_first {
+                let cols = span(&h);
+                let mut temp = vec![0u8; rh * cols.len() * ch];
+                let window = Rows {
+                    offset: cols.start * ch,
+                    len: cols.len() * ch,
+                    ..whole
+                };
+                vertical(&window, &v, &mut temp);
+                let temp_rows = Rows {
+                    data: &temp,
+                    first: 0,
+                    stride: cols.len() * ch,
+                    offset: 0,
+                    len: cols.len() * ch,
+                };
+                h_pass(&temp_rows, cols.start, 0..rh, &h, &mut out);
+            } else {
+                let rows = span(&v);
+                let mut temp = vec![0u8; rows.len() * rw * ch];
+                h_pass(&whole, 0, rows.clone(), &h, &mut temp);
+                let temp_rows = Rows {
+                    data: &temp,
+                    first: rows.start,
+                    stride: rw * ch,
+                    offset: 0,
+                    len: rw * ch,
+                };
+                vertical(&temp_rows, &v, &mut out);
             }
         }
+        (None, None) => unreachable!("same-size resize is handled above"),
     }
     out
+}
+
+/// The input indices that a set of output positions reads.
+fn span(co: &Coeffs) -> Range<usize> {
+    let first = co.bounds.iter().map(|b| b.0).min().unwrap_or(0);
+    let last = co.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(first);
+    first..last.max(first)
 }
 
 /// Pillow's NEAREST resize: an affine scale (`ImagingScaleAffine`) that samples at

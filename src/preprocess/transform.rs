@@ -22,6 +22,13 @@ fn half_round_even(n: u64) -> u64 {
     }
 }
 
+/// The Python float a config's mean was written as, recovered from its f32: the shortest
+/// decimal that round-trips the f32 (e.g. `0.9`), read as f64. This matters at ties:
+/// `255 * 0.9` is exactly 229.5 in f64 (rounds to 230) but 229.49999 from the f32 (229).
+fn decimal_f64(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
 /// Where the crop window of the model input sits on the resized image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
@@ -80,9 +87,9 @@ fn plan(cfg: &DataConfig, width: u32, height: u32) -> Result<Plan> {
     let resized = match cfg.crop_mode {
         CropMode::Squash => (sw, sh),
         CropMode::Border => {
-            // `[round(255 * v) for v in mean]`; mean arrives here as f32 (see DataConfig).
+            // `[round(255 * v) for v in mean]` on Python floats.
             for (f, &m) in fill.iter_mut().zip(&cfg.mean) {
-                *f = (255.0 * m as f64).round_ties_even().clamp(0.0, 255.0) as u8;
+                *f = (255.0 * decimal_f64(m)).round_ties_even().clamp(0.0, 255.0) as u8;
             }
             resize_keep_ratio(w, h, (sh, sw), 1.0)
         }
