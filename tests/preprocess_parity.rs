@@ -543,3 +543,58 @@ fn undecodable_and_missing_files() {
     let err = decode_file(&fixtures().join("images/no-such-file.png")).unwrap_err();
     assert_eq!(err.status(), TimmStatus::TIMM_ERR_NOT_FOUND);
 }
+
+/// Encodes `img` with the `image` crate in the given color type (PNG) for decode tests.
+fn encode_png(raw: &[u8], w: u32, h: u32, color: image::ExtendedColorType) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(raw, w, h, color)
+        .unwrap();
+    out
+}
+
+#[test]
+fn decoded_layouts_convert_like_pillow_convert_rgb() {
+    let rgb = chelsea();
+    let (w, h) = (rgb.width, rgb.height);
+    let px = || rgb.data.chunks_exact(3);
+
+    // Lossless WebP round-trips the pixels.
+    let mut webp = Vec::new();
+    image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+        .encode(&rgb.data, w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    assert!(decode_bytes(&webp).unwrap() == rgb, "lossless WebP");
+
+    // RGBA: alpha is dropped, not blended.
+    let rgba: Vec<u8> = px()
+        .enumerate()
+        .flat_map(|(i, p)| [p[0], p[1], p[2], (i * 7) as u8])
+        .collect();
+    let png = encode_png(&rgba, w, h, image::ExtendedColorType::Rgba8);
+    assert!(decode_bytes(&png).unwrap() == rgb, "RGBA PNG");
+
+    // Gray and gray + alpha: the gray value in all three channels.
+    let gray: Vec<u8> = px().map(|p| p[0]).collect();
+    let gray_rgb = RgbImage::new(w, h, gray.iter().flat_map(|&v| [v; 3]).collect()).unwrap();
+    assert_eq!(
+        decode_bytes(&encode_png(&gray, w, h, image::ExtendedColorType::L8)).unwrap(),
+        gray_rgb
+    );
+    let la: Vec<u8> = gray.iter().flat_map(|&v| [v, 255 - v]).collect();
+    assert_eq!(
+        decode_bytes(&encode_png(&la, w, h, image::ExtendedColorType::La8)).unwrap(),
+        gray_rgb
+    );
+
+    // 16-bit samples keep their high byte, as Pillow's PNG reader does (the encoder takes
+    // native-endian u16 samples).
+    let rgb16: Vec<u8> = rgb
+        .data
+        .iter()
+        .flat_map(|&v| (u16::from(v) << 8 | u16::from(v ^ 0x5a)).to_ne_bytes())
+        .collect();
+    let png16 = encode_png(&rgb16, w, h, image::ExtendedColorType::Rgb16);
+    assert!(decode_bytes(&png16).unwrap() == rgb, "16-bit PNG");
+}

@@ -2,7 +2,9 @@
 //!
 //! Matches what timm's loader gets from `Image.open(path).convert("RGB")` where the formats
 //! allow: no EXIF rotation, alpha dropped (not blended), gray replicated, palettes expanded,
-//! 16-bit samples reduced to their high byte as Pillow's PNG reader does. PNG and lossless
+//! 16-bit samples reduced to their high byte as Pillow's PNG reader does for RGB(A). (Pillow
+//! opens 16-bit gray PNGs as `I;16` and `convert("RGB")` clips those values to 255; we take
+//! the high byte there too rather than copy that.) PNG and lossless
 //! WebP decode to the same pixels as Pillow; JPEG decoders differ slightly (IDCT and chroma
 //! upsampling), which shows up as small per-pixel differences from Pillow's libjpeg-turbo.
 

@@ -210,12 +210,23 @@ impl DataConfig {
 }
 
 /// A decoded image: packed 8-bit RGB, rows top to bottom, no padding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RgbImage {
     pub width: u32,
     pub height: u32,
     /// `width * height * 3` bytes.
     pub data: Vec<u8>,
+}
+
+/// Size only: the pixels would flood logs and test failures.
+impl std::fmt::Debug for RgbImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RgbImage")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
 }
 
 impl RgbImage {
