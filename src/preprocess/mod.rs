@@ -7,10 +7,10 @@
 //! same integer and float arithmetic, so the tensor a model sees is the one timm would
 //! have produced from the same decoded pixels.
 //!
-//! - [`resample`]: Pillow's `Image.resize` for 8-bit images ([`resize`]).
-//! - [`transform`]: the eval transform itself ([`preprocess`], [`eval_crop`]).
-//! - [`pixels`]: caller pixel buffers in several layouts ([`ImageView`]).
-//! - [`decode`]: JPEG / PNG / WebP files ([`decode_file`], [`decode_bytes`]).
+//! - `resample`: Pillow's `Image.resize` for 8-bit images ([`resize`]).
+//! - `transform`: the eval transform itself ([`preprocess`], [`eval_crop`]).
+//! - `pixels`: caller pixel buffers in several layouts ([`ImageView`]).
+//! - `decode`: JPEG / PNG / WebP files ([`decode_file`], [`decode_bytes`]).
 
 mod decode;
 mod pixels;

@@ -140,7 +140,8 @@ fn precompute(
         // C `(int)` truncates toward zero; both ends are then clamped to the image.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let n = xmax.saturating_sub(xmin);
+        // Never more than ksize taps; the `min` only guards the slice below.
+        let n = xmax.saturating_sub(xmin).min(ksize);
         let mut ww = 0.0;
         for (x, wx) in w.iter_mut().enumerate().take(n) {
             *wx = func(((x + xmin) as f64 - center + 0.5) * ss);
