@@ -1,0 +1,98 @@
+//! Image files to packed RGB8 with the `image` crate (JPEG, PNG, WebP).
+//!
+//! Matches what timm's loader gets from `Image.open(path).convert("RGB")` where the formats
+//! allow: no EXIF rotation, alpha dropped (not blended), gray replicated, palettes expanded,
+//! 16-bit samples reduced to their high byte as Pillow's PNG reader does for RGB(A). (Pillow
+//! opens 16-bit gray PNGs as `I;16` and `convert("RGB")` clips those values to 255; we take
+//! the high byte there too rather than copy that.) PNG and lossless
+//! WebP decode to the same pixels as Pillow; JPEG decoders differ slightly (IDCT and chroma
+//! upsampling), which shows up as small per-pixel differences from Pillow's libjpeg-turbo.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageReader, Limits};
+
+use super::RgbImage;
+use crate::error::{Error, Result};
+
+/// Largest decoded image accepted, in pixels (checked from the header before decoding).
+pub const MAX_DECODED_PIXELS: u64 = 100_000_000;
+/// Largest decoded side, as Pillow and [`super::MAX_VIEW_SIDE`].
+const MAX_DECODED_SIDE: u32 = 65535;
+
+fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::invalid_argument(format!("cannot read image: {e}")))?;
+    if reader.format().is_none() {
+        return Err(Error::invalid_argument(
+            "not an image in a known format (expected JPEG, PNG or WebP)",
+        ));
+    }
+    Ok(reader)
+}
+
+fn decode_error(e: image::ImageError) -> Error {
+    Error::invalid_argument(format!("cannot decode image: {e}"))
+}
+
+/// Decodes an in-memory JPEG, PNG or WebP file.
+pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
+    // Read the header first so a huge image is refused before any pixel buffer exists.
+    let (w, h) = reader(bytes)?.into_dimensions().map_err(decode_error)?;
+    if w == 0 || h == 0 || w > MAX_DECODED_SIDE || h > MAX_DECODED_SIDE {
+        return Err(Error::invalid_argument(format!(
+            "image is {w}x{h}; each side must be 1..={MAX_DECODED_SIDE}"
+        )));
+    }
+    if w as u64 * h as u64 > MAX_DECODED_PIXELS {
+        return Err(Error::invalid_argument(format!(
+            "image is {w}x{h}, more than the {MAX_DECODED_PIXELS} pixels allowed"
+        )));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_DECODED_SIDE);
+    limits.max_image_height = Some(MAX_DECODED_SIDE);
+    // Room for the largest allowed image as 16-bit RGBA plus decoder scratch.
+    limits.max_alloc = Some(MAX_DECODED_PIXELS * 8 + (64 << 20));
+    let mut r = reader(bytes)?;
+    r.limits(limits);
+    let img = r.decode().map_err(decode_error)?;
+    Ok(to_rgb(img))
+}
+
+/// Reads and decodes a JPEG, PNG or WebP file; a missing file is `TIMM_ERR_NOT_FOUND`.
+pub fn decode_file(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::from_io(&e, "cannot read image", path))?;
+    decode_bytes(&bytes).map_err(|e| e.context(path.display()))
+}
+
+/// Pillow's `convert("RGB")` for each decoded layout.
+fn to_rgb(img: DynamicImage) -> RgbImage {
+    let (width, height) = (img.width(), img.height());
+    let data = match img {
+        DynamicImage::ImageRgb8(b) => b.into_raw(),
+        DynamicImage::ImageRgba8(b) => b.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        DynamicImage::ImageLuma8(b) => b.iter().flat_map(|&v| [v, v, v]).collect(),
+        DynamicImage::ImageLumaA8(b) => {
+            b.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect()
+        }
+        DynamicImage::ImageRgb16(b) => b.iter().map(|&v| (v >> 8) as u8).collect(),
+        DynamicImage::ImageRgba16(b) => b
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]].map(|v| (v >> 8) as u8))
+            .collect(),
+        DynamicImage::ImageLuma16(b) => b.iter().flat_map(|&v| [(v >> 8) as u8; 3]).collect(),
+        DynamicImage::ImageLumaA16(b) => b
+            .chunks_exact(2)
+            .flat_map(|p| [(p[0] >> 8) as u8; 3])
+            .collect(),
+        other => other.into_rgb8().into_raw(),
+    };
+    RgbImage {
+        width,
+        height,
+        data,
+    }
+}
