@@ -45,12 +45,47 @@ typedef enum TimmStatus {
   TIMM_ERR_INTERNAL,
 } TimmStatus;
 
+// How the bytes of a `TimmImage` are laid out.
+typedef enum TimmPixelFormat {
+  // 3 bytes per pixel, red first.
+  TIMM_PIXEL_RGB8 = 0,
+  // 3 bytes per pixel, blue first (OpenCV's `cv::Mat` default).
+  TIMM_PIXEL_BGR8 = 1,
+  // 4 bytes per pixel; alpha is dropped, not blended (as Pillow's `convert('RGB')`).
+  TIMM_PIXEL_RGBA8 = 2,
+  TIMM_PIXEL_BGRA8 = 3,
+  // 1 byte per pixel, replicated to RGB.
+  TIMM_PIXEL_GRAY8 = 4,
+} TimmPixelFormat;
+
 // A loaded model. Opaque; create with `timm_create_model*`, release with `timm_free`.
 typedef struct TimmModel TimmModel;
 
 // Creation options (string keys and values). Opaque; create with `timm_options_new`, release
 // with `timm_options_free`.
 typedef struct TimmOptions TimmOptions;
+
+// Pixels in memory the caller owns: `height` rows of `stride` bytes (0 = tightly packed),
+// each starting with `width` pixels in `format`. Only read during the call.
+typedef struct TimmImage {
+  const uint8_t *data;
+  uint32_t width;
+  uint32_t height;
+  uintptr_t stride;
+  enum TimmPixelFormat format;
+} TimmImage;
+
+// One of an image's top classes.
+typedef struct TimmClass {
+  uintptr_t index;
+  // Softmax of the logits.
+  float probability;
+  float logit;
+  // The class's label name, or NULL when the config has none. Owned by the model; valid until `timm_free`.
+  const char *label;
+  // The label's description, or NULL. Owned by the model; valid until `timm_free`.
+  const char *description;
+} TimmClass;
 
 // Download progress: bytes done and total of the file being fetched, and the caller's pointer.
 typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
@@ -96,6 +131,31 @@ enum TimmStatus timm_infer(struct TimmModel *model,
                            uintptr_t input_ndim,
                            float *output,
                            uintptr_t output_len);
+
+// timm's eval transform (resize, center crop, normalize, exactly as timm + Pillow do it) of
+// one image into `output`, which must hold `C*H*W` floats of `timm_model_input_size`.
+// `TIMM_ERR_BUFFER_TOO_SMALL` names the length needed. Thread-safe.
+enum TimmStatus timm_preprocess(const struct TimmModel *model,
+                                const struct TimmImage *image,
+                                float *output,
+                                uintptr_t output_len);
+
+// Classifies `count` images in one batch: `results` receives `count * k` entries, image by
+// image, each image's `k` most probable classes first. `k` must be 1..=num_classes.
+// Thread-safe.
+enum TimmStatus timm_classify(struct TimmModel *model,
+                              const struct TimmImage *images,
+                              uintptr_t count,
+                              uintptr_t k,
+                              struct TimmClass *results);
+
+// Decodes an image file (JPEG, PNG or WebP), classifies it and writes its `k` most probable
+// classes to `results` (room for `k` entries). An undecodable file is
+// `TIMM_ERR_INVALID_ARGUMENT` with the reason; a missing one `TIMM_ERR_NOT_FOUND`. Thread-safe.
+enum TimmStatus timm_classify_file(struct TimmModel *model,
+                                   const char *path,
+                                   uintptr_t k,
+                                   struct TimmClass *results);
 
 // Releases a model. NULL is a no-op. Freeing the same pointer twice is detected and ignored
 // (the last error says so) as long as the address was not reused by a newer model.

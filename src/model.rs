@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::graph::{self, OutputKind, ParamSource};
 use crate::onnx;
 use crate::options::{GraphChoice, ModelOptions};
+use crate::preprocess::{self, CropMode, DataConfig, Interpolation, RgbImage};
 use crate::runtime::{sys, Keep, Session};
 use crate::source::{hub, ModelFolder};
 use crate::spec::{self, Spec};
@@ -35,6 +36,16 @@ pub struct Model {
     descriptions: Vec<Option<CString>>,
     config_json: CString,
     options: ModelOptions,
+    data_config: DataConfig,
+}
+
+/// One of the top-k classes of an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Class {
+    pub index: usize,
+    /// Softmax over the logits.
+    pub probability: f32,
+    pub logit: f32,
 }
 
 impl std::fmt::Debug for Model {
@@ -268,6 +279,7 @@ impl Model {
             .map(|i| config.label_description(i).map(cstr))
             .collect();
         let config_json = cstr(&config.resolved_json().to_string());
+        let data_config = data_config(&config, options.use_test_size)?;
         Ok(Model {
             session,
             _weights: weights,
@@ -280,6 +292,7 @@ impl Model {
             descriptions,
             config_json,
             options: options.clone(),
+            data_config,
         })
     }
 
@@ -313,6 +326,52 @@ impl Model {
     }
     pub fn config_json(&self) -> &CString {
         &self.config_json
+    }
+
+    /// timm's eval data config for this model (`resolve_data_config`, with the test size when
+    /// option `use_test_size` is set).
+    pub fn data_config(&self) -> &DataConfig {
+        &self.data_config
+    }
+
+    /// timm's eval transform of one image into `out` (`C*H*W` floats).
+    pub fn preprocess(&self, image: &RgbImage, out: &mut [f32]) -> Result<()> {
+        preprocess::preprocess(&self.data_config, image, out)
+    }
+
+    /// Preprocesses `images`, runs them as one batch and returns each image's top `k` classes,
+    /// most probable first.
+    pub fn classify(&self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Class>>> {
+        if self.output_kind != OutputKind::Logits {
+            return Err(Error::invalid_argument(
+                "classify needs a model created with output=logits",
+            ));
+        }
+        let classes = self.output_dim;
+        if k == 0 || k > classes {
+            return Err(Error::invalid_argument(format!(
+                "k = {k}; expected 1..={classes} (the model's class count)"
+            )));
+        }
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let [c, h, w] = self.data_config.input_size;
+        let per = c * h * w;
+        let mut input = vec![0f32; per * images.len()];
+        for (img, chunk) in images.iter().zip(input.chunks_exact_mut(per)) {
+            self.preprocess(img, chunk)?;
+        }
+        let mut logits = vec![0f32; classes * images.len()];
+        self.infer(
+            &input,
+            &[images.len() as i64, c as i64, h as i64, w as i64],
+            &mut logits,
+        )?;
+        Ok(logits
+            .chunks_exact(classes)
+            .map(|row| top_k(row, k))
+            .collect())
     }
 
     /// Runs a batch: `input` is NCHW float32 of `shape`, `output` receives `[N, output_dim]`.
@@ -447,4 +506,52 @@ fn bind_initializer(
         unsafe { sys::tensor_over(buf.as_ptr() as *const u8, converted.len(), &dims, elem)? };
     keep.buffers.push(buf);
     Ok(value)
+}
+
+/// The `k` largest entries of `logits` with their softmax probabilities (ties: lower index first).
+pub fn top_k(logits: &[f32], k: usize) -> Vec<Class> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Softmax in f64 so probabilities of large-logit models do not lose their small tails.
+    let exps: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+        .into_iter()
+        .map(|i| Class {
+            index: i,
+            probability: (exps[i] / sum) as f32,
+            logit: logits[i],
+        })
+        .collect()
+}
+
+/// timm's `resolve_data_config` for the model's pretrained cfg.
+fn data_config(config: &ModelConfig, use_test_size: bool) -> Result<DataConfig> {
+    let p = &config.pretrained_cfg;
+    let (input_size, crop_pct) = match (use_test_size, p.test_input_size) {
+        (true, Some(t)) => (t, p.test_crop_pct.unwrap_or(p.crop_pct)),
+        _ => (p.input_size, p.crop_pct),
+    };
+    let three = |v: &[f64]| -> [f32; 3] {
+        match v {
+            [a] => [*a as f32; 3],
+            [a, b, c, ..] => [*a as f32, *b as f32, *c as f32],
+            _ => [0.0; 3],
+        }
+    };
+    // Problems here are the folder's, not the caller's.
+    let bad =
+        |e: Error| Error::invalid_model(format!("config.json's data config: {}", e.message()));
+    let cfg = DataConfig {
+        input_size,
+        interpolation: Interpolation::from_timm(&p.interpolation).map_err(bad)?,
+        crop_pct,
+        crop_mode: CropMode::from_timm(&p.crop_mode).map_err(bad)?,
+        mean: three(&p.mean),
+        std: three(&p.std),
+    };
+    cfg.validate().map_err(bad)?;
+    Ok(cfg)
 }
