@@ -13,7 +13,7 @@ use crate::preprocess::{self, CropMode, DataConfig, Interpolation, RgbImage};
 use crate::runtime::{sys, Keep, Session};
 use crate::source::{hub, ModelFolder};
 use crate::spec::{self, Spec};
-use crate::weights::{self, DType, Weights};
+use crate::weights::{self, DType, Weights, WeightsMode};
 
 /// Which graph a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,10 @@ impl Model {
                 graph::supported_list()
             )));
         }
-        let weights = Arc::new(Weights::open(folder.require_weights()?)?);
+        let weights = Arc::new(Weights::open(
+            folder.require_weights()?,
+            options.weights_mode,
+        )?);
         Self::native(config, Some(weights), options)
     }
 
@@ -211,7 +214,7 @@ impl Model {
             let w = match opened.iter().find(|(n, _)| n == loc) {
                 Some((_, w)) => w.clone(),
                 None => {
-                    let w = Arc::new(Weights::open(&folder.dir.join(loc))?);
+                    let w = Arc::new(Weights::open(&folder.dir.join(loc), options.weights_mode)?);
                     opened.push((loc.to_string(), w.clone()));
                     w
                 }
@@ -219,7 +222,12 @@ impl Model {
             bindings.push((init.name.clone(), bind_initializer(&w, init, &mut keep)?));
         }
         let session = Session::from_onnx_file(path, &options.session, bindings, keep)?;
-        let weights = opened.into_iter().map(|(_, w)| w).collect();
+        // In copy mode ORT owns every byte now; only mapped weights must outlive the session.
+        let weights = opened
+            .into_iter()
+            .map(|(_, w)| w)
+            .filter(|w| w.mode() == WeightsMode::Map)
+            .collect();
         let num_classes = config.num_classes;
         Self::finish(
             session,
@@ -445,8 +453,10 @@ impl Model {
     }
 }
 
-/// A tensor over the weights for one stripped ONNX initializer, checked against its declared
-/// dims and type; converted (and kept) when the file stores another float type.
+/// A tensor for one stripped ONNX initializer, checked against its declared dims and type: a
+/// view of the mapping in map mode, else read (converted when the file stores another float
+/// type) into a buffer kept in `keep` — ORT's AddExternalInitializers only takes memory the
+/// caller owns.
 fn bind_initializer(
     w: &Weights,
     init: &onnx::Initializer,
@@ -469,7 +479,6 @@ fn bind_initializer(
             init.dims
         )));
     }
-    let bytes = w.bytes(info);
     let (elem, same) = match (init.data_type, info.dtype) {
         (onnx::FLOAT, DType::F32) => (sys::F32, true),
         (onnx::FLOAT16, DType::F16) => (sys::F16, true),
@@ -482,28 +491,33 @@ fn bind_initializer(
         )))
         }
     };
-    if same && (bytes.as_ptr() as usize).is_multiple_of(info.dtype.size()) {
-        // SAFETY: the mapping is kept alive by the model for the session's lifetime.
-        return unsafe { sys::tensor_over(bytes.as_ptr(), bytes.len(), &dims, elem) };
+    if same {
+        if let Some(b) = w
+            .mapped(info)
+            .filter(|b| (b.as_ptr() as usize).is_multiple_of(info.dtype.size()))
+        {
+            // SAFETY: the mapping is kept alive by the model for the session's lifetime.
+            return unsafe { sys::tensor_over(b.as_ptr(), b.len(), &dims, elem) };
+        }
     }
-    let converted: Vec<u8> = if same {
-        bytes.to_vec()
+    let raw = w.bytes(info)?;
+    let converted;
+    let bytes: &[u8] = if same {
+        &raw
     } else {
-        let f = weights::to_f32(bytes, info.dtype)
-            .ok_or_else(|| Error::internal("float conversion"))?;
-        f.iter().flat_map(|x| x.to_le_bytes()).collect()
+        let f =
+            weights::to_f32(&raw, info.dtype).ok_or_else(|| Error::internal("float conversion"))?;
+        converted = f.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        &converted
     };
-    let mut buf = vec![0u64; converted.len().div_ceil(8)];
-    // SAFETY: buf has at least converted.len() bytes.
+    // 8-byte aligned storage for any element type.
+    let mut buf = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: buf holds at least bytes.len() bytes.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            converted.as_ptr(),
-            buf.as_mut_ptr() as *mut u8,
-            converted.len(),
-        )
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.as_mut_ptr() as *mut u8, bytes.len())
     };
-    let value =
-        unsafe { sys::tensor_over(buf.as_ptr() as *const u8, converted.len(), &dims, elem)? };
+    // SAFETY: moving the Vec into `keep` does not move its heap buffer; `keep` is dropped after the session.
+    let value = unsafe { sys::tensor_over(buf.as_ptr() as *const u8, bytes.len(), &dims, elem)? };
     keep.buffers.push(buf);
     Ok(value)
 }

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::graph::OutputKind;
 use crate::runtime::{OptLevel, SessionOptions};
 use crate::source::hub::HubOptions;
+use crate::weights::WeightsMode;
 
 /// Every option key, with the values it takes (shown in the unknown-key error).
 pub const KEYS: &[(&str, &str)] = &[
@@ -19,6 +20,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("graph", "auto (default: model.onnx when present, else native) | native | onnx"),
     ("seed", "integer seed for pretrained=false initialisation (default 0)"),
     ("use_test_size", "true | false (default): preprocess at test_input_size / test_crop_pct when the config has them"),
+    ("weights_memory", "copy (default: weights are read into memory ONNX Runtime owns; the files may change afterwards) | map (zero-copy views of a shared mapping; the files must not change while the model lives)"),
     ("cache_dir", "Hugging Face cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)"),
     ("offline", "true | false: never use the network for hf-hub: specs (default: HF_HUB_OFFLINE)"),
     ("endpoint", "Hugging Face endpoint URL (default: HF_ENDPOINT or https://huggingface.co)"),
@@ -72,6 +74,7 @@ pub struct ModelOptions {
     pub seed: u64,
     pub use_test_size: bool,
     pub hub: HubOptions,
+    pub weights_mode: WeightsMode,
 }
 
 impl Default for ModelOptions {
@@ -83,6 +86,7 @@ impl Default for ModelOptions {
             seed: 0,
             use_test_size: false,
             hub: HubOptions::default(),
+            weights_mode: WeightsMode::Copy,
         }
     }
 }
@@ -192,6 +196,13 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
                 return Err(bad("a folder path"));
             }
             m.hub.cache_dir = Some(PathBuf::from(value));
+        }
+        "weights_memory" => {
+            m.weights_mode = match value.trim() {
+                "copy" => WeightsMode::Copy,
+                "map" => WeightsMode::Map,
+                _ => return Err(bad("copy or map")),
+            }
         }
         "offline" => m.hub.offline = Some(boolean(value)?),
         "endpoint" => {

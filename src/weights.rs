@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapOptions};
@@ -85,10 +86,27 @@ impl TensorInfo {
     }
 }
 
-/// A validated, memory-mapped safetensors file.
+/// How tensor data is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsMode {
+    /// Tensors are read (`pread`) into memory ONNX Runtime owns and the file is closed once the
+    /// session exists: a file changed or truncated later cannot affect the model.
+    Copy,
+    /// The file is memory-mapped and its bytes handed to ONNX Runtime without a copy; the file
+    /// must not be truncated or rewritten while the model lives (that would be SIGBUS or
+    /// silently different weights).
+    Map,
+}
+
+enum Backing {
+    Map(Mmap),
+    File(File),
+}
+
+/// A validated safetensors file.
 pub struct Weights {
     path: PathBuf,
-    map: Mmap,
+    backing: Backing,
     tensors: HashMap<String, TensorInfo>,
     metadata: HashMap<String, String>,
 }
@@ -103,35 +121,51 @@ impl std::fmt::Debug for Weights {
 }
 
 impl Weights {
-    /// Maps and validates a safetensors file.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens and validates a safetensors file. Only the header is read here (with plain reads,
+    /// so nothing is allocated or mapped before it is checked); tensor data is reached through
+    /// the mapping ([`WeightsMode::Map`]) or read on demand ([`WeightsMode::Copy`]).
+    pub fn open(path: &Path, mode: WeightsMode) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::from_io(&e, "cannot open weights", path))?;
         let len = file
             .metadata()
             .map_err(|e| Error::from_io(&e, "cannot stat weights", path))?
             .len();
-        check_prefix(path, &file, len)?;
-        // SAFETY: the mapping is read-only; a file truncated under us is the caller's folder
-        // changing while in use (see the README's section on files that change).
-        let map = unsafe { MmapOptions::new().map(&file) }
-            .map_err(|e| Error::from_io(&e, "cannot map weights", path))?;
-        Self::from_map(path.to_path_buf(), map)
-    }
-
-    fn from_map(path: PathBuf, map: Mmap) -> Result<Self> {
         let bad = |why: String| {
             Error::invalid_model(format!(
                 "{} is not a valid safetensors file: {why}",
                 path.display()
             ))
         };
-        let (tensors, metadata) = parse(&map).map_err(bad)?;
+        let n = check_prefix(path, &file, len)?;
+        let mut header = vec![0u8; n as usize];
+        file.read_exact_at(&mut header, 8)
+            .map_err(|e| Error::from_io(&e, "cannot read weights header", path))?;
+        let (tensors, metadata) = parse_header(&header, len).map_err(bad)?;
+        let backing = match mode {
+            WeightsMode::Copy => Backing::File(file),
+            WeightsMode::Map => {
+                // SAFETY: read-only mapping; Map mode documents that the file must not change.
+                let map = unsafe { MmapOptions::new().map(&file) }
+                    .map_err(|e| Error::from_io(&e, "cannot map weights", path))?;
+                if map.len() as u64 != len {
+                    return Err(bad("the file changed while it was opened".into()));
+                }
+                Backing::Map(map)
+            }
+        };
         Ok(Weights {
-            path,
-            map,
+            path: path.to_path_buf(),
+            backing,
             tensors,
             metadata,
         })
+    }
+
+    pub fn mode(&self) -> WeightsMode {
+        match self.backing {
+            Backing::Map(_) => WeightsMode::Map,
+            Backing::File(_) => WeightsMode::Copy,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -163,9 +197,42 @@ impl Weights {
         &self.metadata
     }
 
-    /// The raw little-endian bytes of a tensor, straight from the mapping.
-    pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
-        &self.map[info.start..info.end]
+    /// The raw little-endian bytes of a tensor in the mapping (Map mode only).
+    pub fn mapped(&self, info: &TensorInfo) -> Option<&[u8]> {
+        match &self.backing {
+            Backing::Map(m) => m.get(info.start..info.end),
+            Backing::File(_) => None,
+        }
+    }
+
+    /// Copies a tensor's raw little-endian bytes into `dst` (`info.end - info.start` bytes).
+    /// A file truncated since it was opened is an error here, never a crash.
+    pub fn read(&self, info: &TensorInfo, dst: &mut [u8]) -> Result<()> {
+        if dst.len() != info.end - info.start {
+            return Err(Error::internal("weights read with a wrong buffer size"));
+        }
+        match &self.backing {
+            Backing::Map(m) => {
+                dst.copy_from_slice(&m[info.start..info.end]);
+                Ok(())
+            }
+            Backing::File(f) => f.read_exact_at(dst, info.start as u64).map_err(|e| {
+                Error::io(format!(
+                    "cannot read weights from {} (was the file changed?): {e}",
+                    self.path.display()
+                ))
+            }),
+        }
+    }
+
+    /// A tensor's raw bytes, borrowed from the mapping or read into a new buffer.
+    pub fn bytes(&self, info: &TensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
+        if let Some(b) = self.mapped(info) {
+            return Ok(std::borrow::Cow::Borrowed(b));
+        }
+        let mut v = vec![0u8; info.end - info.start];
+        self.read(info, &mut v)?;
+        Ok(std::borrow::Cow::Owned(v))
     }
 
     /// Total bytes of tensor data.
@@ -178,7 +245,7 @@ impl Weights {
         let info = self
             .get(name)
             .ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
-        to_f32(self.bytes(info), info.dtype).ok_or_else(|| {
+        to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
             Error::invalid_model(format!(
                 "tensor `{name}` has dtype {:?}; expected a float tensor",
                 info.dtype
@@ -211,9 +278,8 @@ pub fn to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
 }
 
 /// Reads the 8-byte header length and the first header byte with plain reads, so an absurd
-/// length is refused before the file is even mapped.
-fn check_prefix(path: &Path, file: &File, len: u64) -> Result<()> {
-    use std::io::Read;
+/// length is refused before anything is allocated for it; returns the header length.
+fn check_prefix(path: &Path, file: &File, len: u64) -> Result<u64> {
     let bad = |why: String| {
         Error::invalid_model(format!(
             "{} is not a valid safetensors file: {why}",
@@ -224,8 +290,7 @@ fn check_prefix(path: &Path, file: &File, len: u64) -> Result<()> {
         return Err(bad(format!("it is {len} bytes long")));
     }
     let mut head = [0u8; 9];
-    (&*file)
-        .read_exact(&mut head)
+    file.read_exact_at(&mut head, 0)
         .map_err(|e| Error::from_io(&e, "cannot read weights", path))?;
     let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
     if n > MAX_HEADER_BYTES {
@@ -241,7 +306,7 @@ fn check_prefix(path: &Path, file: &File, len: u64) -> Result<()> {
     if head[8] != b'{' {
         return Err(bad("the header does not start with `{`".into()));
     }
-    Ok(())
+    Ok(n)
 }
 
 type Parsed = (HashMap<String, TensorInfo>, HashMap<String, String>);
@@ -261,12 +326,35 @@ pub fn parse(buf: &[u8]) -> std::result::Result<Parsed, String> {
     let header = buf
         .get(8..8 + n)
         .ok_or_else(|| format!("header length {n} runs past the end of the file"))?;
+    parse_header(header, buf.len() as u64)
+}
+
+/// Validates a header (the JSON after the 8-byte length) against the length of its file.
+pub fn parse_header(header: &[u8], file_len: u64) -> std::result::Result<Parsed, String> {
     if header.first() != Some(&b'{') {
         return Err("the header does not start with `{`".into());
     }
     reject_duplicate_names(header)?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(buf).map_err(|e| format!("{e:?}"))?;
-
+    // The crate's Metadata checks dtype names, offsets (ordered, contiguous, begin <= end) and
+    // sizes (prod(shape) x dtype size, with checked arithmetic).
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(header).map_err(|e| format!("bad header: {e}"))?;
+    let n = header.len();
+    let data_end = meta
+        .tensors()
+        .values()
+        .map(|t| t.data_offsets.1)
+        .max()
+        .unwrap_or(0);
+    let expected = (8u64)
+        .checked_add(n as u64)
+        .and_then(|v| v.checked_add(data_end as u64));
+    if expected != Some(file_len) {
+        return Err(format!(
+            "MetadataIncompleteBuffer: the header describes {data_end} bytes of data but the file holds {}",
+            file_len.saturating_sub(8 + n as u64)
+        ));
+    }
     let data_start = 8 + n;
     let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> =
         meta.tensors().into_iter().collect();
@@ -389,40 +477,43 @@ pub(crate) mod tests {
                     r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}}"#,
                     &[0; 8],
                 ),
-                "Invalid",
+                "invalid",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
                     &[0; 12],
                 ),
-                "Invalid",
+                "invalid",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
                     &[0; 8],
                 ),
-                "Incomplete",
+                "describes",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#,
                     &[0; 4],
                 ),
-                "Overflow",
+                "overflow",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551615,3]}}"#,
                     &[0; 4],
                 ),
-                "Invalid",
+                "invalid",
             ),
         ];
         for (buf, needle) in cases {
             let e = parse(&buf).unwrap_err();
-            assert!(e.contains(needle), "expected `{needle}` in `{e}`");
+            assert!(
+                e.to_lowercase().contains(needle),
+                "expected `{needle}` in `{e}`"
+            );
         }
     }
 }

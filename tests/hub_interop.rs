@@ -2,6 +2,7 @@
 //! Uses tests/hub_interop.py in the venv scripts/setup-test-python makes (pinned
 //! huggingface_hub from PyPI). Skipped, with a message, only when python3 is absent.
 
+mod common;
 mod fake_hub;
 
 use std::io::{BufRead, BufReader};
@@ -185,5 +186,116 @@ fn our_download_waits_for_the_lock_huggingface_hub_holds() {
     assert_eq!(
         std::fs::read(snap.join("model.safetensors")).unwrap(),
         weights
+    );
+}
+
+/// A fake Hub repo holding a fixture's config.json and model.safetensors, as timm pushes them.
+fn fixture_repo(name: &str) -> (Repo, common::Fixture) {
+    let f = common::fixture(name);
+    let dir = f.folder("native").unwrap();
+    let read = |file: &str| std::fs::read(dir.join(file)).unwrap();
+    (
+        Repo::new(C1)
+            .file("config.json", read("config.json"), false)
+            .file("model.safetensors", read("model.safetensors"), true),
+        f,
+    )
+}
+
+fn check_logits(m: &common::CModel, f: &common::Fixture) {
+    let r = common::reference(f);
+    let out = m.infer(&r.input, &r.input_shape).unwrap();
+    let d = common::max_abs_diff(&out, &r.logits);
+    assert!(d <= 1e-4, "{}: logits differ from timm by {d}", f.name);
+}
+
+#[test]
+fn a_timm_model_python_cached_loads_through_the_c_abi_offline() {
+    let Some(py) = venv_python() else { return };
+    let hub = FakeHub::start();
+    let (repo, f) = fixture_repo("test_resnet");
+    hub.add_repo("timm/test_resnet.fixture", repo);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let mut cmd = script(&py, tmp.path(), &hub.endpoint());
+    cmd.args([
+        "download",
+        &hub.endpoint(),
+        cache.to_str().unwrap(),
+        "timm/test_resnet.fixture",
+        "main",
+        "config.json",
+        "model.safetensors",
+    ]);
+    run(cmd);
+    hub.clear_log();
+    let cache_opt = cache.to_str().unwrap();
+    // Both timm spellings: the hf-hub: spec and the bare `arch.tag` name (repo timm/<name>).
+    for spec in [
+        "hf-hub:timm/test_resnet.fixture",
+        "hf-hub:timm/test_resnet.fixture@main",
+        "test_resnet.fixture",
+    ] {
+        let m =
+            common::CModel::create(spec, true, &[("cache_dir", cache_opt), ("offline", "true")])
+                .unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+        check_logits(&m, &f);
+    }
+    assert!(
+        hub.log().is_empty(),
+        "offline loads touched the network: {:?}",
+        hub.log()
+    );
+    let e = common::CModel::create(
+        "hf-hub:timm/not-cached",
+        true,
+        &[("cache_dir", cache_opt), ("offline", "true")],
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.status, timm::TimmStatus::TIMM_ERR_NOT_FOUND, "{e:?}");
+    assert!(
+        e.message.contains("offline") || e.message.contains("OFFLINE"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn a_timm_model_downloaded_through_the_c_abi_is_found_by_huggingface_hub() {
+    let Some(py) = venv_python() else { return };
+    let hub = FakeHub::start();
+    let (repo, f) = fixture_repo("test_vit");
+    hub.add_repo("timm/test_vit.fixture", repo);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let endpoint = hub.endpoint();
+    let m = common::CModel::create(
+        "hf-hub:timm/test_vit.fixture",
+        true,
+        &[
+            ("cache_dir", cache.to_str().unwrap()),
+            ("offline", "false"),
+            ("endpoint", &endpoint),
+            ("token", ""),
+        ],
+    )
+    .unwrap();
+    check_logits(&m, &f);
+    let weights = std::fs::read(f.folder("native").unwrap().join("model.safetensors")).unwrap();
+    let mut cmd = script(&py, tmp.path(), &endpoint);
+    cmd.args([
+        "check",
+        cache.to_str().unwrap(),
+        "timm/test_vit.fixture",
+        "main",
+        "model.safetensors",
+        &sha256_hex(&weights),
+    ]);
+    let path = run(cmd);
+    assert!(
+        path.trim()
+            .ends_with(&format!("snapshots/{C1}/model.safetensors")),
+        "{path}"
     );
 }

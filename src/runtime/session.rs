@@ -148,7 +148,6 @@ impl Session {
                     let info = w.get(name).ok_or_else(|| {
                         Error::invalid_model(format!("weights have no tensor `{name}`"))
                     })?;
-                    let bytes = w.bytes(info);
                     let elem = match info.dtype {
                         DType::F32 => sys::F32,
                         DType::F16 => sys::F16,
@@ -160,17 +159,26 @@ impl Session {
                             )))
                         }
                     };
-                    let aligned = (bytes.as_ptr() as usize).is_multiple_of(info.dtype.size());
-                    if aligned && bytes.len() >= MIN_VIEW_BYTES {
-                        // SAFETY: the mapping outlives the session (the model owns both, session first).
-                        (
-                            unsafe {
-                                sys::tensor_over(bytes.as_ptr(), bytes.len(), &init.dims, elem)?
-                            },
-                            true,
-                        )
-                    } else {
-                        (sys::tensor_copy(bytes, &init.dims, elem)?, false)
+                    match w.mapped(info) {
+                        Some(bytes)
+                            if bytes.len() >= MIN_VIEW_BYTES
+                                && (bytes.as_ptr() as usize).is_multiple_of(info.dtype.size()) =>
+                        {
+                            // SAFETY: the mapping outlives the session (the model owns both, session first).
+                            (
+                                unsafe {
+                                    sys::tensor_over(bytes.as_ptr(), bytes.len(), &init.dims, elem)?
+                                },
+                                true,
+                            )
+                        }
+                        // Read straight into memory ORT owns: one copy, and the file can go away.
+                        _ => (
+                            sys::tensor_filled(&init.dims, elem, info.end - info.start, |dst| {
+                                w.read(info, dst)
+                            })?,
+                            false,
+                        ),
                     }
                 }
                 InitData::F32(v) => (

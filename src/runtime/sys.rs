@@ -108,12 +108,13 @@ pub unsafe fn tensor_over(
         .ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))
 }
 
-/// A tensor allocated by ONNX Runtime and filled with a copy of `bytes` (ORT owns the memory,
-/// so APIs that take ownership of the value can free it).
-pub fn tensor_copy(
-    bytes: &[u8],
+/// A tensor allocated by ONNX Runtime (so APIs that take ownership can free it), filled by
+/// `fill` with exactly `bytes` bytes.
+pub fn tensor_filled(
     shape: &[i64],
     elem: ONNXTensorElementDataType,
+    bytes: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<()>,
 ) -> Result<OwnedValue> {
     let api = super::loader::api()?;
     let mut alloc = std::ptr::null_mut();
@@ -126,13 +127,26 @@ pub fn tensor_copy(
     let value = NonNull::new(out)
         .map(OwnedValue)
         .ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))?;
+    if bytes == 0 {
+        return Ok(value);
+    }
     let mut dst = std::ptr::null_mut();
     check(unsafe { (api.GetTensorMutableData)(value.ptr(), &mut dst) })?;
-    if !bytes.is_empty() {
-        // SAFETY: ORT allocated prod(shape) × size bytes, which the caller's bytes match.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst as *mut u8, bytes.len()) };
-    }
+    // SAFETY: ORT allocated prod(shape) x element size bytes; callers pass exactly that size.
+    fill(unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, bytes) })?;
     Ok(value)
+}
+
+/// A tensor allocated by ONNX Runtime holding a copy of `bytes`.
+pub fn tensor_copy(
+    bytes: &[u8],
+    shape: &[i64],
+    elem: ONNXTensorElementDataType,
+) -> Result<OwnedValue> {
+    tensor_filled(shape, elem, bytes.len(), |dst| {
+        dst.copy_from_slice(bytes);
+        Ok(())
+    })
 }
 
 pub const F32: ONNXTensorElementDataType =
