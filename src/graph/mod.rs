@@ -9,6 +9,7 @@
 //! into a session.
 
 pub mod layers;
+pub mod resnet;
 pub mod rng;
 
 use std::collections::HashMap;
@@ -334,7 +335,7 @@ pub struct Family {
 
 /// Every family this build knows.
 pub fn families() -> &'static [Family] {
-    &[]
+    &[resnet::FAMILY]
 }
 
 /// The family that builds `arch`, if any.
