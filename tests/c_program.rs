@@ -19,6 +19,17 @@ fn build() -> PathBuf {
         .get_or_init(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
             let lib_dir = target_dir();
+            // `cargo test` links the rlib into test binaries but does not refresh libtimm.so;
+            // build it so the C program never runs against a stale library.
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args(["build", "--quiet", "--lib"]).current_dir(root);
+            if lib_dir.file_name().is_some_and(|n| n == "release") {
+                cargo.arg("--release");
+            }
+            assert!(
+                cargo.status().expect("run cargo").success(),
+                "cargo build --lib failed"
+            );
             assert!(
                 lib_dir.join("libtimm.so").exists(),
                 "libtimm.so not found in {}",

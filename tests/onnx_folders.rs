@@ -30,13 +30,28 @@ fn transformers_saved_folder_loads_like_timms_own() {
 }
 
 #[test]
-fn pretrained_false_on_onnx_only_folder_is_unsupported() {
+fn pretrained_false_on_an_onnx_folder_without_a_native_builder_is_unsupported() {
+    // An architecture this library cannot build natively, carried only by its model.onnx.
     let f = fixture("test_resnet");
-    let e = CModel::create(&f.spec("onnx_embedded"), false, &[])
-        .err()
-        .expect("must fail");
+    let src = f.folder("onnx_embedded").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"test_resnet\"", "\"my_private_net\"");
+    std::fs::write(tmp.path().join("config.json"), cfg).unwrap();
+    std::fs::copy(src.join("model.onnx"), tmp.path().join("model.onnx")).unwrap();
+    let spec = format!("local:{}", tmp.path().display());
+    let e = CModel::create(&spec, false, &[]).err().expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("pretrained=false"), "{}", e.message);
+    assert!(
+        e.message.contains("pretrained=false") && e.message.contains("my_private_net"),
+        "{}",
+        e.message
+    );
+    // With pretrained=true the same folder runs from its model.onnx.
+    let r = reference(&f);
+    let m = CModel::create(&spec, true, &[]).unwrap();
+    assert!(max_abs_diff(&m.infer(&r.input, &r.input_shape).unwrap(), &r.logits) <= TOL);
 }
 
 #[test]

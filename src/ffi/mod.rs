@@ -193,6 +193,7 @@ pub enum TimmPixelFormat {
 /// Pixels in memory the caller owns: `height` rows of `stride` bytes (0 = tightly packed),
 /// each starting with `width` pixels in `format`. Only read during the call.
 #[repr(C)]
+#[derive(Debug, Clone, Copy)]
 pub struct TimmImage {
     pub data: *const u8,
     pub width: u32,
@@ -214,6 +215,7 @@ struct RawImage {
 
 /// One of an image's top classes.
 #[repr(C)]
+#[derive(Debug, Clone, Copy)]
 pub struct TimmClass {
     pub index: usize,
     /// Softmax of the logits.
