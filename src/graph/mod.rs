@@ -8,6 +8,7 @@
 //! shape the architecture expects is checked. [`crate::runtime`] turns the finished [`Graph`]
 //! into a session.
 
+pub mod convnext;
 pub mod layers;
 pub mod rng;
 
@@ -157,7 +158,9 @@ impl<'w> Builder<'w> {
 
     /// The shape of a weight, if the parameters come from a weights file that has it.
     pub fn weight_shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.weights().and_then(|w| w.get(name)).map(|t| t.shape.clone())
+        self.weights()
+            .and_then(|w| w.get(name))
+            .map(|t| t.shape.clone())
     }
 
     pub fn has_weight(&self, name: &str) -> bool {
@@ -188,20 +191,32 @@ impl<'w> Builder<'w> {
                 }
                 let dtype = info.dtype;
                 let stored = Value(Arc::from(format!("w:{name}")));
-                self.initializers.push(Initializer { name: stored.0.to_string(), dims, data: InitData::Weight(name.to_string()) });
+                self.initializers.push(Initializer {
+                    name: stored.0.to_string(),
+                    dims,
+                    data: InitData::Weight(name.to_string()),
+                });
                 self.used.insert(name.to_string());
                 match dtype {
                     DType::F32 => stored,
-                    DType::F16 | DType::BF16 | DType::F64 => self.op("Cast", &[&stored], vec![("to", Attr::Int(1))]),
+                    DType::F16 | DType::BF16 | DType::F64 => {
+                        self.op("Cast", &[&stored], vec![("to", Attr::Int(1))])
+                    }
                     other => {
-                        return Err(Error::invalid_model(format!("weight `{name}` has dtype {other:?}; expected a float tensor")))
+                        return Err(Error::invalid_model(format!(
+                            "weight `{name}` has dtype {other:?}; expected a float tensor"
+                        )))
                     }
                 }
             }
             ParamSource::Random(rng) => {
                 let data = rng.init(init, shape);
                 let v = Value(Arc::from(format!("w:{name}")));
-                self.initializers.push(Initializer { name: v.0.to_string(), dims, data: InitData::F32(data) });
+                self.initializers.push(Initializer {
+                    name: v.0.to_string(),
+                    dims,
+                    data: InitData::F32(data),
+                });
                 v
             }
         };
@@ -212,14 +227,22 @@ impl<'w> Builder<'w> {
     /// A constant f32 tensor.
     pub fn const_f32(&mut self, data: Vec<f32>, dims: &[i64]) -> Value {
         let v = self.fresh("c");
-        self.initializers.push(Initializer { name: v.0.to_string(), dims: dims.to_vec(), data: InitData::F32(data) });
+        self.initializers.push(Initializer {
+            name: v.0.to_string(),
+            dims: dims.to_vec(),
+            data: InitData::F32(data),
+        });
         v
     }
 
     /// A constant i64 tensor (shapes, axes).
     pub fn const_i64(&mut self, data: Vec<i64>, dims: &[i64]) -> Value {
         let v = self.fresh("c");
-        self.initializers.push(Initializer { name: v.0.to_string(), dims: dims.to_vec(), data: InitData::I64(data) });
+        self.initializers.push(Initializer {
+            name: v.0.to_string(),
+            dims: dims.to_vec(),
+            data: InitData::I64(data),
+        });
         v
     }
 
@@ -230,7 +253,14 @@ impl<'w> Builder<'w> {
 
     /// Adds a node in `domain` with `n_outputs` outputs. An empty input name is an omitted
     /// optional input.
-    pub fn op_n(&mut self, op: &str, domain: &str, inputs: &[&Value], attrs: Vec<(&str, Attr)>, n_outputs: usize) -> Vec<Value> {
+    pub fn op_n(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&Value],
+        attrs: Vec<(&str, Attr)>,
+        n_outputs: usize,
+    ) -> Vec<Value> {
         let outputs: Vec<Value> = (0..n_outputs).map(|_| self.fresh(op)).collect();
         self.nodes.push(Node {
             op: op.to_string(),
@@ -278,7 +308,9 @@ impl<'w> Builder<'w> {
     /// Names in the weights file that the graph did not use (other than buffers timm keeps
     /// but inference ignores); a non-empty list means the architecture guess was wrong.
     pub fn unused_weights(&self) -> Vec<String> {
-        let Some(w) = self.weights() else { return vec![] };
+        let Some(w) = self.weights() else {
+            return vec![];
+        };
         let mut v: Vec<String> = w
             .names()
             .filter(|n| !self.used.contains(*n) && !n.ends_with("num_batches_tracked"))
@@ -303,7 +335,7 @@ pub struct Family {
 
 /// Every family this build knows.
 pub fn families() -> &'static [Family] {
-    &[]
+    &[convnext::FAMILY]
 }
 
 /// The family that builds `arch`, if any.
@@ -317,11 +349,19 @@ pub fn supported_list() -> String {
     if f.is_empty() {
         return "none in this build".into();
     }
-    f.iter().map(|f| format!("{} ({})", f.name, f.examples)).collect::<Vec<_>>().join("; ")
+    f.iter()
+        .map(|f| format!("{} ({})", f.name, f.examples))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Builds the native graph for `cfg.architecture`.
-pub fn build(cfg: &ModelConfig, source: ParamSource<'_>, output: OutputKind, input_chw: [Option<i64>; 3]) -> Result<Graph> {
+pub fn build(
+    cfg: &ModelConfig,
+    source: ParamSource<'_>,
+    output: OutputKind,
+    input_chw: [Option<i64>; 3],
+) -> Result<Graph> {
     let family = family_for(&cfg.architecture).ok_or_else(|| {
         Error::unsupported(format!(
             "architecture `{}` has no native graph builder; supported families: {}",
@@ -330,7 +370,8 @@ pub fn build(cfg: &ModelConfig, source: ParamSource<'_>, output: OutputKind, inp
         ))
     })?;
     let mut b = Builder::new(source, input_chw);
-    let (out, dim) = (family.build)(&mut b, cfg, output).map_err(|e| e.context(format!("building `{}`", cfg.architecture)))?;
+    let (out, dim) = (family.build)(&mut b, cfg, output)
+        .map_err(|e| e.context(format!("building `{}`", cfg.architecture)))?;
     if output == OutputKind::Logits {
         let unused = b.unused_weights();
         if !unused.is_empty() {
