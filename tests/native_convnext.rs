@@ -122,6 +122,37 @@ fn edited_copy(
 }
 
 #[test]
+fn structure_is_read_from_the_weights_when_model_args_are_lost() {
+    // transformers' TimmWrapper writes "model_args": null; every fixture is shrunk through
+    // model_args, so depths, widths, stem, head MLP and norm placement must come from the weights.
+    for f in fixtures_of_family("convnext") {
+        let r = reference(&f);
+        let dir = edited_copy(&f.name, "lost", |c| {
+            c["model_args"] = serde_json::Value::Null
+        });
+        for (output, want) in [("logits", &r.logits), ("features", &r.features)] {
+            let m = CModel::create(
+                &format!("local:{}", dir.display()),
+                true,
+                &[("graph", "native"), ("output", output)],
+            )
+            .unwrap_or_else(|e| panic!("{} [model_args=null {output}]: {e:?}", f.name));
+            let d = max_abs_diff(&m.infer(&r.input, &r.input_shape).unwrap(), want);
+            eprintln!(
+                "{:<32} model_args=null {output:<8} max|diff| = {d:.3e}",
+                f.name
+            );
+            assert!(
+                d <= TOL,
+                "{} [model_args=null]: {output} differ from timm by {d}",
+                f.name
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
 fn weights_that_disagree_with_the_architecture_are_an_invalid_model() {
     // model_args claim wider stages than the weights hold.
     let dir = edited_copy("convnext_atto-small", "dims", |c| {

@@ -10,6 +10,7 @@
 
 pub mod convnext;
 pub mod layers;
+pub mod regnet;
 pub mod rng;
 
 use std::collections::HashMap;
@@ -335,7 +336,7 @@ pub struct Family {
 
 /// Every family this build knows.
 pub fn families() -> &'static [Family] {
-    &[convnext::FAMILY]
+    &[convnext::FAMILY, regnet::FAMILY]
 }
 
 /// The family that builds `arch`, if any.
