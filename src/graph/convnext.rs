@@ -14,7 +14,7 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::layers::{self, Conv, Pad};
-use super::{Attr, Builder, Family, Init, OutputKind, Value};
+use super::{Attr, Builder, Family, Init, OutputKind, Value, MS_DOMAIN};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 
@@ -584,43 +584,65 @@ fn norm_2d(b: &mut Builder, x: &Value, prefix: &str, dim: usize, a: &Arch) -> Re
     Ok(nhwc_to_nchw(b, &y))
 }
 
-/// A Linear (or 1x1 conv for `conv_mlp` models) applied channels-last: MatMul with the
-/// transposed weight (folded by ONNX Runtime at load) plus bias.
+/// timm's `nn.Linear` on a channels-last map: MatMul with the transposed weight (folded by
+/// ONNX Runtime at load) plus bias, then `act` if given. GELU is fused with the bias add as
+/// ONNX Runtime's `BiasGelu` / `FastGelu` contrib kernels, the ops its optimiser makes of the
+/// erf/tanh decompositions torch.onnx emits.
 fn pointwise(
     b: &mut Builder,
     x: &Value,
     prefix: &str,
     in_f: usize,
     out_f: usize,
-    conv_form: bool,
+    act: Option<&str>,
 ) -> Result<Value> {
-    let shape: Vec<usize> = if conv_form {
-        vec![out_f, in_f, 1, 1]
-    } else {
-        vec![out_f, in_f]
-    };
-    let w = b.param(&format!("{prefix}.weight"), &shape, Init::TruncNormal(0.02))?;
-    let w = if conv_form {
-        let s = b.const_i64(vec![out_f as i64, in_f as i64], &[2]);
-        b.op("Reshape", &[&w, &s], vec![])
-    } else {
-        w
-    };
+    let w = b.param(
+        &format!("{prefix}.weight"),
+        &[out_f, in_f],
+        Init::TruncNormal(0.02),
+    )?;
     let wt = b.op("Transpose", &[&w], vec![("perm", Attr::Ints(vec![1, 0]))]);
     let y = b.op("MatMul", &[x, &wt], vec![]);
     // timm's Mlp always has biases (conv_bias covers only the stem, downsample and dw convs).
     let bias = b.param(&format!("{prefix}.bias"), &[out_f], Init::Zeros)?;
-    Ok(b.op("Add", &[&y, &bias], vec![]))
+    match act {
+        Some("gelu") => Ok(b
+            .op_n("BiasGelu", MS_DOMAIN, &[&y, &bias], vec![], 1)
+            .remove(0)),
+        Some("gelu_tanh") => Ok(b
+            .op_n("FastGelu", MS_DOMAIN, &[&y, &bias], vec![], 1)
+            .remove(0)),
+        Some(other) => {
+            let y = b.op("Add", &[&y, &bias], vec![]);
+            layers::act(b, other, &y)
+        }
+        None => Ok(b.op("Add", &[&y, &bias], vec![])),
+    }
 }
 
-/// timm's `GlobalResponseNorm` on an NHWC map:
+/// timm's `GlobalResponseNorm` on an NHWC (or NCHW) map:
 /// `x + bias + weight · x · (‖x‖₂,HW / (mean_C ‖x‖₂,HW + eps))`, computed as
 /// `x · (1 + weight · n) + bias` so the per-channel factor is formed on the small `[N,1,1,C]`.
-fn grn(b: &mut Builder, x: &Value, prefix: &str, dim: usize) -> Result<Value> {
-    let w = b.param(&format!("{prefix}.weight"), &[dim], Init::Zeros)?;
-    let bias = b.param(&format!("{prefix}.bias"), &[dim], Init::Zeros)?;
-    let hw = b.const_i64(vec![1, 2], &[2]);
-    let c = b.const_i64(vec![-1], &[1]);
+fn grn(
+    b: &mut Builder,
+    x: &Value,
+    prefix: &str,
+    dim: usize,
+    channels_first: bool,
+) -> Result<Value> {
+    let mut w = b.param(&format!("{prefix}.weight"), &[dim], Init::Zeros)?;
+    let mut bias = b.param(&format!("{prefix}.bias"), &[dim], Init::Zeros)?;
+    let (spatial, channel) = if channels_first {
+        // Per-channel vectors broadcast over NCHW as [C, 1, 1] (folded at load).
+        let s = b.const_i64(vec![dim as i64, 1, 1], &[3]);
+        w = b.op("Reshape", &[&w, &s], vec![]);
+        bias = b.op("Reshape", &[&bias, &s], vec![]);
+        (vec![2, 3], 1)
+    } else {
+        (vec![1, 2], -1)
+    };
+    let hw = b.const_i64(spatial, &[2]);
+    let c = b.const_i64(vec![channel], &[1]);
     let g = b.op("ReduceL2", &[x, &hw], vec![("keepdims", Attr::Int(1))]);
     let gm = b.op("ReduceMean", &[&g, &c], vec![("keepdims", Attr::Int(1))]);
     let eps = b.const_f32(vec![1e-6], &[]);
@@ -633,32 +655,59 @@ fn grn(b: &mut Builder, x: &Value, prefix: &str, dim: usize) -> Result<Value> {
     Ok(b.op("Add", &[&y, &bias], vec![]))
 }
 
-fn block(b: &mut Builder, x: &Value, p: &str, dim: usize, k: usize, a: &Arch) -> Result<Value> {
-    let y = conv(
-        b,
-        x,
-        &format!("{p}.conv_dw"),
-        Conv::new(dim, dim, k)
-            .groups(dim)
-            .pad(Pad::Sym((k - 1) / 2))
-            .bias(a.conv_bias),
-    )?;
-    let y = nchw_to_nhwc(b, &y);
-    let y = norm_last(b, &y, &format!("{p}.norm"), dim, a)?;
-    let hidden = 4 * dim;
-    let y = pointwise(b, &y, &format!("{p}.mlp.fc1"), dim, hidden, a.conv_mlp)?;
-    let y = layers::act(b, &a.act, &y)?;
-    let y = if a.use_grn {
-        grn(b, &y, &format!("{p}.mlp.grn"), hidden)?
-    } else {
-        y
-    };
-    let mut y = pointwise(b, &y, &format!("{p}.mlp.fc2"), hidden, dim, a.conv_mlp)?;
-    if let Some(ls) = a.ls_init_value {
-        let g = b.param(&format!("{p}.gamma"), &[dim], Init::Const(ls))?;
-        y = b.op("Mul", &[&y, &g], vec![]);
+/// GELU as ONNX Runtime's contrib kernels (what its optimiser turns torch's erf/tanh
+/// decompositions into); other activations as standard ops.
+fn fast_act(b: &mut Builder, name: &str, x: &Value) -> Result<Value> {
+    match name {
+        "gelu" => Ok(b.op_n("Gelu", MS_DOMAIN, &[x], vec![], 1).remove(0)),
+        "gelu_tanh" => Ok(b.op_n("FastGelu", MS_DOMAIN, &[x], vec![], 1).remove(0)),
+        other => layers::act(b, other, x),
     }
-    let y = nhwc_to_nchw(b, &y);
+}
+
+fn block(b: &mut Builder, x: &Value, p: &str, dim: usize, k: usize, a: &Arch) -> Result<Value> {
+    let dw = Conv::new(dim, dim, k)
+        .groups(dim)
+        .pad(Pad::Sym((k - 1) / 2))
+        .bias(a.conv_bias);
+    let y = conv(b, x, &format!("{p}.conv_dw"), dw)?;
+    let hidden = 4 * dim;
+    let y = if a.conv_mlp {
+        // timm's conv-MLP layout kept as is: 1x1 Convs on NCHW let ONNX Runtime's NCHWc
+        // transformer run the whole MLP in its blocked layout, faster than MatMuls here.
+        let y = norm_2d(b, &y, &format!("{p}.norm"), dim, a)?;
+        let fc = |i, o| Conv::new(i, o, 1).pad(Pad::Sym(0)).bias(true);
+        let y = conv(b, &y, &format!("{p}.mlp.fc1"), fc(dim, hidden))?;
+        let y = fast_act(b, &a.act, &y)?;
+        let y = if a.use_grn {
+            grn(b, &y, &format!("{p}.mlp.grn"), hidden, true)?
+        } else {
+            y
+        };
+        let mut y = conv(b, &y, &format!("{p}.mlp.fc2"), fc(hidden, dim))?;
+        if let Some(ls) = a.ls_init_value {
+            let g = b.param(&format!("{p}.gamma"), &[dim], Init::Const(ls))?;
+            let s = b.const_i64(vec![dim as i64, 1, 1], &[3]);
+            let g = b.op("Reshape", &[&g, &s], vec![]);
+            y = b.op("Mul", &[&y, &g], vec![]);
+        }
+        y
+    } else {
+        let y = nchw_to_nhwc(b, &y);
+        let y = norm_last(b, &y, &format!("{p}.norm"), dim, a)?;
+        let y = pointwise(b, &y, &format!("{p}.mlp.fc1"), dim, hidden, Some(&a.act))?;
+        let y = if a.use_grn {
+            grn(b, &y, &format!("{p}.mlp.grn"), hidden, false)?
+        } else {
+            y
+        };
+        let mut y = pointwise(b, &y, &format!("{p}.mlp.fc2"), hidden, dim, None)?;
+        if let Some(ls) = a.ls_init_value {
+            let g = b.param(&format!("{p}.gamma"), &[dim], Init::Const(ls))?;
+            y = b.op("Mul", &[&y, &g], vec![]);
+        }
+        nhwc_to_nchw(b, &y)
+    };
     Ok(layers::add(b, &y, x))
 }
 
