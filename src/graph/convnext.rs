@@ -7,9 +7,10 @@
 //! record of a customised model), then timm's defaults for the architecture name. Activations,
 //! norm type and eps cannot be read from weights and come from the table / `model_args` only.
 //!
-//! Every block runs its norm + MLP channels-last (one Transpose in, one out), like timm's
-//! default `conv_mlp=False` path: LayerNormalization on the last axis is ONNX Runtime's fused
-//! kernel, and the 1x1 convolutions of `conv_mlp=True` models are the same MatMuls.
+//! Blocks keep timm's two layouts, each in the form ONNX Runtime runs fastest: the Linear MLP
+//! channels-last (one Transpose in, one out; LayerNormalization on the last axis is its fused
+//! kernel, MatMul + BiasGelu for the MLP), and the `conv_mlp=True` MLP as NCHW 1x1 Convs that
+//! its NCHWc transformer executes in the blocked layout.
 
 use serde_json::{json, Map, Value as Json};
 
