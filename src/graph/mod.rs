@@ -8,7 +8,9 @@
 //! shape the architecture expects is checked. [`crate::runtime`] turns the finished [`Graph`]
 //! into a session.
 
+pub mod convnext;
 pub mod layers;
+pub mod regnet;
 pub mod resnet;
 pub mod rng;
 
@@ -335,7 +337,7 @@ pub struct Family {
 
 /// Every family this build knows.
 pub fn families() -> &'static [Family] {
-    &[resnet::FAMILY]
+    &[resnet::FAMILY, convnext::FAMILY, regnet::FAMILY]
 }
 
 /// The family that builds `arch`, if any.
