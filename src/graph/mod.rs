@@ -10,6 +10,7 @@
 
 pub mod layers;
 pub mod rng;
+pub mod vit;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -303,7 +304,7 @@ pub struct Family {
 
 /// Every family this build knows.
 pub fn families() -> &'static [Family] {
-    &[]
+    &[vit::FAMILY]
 }
 
 /// The family that builds `arch`, if any.
