@@ -100,15 +100,16 @@ struct Vit {
     no_embed_class: bool,
     pre_norm: bool,
     final_norm: bool,
-    /// Decided at construction from the construction-time global_pool, like timm.
     use_fc_norm: bool,
-    /// Pooling at forward time (config.json's root `global_pool` when given).
+    /// From model_args / the architecture: timm's loader ignores config.json's root `global_pool`.
     pool: Pool,
     pool_include_prefix: bool,
     norm_eps: f32,
     act: String,
     scale_attn_norm: bool,
     scale_mlp_norm: bool,
+    dynamic_img_size: bool,
+    dynamic_img_pad: bool,
     num_classes: usize,
 }
 
@@ -124,10 +125,8 @@ const IGNORED_ARGS: &[&str] = &[
     "fix_init",
     "device",
     "dtype",
-    // The graph is built for config.json's input size: at that size timm's dynamic paths compute
-    // the same thing (no pos-embed resampling, no padding when the size divides by the patch).
-    "dynamic_img_size",
-    "dynamic_img_pad",
+    // The graph is built for config.json's input size (which timm derives from img_size); there
+    // the position embedding needs no resampling.
     "img_size",
     "num_classes",
     "in_chans",
@@ -157,6 +156,8 @@ const STRUCTURE_ARGS: &[&str] = &[
     "norm_layer",
     "scale_attn_norm",
     "scale_mlp_norm",
+    "dynamic_img_size",
+    "dynamic_img_pad",
     // Accepted only at their defaults (checked below).
     "attn_layer",
     "use_naflex",
@@ -297,7 +298,6 @@ impl Vit {
             Some(f) => f,
             None => matches!(init_pool.as_str(), "avg" | "avgmax" | "max"),
         };
-        let pool_name = cfg.global_pool.clone().unwrap_or(init_pool);
         let pos_embed = !matches!(a.str("pos_embed")?, Some("" | "none"));
         let v = Vit {
             distilled: row.1,
@@ -318,12 +318,14 @@ impl Vit {
             pre_norm: a.bool("pre_norm", false)?,
             final_norm: a.bool("final_norm", true)?,
             use_fc_norm,
-            pool: Pool::parse(&pool_name)?,
+            pool: Pool::parse(&init_pool)?,
             pool_include_prefix: a.bool("pool_include_prefix", false)?,
             norm_eps: norm_eps as f32,
             act,
             scale_attn_norm: a.bool("scale_attn_norm", false)?,
             scale_mlp_norm: a.bool("scale_mlp_norm", false)?,
+            dynamic_img_size: a.bool("dynamic_img_size", false)?,
+            dynamic_img_pad: a.bool("dynamic_img_pad", false)?,
             num_classes: cfg.num_classes,
         };
         if v.patch == 0 || v.depth == 0 || v.mlp_hidden == 0 {
@@ -376,16 +378,27 @@ fn build(b: &mut Builder, cfg: &ModelConfig, output: OutputKind) -> Result<(Valu
             v.in_chans
         )));
     }
-    if h % v.patch != 0 || w % v.patch != 0 {
+    // PatchEmbed: at the model's own size the conv drops a remainder (vit_*_patch14 at 384);
+    // dynamic_img_pad pads it instead; dynamic_img_size alone asserts there is none.
+    let (pad_h, pad_w) = (
+        (v.patch - h % v.patch) % v.patch,
+        (v.patch - w % v.patch) % v.patch,
+    );
+    if (pad_h, pad_w) != (0, 0) && v.dynamic_img_size && !v.dynamic_img_pad {
         return Err(Error::invalid_model(format!(
-            "input size {h}x{w} is not a multiple of the ViT patch size {}",
+            "input size {h}x{w} is not a multiple of the ViT patch size {} (timm requires it with dynamic_img_size)",
             v.patch
         )));
     }
+    let pad = if v.dynamic_img_pad {
+        (pad_h, pad_w)
+    } else {
+        (0, 0)
+    };
     let d = v.embed;
-    let num_patches = (h / v.patch) * (w / v.patch);
+    let num_patches = ((h + pad.0) / v.patch) * ((w + pad.1) / v.patch);
 
-    let x = patch_embed(b, &v, c)?;
+    let x = patch_embed(b, &v, c, pad)?;
     let mut x = tokens(b, &v, x, num_patches)?;
     if v.pre_norm {
         x = layers::layer_norm(b, &x, "norm_pre", d, v.norm_eps, -1)?;
@@ -420,7 +433,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig, output: OutputKind) -> Result<(Valu
 }
 
 /// `PatchEmbed`: a conv with kernel = stride = patch, flattened to `[N, L, D]`.
-fn patch_embed(b: &mut Builder, v: &Vit, c: usize) -> Result<Value> {
+fn patch_embed(b: &mut Builder, v: &Vit, c: usize, pad: (usize, usize)) -> Result<Value> {
     let (d, p) = (v.embed, v.patch);
     // PyTorch's default conv init: timm's ViT init does not touch the patch embedding.
     let w = b.param(
@@ -431,7 +444,8 @@ fn patch_embed(b: &mut Builder, v: &Vit, c: usize) -> Result<Value> {
     let attrs = vec![
         ("kernel_shape", Attr::Ints(vec![p as i64; 2])),
         ("strides", Attr::Ints(vec![p as i64; 2])),
-        ("pads", Attr::Ints(vec![0; 4])),
+        // dynamic_img_pad's F.pad(x, (0, pad_w, 0, pad_h)): zeros after the last row / column.
+        ("pads", Attr::Ints(vec![0, 0, pad.0 as i64, pad.1 as i64])),
     ];
     let input = b.input();
     // CLIP-style pre-norm models have no patch-embed bias.
@@ -978,3 +992,46 @@ static UNSUPPORTED: &[(&str, &str)] = &[
     ("vit_so400m_patch16_siglip_384", "attention pooling (global_pool='map')"),
     ("vit_so400m_patch16_siglip_512", "attention pooling (global_pool='map')"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_entry_has_a_default_config_the_builder_accepts() {
+        for row in ARCHS {
+            let json = default_config(row.0).unwrap();
+            let cfg = ModelConfig::parse(json.to_string().as_bytes())
+                .unwrap_or_else(|e| panic!("{}: {e}", row.0));
+            let v = Vit::resolve(&cfg).unwrap_or_else(|e| panic!("{}: {e}", row.0));
+            assert_eq!(cfg.num_features, Some(v.embed), "{}", row.0);
+            assert_eq!(v.distilled, row.0.contains("distilled"), "{}", row.0);
+        }
+        for (name, _) in UNSUPPORTED {
+            assert!(arch_row(name).is_none(), "{name} is both supported and not");
+            let cfg =
+                ModelConfig::parse(default_config(name).unwrap().to_string().as_bytes()).unwrap();
+            assert_eq!(
+                Vit::resolve(&cfg).unwrap_err().status(),
+                crate::TimmStatus::TIMM_ERR_UNSUPPORTED,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn model_args_override_the_architecture_like_timm() {
+        let mut json = default_config("vit_base_patch16_224").unwrap();
+        json["model_args"] = serde_json::json!({"embed_dim": 64, "num_heads": 4, "mlp_ratio": 3.7362, "global_pool": "avg", "drop_path_rate": 0.1});
+        let v = Vit::resolve(&ModelConfig::parse(json.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!((v.embed, v.mlp_hidden, v.depth), (64, 239, 12));
+        // As timm's loader: model_args' pool (and the fc_norm it implies), not the root global_pool.
+        assert!(v.use_fc_norm);
+        assert_eq!(v.pool, Pool::Avg);
+
+        json["model_args"] = serde_json::json!({"mlp_layer": "swiglu"});
+        let e =
+            Vit::resolve(&ModelConfig::parse(json.to_string().as_bytes()).unwrap()).unwrap_err();
+        assert!(e.message().contains("mlp_layer"), "{e}");
+    }
+}
