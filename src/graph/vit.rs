@@ -208,6 +208,20 @@ impl Args<'_> {
     }
 }
 
+/// `patch_size` as an int or the `[h, w]` list timm writes for a tuple (square patches only).
+fn patch_size(a: &Args) -> Result<usize> {
+    match a.get("patch_size") {
+        Some(Json::Array(hw)) if hw.len() == 2 && hw[0] == hw[1] => {
+            Args(&Map::from_iter([("patch_size".to_string(), hw[0].clone())]))
+                .usize("patch_size", 16)
+        }
+        Some(Json::Array(hw)) => Err(Error::unsupported(format!(
+            "model_args patch_size {hw:?}: only square patches are supported"
+        ))),
+        _ => a.usize("patch_size", 16),
+    }
+}
+
 impl Vit {
     fn resolve(cfg: &ModelConfig) -> Result<Vit> {
         let arch = cfg.architecture.as_str();
@@ -302,7 +316,7 @@ impl Vit {
         let v = Vit {
             distilled: row.1,
             in_chans: cfg.pretrained_cfg.input_size[0],
-            patch: a.usize("patch_size", 16)?,
+            patch: patch_size(&a)?,
             embed,
             depth: a.usize("depth", 12)?,
             heads,
@@ -1033,5 +1047,9 @@ mod tests {
         let e =
             Vit::resolve(&ModelConfig::parse(json.to_string().as_bytes()).unwrap()).unwrap_err();
         assert!(e.message().contains("mlp_layer"), "{e}");
+
+        json["model_args"] = serde_json::json!({"patch_size": [32, 32]});
+        let v = Vit::resolve(&ModelConfig::parse(json.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(v.patch, 32);
     }
 }
