@@ -304,7 +304,13 @@ impl PretrainedCfg {
             label_offset,
             pool_size,
             first_conv: opt_string(&raw, "first_conv")?,
-            classifier: opt_string(&raw, "classifier")?,
+            // Models with two heads (DeiT distilled) list both: ["head", "head_dist"]; keep the first.
+            classifier: match raw.get("classifier") {
+                Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
+                    a[0].as_str().map(str::to_string)
+                }
+                _ => opt_string(&raw, "classifier")?,
+            },
             tag: opt_string(&raw, "tag")?,
             license: opt_string(&raw, "license")?,
             raw,

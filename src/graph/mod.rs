@@ -13,6 +13,7 @@ pub mod layers;
 pub mod regnet;
 pub mod resnet;
 pub mod rng;
+pub mod vit;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -337,7 +338,12 @@ pub struct Family {
 
 /// Every family this build knows.
 pub fn families() -> &'static [Family] {
-    &[resnet::FAMILY, convnext::FAMILY, regnet::FAMILY]
+    &[
+        resnet::FAMILY,
+        convnext::FAMILY,
+        regnet::FAMILY,
+        vit::FAMILY,
+    ]
 }
 
 /// The family that builds `arch`, if any.
