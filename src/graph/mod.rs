@@ -8,6 +8,7 @@
 //! shape the architecture expects is checked. [`crate::runtime`] turns the finished [`Graph`]
 //! into a session.
 
+pub mod efficientnet;
 pub mod layers;
 pub mod rng;
 
@@ -303,7 +304,13 @@ pub struct Family {
 
 /// Every family this build knows.
 pub fn families() -> &'static [Family] {
-    &[]
+    &[Family {
+        name: "efficientnet",
+        examples: efficientnet::EXAMPLES,
+        matches: efficientnet::matches,
+        build: efficientnet::build,
+        default_config: efficientnet::default_config,
+    }]
 }
 
 /// The family that builds `arch`, if any.
