@@ -23,8 +23,13 @@ enum Gen {
     Lite,
     Edge,
     /// `fix_stem_head` as the `*d` variants pass it.
-    MobileNetV2 { fix_stem_head: bool },
-    MobileNetV3 { small: bool, minimal: bool },
+    MobileNetV2 {
+        fix_stem_head: bool,
+    },
+    MobileNetV3 {
+        small: bool,
+        minimal: bool,
+    },
     MobileNetV3Rw,
     Test,
 }
@@ -68,20 +73,53 @@ const fn cfg(
     half_mean: bool,
     pool: usize,
 ) -> DefaultCfg {
-    DefaultCfg { tag, res, test_res, interpolation, crop_pct, test_crop_pct, crop_mode, half_mean, pool }
+    DefaultCfg {
+        tag,
+        res,
+        test_res,
+        interpolation,
+        crop_pct,
+        test_crop_pct,
+        crop_mode,
+        half_mean,
+        pool,
+    }
 }
 
 const fn arch(name: &'static str, gen: Gen, cm: f64, dm: f64, tf: bool, cfg: DefaultCfg) -> Arch {
-    Arch { name, gen, channel_multiplier: cm, depth_multiplier: dm, tf, cfg }
+    Arch {
+        name,
+        gen,
+        channel_multiplier: cm,
+        depth_multiplier: dm,
+        tf,
+        cfg,
+    }
 }
 
 use Gen::*;
-const MNV2: Gen = MobileNetV2 { fix_stem_head: false };
-const MNV2D: Gen = MobileNetV2 { fix_stem_head: true };
-const MNV3L: Gen = MobileNetV3 { small: false, minimal: false };
-const MNV3LM: Gen = MobileNetV3 { small: false, minimal: true };
-const MNV3S: Gen = MobileNetV3 { small: true, minimal: false };
-const MNV3SM: Gen = MobileNetV3 { small: true, minimal: true };
+const MNV2: Gen = MobileNetV2 {
+    fix_stem_head: false,
+};
+const MNV2D: Gen = MobileNetV2 {
+    fix_stem_head: true,
+};
+const MNV3L: Gen = MobileNetV3 {
+    small: false,
+    minimal: false,
+};
+const MNV3LM: Gen = MobileNetV3 {
+    small: false,
+    minimal: true,
+};
+const MNV3S: Gen = MobileNetV3 {
+    small: true,
+    minimal: false,
+};
+const MNV3SM: Gen = MobileNetV3 {
+    small: true,
+    minimal: true,
+};
 
 /// Every architecture this builder knows, with the arguments its timm register function passes.
 #[rustfmt::skip]
@@ -185,7 +223,11 @@ const DEF_MNV3_LARGE: &[&[&str]] = &[
     &["ds_r1_k3_s1_e1_c16_nre"],
     &["ir_r1_k3_s2_e4_c24_nre", "ir_r1_k3_s1_e3_c24_nre"],
     &["ir_r3_k5_s2_e3_c40_se0.25_nre"],
-    &["ir_r1_k3_s2_e6_c80", "ir_r1_k3_s1_e2.5_c80", "ir_r2_k3_s1_e2.3_c80"],
+    &[
+        "ir_r1_k3_s2_e6_c80",
+        "ir_r1_k3_s1_e2.5_c80",
+        "ir_r2_k3_s1_e2.3_c80",
+    ],
     &["ir_r2_k3_s1_e6_c112_se0.25"],
     &["ir_r3_k5_s2_e6_c160_se0.25"],
     &["cn_r1_k1_s1_c960"],
@@ -194,7 +236,11 @@ const DEF_MNV3_LARGE_MINIMAL: &[&[&str]] = &[
     &["ds_r1_k3_s1_e1_c16"],
     &["ir_r1_k3_s2_e4_c24", "ir_r1_k3_s1_e3_c24"],
     &["ir_r3_k3_s2_e3_c40"],
-    &["ir_r1_k3_s2_e6_c80", "ir_r1_k3_s1_e2.5_c80", "ir_r2_k3_s1_e2.3_c80"],
+    &[
+        "ir_r1_k3_s2_e6_c80",
+        "ir_r1_k3_s1_e2.5_c80",
+        "ir_r2_k3_s1_e2.3_c80",
+    ],
     &["ir_r2_k3_s1_e6_c112"],
     &["ir_r3_k3_s2_e6_c160"],
     &["cn_r1_k1_s1_c960"],
@@ -219,7 +265,11 @@ const DEF_MNV3_RW: &[&[&str]] = &[
     &["ds_r1_k3_s1_e1_c16_nre_noskip"],
     &["ir_r1_k3_s2_e4_c24_nre", "ir_r1_k3_s1_e3_c24_nre"],
     &["ir_r3_k5_s2_e3_c40_se0.25_nre"],
-    &["ir_r1_k3_s2_e6_c80", "ir_r1_k3_s1_e2.5_c80", "ir_r2_k3_s1_e2.3_c80"],
+    &[
+        "ir_r1_k3_s2_e6_c80",
+        "ir_r1_k3_s1_e2.5_c80",
+        "ir_r2_k3_s1_e2.3_c80",
+    ],
     &["ir_r2_k3_s1_e6_c112_se0.25"],
     &["ir_r3_k5_s2_e6_c160_se0.25"],
     &["cn_r1_k1_s1_c960"],
@@ -240,9 +290,16 @@ fn find_arch(name: &str) -> Option<&'static Arch> {
 /// message from this family rather than "no builder".
 pub fn matches(arch: &str) -> bool {
     find_arch(arch).is_some()
-        || ["efficientnet_", "tf_efficientnet_", "mobilenetv2_", "mobilenetv3_", "tf_mobilenetv3_", "test_efficientnet"]
-            .iter()
-            .any(|p| arch.starts_with(p))
+        || [
+            "efficientnet_",
+            "tf_efficientnet_",
+            "mobilenetv2_",
+            "mobilenetv3_",
+            "tf_mobilenetv3_",
+            "test_efficientnet",
+        ]
+        .iter()
+        .any(|p| arch.starts_with(p))
 }
 
 pub const EXAMPLES: &str = "efficientnet_b0..b8/l2, efficientnet_lite0..4, efficientnet_es/em/el and their tf_ ports, \
@@ -254,7 +311,8 @@ mobilenetv2_035..140/110d/120d, mobilenetv3_large/small_*, tf_mobilenetv3_*, mob
 /// `timm.layers.make_divisible`.
 fn make_divisible(v: f64, divisor: usize, round_limit: f64) -> usize {
     let d = divisor as f64;
-    let mut new_v = (((v + d / 2.0).trunc() as i64).div_euclid(divisor as i64) * divisor as i64).max(divisor as i64) as usize;
+    let mut new_v = (((v + d / 2.0).trunc() as i64).div_euclid(divisor as i64) * divisor as i64)
+        .max(divisor as i64) as usize;
     if (new_v as f64) < round_limit * v {
         new_v += divisor;
     }
@@ -274,7 +332,11 @@ impl RoundChs {
         if self.multiplier == 0.0 {
             return channels;
         }
-        make_divisible(channels as f64 * self.multiplier, self.divisor, self.round_limit)
+        make_divisible(
+            channels as f64 * self.multiplier,
+            self.divisor,
+            self.round_limit,
+        )
     }
 }
 
@@ -284,11 +346,7 @@ fn py_round(x: f64) -> i64 {
 }
 
 fn num_groups(group_size: usize, channels: usize) -> usize {
-    if group_size == 0 {
-        1
-    } else {
-        channels / group_size
-    }
+    channels.checked_div(group_size).unwrap_or(1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,7 +421,10 @@ fn decode_block(s: &str) -> Result<BlockDef> {
             None => default.ok_or_else(bad),
         }
     };
-    let float = |k: &str, default: f64| -> Result<f64> { opts.get(k).map_or(Ok(default), |v| v.parse().map_err(|_| bad())) };
+    let float = |k: &str, default: f64| -> Result<f64> {
+        opts.get(k)
+            .map_or(Ok(default), |v| v.parse().map_err(|_| bad()))
+    };
     let kind = match ty {
         "cn" => Kind::Cn,
         "ds" | "dsa" => Kind::Ds,
@@ -377,7 +438,11 @@ fn decode_block(s: &str) -> Result<BlockDef> {
         repeat: int("r", None)?,
         k,
         // `er` blocks take their expansion kernel from `k`; `ir` from `a`.
-        exp_k: if kind == Kind::Er { k } else { int("a", Some(1))? },
+        exp_k: if kind == Kind::Er {
+            k
+        } else {
+            int("a", Some(1))?
+        },
         pw_k: int("p", Some(1))?,
         stride: int("s", None)?,
         exp: float("e", 1.0)?,
@@ -404,7 +469,10 @@ fn scale_stage(defs: Vec<BlockDef>, multiplier: f64) -> Vec<BlockDef> {
         scaled_total -= rs;
     }
     scaled.reverse();
-    defs.into_iter().zip(scaled).flat_map(|(d, n)| std::iter::repeat_n(d, n)).collect()
+    defs.into_iter()
+        .zip(scaled)
+        .flat_map(|(d, n)| std::iter::repeat_n(d, n))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -448,12 +516,20 @@ struct Settings {
 }
 
 /// model_args that only affect training (or are read elsewhere) and are accepted as-is.
-const IGNORED_ARGS: &[&str] = &["num_classes", "drop_rate", "drop_path_rate", "bn_momentum", "pretrained_cfg_overlay"];
+const IGNORED_ARGS: &[&str] = &[
+    "num_classes",
+    "drop_rate",
+    "drop_path_rate",
+    "bn_momentum",
+    "pretrained_cfg_overlay",
+];
 
 fn arg_f64(args: &Map<String, Json>, key: &str) -> Result<Option<f64>> {
     match args.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::invalid_model(format!("model_args `{key}` must be a number, got {v}"))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            Error::invalid_model(format!("model_args `{key}` must be a number, got {v}"))
+        }),
     }
 }
 
@@ -464,21 +540,31 @@ fn arg_usize(args: &Map<String, Json>, key: &str) -> Result<Option<usize>> {
             .as_u64()
             .filter(|&n| n <= 1 << 20)
             .map(|n| Some(n as usize))
-            .ok_or_else(|| Error::invalid_model(format!("model_args `{key}` must be a non-negative integer, got {v}"))),
+            .ok_or_else(|| {
+                Error::invalid_model(format!(
+                    "model_args `{key}` must be a non-negative integer, got {v}"
+                ))
+            }),
     }
 }
 
 fn arg_bool(args: &Map<String, Json>, key: &str) -> Result<Option<bool>> {
     match args.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| Error::invalid_model(format!("model_args `{key}` must be a boolean, got {v}"))),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+            Error::invalid_model(format!("model_args `{key}` must be a boolean, got {v}"))
+        }),
     }
 }
 
 fn arg_str<'a>(args: &'a Map<String, Json>, key: &str) -> Result<Option<&'a str>> {
     match args.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(v) => v.as_str().map(Some).ok_or_else(|| Error::unsupported(format!("model_args `{key}` = {v} is not a name native graphs understand"))),
+        Some(v) => v.as_str().map(Some).ok_or_else(|| {
+            Error::unsupported(format!(
+                "model_args `{key}` = {v} is not a name native graphs understand"
+            ))
+        }),
     }
 }
 
@@ -487,10 +573,16 @@ fn canonical_act(name: &str) -> Result<String> {
     let n = name.to_ascii_lowercase();
     Ok(match n.as_str() {
         "swish" | "silu" => "silu",
-        "relu" | "relu6" | "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "mish" | "identity" => n.as_str(),
+        "relu" | "relu6" | "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "mish" | "identity" => {
+            n.as_str()
+        }
         "hard_swish" | "hardswish" => "hard_swish",
         "hard_sigmoid" | "hardsigmoid" => "hard_sigmoid",
-        _ => return Err(Error::unsupported(format!("activation `{name}` is not supported by the native EfficientNet/MobileNet graph"))),
+        _ => {
+            return Err(Error::unsupported(format!(
+                "activation `{name}` is not supported by the native EfficientNet/MobileNet graph"
+            )))
+        }
     }
     .to_string())
 }
@@ -499,11 +591,21 @@ fn settings(a: &Arch, cfg: &ModelConfig) -> Result<Settings> {
     let args = &cfg.model_args;
     // Which keyword arguments this generator's code path honours (others make timm raise, so a
     // config carrying them did not come from timm).
-    let mut known: Vec<&str> = vec!["act_layer", "bn_eps", "pad_type", "in_chans", "global_pool", "output_stride", "fix_stem"];
+    let mut known: Vec<&str> = vec![
+        "act_layer",
+        "bn_eps",
+        "pad_type",
+        "in_chans",
+        "global_pool",
+        "output_stride",
+        "fix_stem",
+    ];
     match a.gen {
         EfficientNet => known.extend(["channel_divisor", "group_size"]),
         Edge => known.push("group_size"),
-        MobileNetV2 { fix_stem_head: false } => known.extend(["depth_multiplier", "group_size", "fix_stem_head"]),
+        MobileNetV2 {
+            fix_stem_head: false,
+        } => known.extend(["depth_multiplier", "group_size", "fix_stem_head"]),
         MobileNetV2 { .. } => known.push("group_size"),
         MobileNetV3 { .. } => {
             known.extend(["group_size", "head_bias"]);
@@ -516,8 +618,11 @@ fn settings(a: &Arch, cfg: &ModelConfig) -> Result<Settings> {
         Test => known.extend(["channel_multiplier", "depth_multiplier"]),
         Lite => known.retain(|k| *k != "fix_stem"),
     }
-    let unknown: Vec<&str> =
-        args.keys().map(String::as_str).filter(|k| !known.contains(k) && !IGNORED_ARGS.contains(k)).collect();
+    let unknown: Vec<&str> = args
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k) && !IGNORED_ARGS.contains(k))
+        .collect();
     if !unknown.is_empty() {
         return Err(Error::unsupported(format!(
             "model_args {unknown:?} of `{}` are not supported by the native graph (supported here: {known:?})",
@@ -526,27 +631,43 @@ fn settings(a: &Arch, cfg: &ModelConfig) -> Result<Settings> {
     }
     if let Some(os) = arg_usize(args, "output_stride")? {
         if os != 32 {
-            return Err(Error::unsupported(format!("model_args output_stride={os} (dilated stages) is not supported; only 32")));
+            return Err(Error::unsupported(format!(
+                "model_args output_stride={os} (dilated stages) is not supported; only 32"
+            )));
         }
     }
-    let pool = arg_str(args, "global_pool")?.map(str::to_string).or(cfg.global_pool.clone()).unwrap_or_else(|| "avg".into());
+    let pool = arg_str(args, "global_pool")?
+        .map(str::to_string)
+        .or(cfg.global_pool.clone())
+        .unwrap_or_else(|| "avg".into());
     if pool != "avg" {
-        return Err(Error::unsupported(format!("global_pool `{pool}` is not supported for `{}`; only `avg`", a.name)));
+        return Err(Error::unsupported(format!(
+            "global_pool `{pool}` is not supported for `{}`; only `avg`",
+            a.name
+        )));
     }
     let in_chans = cfg.pretrained_cfg.input_size[0];
     if let Some(c) = arg_usize(args, "in_chans")? {
         if c != in_chans {
-            return Err(Error::invalid_model(format!("model_args in_chans={c} but pretrained_cfg input_size has {in_chans} channels")));
+            return Err(Error::invalid_model(format!(
+                "model_args in_chans={c} but pretrained_cfg input_size has {in_chans} channels"
+            )));
         }
     }
 
     let cm = arg_f64(args, "channel_multiplier")?.unwrap_or(a.channel_multiplier);
     let dm = arg_f64(args, "depth_multiplier")?.unwrap_or(a.depth_multiplier);
-    if !(cm.is_finite() && cm >= 0.0 && cm <= 64.0 && dm.is_finite() && dm > 0.0 && dm <= 64.0) {
-        return Err(Error::invalid_model(format!("model_args multipliers out of range (channel {cm}, depth {dm})")));
+    if !((0.0..=64.0).contains(&cm) && dm > 0.0 && dm <= 64.0) {
+        return Err(Error::invalid_model(format!(
+            "model_args multipliers out of range (channel {cm}, depth {dm})"
+        )));
     }
     let divisor = arg_usize(args, "channel_divisor")?.unwrap_or(8).max(1);
-    let round = RoundChs { multiplier: cm, divisor, round_limit: if a.gen == Test { 0.0 } else { 0.9 } };
+    let round = RoundChs {
+        multiplier: cm,
+        divisor,
+        round_limit: if a.gen == Test { 0.0 } else { 0.9 },
+    };
     let fix_stem_head = match a.gen {
         MobileNetV2 { fix_stem_head } => arg_bool(args, "fix_stem_head")?.unwrap_or(fix_stem_head),
         _ => false,
@@ -560,20 +681,65 @@ fn settings(a: &Arch, cfg: &ModelConfig) -> Result<Settings> {
         Test => "silu",
     };
     let act = canonical_act(arg_str(args, "act_layer")?.unwrap_or(default_act))?;
-    let eps = arg_f64(args, "bn_eps")?.unwrap_or(if a.tf || a.gen == MobileNetV3Rw { 1e-3 } else { 1e-5 }) as f32;
+    let eps = arg_f64(args, "bn_eps")?.unwrap_or(if a.tf || a.gen == MobileNetV3Rw {
+        1e-3
+    } else {
+        1e-5
+    }) as f32;
     let same = match arg_str(args, "pad_type")?.unwrap_or(if a.tf { "same" } else { "" }) {
         "" => false,
         "same" | "SAME" => true,
-        other => return Err(Error::unsupported(format!("model_args pad_type `{other}` is not supported; only '' or 'same'"))),
+        other => {
+            return Err(Error::unsupported(format!(
+                "model_args pad_type `{other}` is not supported; only '' or 'same'"
+            )))
+        }
     };
-    let effnet_se = SeStyle { from_exp: false, round_channels: false, gate: "sigmoid", force_act: None };
+    let effnet_se = SeStyle {
+        from_exp: false,
+        round_channels: false,
+        gate: "sigmoid",
+        force_act: None,
+    };
     let (defs, stem, fix_stem, head, se) = match a.gen {
-        EfficientNet => (DEF_EFFICIENTNET, 32, false, HeadKind::Efficient { num_features: round.apply(1280) }, effnet_se),
-        Lite => (DEF_LITE, 32, true, HeadKind::Efficient { num_features: 1280 }, effnet_se),
-        Edge => (DEF_EDGE, 32, false, HeadKind::Efficient { num_features: round.apply(1280) }, effnet_se),
+        EfficientNet => (
+            DEF_EFFICIENTNET,
+            32,
+            false,
+            HeadKind::Efficient {
+                num_features: round.apply(1280),
+            },
+            effnet_se,
+        ),
+        Lite => (
+            DEF_LITE,
+            32,
+            true,
+            HeadKind::Efficient { num_features: 1280 },
+            effnet_se,
+        ),
+        Edge => (
+            DEF_EDGE,
+            32,
+            false,
+            HeadKind::Efficient {
+                num_features: round.apply(1280),
+            },
+            effnet_se,
+        ),
         MobileNetV2 { .. } => {
-            let nf = if fix_stem_head { 1280 } else { round.apply(1280).max(1280) };
-            (DEF_MNV2, 32, fix_stem_head, HeadKind::Efficient { num_features: nf }, effnet_se)
+            let nf = if fix_stem_head {
+                1280
+            } else {
+                round.apply(1280).max(1280)
+            };
+            (
+                DEF_MNV2,
+                32,
+                fix_stem_head,
+                HeadKind::Efficient { num_features: nf },
+                effnet_se,
+            )
         }
         MobileNetV3 { small, minimal } => {
             let defs = match (small, minimal) {
@@ -583,16 +749,52 @@ fn settings(a: &Arch, cfg: &ModelConfig) -> Result<Settings> {
                 (true, true) => DEF_MNV3_SMALL_MINIMAL,
             };
             let bias = arg_bool(args, "head_bias")?.unwrap_or(true);
-            let se = SeStyle { from_exp: true, round_channels: true, gate: "hard_sigmoid", force_act: Some("relu") };
-            (defs, 16, cm < 0.75, HeadKind::MobileV3 { hidden: if small { 1024 } else { 1280 }, bias }, se)
+            let se = SeStyle {
+                from_exp: true,
+                round_channels: true,
+                gate: "hard_sigmoid",
+                force_act: Some("relu"),
+            };
+            (
+                defs,
+                16,
+                cm < 0.75,
+                HeadKind::MobileV3 {
+                    hidden: if small { 1024 } else { 1280 },
+                    bias,
+                },
+                se,
+            )
         }
         MobileNetV3Rw => {
             let hidden = arg_usize(args, "num_features")?.unwrap_or(1280);
             let stem = arg_usize(args, "stem_size")?.unwrap_or(16);
-            let se = SeStyle { from_exp: true, round_channels: false, gate: "hard_sigmoid", force_act: None };
-            (DEF_MNV3_RW, stem, false, HeadKind::MobileV3 { hidden, bias: false }, se)
+            let se = SeStyle {
+                from_exp: true,
+                round_channels: false,
+                gate: "hard_sigmoid",
+                force_act: None,
+            };
+            (
+                DEF_MNV3_RW,
+                stem,
+                false,
+                HeadKind::MobileV3 {
+                    hidden,
+                    bias: false,
+                },
+                se,
+            )
         }
-        Test => (DEF_TEST, 24, false, HeadKind::Efficient { num_features: round.apply(256) }, effnet_se),
+        Test => (
+            DEF_TEST,
+            24,
+            false,
+            HeadKind::Efficient {
+                num_features: round.apply(256),
+            },
+            effnet_se,
+        ),
     };
     let fix_stem = arg_bool(args, "fix_stem")?.unwrap_or(fix_stem);
     Ok(Settings {
@@ -643,7 +845,11 @@ struct Plan {
 
 impl Plan {
     fn last_chs(&self) -> usize {
-        self.stages.iter().flatten().last().map_or(self.stem, |b| b.out)
+        self.stages
+            .iter()
+            .flatten()
+            .last()
+            .map_or(self.stem, |b| b.out)
     }
 
     /// timm's `num_features` (what config.json records).
@@ -670,9 +876,15 @@ fn stage_defs(s: &Settings) -> Result<Vec<Vec<BlockDef>>> {
         .iter()
         .enumerate()
         .map(|(i, strs)| {
-            let defs = strs.iter().map(|d| decode_block(d)).collect::<Result<Vec<_>>>()?;
+            let defs = strs
+                .iter()
+                .map(|d| decode_block(d))
+                .collect::<Result<Vec<_>>>()?;
             let fixed = s.fix_first_last && (i == 0 || i + 1 == n);
-            Ok(scale_stage(defs, if fixed { 1.0 } else { s.depth_multiplier }))
+            Ok(scale_stage(
+                defs,
+                if fixed { 1.0 } else { s.depth_multiplier },
+            ))
         })
         .collect()
 }
@@ -691,13 +903,21 @@ fn make_block(s: &Settings, d: &BlockDef, in_ch: usize, stride: usize) -> Block 
             (mid, num_groups(gs(1), mid), mid)
         }
         Kind::Er => {
-            let base = if d.force_in > 0 { s.round.apply(d.force_in) } else { in_ch };
+            let base = if d.force_in > 0 {
+                s.round.apply(d.force_in)
+            } else {
+                in_ch
+            };
             let mid = make_divisible(base as f64 * d.exp, 8, 0.9);
             (mid, num_groups(gs(0), mid), mid)
         }
     };
     let se_rd = (d.se > 0.0 && d.kind != Kind::Cn).then(|| {
-        let exp = if matches!(d.kind, Kind::Ir | Kind::Er) { d.exp } else { 1.0 };
+        let exp = if matches!(d.kind, Kind::Ir | Kind::Er) {
+            d.exp
+        } else {
+            1.0
+        };
         let ratio = if s.se.from_exp { d.se } else { d.se / exp };
         let v = se_base as f64 * ratio;
         if s.se.round_channels {
@@ -740,8 +960,10 @@ fn weight_layout(b: &Builder) -> Option<Vec<usize>> {
         if parts.next() != Some("blocks") {
             continue;
         }
-        let (Some(i), Some(j)) = (parts.next().and_then(|p| p.parse::<usize>().ok()), parts.next().and_then(|p| p.parse::<usize>().ok()))
-        else {
+        let (Some(i), Some(j)) = (
+            parts.next().and_then(|p| p.parse::<usize>().ok()),
+            parts.next().and_then(|p| p.parse::<usize>().ok()),
+        ) else {
             continue;
         };
         if i >= 64 || j >= 1024 {
@@ -769,7 +991,11 @@ fn plan(s: &Settings, b: &Builder, arch: &str) -> Result<Plan> {
             defs.len()
         ))
     };
-    let mut stem = if s.fix_stem { s.stem } else { s.round.apply(s.stem) };
+    let mut stem = if s.fix_stem {
+        s.stem
+    } else {
+        s.round.apply(s.stem)
+    };
     let mut stem_k = 3;
     if let Some(sh) = shape("conv_stem.weight").filter(|sh| sh.len() == 4) {
         stem = sh[0];
@@ -803,7 +1029,9 @@ fn plan(s: &Settings, b: &Builder, arch: &str) -> Result<Plan> {
     }
     let mut head = s.head.clone();
     if b.weights().is_some() {
-        let hw = shape("conv_head.weight").filter(|sh| sh.len() == 4).map(|sh| sh[0]);
+        let hw = shape("conv_head.weight")
+            .filter(|sh| sh.len() == 4)
+            .map(|sh| sh[0]);
         match &mut head {
             HeadKind::Efficient { num_features } => *num_features = hw.unwrap_or(0),
             HeadKind::MobileV3 { hidden, bias } => {
@@ -814,7 +1042,12 @@ fn plan(s: &Settings, b: &Builder, arch: &str) -> Result<Plan> {
             }
         }
     }
-    Ok(Plan { stem, stem_k, stages, head })
+    Ok(Plan {
+        stem,
+        stem_k,
+        stages,
+        head,
+    })
 }
 
 /// Widths, kernels, groups and SE width of one block from its tensors. The block kind comes from
@@ -835,7 +1068,13 @@ fn read_block_shapes(b: &Builder, p: &str, blk: &mut Block, arch: &str) -> Resul
         )));
     }
     let sh = |n: &str| b.weight_shape(&format!("{p}.{n}")).filter(|s| s.len() == 4);
-    let groups_of = |ch: usize, per_group: usize| if per_group > 0 && ch % per_group == 0 { Some(ch / per_group) } else { None };
+    let groups_of = |ch: usize, per_group: usize| {
+        if per_group > 0 && ch.is_multiple_of(per_group) {
+            Some(ch / per_group)
+        } else {
+            None
+        }
+    };
     match blk.kind {
         Kind::Cn => {
             if let Some(w) = sh("conv.weight") {
@@ -899,7 +1138,7 @@ impl Net<'_> {
     fn pad(&self, k: usize, stride: usize) -> Pad {
         // timm's 'same' is static (symmetric) when stride 1 and the kernel is odd, else
         // Conv2dSame's TF padding (extra pixel at the end).
-        let static_pad = stride == 1 && (k - 1) % 2 == 0;
+        let static_pad = stride == 1 && (k - 1).is_multiple_of(2);
         if self.s.same && !static_pad {
             Pad::TfSame
         } else {
@@ -920,7 +1159,15 @@ impl Net<'_> {
         layers::conv2d(b, x, prefix, c)
     }
 
-    fn conv_bn(&self, b: &mut Builder, x: &Value, conv: &str, bn: &str, c: Conv, act: Option<&str>) -> Result<Value> {
+    fn conv_bn(
+        &self,
+        b: &mut Builder,
+        x: &Value,
+        conv: &str,
+        bn: &str,
+        c: Conv,
+        act: Option<&str>,
+    ) -> Result<Value> {
         let y = self.conv(b, x, conv, c)?;
         let y = layers::batch_norm(b, &y, bn, c.out_ch, self.s.eps)?;
         match act {
@@ -929,11 +1176,29 @@ impl Net<'_> {
         }
     }
 
-    fn se(&self, b: &mut Builder, x: &Value, p: &str, ch: usize, rd: usize, block_act: &str) -> Result<Value> {
+    fn se(
+        &self,
+        b: &mut Builder,
+        x: &Value,
+        p: &str,
+        ch: usize,
+        rd: usize,
+        block_act: &str,
+    ) -> Result<Value> {
         let pooled = layers::global_avg_pool(b, x);
-        let r = self.conv(b, &pooled, &format!("{p}.se.conv_reduce"), Conv::new(ch, rd, 1).pad(Pad::Sym(0)).bias(true))?;
+        let r = self.conv(
+            b,
+            &pooled,
+            &format!("{p}.se.conv_reduce"),
+            Conv::new(ch, rd, 1).pad(Pad::Sym(0)).bias(true),
+        )?;
         let r = activation(b, self.s.se.force_act.unwrap_or(block_act), &r)?;
-        let e = self.conv(b, &r, &format!("{p}.se.conv_expand"), Conv::new(rd, ch, 1).pad(Pad::Sym(0)).bias(true))?;
+        let e = self.conv(
+            b,
+            &r,
+            &format!("{p}.se.conv_expand"),
+            Conv::new(rd, ch, 1).pad(Pad::Sym(0)).bias(true),
+        )?;
         let g = activation(b, self.s.se.gate, &e)?;
         Ok(layers::mul(b, x, &g))
     }
@@ -941,39 +1206,98 @@ impl Net<'_> {
     fn block(&self, b: &mut Builder, x: &Value, p: &str, blk: &Block) -> Result<Value> {
         let act = blk.act.as_str();
         let kconv = |cin: usize, cout: usize, k: usize, stride: usize, groups: usize| {
-            Conv::new(cin, cout, k).stride(stride).pad(self.pad(k, stride)).groups(groups)
+            Conv::new(cin, cout, k)
+                .stride(stride)
+                .pad(self.pad(k, stride))
+                .groups(groups)
         };
         let pw = |cin: usize, cout: usize, k: usize| Conv::new(cin, cout, k).pad(self.pad(k, 1));
         let mut y = match blk.kind {
             Kind::Cn => {
                 let c = kconv(blk.in_ch, blk.out, blk.k, blk.stride, blk.groups);
-                self.conv_bn(b, x, &format!("{p}.conv"), &format!("{p}.bn1"), c, Some(act))?
+                self.conv_bn(
+                    b,
+                    x,
+                    &format!("{p}.conv"),
+                    &format!("{p}.bn1"),
+                    c,
+                    Some(act),
+                )?
             }
             Kind::Ds => {
                 let c = kconv(blk.in_ch, blk.in_ch, blk.k, blk.stride, blk.groups);
-                let mut y = self.conv_bn(b, x, &format!("{p}.conv_dw"), &format!("{p}.bn1"), c, Some(act))?;
+                let mut y = self.conv_bn(
+                    b,
+                    x,
+                    &format!("{p}.conv_dw"),
+                    &format!("{p}.bn1"),
+                    c,
+                    Some(act),
+                )?;
                 if let Some(rd) = blk.se_rd {
                     y = self.se(b, &y, p, blk.in_ch, rd, act)?;
                 }
                 let pw_act = blk.pw_act.then_some(act);
-                self.conv_bn(b, &y, &format!("{p}.conv_pw"), &format!("{p}.bn2"), pw(blk.in_ch, blk.out, blk.pw_k), pw_act)?
+                self.conv_bn(
+                    b,
+                    &y,
+                    &format!("{p}.conv_pw"),
+                    &format!("{p}.bn2"),
+                    pw(blk.in_ch, blk.out, blk.pw_k),
+                    pw_act,
+                )?
             }
             Kind::Ir => {
-                let y = self.conv_bn(b, x, &format!("{p}.conv_pw"), &format!("{p}.bn1"), pw(blk.in_ch, blk.mid, blk.exp_k), Some(act))?;
+                let y = self.conv_bn(
+                    b,
+                    x,
+                    &format!("{p}.conv_pw"),
+                    &format!("{p}.bn1"),
+                    pw(blk.in_ch, blk.mid, blk.exp_k),
+                    Some(act),
+                )?;
                 let c = kconv(blk.mid, blk.mid, blk.k, blk.stride, blk.groups);
-                let mut y = self.conv_bn(b, &y, &format!("{p}.conv_dw"), &format!("{p}.bn2"), c, Some(act))?;
+                let mut y = self.conv_bn(
+                    b,
+                    &y,
+                    &format!("{p}.conv_dw"),
+                    &format!("{p}.bn2"),
+                    c,
+                    Some(act),
+                )?;
                 if let Some(rd) = blk.se_rd {
                     y = self.se(b, &y, p, blk.mid, rd, act)?;
                 }
-                self.conv_bn(b, &y, &format!("{p}.conv_pwl"), &format!("{p}.bn3"), pw(blk.mid, blk.out, blk.pw_k), None)?
+                self.conv_bn(
+                    b,
+                    &y,
+                    &format!("{p}.conv_pwl"),
+                    &format!("{p}.bn3"),
+                    pw(blk.mid, blk.out, blk.pw_k),
+                    None,
+                )?
             }
             Kind::Er => {
                 let c = kconv(blk.in_ch, blk.mid, blk.k, blk.stride, blk.groups);
-                let mut y = self.conv_bn(b, x, &format!("{p}.conv_exp"), &format!("{p}.bn1"), c, Some(act))?;
+                let mut y = self.conv_bn(
+                    b,
+                    x,
+                    &format!("{p}.conv_exp"),
+                    &format!("{p}.bn1"),
+                    c,
+                    Some(act),
+                )?;
                 if let Some(rd) = blk.se_rd {
                     y = self.se(b, &y, p, blk.mid, rd, act)?;
                 }
-                self.conv_bn(b, &y, &format!("{p}.conv_pwl"), &format!("{p}.bn2"), pw(blk.mid, blk.out, blk.pw_k), None)?
+                self.conv_bn(
+                    b,
+                    &y,
+                    &format!("{p}.conv_pwl"),
+                    &format!("{p}.bn2"),
+                    pw(blk.mid, blk.out, blk.pw_k),
+                    None,
+                )?
             }
         };
         if blk.skip {
@@ -1006,7 +1330,9 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig, output: OutputKind) -> Result<(
     let net = Net { s: &s };
 
     let x = b.input();
-    let stem = Conv::new(s.in_chans, plan.stem, plan.stem_k).stride(2).pad(net.pad(plan.stem_k, 2));
+    let stem = Conv::new(s.in_chans, plan.stem, plan.stem_k)
+        .stride(2)
+        .pad(net.pad(plan.stem_k, 2));
     let mut x = net.conv_bn(b, &x, "conv_stem", "bn1", stem, Some(&s.act))?;
     for (i, stage) in plan.stages.iter().enumerate() {
         for (j, blk) in stage.iter().enumerate() {
@@ -1036,8 +1362,20 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig, output: OutputKind) -> Result<(
     }
     // timm's Linear init here is uniform(±1/sqrt(fan_out)); a normal of the same variance.
     let std = (1.0 / (cfg.num_classes as f64).sqrt() / 3f64.sqrt()) as f32;
-    b.param("classifier.weight", &[cfg.num_classes, dim], Init::Normal(std))?;
-    let logits = layers::linear_2d(b, &features, "classifier", dim, cfg.num_classes, true, Init::Normal(std))?;
+    b.param(
+        "classifier.weight",
+        &[cfg.num_classes, dim],
+        Init::Normal(std),
+    )?;
+    let logits = layers::linear_2d(
+        b,
+        &features,
+        "classifier",
+        dim,
+        cfg.num_classes,
+        true,
+        Init::Normal(std),
+    )?;
     Ok((logits, cfg.num_classes))
 }
 
@@ -1062,7 +1400,10 @@ pub fn default_config(arch: &str) -> Option<Json> {
     let (mean, std) = if c.half_mean {
         (json!([0.5, 0.5, 0.5]), json!([0.5, 0.5, 0.5]))
     } else {
-        (json!(crate::config::IMAGENET_MEAN), json!(crate::config::IMAGENET_STD))
+        (
+            json!(crate::config::IMAGENET_MEAN),
+            json!(crate::config::IMAGENET_STD),
+        )
     };
     pc.insert("mean".into(), mean);
     pc.insert("std".into(), std);
@@ -1074,7 +1415,10 @@ pub fn default_config(arch: &str) -> Option<Json> {
     // num_features as timm reports it, from the same plan the graph is built from.
     let cfg0 = ModelConfig::parse(json!({"architecture": arch, "num_classes": 1000, "pretrained_cfg": {"input_size": [3, c.res, c.res]}}).to_string().as_bytes()).ok()?;
     let s = settings(a, &cfg0).ok()?;
-    let b = Builder::new(super::ParamSource::Random(super::rng::Rng::new(0)), [None, None, None]);
+    let b = Builder::new(
+        super::ParamSource::Random(super::rng::Rng::new(0)),
+        [None, None, None],
+    );
     let num_features = plan(&s, &b, a.name).ok()?.num_features();
     Some(json!({
         "architecture": a.name,
@@ -1092,10 +1436,16 @@ mod tests {
     #[test]
     fn block_strings_decode_like_timm() {
         let d = decode_block("ir_r2_k3_s2_e4.5_c24_se0.25_nre").unwrap();
-        assert_eq!((d.kind, d.repeat, d.k, d.stride, d.out), (Kind::Ir, 2, 3, 2, 24));
+        assert_eq!(
+            (d.kind, d.repeat, d.k, d.stride, d.out),
+            (Kind::Ir, 2, 3, 2, 24)
+        );
         assert_eq!((d.exp, d.se, d.act), (4.5, 0.25, Some("relu")));
         let e = decode_block("er_r1_k3_s1_e4_c24_fc24_noskip").unwrap();
-        assert_eq!((e.kind, e.exp_k, e.force_in, e.noskip), (Kind::Er, 3, 24, true));
+        assert_eq!(
+            (e.kind, e.exp_k, e.force_in, e.noskip),
+            (Kind::Er, 3, 24, true)
+        );
         assert!(decode_block("cn_r1_k3_s1_e1_c16_skip").unwrap().skip);
         assert!(decode_block("dsa_r1_k3_s1_c64").unwrap().pw_act);
     }
@@ -1113,7 +1463,10 @@ mod tests {
 
     #[test]
     fn depth_scaling_distributes_like_timm() {
-        let defs = vec![decode_block("ir_r1_k3_s2_e6_c80").unwrap(), decode_block("ir_r2_k3_s1_e2.3_c80").unwrap()];
+        let defs = vec![
+            decode_block("ir_r1_k3_s2_e6_c80").unwrap(),
+            decode_block("ir_r2_k3_s1_e2.3_c80").unwrap(),
+        ];
         assert_eq!(scale_stage(defs.clone(), 1.0).len(), 3);
         // ceil(3 * 1.1) = 4: the extra block goes to the last def.
         let s = scale_stage(defs.clone(), 1.1);
