@@ -9,6 +9,7 @@
 //! into a session.
 
 pub mod convnext;
+pub mod efficientnet;
 pub mod layers;
 pub mod regnet;
 pub mod resnet;
@@ -340,6 +341,13 @@ pub struct Family {
 pub fn families() -> &'static [Family] {
     &[
         resnet::FAMILY,
+        Family {
+            name: "efficientnet",
+            examples: efficientnet::EXAMPLES,
+            matches: efficientnet::matches,
+            build: efficientnet::build,
+            default_config: efficientnet::default_config,
+        },
         convnext::FAMILY,
         regnet::FAMILY,
         vit::FAMILY,

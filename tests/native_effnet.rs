@@ -1,0 +1,327 @@
+//! EfficientNet / MobileNet native graphs through the C ABI, against timm's own outputs.
+//!
+//! Fixtures come from scripts/fixtures/family_effnet.py (real timm, random weights) plus the
+//! foundation's test_efficientnet. An `#[ignore]`d test checks any extra fixture folders (e.g.
+//! full-size models generated outside the repo) named by TIMM_EFFNET_EXTRA.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use timm::TimmStatus;
+
+const TOL: f32 = 1e-4;
+
+/// This family's fixtures and the foundation's test_efficientnet.
+fn effnet_fixtures() -> Vec<Fixture> {
+    let mut v = fixtures_of_family("effnet");
+    v.push(fixture("test_efficientnet"));
+    v
+}
+
+/// Logits and pooled features of one fixture, natively; returns (logits diff, features diff).
+fn check_native(f: &Fixture) -> (f32, f32) {
+    let r = reference(f);
+    let spec = f.spec("native");
+    let m = CModel::create(&spec, true, &[("graph", "native")])
+        .unwrap_or_else(|e| panic!("{}: {e:?}", f.name));
+    let logits = m
+        .infer(&r.input, &r.input_shape)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", f.name));
+    let dl = max_abs_diff(&logits, &r.logits);
+
+    let mf = CModel::create(&spec, true, &[("graph", "native"), ("output", "features")])
+        .unwrap_or_else(|e| panic!("{} features: {e:?}", f.name));
+    assert_eq!(
+        mf.output_dim() as i64,
+        r.features_shape[1],
+        "{}: features width",
+        f.name
+    );
+    let feats = mf
+        .infer(&r.input, &r.input_shape)
+        .unwrap_or_else(|e| panic!("{} features: {e:?}", f.name));
+    let df = max_abs_diff(&feats, &r.features);
+    eprintln!(
+        "{:<34} {:<5} logits max|diff| = {dl:.3e}  features max|diff| = {df:.3e}",
+        f.name, f.weights_dtype
+    );
+    (dl, df)
+}
+
+#[test]
+fn every_fixture_matches_timm_natively_logits_and_features() {
+    let fx = effnet_fixtures();
+    assert!(
+        fx.len() >= 3,
+        "expected several effnet fixtures, found {}",
+        fx.len()
+    );
+    let mut failures = Vec::new();
+    for f in &fx {
+        let (dl, df) = check_native(f);
+        if dl > TOL || df > TOL {
+            failures.push(format!("{}: logits {dl:.3e}, features {df:.3e}", f.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "differ from timm by more than {TOL}: {failures:#?}"
+    );
+}
+
+#[test]
+fn features_width_is_timms_num_features_for_efficientnet_heads() {
+    // EfficientNet-style heads pool after conv_head, so pre-logits width is config.json's
+    // num_features; MobileNetV3 pools first and returns conv_head's width instead.
+    let f = fixture("test_efficientnet");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(f.folder("native").unwrap().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let m = CModel::create(
+        &f.spec("native"),
+        true,
+        &[("graph", "native"), ("output", "features")],
+    )
+    .unwrap();
+    assert_eq!(m.output_dim() as u64, cfg["num_features"].as_u64().unwrap());
+}
+
+#[test]
+fn half_precision_weights_fixture_matches_timm() {
+    let half: Vec<Fixture> = effnet_fixtures()
+        .into_iter()
+        .filter(|f| f.weights_dtype != "F32")
+        .collect();
+    assert!(!half.is_empty(), "no F16/BF16 effnet fixture");
+    for f in &half {
+        let (dl, df) = check_native(f);
+        assert!(
+            dl <= TOL && df <= TOL,
+            "{}: logits {dl}, features {df}",
+            f.name
+        );
+    }
+}
+
+#[test]
+fn onnx_export_and_native_graph_agree_with_timm() {
+    // Fixtures with timm's own torch.onnx export (the foundation's test_efficientnet; the family
+    // budget has no room for another): both graphs must give timm's logits.
+    let with_onnx: Vec<Fixture> = effnet_fixtures()
+        .into_iter()
+        .filter(|f| f.folders.contains_key("onnx_embedded"))
+        .collect();
+    assert!(!with_onnx.is_empty());
+    for f in &with_onnx {
+        check_fixture(f, "onnx_embedded", &[("graph", "onnx")], TOL);
+        check_fixture(f, "native", &[("graph", "native")], TOL);
+    }
+}
+
+#[test]
+fn batch_of_one_equals_the_same_row_of_a_batch_of_two() {
+    let f = effnet_fixtures()
+        .into_iter()
+        .find(|f| f.family == "effnet")
+        .expect("an effnet fixture");
+    let r = reference(&f);
+    let m = CModel::create(&f.spec("native"), true, &[("graph", "native")]).unwrap();
+    let per = (r.input_shape[1] * r.input_shape[2] * r.input_shape[3]) as usize;
+    let mut shape1 = r.input_shape.clone();
+    shape1[0] = 1;
+    let one = m.infer(&r.input[per..2 * per], &shape1).unwrap();
+    let k = m.output_dim();
+    assert!(max_abs_diff(&one, &r.logits[k..2 * k]) <= TOL);
+}
+
+fn run_random(arch: &str, seed: &str) -> (usize, Vec<f32>) {
+    let m =
+        CModel::create(arch, false, &[("seed", seed)]).unwrap_or_else(|e| panic!("{arch}: {e:?}"));
+    // A smooth deterministic image at the model's default input size.
+    let cfg: serde_json::Value = {
+        let p = unsafe { std::ffi::CStr::from_ptr(timm::ffi::timm_model_config_json(m.0)) };
+        serde_json::from_str(p.to_str().unwrap()).unwrap()
+    };
+    let size: Vec<i64> = cfg["pretrained_cfg"]["input_size"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let n = (size[0] * size[1] * size[2]) as usize;
+    let input: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.001).sin()).collect();
+    let out = m.infer(&input, &[1, size[0], size[1], size[2]]).unwrap();
+    (m.output_dim(), out)
+}
+
+#[test]
+fn bare_names_build_with_seeded_random_weights() {
+    for arch in ["tf_efficientnet_lite0", "mobilenetv3_large_100"] {
+        let (dim, a) = run_random(arch, "1");
+        assert_eq!(dim, 1000, "{arch}");
+        assert_eq!(a.len(), 1000);
+        assert!(a.iter().all(|v| v.is_finite()), "{arch}: non-finite output");
+        assert!(a.iter().any(|v| *v != 0.0), "{arch}: all-zero output");
+        let (_, b) = run_random(arch, "1");
+        assert_eq!(a, b, "{arch}: same seed must give the same output");
+        let (_, c) = run_random(arch, "2");
+        assert_ne!(
+            a, c,
+            "{arch}: a different seed must give a different output"
+        );
+    }
+}
+
+#[test]
+fn unknown_variants_and_unsupported_args_are_unsupported() {
+    let e = CModel::create("efficientnet_b0_gn", false, &[])
+        .err()
+        .expect("GroupNorm variant must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("efficientnet_b0_gn"), "{}", e.message);
+
+    let f = effnet_fixtures()
+        .into_iter()
+        .find(|f| f.family == "effnet")
+        .unwrap();
+    for (key, value, needle) in [
+        ("global_pool", serde_json::json!("max"), "global_pool"),
+        ("se_layer", serde_json::json!("ese"), "se_layer"),
+        ("output_stride", serde_json::json!(16), "output_stride"),
+    ] {
+        let dir = copy_fixture(&f, &format!("arg-{key}"));
+        edit_config(&dir, |c| {
+            c["model_args"][key] = value.clone();
+            if key == "global_pool" {
+                c["global_pool"] = value.clone();
+            }
+        });
+        let e = CModel::create(
+            &format!("local:{}", dir.display()),
+            true,
+            &[("graph", "native")],
+        )
+        .err()
+        .expect("must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{key}: {e:?}");
+        assert!(e.message.contains(needle), "{key}: {}", e.message);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn weights_that_disagree_with_the_architecture_are_invalid_and_named() {
+    let f = effnet_fixtures()
+        .into_iter()
+        .find(|f| f.family == "effnet")
+        .unwrap();
+    // A classifier size that the saved classifier does not have.
+    let dir = copy_fixture(&f, "classes");
+    edit_config(&dir, |c| {
+        let n = c["num_classes"].as_u64().unwrap() + 3;
+        c["num_classes"] = n.into();
+        c["pretrained_cfg"]["num_classes"] = n.into();
+        c["model_args"]["num_classes"] = n.into();
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
+    assert!(e.message.contains("classifier.weight"), "{}", e.message);
+    std::fs::remove_dir_all(&dir).ok();
+
+    // test_efficientnet's weights (ConvBnAct first block, 5 stages) under another architecture.
+    let t = fixture("test_efficientnet");
+    let dir = copy_fixture(&t, "arch");
+    edit_config(&dir, |c| {
+        c["architecture"] = "efficientnet_b0".into();
+        c["model_args"] = serde_json::json!({});
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
+    assert!(
+        e.message.contains("blocks.0.0.conv_dw.weight"),
+        "{}",
+        e.message
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Checks fixture folders generated elsewhere (e.g. full-size models too large to commit):
+/// TIMM_EFFNET_EXTRA=<dir with models/ and reference/ as the generator writes them>.
+#[test]
+#[ignore]
+fn extra_fixture_folders_match_timm() {
+    let Some(root) = std::env::var_os("TIMM_EFFNET_EXTRA") else {
+        eprintln!("TIMM_EFFNET_EXTRA not set; nothing to check");
+        return;
+    };
+    let root = PathBuf::from(root);
+    let mut names: Vec<String> = std::fs::read_dir(root.join("reference"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut failures = Vec::new();
+    for name in names {
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("reference").join(&name).join("meta.json")).unwrap(),
+        )
+        .unwrap();
+        let dir = root.join("reference").join(&name);
+        let shape = |k: &str| {
+            meta[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_i64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let input = read_f32(&dir.join("input.f32"));
+        let spec = format!("local:{}", root.join("models").join(&name).display());
+        for (output, file) in [("logits", "logits.f32"), ("features", "features.f32")] {
+            let m = CModel::create(&spec, true, &[("graph", "native"), ("output", output)])
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let got = m.infer(&input, &shape("input_shape")).unwrap();
+            let d = max_abs_diff(&got, &read_f32(&dir.join(file)));
+            eprintln!("{name:<34} {output:<8} max|diff| = {d:.3e}");
+            if d > TOL {
+                failures.push(format!("{name} {output}: {d}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn copy_fixture(f: &Fixture, tag: &str) -> PathBuf {
+    let src = f.folder("native").unwrap();
+    let dst = std::env::temp_dir().join(format!(
+        "timm-effnet-{}-{tag}-{}",
+        f.name,
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dst).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(file), dst.join(file)).unwrap();
+    }
+    dst
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    edit(&mut c);
+    std::fs::write(&p, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+}
