@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -132,6 +133,16 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 	var cfg config
 	for _, o := range opts {
 		o(&cfg)
+	}
+
+	// C strings end at the first NUL: refuse strings that would be silently cut short.
+	if strings.IndexByte(spec, 0) >= 0 {
+		return nil, invalidArgument("the model spec contains a NUL byte")
+	}
+	for _, kv := range cfg.entries {
+		if strings.IndexByte(kv[0], 0) >= 0 || strings.IndexByte(kv[1], 0) >= 0 {
+			return nil, invalidArgument(fmt.Sprintf("option %q contains a NUL byte", kv[0]))
+		}
 	}
 
 	copts := C.timm_options_new()

@@ -287,6 +287,10 @@ func TestErrors(t *testing.T) {
 	if _, err := timm.CreateModel(resnet(t).spec(t), true, timm.WithThreads(-1)); !errors.Is(err, timm.ErrInvalidArgument) {
 		t.Errorf("negative threads: %v, want ErrInvalidArgument", err)
 	}
+	// A NUL would cut the C string short and load a different folder: refused.
+	if _, err := timm.CreateModel(resnet(t).spec(t)+"\x00/x", true); !errors.Is(err, timm.ErrInvalidArgument) {
+		t.Errorf("spec with NUL: %v, want ErrInvalidArgument", err)
+	}
 	if _, err := timm.CreateModel("bogus-scheme:x", true); !errors.Is(err, timm.ErrInvalidArgument) {
 		t.Errorf("bad spec: %v, want ErrInvalidArgument", err)
 	}

@@ -95,6 +95,12 @@ inline std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+// C strings end at the first NUL: refuse strings that would be silently cut short.
+inline const char* c_str(const std::string& s, const char* what) {
+  if (s.find('\0') != std::string::npos) invalid_argument(std::string(what) + " contains a NUL byte");
+  return s.c_str();
+}
+
 inline std::optional<std::string> optional_string(const char* s) {
   if (!s) return std::nullopt;
   return std::string(s);
@@ -131,7 +137,7 @@ class Options {
   // Sets `key` to `value`; throws timm::Error (TIMM_ERR_INVALID_ARGUMENT) for an unknown key
   // or a bad value. The rvalue overload lets `auto o = timm::Options().set(...);` compile.
   Options& set(const std::string& key, const std::string& value) & {
-    detail::check(timm_options_set(handle_, key.c_str(), value.c_str()));
+    detail::check(timm_options_set(handle_, detail::c_str(key, "option key"), detail::c_str(value, "option value")));
     return *this;
   }
   Options&& set(const std::string& key, const std::string& value) && { return std::move(set(key, value)); }
@@ -196,7 +202,7 @@ class Model {
   // Loads `spec` (local:<folder>, hf-hub:org/name[@rev], or a timm name; see
   // timm_create_model). Throws timm::Error, e.g. TIMM_ERR_NOT_FOUND for a missing folder.
   explicit Model(const std::string& spec, bool pretrained = true, const Options& options = {})
-      : handle_(timm_create_model_with_options(spec.c_str(), pretrained, options.get())) {
+      : handle_(timm_create_model_with_options(detail::c_str(spec, "model spec"), pretrained, options.get())) {
     std::exception_ptr progress_error = options.take_progress_error();
     if (!handle_) {
       const std::string msg = detail::last_error();

@@ -3,11 +3,19 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <map>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -195,6 +203,134 @@ TEST(Model, ProgressCallbackIsNotCalledForLocalFolders) {
   EXPECT_EQ(model.output_dim(), again.output_dim());
 }
 
+// A fake Hugging Face Hub on 127.0.0.1 serving one repo's files at /{repo}/resolve/{rev}/{file}
+// with the headers libtimm's hf-hub: downloads need (X-Repo-Commit, ETag, Content-Length).
+class FakeHub {
+ public:
+  FakeHub(std::string repo, std::map<std::string, std::string> files)
+      : repo_(std::move(repo)), files_(std::move(files)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      throw std::runtime_error("fake hub: cannot listen on 127.0.0.1");
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeHub() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);  // wakes accept()
+    thread_.join();
+    ::close(fd_);
+  }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      std::string req;
+      char buf[4096];
+      ssize_t n;
+      while (req.find("\r\n\r\n") == std::string::npos && (n = ::read(c, buf, sizeof buf)) > 0) req.append(buf, static_cast<size_t>(n));
+      const std::string method = req.substr(0, req.find(' '));
+      const size_t p0 = req.find(' ') + 1;
+      const std::string path = req.substr(p0, req.find(' ', p0) - p0);
+      const std::string prefix = "/" + repo_ + "/resolve/";
+      const std::string file = path.rfind(prefix, 0) == 0 ? path.substr(path.find('/', prefix.size()) + 1) : "";
+      std::string head, body;
+      auto it = files_.find(file);
+      if (it == files_.end()) {
+        head = "HTTP/1.1 404 Not Found\r\nX-Error-Code: EntryNotFound\r\nContent-Length: 0\r\n";
+      } else {
+        // A git-sha1-style ETag: libtimm checks the size only (sha256 ETags are for LFS files).
+        const std::string etag = std::string(39, 'a') + std::to_string(std::distance(files_.begin(), it));
+        head = "HTTP/1.1 200 OK\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nETag: \"" + etag +
+               "\"\r\nContent-Length: " + std::to_string(it->second.size()) + "\r\n";
+        if (method == "GET") body = it->second;
+      }
+      const std::string resp = head + "Connection: close\r\n\r\n" + body;
+      for (size_t sent = 0; sent < resp.size();) {
+        const ssize_t w = ::write(c, resp.data() + sent, resp.size() - sent);
+        if (w <= 0) break;
+        sent += static_cast<size_t>(w);
+      }
+      ::close(c);
+    }
+  }
+
+  std::string repo_;
+  std::map<std::string, std::string> files_;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+timm::Options hub_options(const FakeHub& hub, const std::string& cache) {
+  timm::Options opts = test_options();
+  opts.set("endpoint", hub.endpoint()).set("cache_dir", cache).set("offline", "false").set("token", "");
+  return opts;
+}
+
+class HubProgress : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/timm-cpp-hub.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    cache_ = tmpl;
+    const std::string dir = fixtures_dir() + "/" + resnet().folder;
+    weights_ = read_file(dir + "/model.safetensors");
+    hub_ = std::make_unique<FakeHub>("timm/test_resnet", std::map<std::string, std::string>{
+                                                             {"config.json", read_file(dir + "/config.json")},
+                                                             {"model.safetensors", weights_}});
+  }
+  void TearDown() override { std::filesystem::remove_all(cache_); }
+
+  std::string cache_, weights_;
+  std::unique_ptr<FakeHub> hub_;
+};
+
+TEST_F(HubProgress, CallbackSeesTheDownload) {
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  timm::Options opts = hub_options(*hub_, cache_);
+  opts.on_progress([&](uint64_t done, uint64_t total) { calls.emplace_back(done, total); });
+  try {
+    timm::Model m("hf-hub:timm/test_resnet", true, opts);
+  } catch (const timm::Error& e) {
+    // The download must work; building may not (safetensors-only repos need a native graph
+    // builder for the architecture, which a build may lack).
+    EXPECT_EQ(e.status(), TIMM_ERR_UNSUPPORTED) << e.what();
+  }
+  const std::pair<uint64_t, uint64_t> finished{weights_.size(), weights_.size()};
+  EXPECT_NE(std::find(calls.begin(), calls.end(), finished), calls.end()) << calls.size() << " calls";
+}
+
+TEST_F(HubProgress, ExceptionFromTheCallbackIsRethrown) {
+  struct Stop : std::runtime_error {
+    Stop() : std::runtime_error("stop") {}
+  };
+  timm::Options opts = hub_options(*hub_, cache_);
+  opts.on_progress([](uint64_t, uint64_t) { throw Stop(); });
+  EXPECT_THROW(timm::Model("hf-hub:timm/test_resnet", true, opts), Stop);
+  // The held exception was consumed: without a throwing callback the same options work again.
+  opts.on_progress([](uint64_t, uint64_t) {});
+  try {
+    timm::Model m("hf-hub:timm/test_resnet", true, opts);
+  } catch (const timm::Error& e) {
+    EXPECT_EQ(e.status(), TIMM_ERR_UNSUPPORTED) << e.what();
+  }
+}
+
 TEST(Errors, MissingFolderIsNotFound) {
   expect_error(TIMM_ERR_NOT_FOUND, [] { timm::Model m("local:" + fixtures_dir() + "/models/no_such_model"); });
 }
@@ -211,6 +347,8 @@ TEST(Errors, BadOptionKeyIsInvalidArgument) {
 
 TEST(Errors, MalformedSpecIsInvalidArgument) {
   expect_error(TIMM_ERR_INVALID_ARGUMENT, [] { timm::Model m("nonsense-scheme:abc"); });
+  // A NUL would cut the C string short and load a different folder: refused.
+  expect_error(TIMM_ERR_INVALID_ARGUMENT, [] { timm::Model m(spec_of(resnet()) + std::string("\0/x", 3)); });
 }
 
 TEST(Errors, WrongInputShape) {
