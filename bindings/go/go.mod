@@ -1,0 +1,3 @@
+module github.com/libtimm/timm/bindings/go
+
+go 1.21
