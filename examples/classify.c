@@ -4,7 +4,8 @@
  *   classify <spec> <image> [<image> ...]      e.g. classify local:.models/tf_efficientnet_lite0.in1k cat.png
  *   classify <spec> --tensor <input.f32>       a preprocessed NCHW float32 tensor instead of images
  *
- * Build: cc -o classify examples/classify.c -Iinclude -Ltarget/release -ltimm -lm
+ * Build against an install (scripts/install <prefix>): cc -o classify classify.c $(pkg-config --cflags --libs timm) -lm
+ * or against the build folder, as scripts/demo does.
  */
 #include <math.h>
 #include <stdio.h>
