@@ -100,7 +100,7 @@ typedef struct TimmClass {
 typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
 
 // A log callback: `level` is a `TimmLogLevel`, `message` is valid only during the call.
-typedef void (*TimmLogFn)(int32_t level, const char *message, void *user_data);
+typedef void (*TimmLogFn)(int level, const char *message, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {

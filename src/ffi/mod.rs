@@ -617,8 +617,13 @@ pub enum TimmLogLevel {
 }
 
 /// A log callback: `level` is a `TimmLogLevel`, `message` is valid only during the call.
-pub type TimmLogFn =
-    Option<extern "C" fn(level: i32, message: *const c_char, user_data: *mut std::os::raw::c_void)>;
+pub type TimmLogFn = Option<
+    extern "C" fn(
+        level: std::os::raw::c_int,
+        message: *const c_char,
+        user_data: *mut std::os::raw::c_void,
+    ),
+>;
 
 /// Sets the process-wide log callback (NULL restores the default: warnings and errors printed
 /// to stderr). It receives libtimm's warnings (a requested GPU provider that could not be

@@ -35,7 +35,8 @@ impl Level {
 }
 
 /// The C callback type (see `TimmLogFn` in the header).
-pub type LogFn = extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void);
+pub type LogFn =
+    extern "C" fn(level: std::ffi::c_int, message: *const c_char, user_data: *mut c_void);
 
 #[derive(Clone, Copy)]
 struct Sink {
@@ -86,7 +87,11 @@ pub fn emit(level: Level, message: &str) {
         Some(sink) => {
             let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
             IN_CALLBACK.with(|c| c.set(true));
-            (sink.f)(level as i32, text.as_ptr(), sink.user as *mut c_void);
+            (sink.f)(
+                level as std::ffi::c_int,
+                text.as_ptr(),
+                sink.user as *mut c_void,
+            );
             IN_CALLBACK.with(|c| c.set(false));
         }
         None if level >= Level::Warning => eprintln!("libtimm {}: {message}", level.name()),

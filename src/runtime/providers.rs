@@ -257,7 +257,7 @@ pub fn create_session(
                 let Some(&first) = registered.first() else {
                     return Err(e);
                 };
-                let e = explain(first, e.message());
+                let e = commit_error(first, e);
                 if opts.strict {
                     return Err(e);
                 }
@@ -351,6 +351,36 @@ pub fn explain(p: Provider, ort_message: &str) -> Error {
         ));
     }
     Error::unsupported(format!("the {} provider cannot be used: {msg}", p.human()))
+}
+
+/// A session-creation failure with GPU providers registered: provider problems become
+/// `TIMM_ERR_UNSUPPORTED` with what to do; anything else (a broken model) keeps its error.
+fn commit_error(p: Provider, e: Error) -> Error {
+    let m = e.message();
+    if m.contains("fallback to CPU EP has been explicitly disabled") {
+        return Error::unsupported(format!(
+            "strict_providers: some nodes of this model would run on the CPU, which the {} provider does not take; \
+             list `cpu` last in option providers to allow that, or unset strict_providers ({m})",
+            p.human()
+        ));
+    }
+    let provider_related = missing_library(m).is_some()
+        || [
+            "CUDA",
+            "cuda",
+            "cuDNN",
+            "CUDNN",
+            "TensorRT",
+            "TensorrtExecutionProvider",
+            "nvinfer",
+        ]
+        .iter()
+        .any(|k| m.contains(k));
+    if provider_related {
+        explain(p, m)
+    } else {
+        e
+    }
 }
 
 /// The file dlopen could not open, from ORT's message `... with error: libX.so.N: cannot open
