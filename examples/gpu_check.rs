@@ -186,9 +186,14 @@ fn main() {
         "model", "provider", "max|diff|", "check", "img/s b1", "img/s b32", "trt cold", "trt warm"
     );
     let mut failures = Vec::new();
+    // Providers that could not even be created once: a setup problem, reported once.
+    let mut broken: Vec<&str> = Vec::new();
     for (name, spec, image, chw) in &models {
         let mut cpu_logits: Option<Vec<f32>> = None;
         for case in cases() {
+            if broken.contains(&case.label) {
+                continue;
+            }
             let mut options = case.options.clone();
             let cache = tempfile_dir(name, case.label);
             let cache_str = cache.to_string_lossy().into_owned();
@@ -202,6 +207,10 @@ fn main() {
                 Err(e) => {
                     println!("{name:<34} {:<14} FAILED to create: {e}", case.label);
                     failures.push(format!("{name} {}: {e}", case.label));
+                    if e.contains("TIMM_ERR_UNSUPPORTED") {
+                        println!("    (not trying {} on the other models)", case.label);
+                        broken.push(case.label);
+                    }
                     continue;
                 }
             };
