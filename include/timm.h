@@ -58,6 +58,15 @@ typedef enum TimmPixelFormat {
   TIMM_PIXEL_GRAY8 = 4,
 } TimmPixelFormat;
 
+// Severity passed as `level` to a `TimmLogFn`.
+typedef enum TimmLogLevel {
+  TIMM_LOG_DEBUG = 0,
+  TIMM_LOG_INFO = 1,
+  // e.g. a requested GPU provider could not be used and the model runs on the next one.
+  TIMM_LOG_WARNING = 2,
+  TIMM_LOG_ERROR = 3,
+} TimmLogLevel;
+
 // A loaded model. Opaque; create with `timm_create_model*`, release with `timm_free`.
 typedef struct TimmModel TimmModel;
 
@@ -89,6 +98,9 @@ typedef struct TimmClass {
 
 // Download progress: bytes done and total of the file being fetched, and the caller's pointer.
 typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
+
+// A log callback: `level` is a `TimmLogLevel`, `message` is valid only during the call.
+typedef void (*TimmLogFn)(int level, const char *message, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -171,7 +183,10 @@ struct TimmOptions *timm_options_new(void);
 // Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
 // (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
 // `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
-// `cache_dir`, `offline` (true|false), `endpoint`, `token`. An unknown key or a bad
+// `cache_dir`, `offline` (true|false), `endpoint`, `token`; for GPUs (docs/GPU.md)
+// `providers` (comma list of tensorrt, cuda, cpu), `device_id`, `strict_providers`,
+// `cuda_mem_limit`, `cudnn_conv_algo_search`, `trt_fp16`, `trt_engine_cache_dir`,
+// `trt_workspace_size`, `max_batch`. An unknown key or a bad
 // value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
 // on the same options object.
 enum TimmStatus timm_options_set(struct TimmOptions *options, const char *key, const char *value);
@@ -210,6 +225,28 @@ const char *timm_model_label_description(const struct TimmModel *model, uintptr_
 // timm's defaults filled in, labels). Owned by the model; valid until `timm_free`. NULL if
 // `model` is NULL. Thread-safe.
 const char *timm_model_config_json(const struct TimmModel *model);
+
+// The ONNX Runtime execution providers that run nodes of this model, comma-separated in
+// priority order, e.g. "CUDAExecutionProvider,CPUExecutionProvider" or
+// "CPUExecutionProvider". Read from ONNX Runtime's record of how it partitioned the graph, so
+// a requested GPU provider that was silently replaced by the CPU is not listed. A GPU provider
+// listed together with CPUExecutionProvider means some nodes (often shape computations ONNX
+// Runtime prefers on the CPU) run there. Owned by the model; valid until `timm_free`. NULL if
+// `model` is NULL or not live. Thread-safe.
+const char *timm_model_providers(const struct TimmModel *model);
+
+// Sets the process-wide log callback (NULL restores the default: warnings and errors printed
+// to stderr). It receives libtimm's warnings (a requested GPU provider that could not be
+// used, and why) and, for models created while it is set, ONNX Runtime's session warnings and
+// errors.
+//
+// Thread rules: the callback may be called from any thread, including ONNX Runtime's own,
+// and from several threads at once, so it must be thread-safe. It must return normally and
+// must not call `timm_set_log_callback` (that is refused with `TIMM_ERR_INVALID_ARGUMENT`).
+// When `timm_set_log_callback` returns, the previous callback is no longer running and will
+// not be called again, so its `user_data` may be released. `user_data` is passed back
+// untouched. Thread-safe.
+enum TimmStatus timm_set_log_callback(TimmLogFn callback, void *user_data);
 
 // The library version, e.g. "0.1.0". Static; never NULL.
 const char *timm_version(void);

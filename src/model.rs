@@ -162,7 +162,8 @@ impl Model {
             None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
         };
         let g = graph::build(&config, source, options.output, input_chw)?;
-        let session = Session::from_graph(&g, weights.as_deref(), &options.session)?;
+        let session =
+            Session::from_graph(&g, weights.as_deref(), &session_options(&config, options)?)?;
         let output_dim = g.output_dim;
         Self::finish(
             session,
@@ -221,7 +222,8 @@ impl Model {
             };
             bindings.push((init.name.clone(), bind_initializer(&w, init, &mut keep)?));
         }
-        let session = Session::from_onnx_file(path, &options.session, bindings, keep)?;
+        let session =
+            Session::from_onnx_file(path, &session_options(&config, options)?, bindings, keep)?;
         // In copy mode ORT owns every byte now; only mapped weights must outlive the session.
         let weights = opened
             .into_iter()
@@ -318,6 +320,10 @@ impl Model {
     }
     pub fn options(&self) -> &ModelOptions {
         &self.options
+    }
+    /// The ONNX Runtime providers that run nodes of this model, comma-separated.
+    pub fn providers(&self) -> &std::ffi::CStr {
+        self.session.providers()
     }
     /// `[C, H, W]` from config.json (what preprocessing produces).
     pub fn input_size(&self) -> [usize; 3] {
@@ -539,6 +545,16 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<Class> {
             logit: logits[i],
         })
         .collect()
+}
+
+/// Session options plus the image size the model will be fed (TensorRT's profile shapes).
+fn session_options(
+    config: &ModelConfig,
+    options: &ModelOptions,
+) -> Result<crate::runtime::SessionOptions> {
+    let mut s = options.session.clone();
+    s.image_chw = Some(data_config(config, options.use_test_size)?.input_size);
+    Ok(s)
 }
 
 /// timm's `resolve_data_config` for the model's pretrained cfg.

@@ -27,9 +27,11 @@ pub struct Initializer {
 pub struct ModelInfo {
     pub ir_version: i64,
     pub initializers: Vec<Initializer>,
+    /// Graph input names in order (older IR versions also list initializers here).
+    pub inputs: Vec<String>,
 }
 
-/// Parses a ModelProto far enough to list initializers; errors mean "not an ONNX model".
+/// Parses a ModelProto far enough to list initializers and inputs; errors mean "not an ONNX model".
 pub fn scan(bytes: &[u8]) -> Result<ModelInfo> {
     scan_model(bytes).map_err(|why| {
         Error::invalid_model(format!("model.onnx is not a valid ONNX model ({why})"))
@@ -127,8 +129,18 @@ fn scan_model(bytes: &[u8]) -> R<ModelInfo> {
 fn scan_graph(bytes: &[u8], info: &mut ModelInfo) -> R<()> {
     let mut r = Reader::new(bytes);
     while !r.done() {
-        if let (5, Field::Bytes(t)) = r.field()? {
-            info.initializers.push(scan_tensor(t)?);
+        match r.field()? {
+            (5, Field::Bytes(t)) => info.initializers.push(scan_tensor(t)?),
+            // ValueInfoProto: field 1 is the name.
+            (11, Field::Bytes(v)) => {
+                let mut vr = Reader::new(v);
+                while !vr.done() {
+                    if let (1, Field::Bytes(n)) = vr.field()? {
+                        info.inputs.push(String::from_utf8_lossy(n).into_owned());
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(())

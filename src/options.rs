@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::graph::OutputKind;
+use crate::runtime::providers::{self, ConvAlgoSearch};
 use crate::runtime::{OptLevel, SessionOptions};
 use crate::source::hub::HubOptions;
 use crate::weights::WeightsMode;
@@ -25,6 +26,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("offline", "true | false: never use the network for hf-hub: specs (default: HF_HUB_OFFLINE)"),
     ("endpoint", "Hugging Face endpoint URL (default: HF_ENDPOINT or https://huggingface.co)"),
     ("token", "Hugging Face access token (default: HF_TOKEN or the saved token file); empty = none"),
+    ("providers", "ordered comma list of tensorrt, cuda, cpu (default cpu); GPU providers need the onnxruntime-gpu runtime (docs/GPU.md)"),
+    ("device_id", "CUDA device ordinal for cuda/tensorrt (default 0)"),
+    ("strict_providers", "true | false (default): fail instead of falling back when a requested GPU provider cannot be used or nodes would run on the CPU"),
+    ("cuda_mem_limit", "CUDA provider memory arena limit in bytes (default: no limit)"),
+    ("cudnn_conv_algo_search", "exhaustive (ORT's default) | heuristic | default: how cuDNN picks convolution algorithms"),
+    ("trt_fp16", "true | false (default): let TensorRT run in float16"),
+    ("trt_engine_cache_dir", "folder for TensorRT engines and timing caches (kept per model, GPU and version); default: none, engines are rebuilt per process"),
+    ("trt_workspace_size", "TensorRT workspace limit in bytes (default: TensorRT's)"),
+    ("max_batch", "largest batch of the TensorRT profile, 1..=4096 (default 32)"),
 ];
 
 /// Options as the caller set them.
@@ -151,6 +161,13 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
             _ => Err(bad("true or false")),
         }
     };
+    let bytes = |v: &str| -> Result<u64> {
+        v.trim()
+            .parse()
+            .ok()
+            .filter(|&n: &u64| n > 0)
+            .ok_or_else(|| bad("a positive number of bytes"))
+    };
     match key {
         "intra_op_threads" => m.session.intra_threads = threads(value)?,
         "inter_op_threads" => m.session.inter_threads = threads(value)?,
@@ -212,6 +229,45 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
             m.hub.endpoint = Some(value.to_string());
         }
         "token" => m.hub.token = Some(value.to_string()),
+        "providers" => {
+            m.session.providers.providers = providers::parse_list(value)
+                .map_err(|why| bad(&format!("a comma list of tensorrt, cuda, cpu ({why})")))?
+        }
+        "device_id" => {
+            m.session.providers.device_id = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&d: &u32| d < 1024)
+                .ok_or_else(|| bad("a CUDA device ordinal (0, 1, ...)"))?
+        }
+        "strict_providers" => m.session.providers.strict = boolean(value)?,
+        "cuda_mem_limit" => m.session.providers.cuda_mem_limit = Some(bytes(value)?),
+        "cudnn_conv_algo_search" => {
+            m.session.providers.cudnn_conv_algo_search =
+                Some(match value.trim().to_ascii_lowercase().as_str() {
+                    "exhaustive" => ConvAlgoSearch::Exhaustive,
+                    "heuristic" => ConvAlgoSearch::Heuristic,
+                    "default" => ConvAlgoSearch::Default,
+                    _ => return Err(bad("exhaustive, heuristic or default")),
+                })
+        }
+        "trt_fp16" => m.session.providers.trt_fp16 = boolean(value)?,
+        "trt_engine_cache_dir" => {
+            if value.is_empty() {
+                return Err(bad("a folder path"));
+            }
+            m.session.providers.trt_engine_cache_dir = Some(PathBuf::from(value));
+        }
+        "trt_workspace_size" => m.session.providers.trt_workspace_size = Some(bytes(value)?),
+        "max_batch" => {
+            m.session.providers.max_batch = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n: &u32| (1..=4096).contains(n))
+                .ok_or_else(|| bad("a batch size in 1..=4096"))?
+        }
         _ => {
             return Err(Error::internal(format!(
                 "option `{key}` is listed but not handled"
@@ -248,5 +304,54 @@ mod tests {
         assert_eq!(m.session.intra_threads, Some(2));
         assert_eq!(m.session.opt_level, Some(OptLevel::Basic));
         assert_eq!(m.output, OutputKind::Features);
+    }
+
+    #[test]
+    fn provider_options_are_checked_when_set() {
+        let mut o = Options::new();
+        for (k, v) in [
+            ("providers", "gpu"),
+            ("providers", "cpu,cuda"),
+            ("providers", ""),
+            ("device_id", "-1"),
+            ("strict_providers", "maybe"),
+            ("cuda_mem_limit", "0"),
+            ("cuda_mem_limit", "2GB"),
+            ("cudnn_conv_algo_search", "fast"),
+            ("trt_fp16", "half"),
+            ("trt_engine_cache_dir", ""),
+            ("trt_workspace_size", "-5"),
+            ("max_batch", "0"),
+            ("max_batch", "5000"),
+        ] {
+            let e = o.set(k, v).unwrap_err();
+            assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{k}={v}");
+            assert!(e.message().contains(k), "{e}");
+        }
+        o.set("providers", "tensorrt,cuda,cpu").unwrap();
+        o.set("device_id", "1").unwrap();
+        o.set("strict_providers", "true").unwrap();
+        o.set("cuda_mem_limit", "2147483648").unwrap();
+        o.set("cudnn_conv_algo_search", "heuristic").unwrap();
+        o.set("trt_fp16", "1").unwrap();
+        o.set("trt_engine_cache_dir", "/tmp/engines").unwrap();
+        o.set("trt_workspace_size", "1073741824").unwrap();
+        o.set("max_batch", "8").unwrap();
+        let p = o.parse().unwrap().session.providers;
+        use crate::runtime::providers::Provider;
+        assert_eq!(
+            p.providers,
+            vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu]
+        );
+        assert_eq!(p.device_id, 1);
+        assert!(p.strict && p.trt_fp16);
+        assert_eq!(p.cuda_mem_limit, Some(2147483648));
+        assert_eq!(p.cudnn_conv_algo_search, Some(ConvAlgoSearch::Heuristic));
+        assert_eq!(
+            p.trt_engine_cache_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/engines"))
+        );
+        assert_eq!(p.trt_workspace_size, Some(1073741824));
+        assert_eq!(p.max_batch, 8);
     }
 }

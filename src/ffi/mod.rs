@@ -433,7 +433,10 @@ pub extern "C" fn timm_options_new() -> *mut TimmOptions {
 /// Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
 /// (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
 /// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
-/// `cache_dir`, `offline` (true|false), `endpoint`, `token`. An unknown key or a bad
+/// `cache_dir`, `offline` (true|false), `endpoint`, `token`; for GPUs (docs/GPU.md)
+/// `providers` (comma list of tensorrt, cuda, cpu), `device_id`, `strict_providers`,
+/// `cuda_mem_limit`, `cudnn_conv_algo_search`, `trt_fp16`, `trt_engine_cache_dir`,
+/// `trt_workspace_size`, `max_batch`. An unknown key or a bad
 /// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
 /// on the same options object.
 #[no_mangle]
@@ -583,6 +586,63 @@ pub extern "C" fn timm_model_config_json(model: *const TimmModel) -> *const c_ch
     guard("timm_model_config_json", std::ptr::null(), || {
         // SAFETY: checked by model_arg.
         Ok(unsafe { model_arg(model)? }.model.config_json().as_ptr())
+    })
+}
+
+/// The ONNX Runtime execution providers that run nodes of this model, comma-separated in
+/// priority order, e.g. "CUDAExecutionProvider,CPUExecutionProvider" or
+/// "CPUExecutionProvider". Read from ONNX Runtime's record of how it partitioned the graph, so
+/// a requested GPU provider that was silently replaced by the CPU is not listed. A GPU provider
+/// listed together with CPUExecutionProvider means some nodes (often shape computations ONNX
+/// Runtime prefers on the CPU) run there. Owned by the model; valid until `timm_free`. NULL if
+/// `model` is NULL or not live. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_model_providers(model: *const TimmModel) -> *const c_char {
+    guard("timm_model_providers", std::ptr::null(), || {
+        // SAFETY: checked by model_arg.
+        Ok(unsafe { model_arg(model)? }.model.providers().as_ptr())
+    })
+}
+
+/// Severity passed as `level` to a `TimmLogFn`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimmLogLevel {
+    TIMM_LOG_DEBUG = 0,
+    TIMM_LOG_INFO = 1,
+    /// e.g. a requested GPU provider could not be used and the model runs on the next one.
+    TIMM_LOG_WARNING = 2,
+    TIMM_LOG_ERROR = 3,
+}
+
+/// A log callback: `level` is a `TimmLogLevel`, `message` is valid only during the call.
+pub type TimmLogFn = Option<
+    extern "C" fn(
+        level: std::os::raw::c_int,
+        message: *const c_char,
+        user_data: *mut std::os::raw::c_void,
+    ),
+>;
+
+/// Sets the process-wide log callback (NULL restores the default: warnings and errors printed
+/// to stderr). It receives libtimm's warnings (a requested GPU provider that could not be
+/// used, and why) and, for models created while it is set, ONNX Runtime's session warnings and
+/// errors.
+///
+/// Thread rules: the callback may be called from any thread, including ONNX Runtime's own,
+/// and from several threads at once, so it must be thread-safe. It must return normally and
+/// must not call `timm_set_log_callback` (that is refused with `TIMM_ERR_INVALID_ARGUMENT`).
+/// When `timm_set_log_callback` returns, the previous callback is no longer running and will
+/// not be called again, so its `user_data` may be released. `user_data` is passed back
+/// untouched. Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_set_log_callback(
+    callback: TimmLogFn,
+    user_data: *mut std::os::raw::c_void,
+) -> TimmStatus {
+    guard_status("timm_set_log_callback", || {
+        crate::runtime::log::set_callback(callback, user_data)
     })
 }
 

@@ -1,7 +1,10 @@
 //! ONNX Runtime: loading the library, building sessions (from ONNX files or native graphs)
 //! and running them.
 
+pub mod device;
 pub mod loader;
+pub mod log;
+pub mod providers;
 pub mod session;
 pub mod sys;
 

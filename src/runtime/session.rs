@@ -10,7 +10,11 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{Outlet, Shape, SymbolicDimensions, TensorElementType, ValueType};
 use ort::AsPointer;
 
+use sha2::{Digest, Sha256};
+
+use super::device::DeviceIo;
 use super::loader;
+use super::providers::{self, Provider, ProviderOptions, Target};
 use super::sys::{self, OwnedValue};
 use crate::error::{Error, Result};
 use crate::graph::{Attr, Graph, InitData, MS_DOMAIN, MS_OPSET, OPSET};
@@ -35,6 +39,10 @@ pub struct SessionOptions {
     pub inter_threads: Option<usize>,
     pub opt_level: Option<OptLevel>,
     pub ort_library: Option<std::path::PathBuf>,
+    /// Execution providers and their settings.
+    pub providers: ProviderOptions,
+    /// `[C, H, W]` of the images the model will be fed (TensorRT's profile shapes).
+    pub image_chw: Option<[usize; 3]>,
 }
 
 /// Data ORT reads in place for the session's lifetime: views over the caller's or our memory.
@@ -46,7 +54,9 @@ pub struct Keep {
 }
 
 pub struct Session {
-    // Dropped first: ORT may reference `keep` until the session is gone.
+    // Dropped first: its bindings and allocators belong to `inner`.
+    device_io: Option<DeviceIo>,
+    // Dropped before `keep`: ORT may reference `keep` until the session is gone.
     inner: ort::session::Session,
     _keep: Keep,
     input_name: CString,
@@ -54,6 +64,10 @@ pub struct Session {
     /// Input dims as the model declares them; -1 for free dimensions.
     pub input_dims: Vec<i64>,
     pub output_dims: Vec<i64>,
+    /// ORT provider names that run nodes of this session, comma-separated.
+    providers: CString,
+    /// TensorRT's profile covers batches up to this; larger ones are refused up front.
+    max_batch: Option<usize>,
 }
 
 impl Session {
@@ -64,39 +78,70 @@ impl Session {
         bindings: Vec<(String, OwnedValue)>,
         keep: Keep,
     ) -> Result<Self> {
-        let mut builder = builder(opts)?;
-        if !bindings.is_empty() {
-            let names: Vec<CString> = bindings
-                .iter()
-                .map(|(n, _)| {
-                    CString::new(n.as_str()).map_err(|_| {
-                        Error::invalid_model(format!("initializer name `{n}` has a NUL byte"))
-                    })
+        let names: Vec<CString> = bindings
+            .iter()
+            .map(|(n, _)| {
+                CString::new(n.as_str()).map_err(|_| {
+                    Error::invalid_model(format!("initializer name `{n}` has a NUL byte"))
                 })
-                .collect::<Result<_>>()?;
-            let name_ptrs: Vec<*const std::ffi::c_char> =
-                names.iter().map(|n| n.as_ptr()).collect();
-            let value_ptrs: Vec<*const ort_sys::OrtValue> =
-                bindings.iter().map(|(_, v)| v.ptr() as *const _).collect();
-            // SAFETY: arrays of equal length; the values stay alive in `keep` for the session's lifetime.
-            sys::check(unsafe {
-                (ort::api().AddExternalInitializers)(
-                    builder.ptr_mut(),
-                    name_ptrs.as_ptr(),
-                    value_ptrs.as_ptr(),
-                    name_ptrs.len(),
-                )
-            })?;
-        }
+            })
+            .collect::<Result<_>>()?;
+        let name_ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let value_ptrs: Vec<*const ort_sys::OrtValue> =
+            bindings.iter().map(|(_, v)| v.ptr() as *const _).collect();
+        let make_builder = || {
+            let mut builder = builder(opts)?;
+            if !name_ptrs.is_empty() {
+                // SAFETY: arrays of equal length; the values stay alive in `keep` for the session's lifetime.
+                sys::check(unsafe {
+                    (ort::api().AddExternalInitializers)(
+                        builder.ptr_mut(),
+                        name_ptrs.as_ptr(),
+                        value_ptrs.as_ptr(),
+                        name_ptrs.len(),
+                    )
+                })?;
+            }
+            Ok(builder)
+        };
+        // TensorRT's profile needs the image input's name before the session exists.
+        let input_name = if opts.providers.providers.contains(&Provider::TensorRt) {
+            std::fs::read(path)
+                .ok()
+                .and_then(|b| crate::onnx::scan(&b).ok())
+                .and_then(|info| {
+                    info.inputs
+                        .into_iter()
+                        .find(|i| !info.initializers.iter().any(|t| &t.name == i))
+                })
+        } else {
+            None
+        };
+        let identity = |h: &mut Sha256| -> Result<()> {
+            let bytes = std::fs::read(path).map_err(|e| Error::from_io(&e, "cannot read", path))?;
+            h.update(&bytes);
+            for (name, value) in &bindings {
+                h.update(name.as_bytes());
+                h.update(sys::tensor_bytes(value)?);
+            }
+            Ok(())
+        };
+        let target = Target {
+            input_name: input_name.as_deref(),
+            input_chw: opts.image_chw,
+            identity: &identity,
+        };
+        let created = providers::create_session(&opts.providers, &target, make_builder, |b| {
+            b.commit_from_file(path).map_err(|e| {
+                Error::runtime(format!(
+                    "ONNX Runtime could not load {}: {e}",
+                    path.display()
+                ))
+            })
+        })?;
         let mut keep = keep;
         keep.values.extend(bindings.into_iter().map(|(_, v)| v));
-        let inner = builder.commit_from_file(path).map_err(|e| {
-            Error::runtime(format!(
-                "ONNX Runtime could not load {}: {e}",
-                path.display()
-            ))
-        })?;
-        Self::wrap(inner, keep)
+        Self::wrap(created, keep, &opts.providers)
     }
 
     /// Builds a session from a native graph through ORT's Model Editor API. Weights are handed
@@ -106,7 +151,34 @@ impl Session {
         weights: Option<&Weights>,
         opts: &SessionOptions,
     ) -> Result<Self> {
-        let builder = builder(opts)?;
+        let identity = |h: &mut Sha256| graph_identity(graph, weights, h);
+        let chw = graph.input_chw;
+        let input_chw = match (opts.image_chw, chw) {
+            (Some(s), _) => Some(s),
+            (None, [Some(c), Some(h), Some(w)]) => Some([c as usize, h as usize, w as usize]),
+            _ => None,
+        };
+        let target = Target {
+            input_name: Some(&graph.input_name),
+            input_chw,
+            identity: &identity,
+        };
+        let created = providers::create_session(
+            &opts.providers,
+            &target,
+            || builder(opts),
+            |b| Self::commit_graph(graph, weights, b),
+        )?;
+        Self::wrap(created, Keep::default(), &opts.providers)
+    }
+
+    /// Builds the editor model for `graph` and creates the session from it. Called once per
+    /// attempt: ORT consumes the model, so a retry with other providers builds it again.
+    fn commit_graph(
+        graph: &Graph,
+        weights: Option<&Weights>,
+        builder: &mut SessionBuilder,
+    ) -> Result<ort::session::Session> {
         let mut g = editor::Graph::new()?;
         let [c, h, w] = graph.input_chw;
         let dim = |d: Option<i64>| d.unwrap_or(-1);
@@ -242,13 +314,13 @@ impl Session {
             editor::Opset::new(MS_DOMAIN, MS_OPSET)?,
         ])?;
         model.set_graph(g)?;
-        let inner = model
-            .into_session(&builder)
-            .map_err(|e| Error::runtime(format!("ONNX Runtime rejected the native graph: {e}")))?;
-        Self::wrap(inner, Keep::default())
+        model
+            .into_session(builder)
+            .map_err(|e| Error::runtime(format!("ONNX Runtime rejected the native graph: {e}")))
     }
 
-    fn wrap(inner: ort::session::Session, keep: Keep) -> Result<Self> {
+    fn wrap(created: providers::Created, keep: Keep, popts: &ProviderOptions) -> Result<Self> {
+        let inner = created.session;
         if inner.inputs().len() != 1 || inner.outputs().is_empty() {
             return Err(Error::unsupported(format!(
                 "the model has {} inputs and {} outputs; this library runs image classifiers with one image input",
@@ -280,14 +352,52 @@ impl Session {
             CString::new(s)
                 .map_err(|_| Error::invalid_model("a model input/output name has a NUL byte"))
         };
+        let input_name = cname(inner.inputs()[0].name())?;
+        let output_name = cname(inner.outputs()[0].name())?;
+        let on_gpu = created
+            .assigned
+            .iter()
+            .any(|a| a != Provider::Cpu.ort_name());
+        let device_io = if on_gpu {
+            match DeviceIo::new(&inner, &input_name, &output_name, popts.device_id) {
+                Ok(d) => d,
+                Err(e) => {
+                    super::log::warn(&format!(
+                        "inputs and outputs go through host memory on every call: {}",
+                        e.message()
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let trt = created
+            .assigned
+            .iter()
+            .any(|a| a == Provider::TensorRt.ort_name());
         Ok(Session {
-            input_name: cname(inner.inputs()[0].name())?,
-            output_name: cname(inner.outputs()[0].name())?,
+            device_io,
+            input_name,
+            output_name,
             inner,
             _keep: keep,
             input_dims,
             output_dims,
+            providers: CString::new(created.assigned.join(",")).unwrap_or_default(),
+            max_batch: trt.then_some(popts.max_batch as usize),
         })
+    }
+
+    /// The ORT providers that run nodes of this session, e.g.
+    /// `CUDAExecutionProvider,CPUExecutionProvider`.
+    pub fn providers(&self) -> &std::ffi::CStr {
+        &self.providers
+    }
+
+    /// Whether inputs and outputs go through pooled device buffers.
+    pub fn uses_device_io(&self) -> bool {
+        self.device_io.is_some()
     }
 
     /// Runs one batch. Safe to call from many threads at once (ORT's `Run` is thread-safe);
@@ -299,6 +409,17 @@ impl Session {
         output: &mut [f32],
         output_shape: &[i64],
     ) -> Result<()> {
+        if let (Some(max), Some(&n)) = (self.max_batch, input_shape.first()) {
+            if n as usize > max {
+                return Err(Error::invalid_argument(format!(
+                    "batch {n} is larger than option max_batch = {max}, the largest batch of this model's TensorRT profile; \
+                     split the batch or create the model with a larger max_batch"
+                )));
+            }
+        }
+        if let Some(d) = &self.device_io {
+            return d.run(&self.inner, input, input_shape, output, output_shape);
+        }
         // SAFETY: both buffers outlive the call; ORT does not write the input.
         let in_v = unsafe {
             sys::tensor_over(
@@ -366,6 +487,36 @@ fn builder(opts: &SessionOptions) -> Result<SessionBuilder> {
         b = b.with_inter_threads(n).map_err(rt)?;
     }
     Ok(b)
+}
+
+/// The native graph's identity for the TensorRT engine cache: every node and every initializer's
+/// name, shape and bytes, so changed weights or a changed graph builder give another key.
+fn graph_identity(graph: &Graph, weights: Option<&Weights>, h: &mut Sha256) -> Result<()> {
+    h.update(
+        format!(
+            "{:?}|{}|{:?}|{}|{}",
+            graph.nodes, graph.input_name, graph.input_chw, graph.output_name, graph.output_dim
+        )
+        .as_bytes(),
+    );
+    for init in &graph.initializers {
+        h.update(init.name.as_bytes());
+        h.update(format!("{:?}", init.dims).as_bytes());
+        match &init.data {
+            InitData::Weight(name) => {
+                let w = weights.ok_or_else(|| {
+                    Error::internal("a native graph references weights but none were loaded")
+                })?;
+                let info = w.get(name).ok_or_else(|| {
+                    Error::invalid_model(format!("weights have no tensor `{name}`"))
+                })?;
+                h.update(&w.bytes(info)?);
+            }
+            InitData::F32(v) => h.update(as_bytes_f32(v)),
+            InitData::I64(v) => h.update(as_bytes_i64(v)),
+        }
+    }
+    Ok(())
 }
 
 fn as_bytes_f32(v: &[f32]) -> &[u8] {

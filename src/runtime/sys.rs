@@ -42,6 +42,12 @@ impl OwnedValue {
     pub fn ptr(&self) -> *mut OrtValue {
         self.0.as_ptr()
     }
+    /// Takes ownership of a value ORT just created.
+    pub fn from_raw(p: *mut OrtValue) -> Result<Self> {
+        NonNull::new(p)
+            .map(OwnedValue)
+            .ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))
+    }
     /// Gives up ownership (for APIs that take it, like AddInitializerToGraph).
     pub fn into_raw(self) -> *mut OrtValue {
         let p = self.0.as_ptr();
@@ -159,3 +165,17 @@ pub const F64: ONNXTensorElementDataType =
     ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
 pub const I64: ONNXTensorElementDataType =
     ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+
+/// The bytes of a CPU tensor (for hashing).
+pub fn tensor_bytes(value: &OwnedValue) -> Result<&[u8]> {
+    let api = super::loader::api()?;
+    let mut len = 0usize;
+    // SAFETY: a live tensor; the slice borrows `value`, which owns or views the data.
+    check(unsafe { (api.GetTensorSizeInBytes)(value.ptr(), &mut len) })?;
+    let mut data = std::ptr::null_mut();
+    check(unsafe { (api.GetTensorMutableData)(value.ptr(), &mut data) })?;
+    if len == 0 || data.is_null() {
+        return Ok(&[]);
+    }
+    Ok(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
+}
