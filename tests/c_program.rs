@@ -30,6 +30,13 @@ fn build() -> PathBuf {
                 cargo.status().expect("run cargo").success(),
                 "cargo build --lib failed"
             );
+            // libtimm.so records its SONAME libtimm.so.0 (build.rs); the install layout provides
+            // that name as a symlink, so provide it in the build folder too.
+            let soname = lib_dir.join("libtimm.so.0");
+            if std::fs::symlink_metadata(&soname).is_err() {
+                std::os::unix::fs::symlink("libtimm.so", &soname)
+                    .expect("create libtimm.so.0 symlink");
+            }
             assert!(
                 lib_dir.join("libtimm.so").exists(),
                 "libtimm.so not found in {}",
