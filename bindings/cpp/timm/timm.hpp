@@ -463,6 +463,7 @@ class Model {
 
   std::vector<std::vector<Class>> classify_c(const TimmImage* images, size_t count, size_t k) const {
     check_k(k);
+    if (count > std::numeric_limits<size_t>::max() / k) detail::invalid_argument("count * k overflows");
     std::vector<TimmClass> raw(count * k);
     detail::check(timm_classify(handle_, images, count, k, raw.data()));
     std::vector<std::vector<Class>> out(count);
