@@ -1,3 +1,4 @@
 module github.com/libtimm/timm/bindings/go
 
-go 1.21
+go 1.22
+

@@ -122,9 +122,10 @@ type Model struct {
 	h  *C.TimmModel
 
 	// Fixed at creation, so reading them needs no C call and no lock.
-	outputDim  int
-	numClasses int
-	inputSize  [3]int64
+	outputDim     int
+	numClasses    int
+	inputSize     [3]int64
+	dataInputSize [3]int64 // what Preprocess writes; see dataInputSize
 }
 
 // CreateModel loads a model: spec is "local:<folder>", "hf-hub:org/name[@revision]" or a timm
@@ -192,6 +193,7 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 		return nil, err
 	}
 	m.inputSize = [3]int64{int64(chw[0]), int64(chw[1]), int64(chw[2])}
+	m.dataInputSize = dataInputSize(h, m.inputSize)
 	runtime.SetFinalizer(m, (*Model).finalize)
 	return m, nil
 }
@@ -219,7 +221,7 @@ func (m *Model) OutputDim() int { return m.outputDim }
 // NumClasses is the classifier's class count.
 func (m *Model) NumClasses() int { return m.numClasses }
 
-// InputSize is the {C, H, W} the model expects.
+// InputSize is the {C, H, W} of the config's input_size (see also DataInputSize).
 func (m *Model) InputSize() [3]int64 { return m.inputSize }
 
 // Label returns the name of class i, and false when the config has none (or after Close).
@@ -259,7 +261,7 @@ func (m *Model) ConfigJSON() (string, error) {
 	return C.GoString(C.timm_model_config_json(m.h)), nil
 }
 
-// Infer runs a preprocessed NCHW batch (shape = {N, C, H, W}, len(input) = N*C*H*W) and
+// Infer runs a preprocessed NCHW batch (see Preprocess) (shape = {N, C, H, W}, len(input) = N*C*H*W) and
 // returns N*OutputDim() floats ([N, OutputDim()], row-major).
 func (m *Model) Infer(input []float32, shape []int64) ([]float32, error) {
 	if _, ok := elements(shape); !ok {

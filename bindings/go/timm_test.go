@@ -171,7 +171,8 @@ func TestAccessors(t *testing.T) {
 	if m.NumClasses() != 10 || m.OutputDim() != 10 {
 		t.Errorf("NumClasses() = %d, OutputDim() = %d, want 10, 10", m.NumClasses(), m.OutputDim())
 	}
-	if got := m.InputSize(); got != [3]int64{3, 160, 160} {
+	// test_resnet's config.json input_size (the fixtures are generated at 64x64).
+	if got := m.InputSize(); got != [3]int64{3, 64, 64} {
 		t.Errorf("InputSize() = %v", got)
 	}
 	if _, ok := m.Label(1000); ok {

@@ -1,12 +1,14 @@
 // libtimm C++ API: a header-only C++17 wrapper over timm.h.
 //
 //   timm::Model model("local:/models/resnet50.a1_in1k");
-//   std::vector<float> logits = model.infer(pixels, {1, 3, 224, 224});
+//   for (const timm::Class& c : model.classify_file("cat.jpg", 5))
+//     std::cout << c.description.value_or("?") << " " << c.probability << "\n";
+//   std::vector<float> logits = model.infer(pixels, {1, 3, 224, 224});   // preprocessed input
 //
 // Failures throw timm::Error, which carries the C status and the library's message.
-// A timm::Model is move-only and may be used from many threads at once (infer and the
-// accessors are const and thread-safe, as in the C API); it must not be moved from or
-// destroyed while another thread uses it.
+// A timm::Model is move-only and may be used from many threads at once (infer, preprocess,
+// classify and the accessors are const and thread-safe, as in the C API); it must not be moved
+// from or destroyed while another thread uses it.
 #ifndef TIMM_HPP
 #define TIMM_HPP
 
@@ -106,7 +108,107 @@ inline std::optional<std::string> optional_string(const char* s) {
   return std::string(s);
 }
 
+// The last "CxHxW" (three positive integers joined by 'x') in `msg`, if any.
+inline std::optional<std::array<int64_t, 3>> parse_chw(const std::string& msg) {
+  std::optional<std::array<int64_t, 3>> found;
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  for (size_t i = 0; i < msg.size(); ++i) {
+    if (!digit(msg[i]) || (i > 0 && digit(msg[i - 1]))) continue;  // start of a number only
+    std::array<int64_t, 3> v{};
+    size_t p = i, n = 0;
+    for (; n < 3; ++n) {
+      const size_t start = p;
+      int64_t x = 0;
+      while (p < msg.size() && digit(msg[p]) && p - start < 12) x = x * 10 + (msg[p++] - '0');
+      if (p == start || x <= 0 || (p < msg.size() && digit(msg[p]))) break;
+      v[n] = x;
+      if (n < 2) {
+        if (p >= msg.size() || msg[p] != 'x') break;
+        ++p;
+      }
+    }
+    if (n == 3) found = v;
+  }
+  return found;
+}
+
+// The {C, H, W} that timm_preprocess writes. It differs from timm_model_input_size when the
+// model was created with use_test_size=true and its config has a test_input_size. timm.h
+// has no getter for it; it documents that TIMM_ERR_BUFFER_TOO_SMALL names the length needed,
+// so this asks with a 1x1 image and no room and reads "CxHxW" from that message. Falls back
+// to input_size when the message cannot be read (the tests check that it can). Never throws.
+inline std::array<int64_t, 3> probe_data_input_size(const TimmModel* model) noexcept {
+  std::array<int64_t, 3> chw{};
+  if (!model) return chw;
+  try {
+    const uint8_t pixel = 0;
+    const TimmImage one{&pixel, 1, 1, 0, TIMM_PIXEL_GRAY8};
+    float none = 0.0f;
+    if (timm_preprocess(model, &one, &none, 0) == TIMM_ERR_BUFFER_TOO_SMALL)
+      if (auto parsed = parse_chw(last_error())) return *parsed;
+  } catch (...) {  // std::bad_alloc from the message copy: use the fallback
+  }
+  if (timm_model_input_size(model, chw.data()) != TIMM_OK) chw = {};
+  return chw;
+}
+
 }  // namespace detail
+
+// How the bytes of an ImageView are laid out (TimmPixelFormat).
+enum class PixelFormat : int {
+  RGB8 = TIMM_PIXEL_RGB8,    // 3 bytes per pixel, red first
+  BGR8 = TIMM_PIXEL_BGR8,    // 3 bytes per pixel, blue first (OpenCV's cv::Mat default)
+  RGBA8 = TIMM_PIXEL_RGBA8,  // 4 bytes per pixel; alpha is dropped, not blended
+  BGRA8 = TIMM_PIXEL_BGRA8,
+  GRAY8 = TIMM_PIXEL_GRAY8,  // 1 byte per pixel, replicated to RGB
+};
+
+// Bytes per pixel of `format` (0 for a value that is not a PixelFormat).
+constexpr size_t bytes_per_pixel(PixelFormat format) noexcept {
+  switch (format) {
+    case PixelFormat::RGB8:
+    case PixelFormat::BGR8: return 3;
+    case PixelFormat::RGBA8:
+    case PixelFormat::BGRA8: return 4;
+    case PixelFormat::GRAY8: return 1;
+  }
+  return 0;
+}
+
+// Pixels the caller owns (nothing is copied or kept): `height` rows of `stride` bytes, each
+// starting with `width` pixels in `format`. `data` must cover stride * (height - 1) +
+// width * bytes_per_pixel(format) bytes; the library reads them during the call only.
+//
+//   timm::ImageView{rgb.data(), w, h}                        // packed RGB
+//   timm::ImageView::bgr(mat.data, mat.cols, mat.rows, mat.step)   // an OpenCV CV_8UC3 cv::Mat
+struct ImageView {
+  const uint8_t* data = nullptr;
+  uint32_t width = 0;
+  uint32_t height = 0;
+  size_t stride = 0;  // bytes from one row to the next; 0 = width * bytes_per_pixel(format)
+  PixelFormat format = PixelFormat::RGB8;
+
+  static ImageView rgb(const void* data, uint32_t width, uint32_t height, size_t stride = 0) noexcept {
+    return {static_cast<const uint8_t*>(data), width, height, stride, PixelFormat::RGB8};
+  }
+  // OpenCV-style BGR buffers need no conversion: the library reorders the channels.
+  static ImageView bgr(const void* data, uint32_t width, uint32_t height, size_t stride = 0) noexcept {
+    return {static_cast<const uint8_t*>(data), width, height, stride, PixelFormat::BGR8};
+  }
+
+  TimmImage c_image() const noexcept {
+    return TimmImage{data, width, height, stride, static_cast<TimmPixelFormat>(format)};
+  }
+};
+
+// One of an image's top classes. label / description are absent when the config has none.
+struct Class {
+  size_t index = 0;
+  float probability = 0.0f;  // softmax of the logits
+  float logit = 0.0f;
+  std::optional<std::string> label;        // e.g. "n02123159"
+  std::optional<std::string> description;  // e.g. "tiger cat"
+};
 
 // Download progress of hf-hub: models: bytes done and total of the file being fetched.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
@@ -213,6 +315,7 @@ class Model {
       timm_free(std::exchange(handle_, nullptr));
       std::rethrow_exception(progress_error);
     }
+    data_chw_ = detail::probe_data_input_size(handle_);
   }
 
   // Takes ownership of a model created through the C API.
@@ -222,11 +325,13 @@ class Model {
   }
 
   ~Model() { timm_free(handle_); }
-  Model(Model&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  Model(Model&& other) noexcept
+      : handle_(std::exchange(other.handle_, nullptr)), data_chw_(std::exchange(other.data_chw_, {})) {}
   Model& operator=(Model&& other) noexcept {
     if (this != &other) {
       timm_free(handle_);
       handle_ = std::exchange(other.handle_, nullptr);
+      data_chw_ = std::exchange(other.data_chw_, {});
     }
     return *this;
   }
@@ -238,7 +343,10 @@ class Model {
   explicit operator bool() const noexcept { return handle_ != nullptr; }
   TimmModel* get() const noexcept { return handle_; }
   // Gives up ownership; the caller must timm_free the result.
-  TimmModel* release() noexcept { return std::exchange(handle_, nullptr); }
+  TimmModel* release() noexcept {
+    data_chw_ = {};
+    return std::exchange(handle_, nullptr);
+  }
 
   // Runs a preprocessed NCHW batch (`shape` = {N, C, H, W}) into `out`, which holds
   // `out_len` floats (at least N * output_dim()). Thread-safe.
@@ -289,9 +397,91 @@ class Model {
     return json;
   }
 
+  // {C, H, W} that preprocess produces: input_size(), or the config's test_input_size when
+  // the model was created with use_test_size=true. {0, 0, 0} after a move or release.
+  std::array<int64_t, 3> data_input_size() const noexcept { return data_chw_; }
+
+  // timm's eval transform (resize, center crop, normalize) of one image into `out`, which
+  // holds `out_len` floats (at least C*H*W of data_input_size()). Thread-safe.
+  void preprocess(const ImageView& image, float* out, size_t out_len) const {
+    const TimmImage c = image.c_image();
+    detail::check(timm_preprocess(handle_, &c, out, out_len));
+  }
+
+  // Like above, returning the C*H*W floats (CHW order), ready for infer with {1, C, H, W}.
+  std::vector<float> preprocess(const ImageView& image) const {
+    std::vector<float> out(static_cast<size_t>(data_chw_[0] * data_chw_[1] * data_chw_[2]));
+    // The C call refuses a moved-from model; an empty vector's data() may be NULL, which it
+    // would report instead, so give it a valid (zero-length) pointer.
+    float none = 0.0f;
+    preprocess(image, out.empty() ? &none : out.data(), out.size());
+    return out;
+  }
+
+  // The `k` most probable classes of one image, most probable first. `k` must be in
+  // 1..=num_classes() (the default 5 needs at least 5 classes). Thread-safe.
+  std::vector<Class> classify(const ImageView& image, size_t k = 5) const {
+    const TimmImage c = image.c_image();
+    return std::move(classify_c(&c, 1, k).front());
+  }
+
+  // Classifies `images` as one batch (one inference): result[i] holds the `k` most probable
+  // classes of images[i]. An empty batch gives an empty result. Thread-safe.
+  std::vector<std::vector<Class>> classify(const std::vector<ImageView>& images, size_t k = 5) const {
+    check_k(k);
+    if (images.empty()) return {};
+    std::vector<TimmImage> c;
+    c.reserve(images.size());
+    for (const ImageView& v : images) c.push_back(v.c_image());
+    return classify_c(c.data(), c.size(), k);
+  }
+
+  // Decodes an image file (JPEG, PNG or WebP) and returns its `k` most probable classes.
+  // TIMM_ERR_NOT_FOUND for a missing file, TIMM_ERR_INVALID_ARGUMENT for one that does not
+  // decode. Thread-safe.
+  std::vector<Class> classify_file(const std::string& path, size_t k = 5) const {
+    check_k(k);
+    std::vector<TimmClass> raw(k);
+    detail::check(timm_classify_file(handle_, detail::c_str(path, "image path"), k, raw.data()));
+    std::vector<Class> out;
+    out.reserve(k);
+    for (const TimmClass& r : raw) out.push_back(to_class(r));
+    return out;
+  }
+
  private:
-  explicit Model(TimmModel* handle) noexcept : handle_(handle) {}
+  explicit Model(TimmModel* handle) noexcept : handle_(handle), data_chw_(detail::probe_data_input_size(handle)) {}
+
+  // The results buffer holds count * k entries, so k is checked here before it is sized
+  // (a huge k would otherwise be a huge allocation before the library could refuse it).
+  void check_k(size_t k) const {
+    if (!handle_) detail::invalid_argument("the model was moved from or released");
+    const size_t n = num_classes();
+    if (k == 0 || k > n)
+      detail::invalid_argument("k = " + std::to_string(k) + "; expected 1..=" + std::to_string(n) + " (num_classes)");
+  }
+
+  std::vector<std::vector<Class>> classify_c(const TimmImage* images, size_t count, size_t k) const {
+    check_k(k);
+    if (count > std::numeric_limits<size_t>::max() / k) detail::invalid_argument("count * k overflows");
+    std::vector<TimmClass> raw(count * k);
+    detail::check(timm_classify(handle_, images, count, k, raw.data()));
+    std::vector<std::vector<Class>> out(count);
+    for (size_t i = 0; i < count; ++i) {
+      out[i].reserve(k);
+      for (size_t j = 0; j < k; ++j) out[i].push_back(to_class(raw[i * k + j]));
+    }
+    return out;
+  }
+
+  // The label strings belong to the model; copied so a Class outlives it.
+  static Class to_class(const TimmClass& r) {
+    return Class{r.index, r.probability, r.logit, detail::optional_string(r.label),
+                 detail::optional_string(r.description)};
+  }
+
   TimmModel* handle_;
+  std::array<int64_t, 3> data_chw_{};  // fixed at creation: see data_input_size()
 };
 
 }  // namespace timm

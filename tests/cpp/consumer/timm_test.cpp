@@ -1,7 +1,6 @@
 // Tests of the installed C++ wrapper (timm/timm.hpp) against timm's reference outputs.
-#include <timm/timm.hpp>
-
-#include <gtest/gtest.h>
+// The image API (preprocess, classify) is tested in image_test.cpp.
+#include "test_support.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -25,6 +24,10 @@
 
 namespace {
 
+using timm_test::expect_error;
+using timm_test::fixtures_dir;
+using timm_test::test_options;
+
 constexpr float kTolerance = 1e-4f;
 
 struct FixtureInfo {
@@ -37,7 +40,6 @@ const FixtureInfo kFixtures[] = {
 #include "fixture_list.inc"
 };
 
-std::string fixtures_dir() { return TIMM_FIXTURES_DIR; }
 std::string spec_of(const FixtureInfo& f) { return "local:" + fixtures_dir() + "/" + f.folder; }
 
 std::vector<float> read_f32(const std::string& path) {
@@ -89,31 +91,10 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return d;
 }
 
-// Options for most test models: TIMM_TEST_INTRA_OP_THREADS (set to 1 for the valgrind run,
-// where ONNX Runtime's spinning worker threads make everything many times slower).
-timm::Options test_options() {
-  timm::Options opts;
-  if (const char* n = std::getenv("TIMM_TEST_INTRA_OP_THREADS")) opts.set("intra_op_threads", n);
-  return opts;
-}
-
 const FixtureInfo& resnet() {
   for (const auto& f : kFixtures)
     if (std::string(f.name) == "test_resnet") return f;
   return kFixtures[0];
-}
-
-// Runs `fn`, expecting a timm::Error with `status` whose message starts with the status name.
-template <typename Fn>
-void expect_error(TimmStatus status, Fn&& fn) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected " << timm_status_name(status) << ", nothing was thrown";
-  } catch (const timm::Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_STREQ(e.status_name(), timm_status_name(status));
-    EXPECT_EQ(std::string(e.what()).rfind(timm_status_name(status), 0), 0u) << e.what();
-  }
 }
 
 static_assert(!std::is_copy_constructible_v<timm::Model>, "Model is move-only");
@@ -164,7 +145,8 @@ TEST(Model, Accessors) {
   EXPECT_TRUE(static_cast<bool>(model));
   EXPECT_EQ(model.num_classes(), 10u);
   EXPECT_EQ(model.output_dim(), 10u);
-  EXPECT_EQ(model.input_size(), (std::array<int64_t, 3>{3, 160, 160}));
+  // test_resnet's config.json input_size (the fixtures are generated at 64x64).
+  EXPECT_EQ(model.input_size(), (std::array<int64_t, 3>{3, 64, 64}));
   EXPECT_EQ(model.label(model.num_classes() + 100), std::nullopt);
   EXPECT_EQ(model.description(model.num_classes() + 100), std::nullopt);
   const std::string json = model.config_json();
