@@ -206,9 +206,9 @@ void timm_options_free(struct TimmOptions *options);
 // the `features` output. 0 if `model` is NULL or not live. Thread-safe.
 uintptr_t timm_model_output_dim(const struct TimmModel *model);
 
-// The input size `{C, H, W}` the model expects (config.json's `input_size`) into `chw[3]`. Thread-safe.
-enum TimmStatus timm_model_input_size(const struct TimmModel *model,
-                                      int64_t *chw);
+// The input size `{C, H, W}` the model takes and `timm_preprocess` produces into `chw[3]`:
+// config.json's `input_size`, or `test_input_size` with option `use_test_size`. Thread-safe.
+enum TimmStatus timm_model_input_size(const struct TimmModel *model, int64_t *chw);
 
 // Number of classes of the classifier (config.json `num_classes`). 0 if `model` is NULL. Thread-safe.
 uintptr_t timm_model_num_classes(const struct TimmModel *model);

@@ -151,11 +151,13 @@ impl Model {
         weights: Option<Arc<Weights>>,
         options: &ModelOptions,
     ) -> Result<Model> {
-        let p = &config.pretrained_cfg;
+        // The graph takes what preprocessing produces: input_size, or test_input_size with
+        // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
+        let size = data_config(&config, options.use_test_size)?.input_size;
         let input_chw = [
-            Some(p.input_size[0] as i64),
-            Some(p.input_size[1] as i64),
-            Some(p.input_size[2] as i64),
+            Some(size[0] as i64),
+            Some(size[1] as i64),
+            Some(size[2] as i64),
         ];
         let source = match &weights {
             Some(w) => ParamSource::Weights(w),
@@ -249,7 +251,8 @@ impl Model {
         options: &ModelOptions,
         output_dim: usize,
     ) -> Result<Model> {
-        let [c, h, w] = config.pretrained_cfg.input_size;
+        let data_config = data_config(&config, options.use_test_size)?;
+        let [c, h, w] = data_config.input_size;
         let sd = &session.input_dims;
         let dim = |i: usize| {
             if sd[i] > 0 {
@@ -267,8 +270,13 @@ impl Model {
             if let Some(got) = input_dims[i] {
                 if got != want {
                     return Err(Error::invalid_model(format!(
-                        "the graph takes input {name} {got} but config.json's input_size is {:?}",
-                        config.pretrained_cfg.input_size
+                        "the graph takes input {name} {got} but preprocessing produces {:?} (config.json's {})",
+                        data_config.input_size,
+                        if options.use_test_size && config.pretrained_cfg.test_input_size.is_some() {
+                            "test_input_size, option use_test_size"
+                        } else {
+                            "input_size"
+                        }
                     )));
                 }
             }
@@ -289,7 +297,6 @@ impl Model {
             .map(|i| config.label_description(i).map(cstr))
             .collect();
         let config_json = cstr(&config.resolved_json().to_string());
-        let data_config = data_config(&config, options.use_test_size)?;
         Ok(Model {
             session,
             _weights: weights,
@@ -325,9 +332,9 @@ impl Model {
     pub fn providers(&self) -> &std::ffi::CStr {
         self.session.providers()
     }
-    /// `[C, H, W]` from config.json (what preprocessing produces).
+    /// `[C, H, W]` the graph takes and preprocessing produces (test size with `use_test_size`).
     pub fn input_size(&self) -> [usize; 3] {
-        self.config.pretrained_cfg.input_size
+        self.data_config.input_size
     }
     pub fn num_classes(&self) -> usize {
         self.config.num_classes

@@ -262,3 +262,24 @@ fn a_batch_classifies_like_single_images_and_formats_agree() {
         assert_eq!(batch[j].logit, batch[2 * k + j].logit);
     }
 }
+
+#[test]
+fn use_test_size_builds_the_graph_at_the_test_size() {
+    // resnet18-tiny's config: input_size 32, test_input_size 288 (as timm's resnet cfgs have).
+    let f = fixture("resnet18-tiny");
+    let m = CModel::create(&f.spec("native"), true, &[("use_test_size", "true")]).unwrap();
+    let mut chw = [0i64; 3];
+    assert_eq!(
+        timm_model_input_size(m.0, chw.as_mut_ptr()),
+        TimmStatus::TIMM_OK
+    );
+    assert_eq!(chw, [3, 288, 288]);
+    let path = CString::new(fixtures_dir().join("images/coffee.png").to_str().unwrap()).unwrap();
+    let mut top: Vec<TimmClass> = Vec::with_capacity(2);
+    assert_eq!(
+        timm_classify_file(m.0, path.as_ptr(), 2, top.as_mut_ptr()),
+        TimmStatus::TIMM_OK,
+        "{}",
+        last_error()
+    );
+}

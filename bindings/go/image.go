@@ -3,23 +3,12 @@ package timm
 /*
 #include <stdlib.h>
 #include <timm.h>
-
-// Asks for the {C,H,W} timm_preprocess writes: with a 1x1 image and no room it fails with
-// TIMM_ERR_BUFFER_TOO_SMALL, whose message names "CxHxW" (see dataInputSize). Kept in C so the
-// pixel and the TimmImage pointing at it are C memory and need no pinning.
-static TimmStatus timm_go_probe_preprocess(const TimmModel *model) {
-	static const uint8_t pixel = 0;
-	const TimmImage one = {&pixel, 1, 1, 0, TIMM_PIXEL_GRAY8};
-	float none = 0;
-	return timm_preprocess(model, &one, &none, 0);
-}
 */
 import "C"
 
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -143,32 +132,8 @@ func goClass(c *C.TimmClass) Class {
 	}
 }
 
-var chwPattern = regexp.MustCompile(`(?:^|[^0-9])([1-9][0-9]{0,8})x([1-9][0-9]{0,8})x([1-9][0-9]{0,8})(?:$|[^0-9])`)
-
-// dataInputSize is the {C, H, W} timm_preprocess writes for h. It differs from the
-// config's input_size with WithUseTestSize(true) when the config has a test_input_size.
-// timm.h has no getter for it but documents that TIMM_ERR_BUFFER_TOO_SMALL names the length
-// needed, so a probe reads "CxHxW" from that message; it falls back to input_size when the
-// message cannot be read (the tests check that it can).
-func dataInputSize(h *C.TimmModel, inputSize [3]int64) [3]int64 {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if Status(C.timm_go_probe_preprocess(h)) != StatusBufferTooSmall {
-		return inputSize
-	}
-	all := chwPattern.FindAllStringSubmatch(C.GoString(C.timm_last_error()), -1)
-	if len(all) == 0 {
-		return inputSize
-	}
-	var chw [3]int64
-	for i, s := range all[len(all)-1][1:] {
-		chw[i], _ = strconv.ParseInt(s, 10, 64) // at most 9 digits: cannot fail
-	}
-	return chw
-}
-
-// DataInputSize is the {C, H, W} that Preprocess produces: InputSize, or the config's
-// test_input_size for a model created with WithUseTestSize(true).
+// DataInputSize is the {C, H, W} that Preprocess produces. It equals InputSize (the config's
+// input_size, or its test_input_size for a model created with WithUseTestSize(true)).
 func (m *Model) DataInputSize() [3]int64 { return m.dataInputSize }
 
 // checkK bounds k before a results slice of len(images)*k is made.

@@ -315,7 +315,7 @@ func TestTestSizeAndMissingLabels(t *testing.T) {
 	plain := mustCreate(t, spec, timm.WithThreads(1))
 	testSize := mustCreate(t, spec, timm.WithThreads(1), timm.WithUseTestSize(true))
 	if plain.DataInputSize() != [3]int64{3, 32, 32} || testSize.DataInputSize() != [3]int64{3, 288, 288} ||
-		testSize.InputSize() != [3]int64{3, 32, 32} {
+		testSize.InputSize() != [3]int64{3, 288, 288} {
 		t.Errorf("DataInputSize %v / %v (test size), InputSize %v", plain.DataInputSize(), testSize.DataInputSize(), testSize.InputSize())
 	}
 	img := pack(readRGBA(t, demoImage(t)), timm.PixelRGB8, 0)

@@ -125,7 +125,7 @@ type Model struct {
 	outputDim     int
 	numClasses    int
 	inputSize     [3]int64
-	dataInputSize [3]int64 // what Preprocess writes; see dataInputSize
+	dataInputSize [3]int64 // what Preprocess writes (equals inputSize)
 }
 
 // CreateModel loads a model: spec is "local:<folder>", "hf-hub:org/name[@revision]" or a timm
@@ -193,7 +193,7 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 		return nil, err
 	}
 	m.inputSize = [3]int64{int64(chw[0]), int64(chw[1]), int64(chw[2])}
-	m.dataInputSize = dataInputSize(h, m.inputSize)
+	m.dataInputSize = m.inputSize // timm_model_input_size already is what Preprocess writes
 	runtime.SetFinalizer(m, (*Model).finalize)
 	return m, nil
 }
@@ -221,7 +221,7 @@ func (m *Model) OutputDim() int { return m.outputDim }
 // NumClasses is the classifier's class count.
 func (m *Model) NumClasses() int { return m.numClasses }
 
-// InputSize is the {C, H, W} of the config's input_size (see also DataInputSize).
+// InputSize is the {C, H, W} the model takes and Preprocess writes: the config's input_size, or its test_input_size with WithUseTestSize(true).
 func (m *Model) InputSize() [3]int64 { return m.inputSize }
 
 // Label returns the name of class i, and false when the config has none (or after Close).

@@ -521,7 +521,8 @@ pub extern "C" fn timm_model_output_dim(model: *const TimmModel) -> usize {
     })
 }
 
-/// The input size `{C, H, W}` the model expects (config.json's `input_size`) into `chw[3]`. Thread-safe.
+/// The input size `{C, H, W}` the model takes and `timm_preprocess` produces into `chw[3]`:
+/// config.json's `input_size`, or `test_input_size` with option `use_test_size`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn timm_model_input_size(model: *const TimmModel, chw: *mut i64) -> TimmStatus {
     guard_status("timm_model_input_size", || {

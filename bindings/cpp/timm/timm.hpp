@@ -108,47 +108,11 @@ inline std::optional<std::string> optional_string(const char* s) {
   return std::string(s);
 }
 
-// The last "CxHxW" (three positive integers joined by 'x') in `msg`, if any.
-inline std::optional<std::array<int64_t, 3>> parse_chw(const std::string& msg) {
-  std::optional<std::array<int64_t, 3>> found;
-  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  for (size_t i = 0; i < msg.size(); ++i) {
-    if (!digit(msg[i]) || (i > 0 && digit(msg[i - 1]))) continue;  // start of a number only
-    std::array<int64_t, 3> v{};
-    size_t p = i, n = 0;
-    for (; n < 3; ++n) {
-      const size_t start = p;
-      int64_t x = 0;
-      while (p < msg.size() && digit(msg[p]) && p - start < 12) x = x * 10 + (msg[p++] - '0');
-      if (p == start || x <= 0 || (p < msg.size() && digit(msg[p]))) break;
-      v[n] = x;
-      if (n < 2) {
-        if (p >= msg.size() || msg[p] != 'x') break;
-        ++p;
-      }
-    }
-    if (n == 3) found = v;
-  }
-  return found;
-}
-
-// The {C, H, W} that timm_preprocess writes. It differs from timm_model_input_size when the
-// model was created with use_test_size=true and its config has a test_input_size. timm.h
-// has no getter for it; it documents that TIMM_ERR_BUFFER_TOO_SMALL names the length needed,
-// so this asks with a 1x1 image and no room and reads "CxHxW" from that message. Falls back
-// to input_size when the message cannot be read (the tests check that it can). Never throws.
-inline std::array<int64_t, 3> probe_data_input_size(const TimmModel* model) noexcept {
+// The {C, H, W} the model takes and timm_preprocess writes (the test size with
+// use_test_size). Never throws; {0, 0, 0} for a NULL model.
+inline std::array<int64_t, 3> model_input_size(const TimmModel* model) noexcept {
   std::array<int64_t, 3> chw{};
-  if (!model) return chw;
-  try {
-    const uint8_t pixel = 0;
-    const TimmImage one{&pixel, 1, 1, 0, TIMM_PIXEL_GRAY8};
-    float none = 0.0f;
-    if (timm_preprocess(model, &one, &none, 0) == TIMM_ERR_BUFFER_TOO_SMALL)
-      if (auto parsed = parse_chw(last_error())) return *parsed;
-  } catch (...) {  // std::bad_alloc from the message copy: use the fallback
-  }
-  if (timm_model_input_size(model, chw.data()) != TIMM_OK) chw = {};
+  if (!model || timm_model_input_size(model, chw.data()) != TIMM_OK) chw = {};
   return chw;
 }
 
@@ -315,7 +279,7 @@ class Model {
       timm_free(std::exchange(handle_, nullptr));
       std::rethrow_exception(progress_error);
     }
-    data_chw_ = detail::probe_data_input_size(handle_);
+    data_chw_ = detail::model_input_size(handle_);
   }
 
   // Takes ownership of a model created through the C API.
@@ -450,7 +414,7 @@ class Model {
   }
 
  private:
-  explicit Model(TimmModel* handle) noexcept : handle_(handle), data_chw_(detail::probe_data_input_size(handle)) {}
+  explicit Model(TimmModel* handle) noexcept : handle_(handle), data_chw_(detail::model_input_size(handle)) {}
 
   // The results buffer holds count * k entries, so k is checked here before it is sized
   // (a huge k would otherwise be a huge allocation before the library could refuse it).

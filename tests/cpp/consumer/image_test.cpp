@@ -237,7 +237,7 @@ TEST(Preprocess, TestSizeChangesTheDataInputSize) {
   timm::Options opts = test_options();
   opts.set("use_test_size", "true");
   const timm::Model test_size(spec, true, opts);
-  EXPECT_EQ(test_size.input_size(), (std::array<int64_t, 3>{3, 32, 32}));
+  EXPECT_EQ(test_size.input_size(), (std::array<int64_t, 3>{3, 288, 288}));
   EXPECT_EQ(test_size.data_input_size(), (std::array<int64_t, 3>{3, 288, 288}));
 
   const Pixels rgb = read_png_rgb(demo_image());
