@@ -244,19 +244,19 @@ impl Session {
                                 true,
                             )
                         }
-                        // Read straight into memory ORT owns: one copy, and the file can go away.
-                        _ => (
-                            sys::tensor_filled(&init.dims, elem, info.end - info.start, |dst| {
-                                w.read(info, dst)
-                            })?,
-                            false,
-                        ),
+                        // Read straight into memory ORT owns and frees: one copy, and the file can go away.
+                        _ => owned_initializer(&init.dims, elem, info.end - info.start, |dst| {
+                            w.read(info, dst)
+                        })?,
                     }
                 }
-                InitData::F32(v) => (
-                    sys::tensor_copy(as_bytes_f32(v), &init.dims, sys::F32)?,
-                    false,
-                ),
+                InitData::F32(v) => {
+                    let bytes = as_bytes_f32(v);
+                    owned_initializer(&init.dims, sys::F32, bytes.len(), |dst| {
+                        dst.copy_from_slice(bytes);
+                        Ok(())
+                    })?
+                }
                 InitData::I64(v) => (
                     sys::tensor_copy(as_bytes_i64(v), &init.dims, sys::I64)?,
                     false,
@@ -463,6 +463,26 @@ impl Session {
             ));
         }
         Ok(())
+    }
+}
+
+/// An initializer in memory ORT owns, and whether to hand it over as external data.
+///
+/// Large tensors go as external data with a deleter: measured on resnet50 (copy mode, level
+/// `all`), handing them over as graph-owned data made ORT copy every weight into its graph and
+/// keep the originals after the optimizer rewrote them (peak RSS ~4x the weights, RSS after load
+/// ~2.7x); see bench/README-section.md. Tiny ones stay graph-owned: ORT requires at least
+/// `MIN_VIEW_BYTES` for external data, and shape inference reads small constants.
+fn owned_initializer(
+    dims: &[i64],
+    elem: ort_sys::ONNXTensorElementDataType,
+    bytes: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<(OwnedValue, bool)> {
+    if bytes >= MIN_VIEW_BYTES {
+        Ok((sys::tensor_filled_owned(dims, elem, bytes, fill)?, true))
+    } else {
+        Ok((sys::tensor_filled(dims, elem, bytes, fill)?, false))
     }
 }
 

@@ -143,6 +143,64 @@ pub fn tensor_filled(
     Ok(value)
 }
 
+/// Like `tensor_filled`, but the bytes come from ORT's default allocator and the value owns them
+/// through a deleter (`CreateTensorWithDataAndDeleterAsOrtValue`). Handed to the Model Editor as
+/// external data, ORT then neither copies them into its graph (a transient second copy of every
+/// weight) nor keeps them once an optimizer has replaced the initializer (e.g. the NCHWc
+/// transformer's reordered conv weights): it frees them as soon as nothing uses them.
+/// Must hold at least 128 bytes (ORT's minimum for external initializers).
+pub fn tensor_filled_owned(
+    shape: &[i64],
+    elem: ONNXTensorElementDataType,
+    bytes: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<OwnedValue> {
+    let api = super::loader::api()?;
+    let mut alloc: *mut ort_sys::OrtAllocator = std::ptr::null_mut();
+    // SAFETY: the default allocator is process-global and never freed.
+    check(unsafe { (api.GetAllocatorWithDefaultOptions)(&mut alloc) })?;
+    // SAFETY: a valid allocator; the block is released through the same allocator (below on
+    // error, else by ORT through the value's deleter).
+    // SAFETY: read once from the allocator struct ORT keeps for the process.
+    let (alloc_fn, free_fn) = unsafe { ((*alloc).Alloc, (*alloc).Free) };
+    let (Some(alloc_fn), Some(free_fn)) = (alloc_fn, free_fn) else {
+        return Err(Error::runtime(
+            "ONNX Runtime's default allocator has no Alloc/Free",
+        ));
+    };
+    let data = unsafe { alloc_fn(alloc, bytes.max(1)) };
+    if data.is_null() {
+        return Err(Error::runtime(format!(
+            "ONNX Runtime could not allocate {bytes} bytes"
+        )));
+    }
+    let free = || unsafe { free_fn(alloc, data) };
+    // SAFETY: `data` holds `bytes` bytes just allocated.
+    if let Err(e) = fill(unsafe { std::slice::from_raw_parts_mut(data as *mut u8, bytes) }) {
+        free();
+        return Err(e);
+    }
+    let mut out = std::ptr::null_mut();
+    let status = unsafe {
+        (api.CreateTensorWithDataAndDeleterAsOrtValue)(
+            alloc,
+            data,
+            bytes,
+            shape.as_ptr(),
+            shape.len(),
+            elem,
+            &mut out,
+        )
+    };
+    if let Err(e) = check(status) {
+        free();
+        return Err(e);
+    }
+    NonNull::new(out)
+        .map(OwnedValue)
+        .ok_or_else(|| Error::runtime("ONNX Runtime returned no tensor"))
+}
+
 /// A tensor allocated by ONNX Runtime holding a copy of `bytes`.
 pub fn tensor_copy(
     bytes: &[u8],
