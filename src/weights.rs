@@ -119,13 +119,30 @@ impl Weights {
     }
 
     fn from_map(path: PathBuf, map: Mmap) -> Result<Self> {
-        let bad = |why: String| {
-            Error::invalid_model(format!(
-                "{} is not a valid safetensors file: {why}",
-                path.display()
-            ))
-        };
-        let (tensors, metadata) = parse(&map).map_err(bad)?;
+        let (tensors, metadata) = parse(&map).map_err(|why| not_safetensors(&path, why))?;
+        Ok(Weights {
+            path,
+            map,
+            tensors,
+            metadata,
+        })
+    }
+
+    /// Validates an in-memory safetensors file with the same checks as [`Weights::open`] and
+    /// copies it into an anonymous mapping; `name` stands in for the path in messages. For
+    /// fuzzing and tests that build hostile files without touching the disk.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        let path = PathBuf::from(name);
+        // Validate first: parse refuses short buffers, and an empty anonymous map is an error.
+        let (tensors, metadata) = parse(bytes).map_err(|why| not_safetensors(&path, why))?;
+        let mut anon = MmapOptions::new()
+            .len(bytes.len())
+            .map_anon()
+            .map_err(|e| Error::from_io(&e, "cannot map weights", &path))?;
+        anon.copy_from_slice(bytes);
+        let map = anon
+            .make_read_only()
+            .map_err(|e| Error::from_io(&e, "cannot map weights", &path))?;
         Ok(Weights {
             path,
             map,
@@ -244,6 +261,13 @@ fn check_prefix(path: &Path, file: &File, len: u64) -> Result<()> {
     Ok(())
 }
 
+fn not_safetensors(path: &Path, why: String) -> Error {
+    Error::invalid_model(format!(
+        "{} is not a valid safetensors file: {why}",
+        path.display()
+    ))
+}
+
 type Parsed = (HashMap<String, TensorInfo>, HashMap<String, String>);
 
 /// Validates a whole safetensors buffer and returns its tensors by name.
@@ -265,7 +289,8 @@ pub fn parse(buf: &[u8]) -> std::result::Result<Parsed, String> {
         return Err("the header does not start with `{`".into());
     }
     reject_duplicate_names(header)?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(buf).map_err(|e| format!("{e:?}"))?;
+    // Display, not Debug: it says what is wrong in words (and names the tensor for offsets).
+    let (_, meta) = safetensors::SafeTensors::read_metadata(buf).map_err(|e| e.to_string())?;
 
     let data_start = 8 + n;
     let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> =
@@ -389,35 +414,35 @@ pub(crate) mod tests {
                     r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}}"#,
                     &[0; 8],
                 ),
-                "Invalid",
+                "invalid shape, data type, or offset",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
                     &[0; 12],
                 ),
-                "Invalid",
+                "invalid offset for tensor `a`",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
                     &[0; 8],
                 ),
-                "Incomplete",
+                "incomplete metadata",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#,
                     &[0; 4],
                 ),
-                "Overflow",
+                "overflow computing",
             ),
             (
                 build(
                     r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551615,3]}}"#,
                     &[0; 4],
                 ),
-                "Invalid",
+                "invalid offset for tensor `a`",
             ),
         ];
         for (buf, needle) in cases {

@@ -39,6 +39,13 @@ fn decode_error(e: image::ImageError) -> Error {
 
 /// Decodes an in-memory JPEG, PNG or WebP file.
 pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
+    decode_bytes_limited(bytes, MAX_DECODED_PIXELS)
+}
+
+/// [`decode_bytes`] with a lower pixel cap (clamped to [`MAX_DECODED_PIXELS`]); the fuzzer
+/// uses a small one so each input decodes in microseconds, not seconds.
+pub fn decode_bytes_limited(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    let max_pixels = max_pixels.min(MAX_DECODED_PIXELS);
     // Read the header first so a huge image is refused before any pixel buffer exists.
     let (w, h) = reader(bytes)?.into_dimensions().map_err(decode_error)?;
     if w == 0 || h == 0 || w > MAX_DECODED_SIDE || h > MAX_DECODED_SIDE {
@@ -46,16 +53,16 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
             "image is {w}x{h}; each side must be 1..={MAX_DECODED_SIDE}"
         )));
     }
-    if w as u64 * h as u64 > MAX_DECODED_PIXELS {
+    if w as u64 * h as u64 > max_pixels {
         return Err(Error::invalid_argument(format!(
-            "image is {w}x{h}, more than the {MAX_DECODED_PIXELS} pixels allowed"
+            "image is {w}x{h}, more than the {max_pixels} pixels allowed"
         )));
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_DECODED_SIDE);
     limits.max_image_height = Some(MAX_DECODED_SIDE);
     // Room for the largest allowed image as 16-bit RGBA plus decoder scratch.
-    limits.max_alloc = Some(MAX_DECODED_PIXELS * 8 + (64 << 20));
+    limits.max_alloc = Some(max_pixels * 8 + (64 << 20));
     let mut r = reader(bytes)?;
     r.limits(limits);
     let img = r.decode().map_err(decode_error)?;
