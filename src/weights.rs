@@ -377,6 +377,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn from_bytes_validates_like_open() {
+        let h = r#"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#;
+        let w = Weights::from_bytes("mem.safetensors", &build(h, &[0, 0x3c, 0, 0xc0])).unwrap();
+        assert_eq!(w.to_f32("a").unwrap(), vec![1.0, -2.0]);
+        for bad in [&[][..], &build(h, &[0; 2])] {
+            let e = Weights::from_bytes("mem.safetensors", bad).unwrap_err();
+            assert_eq!(e.status(), crate::TimmStatus::TIMM_ERR_INVALID_MODEL);
+            assert!(
+                e.message()
+                    .starts_with("mem.safetensors is not a valid safetensors file: "),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn transformers_prefix_is_stripped() {
         let h = r#"{"timm_model.fc.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
         let (t, _) = parse(&build(h, &[0; 4])).unwrap();

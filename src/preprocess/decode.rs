@@ -103,3 +103,32 @@ fn to_rgb(img: DynamicImage) -> RgbImage {
         data,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TimmStatus;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image::RgbImage::new(w, h)
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn pixel_cap_is_checked_from_the_header() {
+        let bytes = png(20, 20);
+        let img = decode_bytes_limited(&bytes, 400).unwrap();
+        assert_eq!((img.width, img.height), (20, 20));
+        let e = decode_bytes_limited(&bytes, 399).unwrap_err();
+        assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT);
+        assert!(
+            e.message().contains("more than the 399 pixels allowed"),
+            "{e}"
+        );
+        // A cap above the library's own is clamped to it, never raised.
+        assert!(decode_bytes_limited(&bytes, u64::MAX).is_ok());
+    }
+}
