@@ -1295,6 +1295,40 @@ fn input_cases() -> Vec<Case> {
             ))
         }),
     ];
+    // Found by the `image` fuzz target: with crop_mode `border` (fit the long side, pad the
+    // rest) an image this elongated would be resized to a zero-pixel side; it is refused.
+    cases.push(expensive(case(
+        "image: 4105x7 with crop_mode border (zero-pixel resize)",
+        arg,
+        &[
+            "a 4105x7 image would be resized to 168x0",
+            "the aspect ratio is too extreme",
+        ],
+        || {
+            let dir = tempfile::tempdir().unwrap();
+            let files = with(
+                base_files(),
+                "config.json",
+                config_with("pretrained_cfg/crop_mode", json!("border")),
+            );
+            for (name, bytes) in &files {
+                std::fs::write(dir.path().join(name), bytes).unwrap();
+            }
+            let m = CModel::create(&format!("local:{}", dir.path().display()), true, &[])
+                .expect("border-crop model");
+            let pixels = vec![9u8; 4105 * 7];
+            let img = RawImage {
+                data: pixels.as_ptr(),
+                width: 4105,
+                height: 7,
+                stride: 0,
+                format: 4,
+            };
+            let mut out = vec![0f32; 3 * 160 * 160];
+            let ptr = &img as *const RawImage as *const TimmImage;
+            status(timm_preprocess(m.0, ptr, out.as_mut_ptr(), out.len()))
+        },
+    )));
     // A freed handle is refused (the registry), as long as its address was not reused.
     cases.push(expensive(case(
         "handle: infer on a freed model",
