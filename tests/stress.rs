@@ -37,6 +37,9 @@ fn image_pixels(w: usize, h: usize) -> Vec<u8> {
 /// (index, probability bits, logit bits) of the top-k classes.
 type Top = Vec<(usize, u32, u32)>;
 
+/// A churned model's spec, one input image, its shape and its single-threaded logit bits.
+type ChurnRef = (String, Vec<f32>, [i64; 4], Vec<u32>);
+
 fn classify(m: &CModel, pixels: &[u8], w: u32, h: u32) -> Result<Top, TimmStatus> {
     let img = TimmImage {
         data: pixels.as_ptr(),
@@ -88,7 +91,7 @@ fn stress(iters: usize) {
     let want_top = classify(&shared, &pixels, w, h).expect("single-threaded classify");
 
     // Each churned model's single-threaded answer, from a model freed before the stress starts.
-    let churn_refs: Vec<(String, Vec<f32>, [i64; 4], Vec<u32>)> = CHURNED
+    let churn_refs: Vec<ChurnRef> = CHURNED
         .iter()
         .map(|name| {
             let spec = fixture(name).spec("onnx_stripped");
