@@ -65,6 +65,11 @@ fn status(st: TimmStatus) -> Result<(), CError> {
 // ---------------------------------------------------------------------------------------
 // Folders
 
+/// Inputs found by fuzzing, kept as files (tests/hostile/).
+fn hostile_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile")
+}
+
 fn base_dir() -> PathBuf {
     fixture("test_resnet").folder("onnx_stripped").unwrap()
 }
@@ -1329,6 +1334,21 @@ fn input_cases() -> Vec<Case> {
             status(timm_preprocess(m.0, ptr, out.as_mut_ptr(), out.len()))
         },
     )));
+    // Found by the `image` fuzz target: a 697-byte JPEG on which zune-jpeg's AVX2 IDCT panics
+    // (an unwrap; upstream etemesi254/zune-image#361). The decoder's panic must come back as
+    // a decode error, not TIMM_ERR_INTERNAL. Without AVX2 the scalar IDCT may decode it.
+    let jpeg = std::fs::read(hostile_dir().join("zune-jpeg-avx2-idct-panic.jpg")).unwrap();
+    let avx2 = cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx2");
+    cases.push(file_case(
+        "classify_file: JPEG that panics the decoder",
+        jpeg,
+        if avx2 { arg } else { TIMM_OK },
+        if avx2 {
+            &["cannot decode image", "the decoder failed"]
+        } else {
+            &[]
+        },
+    ));
     // A freed handle is refused (the registry), as long as its address was not reused.
     cases.push(expensive(case(
         "handle: infer on a freed model",

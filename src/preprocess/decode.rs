@@ -65,7 +65,17 @@ pub fn decode_bytes_limited(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     limits.max_alloc = Some(max_pixels * 8 + (64 << 20));
     let mut r = reader(bytes)?;
     r.limits(limits);
-    let img = r.decode().map_err(decode_error)?;
+    // The decoders are third-party code reading untrusted bytes, and some still panic on
+    // malformed files (zune-jpeg's AVX2 IDCT unwraps an out-of-range slice on a fuzzed JPEG,
+    // etemesi254/zune-image#361). Contain that here as a decode error: the panic carries no
+    // state out of the decoder, which owns everything it touched.
+    let img = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.decode()))
+        .map_err(|_| {
+            Error::invalid_argument(
+                "cannot decode image: the decoder failed on malformed data (it panicked)",
+            )
+        })?
+        .map_err(decode_error)?;
     Ok(to_rgb(img))
 }
 
@@ -115,6 +125,21 @@ mod tests {
             .write_to(&mut out, image::ImageFormat::Png)
             .unwrap();
         out.into_inner()
+    }
+
+    /// A fuzzer-found JPEG on which zune-jpeg 0.5.15's AVX2 IDCT panics (upstream #361).
+    #[test]
+    fn decoder_panic_is_a_decode_error() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/hostile/zune-jpeg-avx2-idct-panic.jpg"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        // Without AVX2 the scalar IDCT may decode it; either way nothing panics out.
+        if let Err(e) = decode_bytes(&bytes) {
+            assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT);
+            assert!(e.message().starts_with("cannot decode image"), "{e}");
+        }
     }
 
     #[test]
