@@ -510,6 +510,10 @@ fn opt_size3(m: &Map<String, Value>, key: &str) -> Result<Option<[usize; 3]>> {
             }
             Ok(Some([c, h, w]))
         }
+        Some(Value::Array(a)) => Err(Error::invalid_model(format!(
+            "config.json `{key}` has {} entries; expected [channels, height, width]",
+            a.len()
+        ))),
         Some(other) => Err(type_error(key, "an array [channels, height, width]", other)),
     }
 }

@@ -161,6 +161,29 @@ impl Weights {
         })
     }
 
+    /// Validates an in-memory safetensors file with the same checks as [`Weights::open`] and
+    /// copies it into an anonymous read-only mapping; `name` stands in for the path in
+    /// messages. For fuzzing and tests that build hostile files without touching the disk.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        let path = PathBuf::from(name);
+        // Validate first: parse refuses short buffers, and an empty anonymous map is an error.
+        let (tensors, metadata) = parse(bytes).map_err(|why| not_safetensors(&path, why))?;
+        let mut anon = MmapOptions::new()
+            .len(bytes.len())
+            .map_anon()
+            .map_err(|e| Error::from_io(&e, "cannot map weights", &path))?;
+        anon.copy_from_slice(bytes);
+        let map = anon
+            .make_read_only()
+            .map_err(|e| Error::from_io(&e, "cannot map weights", &path))?;
+        Ok(Weights {
+            path,
+            backing: Backing::Map(map),
+            tensors,
+            metadata,
+        })
+    }
+
     pub fn mode(&self) -> WeightsMode {
         match self.backing {
             Backing::Map(_) => WeightsMode::Map,
@@ -309,6 +332,13 @@ fn check_prefix(path: &Path, file: &File, len: u64) -> Result<u64> {
     Ok(n)
 }
 
+fn not_safetensors(path: &Path, why: String) -> Error {
+    Error::invalid_model(format!(
+        "{} is not a valid safetensors file: {why}",
+        path.display()
+    ))
+}
+
 type Parsed = (HashMap<String, TensorInfo>, HashMap<String, String>);
 
 /// Validates a whole safetensors buffer and returns its tensors by name.
@@ -437,6 +467,22 @@ pub(crate) mod tests {
         assert_eq!(t["a"].start, 8 + h.len());
         assert_eq!(t["b"].dtype, DType::F16);
         assert_eq!(m["format"], "pt");
+    }
+
+    #[test]
+    fn from_bytes_validates_like_open() {
+        let h = r#"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#;
+        let w = Weights::from_bytes("mem.safetensors", &build(h, &[0, 0x3c, 0, 0xc0])).unwrap();
+        assert_eq!(w.to_f32("a").unwrap(), vec![1.0, -2.0]);
+        for bad in [&[][..], &build(h, &[0; 2])] {
+            let e = Weights::from_bytes("mem.safetensors", bad).unwrap_err();
+            assert_eq!(e.status(), crate::TimmStatus::TIMM_ERR_INVALID_MODEL);
+            assert!(
+                e.message()
+                    .starts_with("mem.safetensors is not a valid safetensors file: "),
+                "{e}"
+            );
+        }
     }
 
     #[test]

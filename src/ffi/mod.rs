@@ -41,13 +41,13 @@ static OPTIONS: Registry = Registry::new();
 const MAX_NDIM: usize = 8;
 
 unsafe fn model_arg<'a>(p: *const TimmModel) -> Result<&'a TimmModel> {
-    let m = arg(p, "model")?;
-    if !MODELS.contains(p as usize) {
+    // Check liveness before forming a reference, so a freed handle is never dereferenced.
+    if !p.is_null() && !MODELS.contains(p as usize) {
         return Err(Error::invalid_argument(
             "`model` is not a live model handle (already freed, or not from timm_create_model)",
         ));
     }
-    Ok(m)
+    arg(p, "model")
 }
 
 fn create(

@@ -17,7 +17,7 @@ mod pixels;
 mod resample;
 mod transform;
 
-pub use decode::{decode_bytes, decode_file, MAX_DECODED_PIXELS};
+pub use decode::{decode_bytes, decode_bytes_limited, decode_file, MAX_DECODED_PIXELS};
 pub use pixels::{ImageView, PixelFormat, MAX_VIEW_SIDE};
 pub use resample::resize;
 pub use transform::{eval_crop, preprocess};
