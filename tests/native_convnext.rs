@@ -103,24 +103,6 @@ fn bare_name_without_weights_builds_runs_and_is_seeded() {
     assert_eq!(m.output_dim(), 320);
 }
 
-/// A copy of a fixture folder whose config.json is edited by `edit`.
-fn edited_copy(
-    name: &str,
-    tag: &str,
-    edit: impl FnOnce(&mut serde_json::Value),
-) -> std::path::PathBuf {
-    let src = fixture(name).folder("native").unwrap();
-    let dir = std::env::temp_dir().join(format!("timm-convnext-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    edit(&mut cfg);
-    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    dir
-}
-
 #[test]
 fn structure_is_read_from_the_weights_when_model_args_are_lost() {
     // transformers' TimmWrapper writes "model_args": null; every fixture is shrunk through

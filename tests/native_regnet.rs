@@ -57,24 +57,6 @@ fn half_precision_weight_file_matches_timm() {
     check_spec(&f, &f.spec("native"), "native f16");
 }
 
-/// A copy of a fixture folder whose config.json is edited by `edit`.
-fn edited_copy(
-    name: &str,
-    tag: &str,
-    edit: impl FnOnce(&mut serde_json::Value),
-) -> std::path::PathBuf {
-    let src = fixture(name).folder("native").unwrap();
-    let dir = std::env::temp_dir().join(format!("timm-regnet-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    edit(&mut cfg);
-    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    dir
-}
-
 #[test]
 fn structure_is_read_from_the_weights_when_model_args_are_lost() {
     // transformers' TimmWrapper writes "model_args": null; the widths then differ from the

@@ -13,39 +13,13 @@ fn vit_fixtures() -> Vec<Fixture> {
     v
 }
 
-fn check_features(f: &Fixture) -> f32 {
-    let r = reference(f);
-    let m = CModel::create(
-        &f.spec("native"),
-        true,
-        &[("graph", "native"), ("output", "features")],
-    )
-    .unwrap_or_else(|e| panic!("{} [features]: {e:?}", f.name));
-    assert_eq!(
-        m.output_dim() as i64,
-        r.features_shape[1],
-        "{}: output dim is not num_features",
-        f.name
-    );
-    let out = m
-        .infer(&r.input, &r.input_shape)
-        .unwrap_or_else(|e| panic!("{} [features]: {e:?}", f.name));
-    let d = max_abs_diff(&out, &r.features);
-    eprintln!(
-        "{:<32} {:<14} features max|diff| = {d:.3e}",
-        f.name, "native"
-    );
-    assert!(d <= TOL, "{}: features differ from timm by {d}", f.name);
-    d
-}
-
 #[test]
 fn every_vit_fixture_matches_timm_natively() {
     let fs = vit_fixtures();
     assert!(fs.len() >= 2, "no vit fixtures in index.json");
     for f in &fs {
         check_fixture(f, "native", &[("graph", "native")], TOL);
-        check_features(f);
+        check_features(f, TOL);
     }
 }
 
@@ -58,7 +32,7 @@ fn half_precision_weight_fixtures_match_timm() {
             .find(|f| f.weights_dtype == dtype)
             .unwrap_or_else(|| panic!("no {dtype} vit fixture"));
         check_fixture(f, "native", &[("graph", "native")], TOL);
-        check_features(f);
+        check_features(f, TOL);
     }
 }
 

@@ -262,3 +262,45 @@ pub fn check_fixture(f: &Fixture, mode: &str, options: &[(&str, &str)], tol: f32
         f.name
     );
 }
+
+/// Checks timm's pooled features (`output=features`) for a fixture's native graph: output
+/// dim equals timm's `num_features`, values within `tol`. Returns the max difference.
+pub fn check_features(f: &Fixture, tol: f32) -> f32 {
+    let r = reference(f);
+    let m = CModel::create(
+        &f.spec("native"),
+        true,
+        &[("graph", "native"), ("output", "features")],
+    )
+    .unwrap_or_else(|e| panic!("{} [features]: {e:?}", f.name));
+    assert_eq!(
+        m.output_dim() as i64,
+        r.features_shape[1],
+        "{}: output dim is not num_features",
+        f.name
+    );
+    let out = m
+        .infer(&r.input, &r.input_shape)
+        .unwrap_or_else(|e| panic!("{} [features]: {e:?}", f.name));
+    let d = max_abs_diff(&out, &r.features);
+    eprintln!(
+        "{:<32} {:<14} features max|diff| = {d:.3e}",
+        f.name, "native"
+    );
+    assert!(d <= tol, "{}: features differ from timm by {d}", f.name);
+    d
+}
+
+/// A copy of a fixture's native folder in a temp dir, its config.json edited by `edit`.
+pub fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let src = fixture(name).folder("native").unwrap();
+    let dir = std::env::temp_dir().join(format!("timm-{name}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    dir
+}
