@@ -154,19 +154,21 @@ impl Model {
         // The graph takes what preprocessing produces: input_size, or test_input_size with
         // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
         let size = data_config(&config, options.use_test_size)?.input_size;
-        let input_chw = [
-            Some(size[0] as i64),
-            Some(size[1] as i64),
-            Some(size[2] as i64),
-        ];
         let source = match &weights {
             Some(w) => ParamSource::Weights(w),
             None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
         };
-        let g = graph::build(&config, source, options.output, input_chw)?;
+        let request = graph::Request {
+            output: options.output,
+            ..Default::default()
+        };
+        let g = graph::build(&config, source, &request, (size[1], size[2]))?;
         let session =
             Session::from_graph(&g, weights.as_deref(), &session_options(&config, options)?)?;
-        let output_dim = g.output_dim;
+        let output_dim = match &g.outputs[0].shape {
+            graph::OutputShape::Vector(d) => *d,
+            graph::OutputShape::Map { channels, .. } => *channels,
+        };
         Self::finish(
             session,
             weights.into_iter().collect(),

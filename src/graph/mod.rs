@@ -1,27 +1,33 @@
 //! Native graphs: ONNX graphs built in memory from a timm architecture name, its config and its
 //! weights, with no export step.
 //!
-//! A family builder (one file per timm model family) works on a [`Builder`]: it asks for
-//! parameters by timm's state-dict names ([`Builder::param`]), adds ONNX nodes, and returns the
-//! output value. Parameters come from the mapped safetensors file (zero-copy where ONNX Runtime
-//! allows) or, for `pretrained=false`, from a seeded timm-style initialisation; either way the
-//! shape the architecture expects is checked. [`crate::runtime`] turns the finished [`Graph`]
-//! into a session.
+//! Layout, after timm itself: [`layers`] holds timm's building blocks (`timm.layers`: convs and
+//! norms, activations, squeeze-excite, MLPs, attention, patch embedding, pooling, heads), each
+//! written once; [`families`] holds one file per timm model module with that module's structure
+//! and nothing else; [`builder`] gives both scoped parameter names, [`args`] the one typed
+//! reader of `model_args`, [`tables`] the architecture tables generated from timm's registry and
+//! [`transforms`] the load-time weight transforms (BatchNorm folding, re-parameterisation).
+//! Data flows down: families use layers, layers use the builder; no family imports another.
 
-pub mod convnext;
-pub mod efficientnet;
+pub mod args;
+pub mod budget;
+pub mod builder;
+pub mod families;
 pub mod layers;
-pub mod regnet;
-pub mod resnet;
+pub mod legacy;
 pub mod rng;
-pub mod vit;
+pub mod spatial;
+pub mod tables;
+pub mod transforms;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
+
+pub use builder::{Builder, Init, ParamSource, Scope};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::weights::{DType, Weights};
+use spatial::Spatial;
 
 /// ONNX opset of the default domain used by every native graph (LayerNormalization needs 17,
 /// Gelu 20).
@@ -37,6 +43,44 @@ pub enum OutputKind {
     Logits,
     /// timm's `forward_head(pre_logits=True)`, `[N, num_features]`.
     Features,
+    /// timm's `features_only=True`: one `[N, C, H, W]` map per selected `feature_info` entry.
+    FeatureMaps,
+}
+
+/// What the caller asked the graph to be, beyond the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub output: OutputKind,
+    /// timm's `out_indices` (indices into `feature_info`, negative from the end).
+    pub out_indices: Option<Vec<i64>>,
+    /// timm's `output_stride` (dilated stages), where the family supports it.
+    pub output_stride: Option<usize>,
+    /// timm's `dynamic_img_size=True`: any input size, position embeddings resampled per call.
+    pub dynamic_img_size: bool,
+    /// Largest parameter count accepted (option `max_params`).
+    pub max_params: u64,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            output: OutputKind::Logits,
+            out_indices: None,
+            output_stride: None,
+            dynamic_img_size: false,
+            max_params: budget::DEFAULT_MAX_PARAMS,
+        }
+    }
+}
+
+/// timm's `feature_info` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureInfo {
+    pub channels: usize,
+    /// Input stride of the map (`reduction`).
+    pub reduction: usize,
+    /// timm's module name (`layer2`, `stages.1`, `blocks.11`).
+    pub module: String,
 }
 
 /// An ONNX attribute value.
@@ -86,7 +130,35 @@ pub struct Initializer {
     pub data: InitData,
 }
 
-/// A finished graph: one float input `[N, C, H, W]` and one float output `[N, D]`.
+/// The shape of one graph output.
+#[derive(Debug, Clone)]
+pub enum OutputShape {
+    /// `[N, D]`.
+    Vector(usize),
+    /// `[N, C, H, W]` with H and W following the input's as `spatial` says.
+    Map { channels: usize, spatial: Spatial },
+}
+
+impl OutputShape {
+    /// The output's dims for an input of `h` x `w` and batch `n`; `None` if the input is too
+    /// small for it.
+    pub fn dims(&self, n: usize, h: usize, w: usize) -> Option<Vec<usize>> {
+        match self {
+            OutputShape::Vector(d) => Some(vec![n, *d]),
+            OutputShape::Map { channels, spatial } => {
+                Some(vec![n, *channels, spatial.eval(h)?, spatial.eval(w)?])
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphOutput {
+    pub name: String,
+    pub shape: OutputShape,
+}
+
+/// A finished graph: one float input `[N, C, H, W]` and one or more float outputs.
 #[derive(Debug, Clone)]
 pub struct Graph {
     pub nodes: Vec<Node>,
@@ -94,289 +166,50 @@ pub struct Graph {
     pub input_name: String,
     /// `[C, H, W]`; `None` for H/W means any size is accepted.
     pub input_chw: [Option<i64>; 3],
-    pub output_name: String,
-    pub output_dim: usize,
+    pub outputs: Vec<GraphOutput>,
+    /// `feature_info` of each output for feature maps (empty otherwise).
+    pub feature_info: Vec<FeatureInfo>,
+    /// Parameters in the graph (the budget's count).
+    pub params: u64,
 }
 
-/// How parameters a family asks for are initialised when there are no weights.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Init {
-    Zeros,
-    Ones,
-    /// A constant, e.g. layer-scale init values.
-    Const(f32),
-    Normal(f32),
-    /// timm's `trunc_normal_(std)`, truncated at ±2.
-    TruncNormal(f32),
-    /// `kaiming_normal_(mode='fan_out', nonlinearity='relu')` for convs: std = sqrt(2 / fan_out).
-    KaimingFanOut,
-    /// PyTorch's default Linear/Conv init: uniform(±1/sqrt(fan_in)).
-    DefaultUniform,
-}
-
-/// Where parameters come from.
-pub enum ParamSource<'w> {
-    Weights(&'w Weights),
-    Random(rng::Rng),
-}
-
-/// Builds a [`Graph`]; family code calls it with timm's names.
-pub struct Builder<'w> {
-    source: ParamSource<'w>,
-    nodes: Vec<Node>,
-    initializers: Vec<Initializer>,
-    params: HashMap<String, Value>,
-    used: std::collections::HashSet<String>,
-    counter: usize,
-    input: Value,
-    input_chw: [Option<i64>; 3],
-}
-
-impl<'w> Builder<'w> {
-    /// `input_chw`: the input size the graph declares; `None` for a free spatial dimension.
-    pub fn new(source: ParamSource<'w>, input_chw: [Option<i64>; 3]) -> Self {
-        Builder {
-            source,
-            nodes: Vec::new(),
-            initializers: Vec::new(),
-            params: HashMap::new(),
-            used: Default::default(),
-            counter: 0,
-            input: Value(Arc::from("input")),
-            input_chw,
-        }
-    }
-
-    /// The graph input, `[N, C, H, W]` float.
-    pub fn input(&self) -> Value {
-        self.input.clone()
-    }
-
-    /// Whether parameters come from weights (structure can be read from them).
-    pub fn weights(&self) -> Option<&'w Weights> {
-        match self.source {
-            ParamSource::Weights(w) => Some(w),
-            ParamSource::Random(_) => None,
-        }
-    }
-
-    /// The shape of a weight, if the parameters come from a weights file that has it.
-    pub fn weight_shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.weights()
-            .and_then(|w| w.get(name))
-            .map(|t| t.shape.clone())
-    }
-
-    pub fn has_weight(&self, name: &str) -> bool {
-        self.weights().is_some_and(|w| w.contains(name))
-    }
-
-    /// A parameter by timm's state-dict name, checked against the shape the architecture needs.
-    /// From weights it is used in place (a Cast to f32 is added for f16/bf16 files); without
-    /// weights it is initialised with `init`.
-    pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Value> {
-        if let Some(v) = self.params.get(name) {
-            return Ok(v.clone());
-        }
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let value = match &mut self.source {
-            ParamSource::Weights(w) => {
-                let info = w.get(name).ok_or_else(|| {
-                    Error::invalid_model(format!(
-                        "weights {} have no tensor `{name}` (shape {shape:?}) that this architecture needs",
-                        w.path().display()
-                    ))
-                })?;
-                if info.shape != shape {
-                    return Err(Error::invalid_model(format!(
-                        "weight `{name}` has shape {:?} but the architecture needs {shape:?}",
-                        info.shape
-                    )));
-                }
-                let dtype = info.dtype;
-                let stored = Value(Arc::from(format!("w:{name}")));
-                self.initializers.push(Initializer {
-                    name: stored.0.to_string(),
-                    dims,
-                    data: InitData::Weight(name.to_string()),
-                });
-                self.used.insert(name.to_string());
-                match dtype {
-                    DType::F32 => stored,
-                    DType::F16 | DType::BF16 | DType::F64 => {
-                        self.op("Cast", &[&stored], vec![("to", Attr::Int(1))])
-                    }
-                    other => {
-                        return Err(Error::invalid_model(format!(
-                            "weight `{name}` has dtype {other:?}; expected a float tensor"
-                        )))
-                    }
-                }
-            }
-            ParamSource::Random(rng) => {
-                let data = rng.init(init, shape);
-                let v = Value(Arc::from(format!("w:{name}")));
-                self.initializers.push(Initializer {
-                    name: v.0.to_string(),
-                    dims,
-                    data: InitData::F32(data),
-                });
-                v
-            }
-        };
-        self.params.insert(name.to_string(), value.clone());
-        Ok(value)
-    }
-
-    /// A constant f32 tensor.
-    pub fn const_f32(&mut self, data: Vec<f32>, dims: &[i64]) -> Value {
-        let v = self.fresh("c");
-        self.initializers.push(Initializer {
-            name: v.0.to_string(),
-            dims: dims.to_vec(),
-            data: InitData::F32(data),
-        });
-        v
-    }
-
-    /// A constant i64 tensor (shapes, axes).
-    pub fn const_i64(&mut self, data: Vec<i64>, dims: &[i64]) -> Value {
-        let v = self.fresh("c");
-        self.initializers.push(Initializer {
-            name: v.0.to_string(),
-            dims: dims.to_vec(),
-            data: InitData::I64(data),
-        });
-        v
-    }
-
-    /// Adds a default-domain node with one output.
-    pub fn op(&mut self, op: &str, inputs: &[&Value], attrs: Vec<(&str, Attr)>) -> Value {
-        self.op_n(op, "", inputs, attrs, 1).remove(0)
-    }
-
-    /// Adds a node in `domain` with `n_outputs` outputs. An empty input name is an omitted
-    /// optional input.
-    pub fn op_n(
-        &mut self,
-        op: &str,
-        domain: &str,
-        inputs: &[&Value],
-        attrs: Vec<(&str, Attr)>,
-        n_outputs: usize,
-    ) -> Vec<Value> {
-        let outputs: Vec<Value> = (0..n_outputs).map(|_| self.fresh(op)).collect();
-        self.nodes.push(Node {
-            op: op.to_string(),
-            domain: domain.to_string(),
-            name: format!("{}_{}", op, self.nodes.len()),
-            inputs: inputs.iter().map(|v| v.0.to_string()).collect(),
-            outputs: outputs.iter().map(|v| v.0.to_string()).collect(),
-            attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-        });
-        outputs
-    }
-
-    /// An omitted optional input.
-    pub fn none(&self) -> Value {
-        Value(Arc::from(""))
-    }
-
-    fn fresh(&mut self, hint: &str) -> Value {
-        self.counter += 1;
-        Value(Arc::from(format!("{hint}_{}", self.counter)))
-    }
-
-    /// Finishes the graph with `output` (`[N, output_dim]`) as its only output.
-    pub fn finish(mut self, output: Value, output_dim: usize) -> Result<Graph> {
-        // Name the output `output` with an Identity so callers see a stable name.
-        let out = Value(Arc::from("output"));
-        self.nodes.push(Node {
-            op: "Identity".into(),
-            domain: String::new(),
-            name: "output_identity".into(),
-            inputs: vec![output.0.to_string()],
-            outputs: vec![out.0.to_string()],
-            attrs: vec![],
-        });
-        Ok(Graph {
-            nodes: self.nodes,
-            initializers: self.initializers,
-            input_name: self.input.0.to_string(),
-            input_chw: self.input_chw,
-            output_name: out.0.to_string(),
-            output_dim,
-        })
-    }
-
-    /// Names in the weights file that the graph did not use (other than buffers timm keeps
-    /// but inference ignores); a non-empty list means the architecture guess was wrong.
-    pub fn unused_weights(&self) -> Vec<String> {
-        let Some(w) = self.weights() else {
-            return vec![];
-        };
-        let mut v: Vec<String> = w
-            .names()
-            .filter(|n| !self.used.contains(*n) && !n.ends_with("num_batches_tracked"))
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-/// A family of timm architectures built natively.
+/// A family of timm architectures built natively: one per timm model module.
 pub struct Family {
     pub name: &'static str,
     /// timm architecture names (or prefixes) this family builds, for messages.
     pub examples: &'static str,
     pub matches: fn(&str) -> bool,
-    pub build: fn(&mut Builder, &ModelConfig, OutputKind) -> Result<(Value, usize)>,
+    /// Builds the trunk (recording feature maps with [`Builder::feature`]) and the head for
+    /// logits or features; returns the head's output and its width.
+    pub build: fn(&mut Builder, &ModelConfig) -> Result<(Value, usize)>,
     /// timm's config for a bare architecture name (what `timm.create_model(name)` would use,
     /// in config.json form), for models created without a folder.
     pub default_config: fn(&str) -> Option<serde_json::Value>,
-}
-
-/// Every family this build knows.
-pub fn families() -> &'static [Family] {
-    &[
-        resnet::FAMILY,
-        Family {
-            name: "efficientnet",
-            examples: efficientnet::EXAMPLES,
-            matches: efficientnet::matches,
-            build: efficientnet::build,
-            default_config: efficientnet::default_config,
-        },
-        convnext::FAMILY,
-        regnet::FAMILY,
-        vit::FAMILY,
-    ]
+    /// Whether the graph takes any input size without `dynamic_img_size` (convnets).
+    pub any_size: bool,
 }
 
 /// The family that builds `arch`, if any.
 pub fn family_for(arch: &str) -> Option<&'static Family> {
-    families().iter().find(|f| (f.matches)(arch))
+    families::ALL.iter().copied().find(|f| (f.matches)(arch))
 }
 
 /// Lists supported families for error messages.
 pub fn supported_list() -> String {
-    let f = families();
-    if f.is_empty() {
-        return "none in this build".into();
-    }
-    f.iter()
+    families::ALL
+        .iter()
         .map(|f| format!("{} ({})", f.name, f.examples))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-/// Builds the native graph for `cfg.architecture`.
+/// Builds the native graph for `cfg.architecture`: first a dry run that measures the model
+/// against the budget without allocating weights, then the graph itself.
 pub fn build(
     cfg: &ModelConfig,
     source: ParamSource<'_>,
-    output: OutputKind,
-    input_chw: [Option<i64>; 3],
+    request: &Request,
+    nominal_hw: (usize, usize),
 ) -> Result<Graph> {
     let family = family_for(&cfg.architecture).ok_or_else(|| {
         Error::unsupported(format!(
@@ -385,21 +218,185 @@ pub fn build(
             supported_list()
         ))
     })?;
-    let mut b = Builder::new(source, input_chw);
-    let (out, dim) = (family.build)(&mut b, cfg, output)
-        .map_err(|e| e.context(format!("building `{}`", cfg.architecture)))?;
-    if output == OutputKind::Logits {
-        let unused = b.unused_weights();
-        if !unused.is_empty() {
-            let shown: Vec<_> = unused.iter().take(8).cloned().collect();
-            return Err(Error::invalid_model(format!(
-                "the weights hold {} tensor(s) the `{}` graph does not use ({}{}); they were probably saved from a different architecture or model_args",
-                unused.len(),
-                cfg.architecture,
-                shown.join(", "),
-                if unused.len() > shown.len() { ", ..." } else { "" }
+    let in_c = cfg.pretrained_cfg.input_size[0] as i64;
+    let fixed = !(family.any_size || request.dynamic_img_size);
+    let input_chw = if fixed {
+        [
+            Some(in_c),
+            Some(nominal_hw.0 as i64),
+            Some(nominal_hw.1 as i64),
+        ]
+    } else {
+        [Some(in_c), None, None]
+    };
+    let context = |e: Error| e.context(format!("building `{}`", cfg.architecture));
+    let dry_source = match &source {
+        ParamSource::Weights(w) => ParamSource::Weights(w),
+        _ => ParamSource::Shapes,
+    };
+    build_with(
+        family, cfg, dry_source, true, request, input_chw, nominal_hw,
+    )
+    .map_err(context)?;
+    build_with(family, cfg, source, false, request, input_chw, nominal_hw).map_err(context)
+}
+
+fn build_with(
+    family: &Family,
+    cfg: &ModelConfig,
+    source: ParamSource<'_>,
+    dry: bool,
+    request: &Request,
+    input_chw: [Option<i64>; 3],
+    nominal_hw: (usize, usize),
+) -> Result<Graph> {
+    let budget = budget::Budget::new(request.max_params, nominal_hw);
+    let mut b = Builder::new(source, input_chw, request.clone(), budget);
+    if dry {
+        b = b.dry_run();
+    }
+    let (out, dim) = (family.build)(&mut b, cfg)?;
+    b.budget.check()?;
+    if request.output_stride.is_some_and(|s| s != 32) && !b.consumed.contains("output_stride") {
+        return Err(Error::unsupported(format!(
+            "option output_stride: the {} family does not implement dilated stages (output_stride 32 only)",
+            family.name
+        )));
+    }
+    if request.dynamic_img_size && !b.consumed.contains("dynamic_img_size") && !family.any_size {
+        return Err(Error::unsupported(format!(
+            "option dynamic_img_size: the {} family does not implement it",
+            family.name
+        )));
+    }
+    let (outputs, feature_info) = match request.output {
+        OutputKind::Logits | OutputKind::Features => {
+            if request.output == OutputKind::Logits && b.weights().is_some() {
+                check_unused(&b, &cfg.architecture)?;
+            }
+            (vec![(out, OutputShape::Vector(dim))], Vec::new())
+        }
+        OutputKind::FeatureMaps => select_features(&b, request.out_indices.as_deref())?,
+    };
+    Ok(finish(b, outputs, feature_info))
+}
+
+fn check_unused(b: &Builder, arch: &str) -> Result<()> {
+    let unused = b.unused_weights();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<_> = unused.iter().take(8).cloned().collect();
+    Err(Error::invalid_model(format!(
+        "the weights hold {} tensor(s) the `{arch}` graph does not use ({}{}); they were probably saved from a different architecture or model_args",
+        unused.len(),
+        shown.join(", "),
+        if unused.len() > shown.len() { ", ..." } else { "" }
+    )))
+}
+
+type Selected = (Vec<(Value, OutputShape)>, Vec<FeatureInfo>);
+
+/// timm's `out_indices` over the recorded `feature_info`.
+fn select_features(b: &Builder, out_indices: Option<&[i64]>) -> Result<Selected> {
+    let n = b.taps.len() as i64;
+    if n == 0 {
+        return Err(Error::unsupported(
+            "option output=feature_maps: this architecture records no feature maps",
+        ));
+    }
+    let all: Vec<i64> = (0..n).collect();
+    let wanted = out_indices
+        .or(b.default_out_indices.as_deref())
+        .unwrap_or(&all);
+    let mut seen = HashSet::new();
+    let mut outputs = Vec::new();
+    let mut infos = Vec::new();
+    for &i in wanted {
+        let j = if i < 0 { n + i } else { i };
+        if !(0..n).contains(&j) {
+            return Err(Error::invalid_argument(format!(
+                "option out_indices: index {i} is out of range; this model has {n} feature maps (indices 0..={} or -{n}..=-1): {}",
+                n - 1,
+                b.taps
+                    .iter()
+                    .map(|t| format!("{} ({} ch, stride {})", t.info.module, t.info.channels, t.info.reduction))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
+        if !seen.insert(j) {
+            return Err(Error::invalid_argument(format!(
+                "option out_indices: index {i} names feature map {j} twice"
+            )));
+        }
+        let tap = &b.taps[j as usize];
+        let spatial = b.spatial(&tap.value).cloned().ok_or_else(|| {
+            Error::internal(format!(
+                "feature map {} has no spatial size",
+                tap.info.module
+            ))
+        })?;
+        outputs.push((
+            tap.value.clone(),
+            OutputShape::Map {
+                channels: tap.info.channels,
+                spatial,
+            },
+        ));
+        infos.push(tap.info.clone());
     }
-    b.finish(out, dim)
+    Ok((outputs, infos))
+}
+
+/// Names the outputs (`output`, or `feature_<i>`), drops every node and initializer the outputs
+/// do not need (the head of a feature-map graph, unused taps) and returns the graph.
+fn finish(b: Builder, outputs: Vec<(Value, OutputShape)>, feature_info: Vec<FeatureInfo>) -> Graph {
+    let single = outputs.len() == 1 && feature_info.is_empty();
+    let input_name = b.input().name().to_string();
+    let input_chw = b.input_chw();
+    let params = b.budget.params;
+    let mut nodes = b.nodes;
+    let mut graph_outputs = Vec::new();
+    for (i, (v, shape)) in outputs.into_iter().enumerate() {
+        let name = if single {
+            "output".to_string()
+        } else {
+            format!("feature_{i}")
+        };
+        nodes.push(Node {
+            op: "Identity".into(),
+            domain: String::new(),
+            name: format!("{name}_identity"),
+            inputs: vec![v.0.to_string()],
+            outputs: vec![name.clone()],
+            attrs: vec![],
+        });
+        graph_outputs.push(GraphOutput { name, shape });
+    }
+    // Walk back from the outputs.
+    let mut needed: HashSet<String> = graph_outputs.iter().map(|o| o.name.clone()).collect();
+    let mut keep = vec![false; nodes.len()];
+    for (i, node) in nodes.iter().enumerate().rev() {
+        if node.outputs.iter().any(|o| needed.contains(o)) {
+            keep[i] = true;
+            needed.extend(node.inputs.iter().filter(|s| !s.is_empty()).cloned());
+        }
+    }
+    let mut k = keep.into_iter();
+    nodes.retain(|_| k.next().unwrap_or(false));
+    let initializers = b
+        .initializers
+        .into_iter()
+        .filter(|i| needed.contains(&i.name))
+        .collect();
+    Graph {
+        nodes,
+        initializers,
+        input_name,
+        input_chw,
+        outputs: graph_outputs,
+        feature_info,
+        params,
+    }
 }

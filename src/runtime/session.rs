@@ -17,7 +17,7 @@ use super::loader;
 use super::providers::{self, Provider, ProviderOptions, Target};
 use super::sys::{self, OwnedValue};
 use crate::error::{Error, Result};
-use crate::graph::{Attr, Graph, InitData, MS_DOMAIN, MS_OPSET, OPSET};
+use crate::graph::{Attr, Graph, InitData, OutputShape, MS_DOMAIN, MS_OPSET, OPSET};
 use crate::weights::{DType, Weights};
 
 /// Below this size a weight is copied rather than viewed: ORT treats tiny tensors as
@@ -202,14 +202,30 @@ impl Session {
                 ]),
             },
         )])?;
-        g.set_outputs([Outlet::new(
-            graph.output_name.clone(),
-            ValueType::Tensor {
-                ty: TensorElementType::Float32,
-                shape: Shape::from(vec![-1, graph.output_dim as i64]),
-                dimension_symbols: SymbolicDimensions::new(["batch".to_string(), String::new()]),
-            },
-        )])?;
+        let outputs: Vec<Outlet> = graph
+            .outputs
+            .iter()
+            .map(|o| {
+                let (shape, symbols) = match &o.shape {
+                    OutputShape::Vector(d) => (vec![-1, *d as i64], vec!["batch", ""]),
+                    OutputShape::Map { channels, .. } => (
+                        vec![-1, *channels as i64, -1, -1],
+                        vec!["batch", "", "", ""],
+                    ),
+                };
+                Outlet::new(
+                    o.name.clone(),
+                    ValueType::Tensor {
+                        ty: TensorElementType::Float32,
+                        shape: Shape::from(shape),
+                        dimension_symbols: SymbolicDimensions::new(
+                            symbols.into_iter().map(String::from),
+                        ),
+                    },
+                )
+            })
+            .collect();
+        g.set_outputs(outputs)?;
 
         for init in &graph.initializers {
             let (value, external) = match &init.data {
@@ -514,8 +530,8 @@ fn builder(opts: &SessionOptions) -> Result<SessionBuilder> {
 fn graph_identity(graph: &Graph, weights: Option<&Weights>, h: &mut Sha256) -> Result<()> {
     h.update(
         format!(
-            "{:?}|{}|{:?}|{}|{}",
-            graph.nodes, graph.input_name, graph.input_chw, graph.output_name, graph.output_dim
+            "{:?}|{}|{:?}|{:?}",
+            graph.nodes, graph.input_name, graph.input_chw, graph.outputs
         )
         .as_bytes(),
     );

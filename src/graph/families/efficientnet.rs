@@ -12,7 +12,16 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::layers::{self, Conv, Pad};
-use super::{Attr, Builder, Init, OutputKind, Value};
+use super::{Attr, Builder, Family, Init, OutputKind, Value};
+
+pub const FAMILY: Family = Family {
+    name: "efficientnet",
+    examples: EXAMPLES,
+    matches,
+    build: |b, cfg| super::with_output(b, cfg, build),
+    default_config,
+    any_size: false,
+};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 
@@ -1416,8 +1425,10 @@ pub fn default_config(arch: &str) -> Option<Json> {
     let cfg0 = ModelConfig::parse(json!({"architecture": arch, "num_classes": 1000, "pretrained_cfg": {"input_size": [3, c.res, c.res]}}).to_string().as_bytes()).ok()?;
     let s = settings(a, &cfg0).ok()?;
     let b = Builder::new(
-        super::ParamSource::Random(super::rng::Rng::new(0)),
+        super::ParamSource::Shapes,
         [None, None, None],
+        Default::default(),
+        crate::graph::budget::Budget::new(u64::MAX, (c.res, c.res)),
     );
     let num_features = plan(&s, &b, a.name).ok()?.num_features();
     Some(json!({

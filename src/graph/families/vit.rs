@@ -34,8 +34,9 @@ pub const FAMILY: super::Family = super::Family {
     name: "vit",
     examples: "vit_*, deit_*, deit3_*, flexivit_*, beit3_*, eva_large_patch14_*, test_vit",
     matches,
-    build,
+    build: |b, cfg| super::with_output(b, cfg, build),
     default_config,
+    any_size: false,
 };
 
 fn matches(arch: &str) -> bool {

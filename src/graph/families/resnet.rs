@@ -21,8 +21,9 @@ pub const FAMILY: Family = Family {
     name: "resnet",
     examples: "resnet18/26/34/50/101/152/200 with c/d/s/t variants, resnext*, seresnet*, seresnext*, wide_resnet*, senet154, resnetrs*, resnetaa*, test_resnet",
     matches,
-    build,
+    build: |b, cfg| super::with_output(b, cfg, build),
     default_config,
+    any_size: false,
 };
 
 /// Architectures of timm's resnet.py this builder does not build, with the reason, so they get a

@@ -23,8 +23,9 @@ pub const FAMILY: Family = Family {
     name: "convnext",
     examples: "convnext_atto..convnext_xxlarge, convnextv2_atto..convnextv2_huge, test_convnext",
     matches,
-    build,
+    build: |b, cfg| super::with_output(b, cfg, build),
     default_config,
+    any_size: false,
 };
 
 fn matches(arch: &str) -> bool {

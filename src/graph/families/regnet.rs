@@ -22,8 +22,9 @@ pub const FAMILY: Family = Family {
     name: "regnet",
     examples: "regnetx_002..regnetx_320, regnety_002..regnety_2560, regnetz_005, regnetz_040[_h]",
     matches,
-    build,
+    build: |b, cfg| super::with_output(b, cfg, build),
     default_config,
+    any_size: false,
 };
 
 fn matches(arch: &str) -> bool {

@@ -1,0 +1,134 @@
+//! Classifier heads: timm's `ClassifierHead`, `NormMlpClassifierHead` and the MAP head
+//! `AttentionPoolLatent` of SigLIP models.
+
+use super::attention::{attention_core, AttnCfg, Hooks};
+use super::mlp::{linear, linear_2d, mlp, MlpCfg};
+use super::pool::{global_pool, PoolKind};
+use super::{act, Norm};
+use crate::error::Result;
+use crate::graph::{Builder, Init, Value};
+
+/// The classifier `fc` (`[N, in]` → `[N, classes]`) in the current scope.
+pub fn fc(b: &mut Builder, x: &Value, in_f: usize, classes: usize, init: Init) -> Result<Value> {
+    linear_2d(&mut b.scope("fc"), x, in_f, classes, true, init)
+}
+
+/// timm's `ClassifierHead`: global pool, then `fc` unless `features` (pre-logits) or no classes.
+/// Returns the output and its width.
+pub fn classifier_head(
+    b: &mut Builder,
+    x: &Value,
+    channels: usize,
+    pool: PoolKind,
+    classes: usize,
+    features: bool,
+) -> Result<(Value, usize)> {
+    let pooled = global_pool(b, x, pool);
+    let width = channels * pool.multiplier();
+    if features || classes == 0 {
+        return Ok((pooled, width));
+    }
+    Ok((
+        fc(b, &pooled, width, classes, Init::DefaultUniform)?,
+        classes,
+    ))
+}
+
+/// timm's `NormMlpClassifierHead`: pool, `norm` (a 2-D norm on the pooled map), flatten,
+/// optional `pre_logits.fc` + act (tanh by default), `fc`.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_mlp_head(
+    b: &mut Builder,
+    x: &Value,
+    channels: usize,
+    pool: PoolKind,
+    norm: &Norm,
+    hidden: Option<usize>,
+    hidden_act: &str,
+    classes: usize,
+    features: bool,
+) -> Result<(Value, usize)> {
+    let p = if pool == PoolKind::None {
+        x.clone()
+    } else {
+        let flat = global_pool(b, x, pool);
+        super::reshape(b, &flat, &[0, -1, 1, 1])
+    };
+    let c = channels * pool.multiplier();
+    let y = norm.apply_2d(&mut b.scope("norm"), &p, c)?;
+    let mut y = super::flatten(b, &y, 1);
+    let mut width = c;
+    if let Some(h) = hidden {
+        let s = &mut b.scope("pre_logits");
+        y = linear_2d(&mut s.scope("fc"), &y, c, h, true, Init::TruncNormal(0.02))?;
+        y = act(s, hidden_act, &y)?;
+        width = h;
+    }
+    if features || classes == 0 {
+        return Ok((y, width));
+    }
+    Ok((fc(b, &y, width, classes, Init::TruncNormal(0.02))?, classes))
+}
+
+/// timm's `AttentionPoolLatent` (the `attn_pool` MAP head) over `[N, L, dim]`: a learned
+/// latent query attends to the tokens, then `x + mlp(norm(x))`; returns `[N, dim]` (token 0).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_pool_latent(
+    b: &mut Builder,
+    x: &Value,
+    dim: usize,
+    heads: usize,
+    mlp_hidden: usize,
+    norm: &Norm,
+    act_name: &str,
+    qkv_bias: bool,
+) -> Result<Value> {
+    let latent = b.param("latent", &[1, 1, dim], Init::TruncNormal(0.02))?;
+    // Expand the latent over the batch.
+    let n = b.op(
+        "Shape",
+        &[x],
+        vec![
+            ("start", crate::graph::Attr::Int(0)),
+            ("end", crate::graph::Attr::Int(1)),
+        ],
+    );
+    let rest = b.ints(&[1, dim as i64]);
+    let shape = super::concat(b, &[&n, &rest], 0);
+    let latent = b.op("Expand", &[&latent, &shape], vec![]);
+    let q = linear(
+        &mut b.scope("q"),
+        &latent,
+        dim,
+        dim,
+        qkv_bias,
+        Init::TruncNormal(0.02),
+    )?;
+    let kv = linear(
+        &mut b.scope("kv"),
+        x,
+        dim,
+        2 * dim,
+        qkv_bias,
+        Init::TruncNormal(0.02),
+    )?;
+    let parts = super::split(b, &kv, -1, &[dim, dim]);
+    let c = AttnCfg::new(dim, heads);
+    let y = attention_core(b, &q, &parts[0], &parts[1], &c, &Hooks::default())?;
+    let y = linear(
+        &mut b.scope("proj"),
+        &y,
+        dim,
+        dim,
+        true,
+        Init::TruncNormal(0.02),
+    )?;
+    let h = norm.apply_last(&mut b.scope("norm"), &y, dim)?;
+    let h = mlp(
+        &mut b.scope("mlp"),
+        &h,
+        &MlpCfg::new(dim, mlp_hidden, act_name),
+    )?;
+    let y = super::add(b, &y, &h);
+    Ok(super::token_at(b, &y, 0))
+}

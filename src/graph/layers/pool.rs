@@ -1,0 +1,200 @@
+//! Global pooling: timm's `SelectAdaptivePool2d` (`avg`, `max`, `avgmax`, `catavgmax` and their
+//! `fast` forms, which compute the same) and `global_pool_nlc` for token sequences.
+
+use crate::error::{Error, Result};
+use crate::graph::spatial::Step;
+use crate::graph::{Attr, Builder, Value};
+
+/// A global pool type by timm's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Avg,
+    Max,
+    AvgMax,
+    CatAvgMax,
+    /// `global_pool=''`: no pooling (features keep their map).
+    None,
+}
+
+impl PoolKind {
+    pub fn from_timm(name: &str) -> Result<PoolKind> {
+        let n = name.strip_prefix("fast").unwrap_or(name);
+        Ok(match n {
+            "avg" => PoolKind::Avg,
+            "max" => PoolKind::Max,
+            "avgmax" => PoolKind::AvgMax,
+            "catavgmax" => PoolKind::CatAvgMax,
+            "" => PoolKind::None,
+            _ => {
+                return Err(Error::unsupported(format!(
+                    "global_pool `{name}` is not supported by native graphs (avg, max, avgmax, catavgmax, fast*)"
+                )))
+            }
+        })
+    }
+
+    /// How many times the channel count the pooled output has.
+    pub fn multiplier(self) -> usize {
+        if self == PoolKind::CatAvgMax {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// `SelectAdaptivePool2d(flatten=True)`: `[N, C, H, W]` → `[N, C·multiplier]`.
+pub fn global_pool(b: &mut Builder, x: &Value, kind: PoolKind) -> Value {
+    let flat = |b: &mut Builder, v: &Value| b.op("Flatten", &[v], vec![("axis", Attr::Int(1))]);
+    match kind {
+        PoolKind::Avg => {
+            let p = b.op("GlobalAveragePool", &[x], vec![]);
+            flat(b, &p)
+        }
+        PoolKind::Max => {
+            let p = b.op("GlobalMaxPool", &[x], vec![]);
+            flat(b, &p)
+        }
+        PoolKind::AvgMax | PoolKind::CatAvgMax => {
+            let a = b.op("GlobalAveragePool", &[x], vec![]);
+            let a = flat(b, &a);
+            let m = b.op("GlobalMaxPool", &[x], vec![]);
+            let m = flat(b, &m);
+            if kind == PoolKind::AvgMax {
+                super::mean2(b, &a, &m)
+            } else {
+                super::concat(b, &[&a, &m], 1)
+            }
+        }
+        PoolKind::None => x.clone(),
+    }
+}
+
+/// `nn.MaxPool2d` / `nn.AvgPool2d` with symmetric padding, spatial size tracked.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool2d {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ceil: bool,
+    /// AvgPool's `count_include_pad` (PyTorch's default true).
+    pub count_include_pad: bool,
+}
+
+impl Pool2d {
+    pub fn new(kernel: usize, stride: usize, pad: usize) -> Self {
+        Pool2d {
+            kernel,
+            stride,
+            pad,
+            ceil: false,
+            count_include_pad: true,
+        }
+    }
+    pub fn ceil(mut self, c: bool) -> Self {
+        self.ceil = c;
+        self
+    }
+    pub fn count_include_pad(mut self, c: bool) -> Self {
+        self.count_include_pad = c;
+        self
+    }
+
+    fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        vec![
+            ("kernel_shape", Attr::Ints(vec![self.kernel as i64; 2])),
+            ("strides", Attr::Ints(vec![self.stride as i64; 2])),
+            ("pads", Attr::Ints(vec![self.pad as i64; 4])),
+            ("ceil_mode", Attr::Int(self.ceil as i64)),
+        ]
+    }
+
+    fn step(&self) -> Step {
+        Step::Window {
+            k: self.kernel,
+            stride: self.stride,
+            pad: 2 * self.pad,
+            dilation: 1,
+            ceil: self.ceil,
+        }
+    }
+
+    pub fn max(&self, b: &mut Builder, x: &Value, channels: usize) -> Result<Value> {
+        let y = b.op("MaxPool", &[x], self.attrs());
+        b.set_spatial(&y, x, self.step(), channels)?;
+        Ok(y)
+    }
+
+    pub fn avg(&self, b: &mut Builder, x: &Value, channels: usize) -> Result<Value> {
+        let mut attrs = self.attrs();
+        attrs.push((
+            "count_include_pad",
+            Attr::Int(self.count_include_pad as i64),
+        ));
+        let y = b.op("AveragePool", &[x], attrs);
+        b.set_spatial(&y, x, self.step(), channels)?;
+        Ok(y)
+    }
+}
+
+/// Token pooling of `global_pool_nlc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPool {
+    /// The class token (`token`).
+    Token,
+    Avg,
+    Max,
+    AvgMax,
+    /// No pooling (`''`).
+    None,
+}
+
+impl TokenPool {
+    pub fn from_timm(name: &str) -> Result<TokenPool> {
+        Ok(match name {
+            "token" => TokenPool::Token,
+            "avg" => TokenPool::Avg,
+            "max" => TokenPool::Max,
+            "avgmax" => TokenPool::AvgMax,
+            "" => TokenPool::None,
+            other => {
+                return Err(Error::unsupported(format!(
+                    "global_pool `{other}` is not supported for token sequences (token, avg, max, avgmax)"
+                )))
+            }
+        })
+    }
+}
+
+/// timm's `global_pool_nlc` on `[N, L, D]`: prefix tokens dropped for the averaging pools
+/// unless `include_prefix`.
+pub fn global_pool_nlc(
+    b: &mut Builder,
+    x: &Value,
+    kind: TokenPool,
+    num_prefix: usize,
+    include_prefix: bool,
+) -> Value {
+    if kind == TokenPool::Token {
+        return super::token_at(b, x, 0);
+    }
+    if kind == TokenPool::None {
+        return x.clone();
+    }
+    let x = if num_prefix > 0 && !include_prefix {
+        super::slice(b, x, 1, num_prefix as i64, i64::MAX)
+    } else {
+        x.clone()
+    };
+    let axes = b.ints(&[1]);
+    let keep = vec![("keepdims", Attr::Int(0))];
+    match kind {
+        TokenPool::Avg => b.op("ReduceMean", &[&x, &axes], keep),
+        TokenPool::Max => b.op("ReduceMax", &[&x, &axes], keep),
+        _ => {
+            let mx = b.op("ReduceMax", &[&x, &axes], keep.clone());
+            let mean = b.op("ReduceMean", &[&x, &axes], keep);
+            super::mean2(b, &mx, &mean)
+        }
+    }
+}
