@@ -169,6 +169,15 @@ enum TimmStatus timm_classify_file(struct TimmModel *model,
                                    uintptr_t k,
                                    struct TimmClass *results);
 
+// Decodes an image file (as `timm_classify_file` does) and writes the model's eval transform of
+// it to `output` (`C*H*W` floats of `timm_model_input_size`, NCHW for a batch of one): the input
+// for `timm_infer` / `timm_infer_outputs`. `TIMM_ERR_BUFFER_TOO_SMALL` names the length needed.
+// Thread-safe.
+enum TimmStatus timm_preprocess_file(const struct TimmModel *model,
+                                     const char *path,
+                                     float *output,
+                                     uintptr_t output_len);
+
 // Releases a model. NULL is a no-op. Freeing the same pointer twice is detected and ignored
 // (the last error says so) as long as the address was not reused by a newer model.
 void timm_free(struct TimmModel *model);
