@@ -37,6 +37,8 @@ pub struct Model {
     config_json: CString,
     options: ModelOptions,
     data_config: DataConfig,
+    /// The folder's model.onnx when the model runs it (the export copies it).
+    onnx_file: Option<std::path::PathBuf>,
 }
 
 /// One of the top-k classes of an image.
@@ -233,14 +235,16 @@ impl Model {
             .filter(|w| w.mode() == WeightsMode::Map)
             .collect();
         let num_classes = config.num_classes;
-        Self::finish(
+        let mut model = Self::finish(
             session,
             weights,
             config,
             GraphKind::Onnx,
             options,
             num_classes,
-        )
+        )?;
+        model.onnx_file = Some(path.to_path_buf());
+        Ok(model)
     }
 
     fn finish(
@@ -310,7 +314,21 @@ impl Model {
             config_json,
             options: options.clone(),
             data_config,
+            onnx_file: None,
         })
+    }
+
+    /// The weights file a native graph was built from (`None` for random weights).
+    pub fn native_weights(&self) -> Option<&Weights> {
+        match self.graph_kind {
+            GraphKind::Native => self._weights.first().map(|w| &**w),
+            GraphKind::Onnx => None,
+        }
+    }
+
+    /// The folder's model.onnx, for models that run it.
+    pub fn onnx_file(&self) -> Option<&Path> {
+        self.onnx_file.as_deref()
     }
 
     pub fn config(&self) -> &ModelConfig {

@@ -11,6 +11,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod boundary;
+pub mod export;
 
 use std::ffi::CString;
 use std::os::raw::c_char;
