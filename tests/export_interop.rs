@@ -168,7 +168,30 @@ fn exports_load_in_onnxruntime_and_openvino_with_timm_logits() {
             triton_batch: Some(b),
         });
     }
-    let manifest: Vec<serde_json::Value> = cases.iter().map(|c| case_json(c, &dir_path)).collect();
+    let mut manifest: Vec<serde_json::Value> =
+        cases.iter().map(|c| case_json(c, &dir_path)).collect();
+    // The same files through the command-line tool, run from an unrelated folder.
+    for name in [
+        "effnet_mnv3_small-native",
+        "vit_small_patch8_qknorm_avgmax-native",
+    ] {
+        let mut case = manifest.iter().find(|m| m["name"] == name).unwrap().clone();
+        let file = dir_path.join(format!("{name}-cli.onnx"));
+        let spec = fixture(name.trim_end_matches("-native")).spec("native");
+        let out = Command::new(env!("CARGO_BIN_EXE_timm"))
+            .args(["export", &spec, file.to_str().unwrap()])
+            .current_dir(&dir_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        case["name"] = format!("{name}-cli").into();
+        case["file"] = file.to_str().unwrap().into();
+        manifest.push(case);
+    }
     for (c, m) in cases.iter().zip(&manifest) {
         if c.tag == "-external" {
             let file = PathBuf::from(m["file"].as_str().unwrap());
