@@ -13,6 +13,7 @@
 mod boundary;
 mod outputs;
 pub use outputs::*;
+pub mod export;
 
 use std::ffi::CString;
 use std::os::raw::c_char;
