@@ -356,7 +356,7 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Cfg> {
         use_grn: v.use_grn,
         act: v.act_layer,
         norm,
-        pool: PoolKind::from_timm(&pool_name)?,
+        pool: PoolKind::from_timm(pool_name)?,
         output_stride,
     };
     if b.weights().is_some() {
