@@ -225,196 +225,64 @@ fn unknown_variants_and_arguments_are_unsupported() {
 // ---------------------------------------------------------------------------------------------
 // feature maps (timm's features_only=True)
 
-/// The `feature_maps` references of a fixture's meta.json, with the reference directory.
-fn feature_map_refs(f: &Fixture) -> (std::path::PathBuf, Vec<serde_json::Value>) {
-    let dir = fixtures_dir().join(&f.reference);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let maps = meta["feature_maps"].as_array().cloned().unwrap_or_default();
-    (dir, maps)
-}
-
-/// The native graph of `f` for `output=feature_maps` with the reference's kwargs (or `indices`).
-fn feature_graph(
-    f: &Fixture,
-    kwargs: &serde_json::Value,
-    indices: Option<Vec<i64>>,
-) -> (timm::graph::Graph, timm::weights::Weights) {
-    let dir = f.folder("native").unwrap();
-    let cfg =
-        timm::config::ModelConfig::parse(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-    let w = timm::weights::Weights::open(
-        &dir.join("model.safetensors"),
-        timm::weights::WeightsMode::Map,
-    )
-    .unwrap();
-    let request = timm::graph::Request {
-        output: timm::graph::OutputKind::FeatureMaps,
-        out_indices: indices.or_else(|| {
-            kwargs["out_indices"]
-                .as_array()
-                .map(|a| a.iter().map(|v| v.as_i64().unwrap()).collect())
-        }),
-        output_stride: kwargs["output_stride"].as_u64().map(|s| s as usize),
-        ..Default::default()
-    };
-    let size = &cfg.pretrained_cfg.input_size;
-    let g = timm::graph::build(
-        &cfg,
-        timm::graph::ParamSource::Weights(&w),
-        &request,
-        (size[1], size[2]),
-    )
-    .unwrap_or_else(|e| panic!("{} {kwargs}: {e:?}", f.name));
-    (g, w)
-}
-
-/// Ends a one-output feature-map graph in a Flatten to `[N, k]`.
-fn flatten_output(g: &mut timm::graph::Graph, k: usize) {
-    let from = g.outputs[0].name.clone();
-    g.nodes.push(timm::graph::Node {
-        op: "Flatten".into(),
-        domain: String::new(),
-        name: "flatten_output".into(),
-        inputs: vec![from],
-        outputs: vec!["flat".into()],
-        attrs: vec![("axis".into(), timm::graph::Attr::Int(1))],
-    });
-    g.outputs = vec![timm::graph::GraphOutput {
-        name: "flat".into(),
-        shape: timm::graph::OutputShape::Vector(k),
-    }];
+#[test]
+fn feature_maps_match_timm_features_only() {
+    // Every stage, a subset with a negative index, output_stride 16 and 8 (dilated stages, the
+    // Linear- and conv-MLP layouts) and inputs of other sizes.
+    let mut checked = 0;
+    for f in fixtures_of_family("convnext") {
+        checked += check_feature_maps(&f, TOL);
+    }
+    assert!(checked >= 6, "only {checked} feature-map references");
 }
 
 #[test]
-fn feature_maps_match_timm_features_only() {
-    init_runtime();
-    let mut checked = 0;
-    for f in fixtures_of_family("convnext") {
-        let (dir, maps) = feature_map_refs(&f);
-        for fm in &maps {
-            let kwargs = &fm["kwargs"];
-            let input = match fm["input"].as_str() {
-                Some(file) => read_f32(&dir.join(file)),
-                None => reference(&f).input,
-            };
-            let shape: Vec<i64> = fm["input_shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_i64().unwrap())
-                .collect();
-            let (n, h, w) = (shape[0] as usize, shape[2] as usize, shape[3] as usize);
-            let (g, _) = feature_graph(&f, kwargs, None);
-            let want_info: Vec<(usize, usize, String)> = fm["feature_info"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    (
-                        d["num_chs"].as_u64().unwrap() as usize,
-                        d["reduction"].as_u64().unwrap() as usize,
-                        d["module"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect();
-            let got_info: Vec<(usize, usize, String)> = g
-                .feature_info
-                .iter()
-                .map(|i| (i.channels, i.reduction, i.module.clone()))
-                .collect();
-            assert_eq!(got_info, want_info, "{} {kwargs}: feature_info", f.name);
-            let outputs = fm["outputs"].as_array().unwrap();
-            assert_eq!(g.outputs.len(), outputs.len(), "{} {kwargs}", f.name);
-            // Each selected map on its own (one output per session), by its index in timm's
-            // full feature_info.
-            let all = feature_graph(&f, &serde_json::json!({}), None)
-                .0
-                .feature_info;
-            for (o, want) in g.outputs.iter().zip(outputs) {
-                let want_shape: Vec<usize> = want["shape"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_u64().unwrap() as usize)
-                    .collect();
-                assert_eq!(
-                    o.shape.dims(n, h, w),
-                    Some(want_shape.clone()),
-                    "{} {kwargs}: shape of {}",
-                    f.name,
-                    o.name
-                );
-                let i = g.outputs.iter().position(|x| x.name == o.name).unwrap();
-                let module = &g.feature_info[i].module;
-                let idx = all.iter().position(|x| &x.module == module).unwrap() as i64;
-                let (mut one, weights) = feature_graph(&f, kwargs, Some(vec![idx]));
-                // Sessions take one [N, K] output until the multi-output ABI lands: flatten.
-                flatten_output(&mut one, want_shape[1..].iter().product());
-                let session = timm::runtime::session::Session::from_graph(
-                    &one,
-                    Some(&weights),
-                    &Default::default(),
-                )
-                .unwrap();
-                let mut out = vec![0f32; want_shape.iter().product()];
-                let out_shape = [n as i64, (out.len() / n) as i64];
-                session.run(&input, &shape, &mut out, &out_shape).unwrap();
-                let r = read_f32(&dir.join(want["file"].as_str().unwrap()));
-                let scale = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-                let d = max_abs_diff(&out, &r) / scale;
-                eprintln!(
-                    "{:<24} {:<36} {module:<9} rel max|diff| = {d:.3e}",
-                    f.name,
-                    kwargs.to_string()
-                );
-                assert!(d <= TOL, "{} {kwargs} {module}: differs by {d}", f.name);
-                checked += 1;
-            }
-        }
-    }
-    assert!(checked >= 16, "only {checked} feature maps checked");
+fn feature_maps_take_any_input_size() {
+    let f = fixture("convnext_atto-small");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let shapes: Vec<_> = (0..m.output_count())
+        .map(|i| m.output_shape(i, &[1, 3, 64, 33]).unwrap())
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            vec![1, 8, 16, 8],
+            vec![1, 8, 8, 4],
+            vec![1, 16, 4, 2],
+            vec![1, 16, 2, 1]
+        ]
+    );
+    let x = vec![0.25f32; 3 * 64 * 33];
+    let maps = m.infer_outputs(&x, &[1, 3, 64, 33]).unwrap();
+    assert!(maps.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
 }
 
 #[test]
 fn feature_map_requests_timm_refuses_are_errors() {
     let f = fixture("convnext_atto-small");
-    let dir = f.folder("native").unwrap();
-    let cfg =
-        timm::config::ModelConfig::parse(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-    let build = |out_indices: Option<Vec<i64>>, output_stride: Option<usize>, hw| {
-        let request = timm::graph::Request {
-            output: timm::graph::OutputKind::FeatureMaps,
-            out_indices,
-            output_stride,
-            ..Default::default()
-        };
-        timm::graph::build(&cfg, timm::graph::ParamSource::Shapes, &request, hw)
+    let create = |opts: &[(&str, &str)]| {
+        let mut o = vec![("output", "feature_maps")];
+        o.extend_from_slice(opts);
+        CModel::create(&f.spec("native"), true, &o)
     };
-    let e = build(Some(vec![0, 4]), None, (32, 32)).unwrap_err();
-    assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
-    assert!(e.message().contains("index 4"), "{}", e.message());
-    let e = build(Some(vec![-5]), None, (32, 32)).unwrap_err();
-    assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
-    let e = build(None, Some(4), (32, 32)).unwrap_err();
-    assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
-    assert!(e.message().contains("output_stride"), "{}", e.message());
-    // A 16x16 input leaves nothing for the last stage's stride-2 downsample... at 8x8.
-    let e = build(None, None, (8, 8)).unwrap_err();
-    assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
-    assert!(e.message().contains("too small"), "{}", e.message());
-    // The graph takes any size: the maps' shapes follow the input's.
-    let g = build(None, None, (32, 32)).unwrap();
-    assert_eq!(g.input_chw[1..], [None, None]);
-    let dims: Vec<_> = g.outputs.iter().map(|o| o.shape.dims(1, 64, 33)).collect();
-    assert_eq!(
-        dims,
-        [
-            Some(vec![1, 8, 16, 8]),
-            Some(vec![1, 8, 8, 4]),
-            Some(vec![1, 16, 4, 2]),
-            Some(vec![1, 16, 2, 1])
-        ]
-    );
-    assert_eq!(g.outputs[3].shape.dims(1, 31, 31), None);
+    for bad in ["0,4", "-5"] {
+        let e = create(&[("out_indices", bad)]).err().expect("must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        assert!(e.message.contains("out of range"), "{}", e.message);
+    }
+    let e = create(&[("output_stride", "4")]).err().expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("output_stride"), "{}", e.message);
+
+    // 31x31 leaves the last stage's 2x2 downsample nothing to cover.
+    let m = create(&[]).unwrap();
+    let e = m.output_shape(3, &[1, 3, 31, 31]).err().expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    let x = vec![0f32; 3 * 31 * 31];
+    let e = m
+        .infer_outputs(&x, &[1, 3, 31, 31])
+        .err()
+        .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("too small"), "{}", e.message);
 }
