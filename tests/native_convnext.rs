@@ -276,13 +276,10 @@ fn feature_map_requests_timm_refuses_are_errors() {
 
     // 31x31 leaves the last stage's 2x2 downsample nothing to cover.
     let m = create(&[]).unwrap();
-    let e = m.output_shape(3, &[1, 3, 31, 31]).err().expect("must fail");
+    let e = m.output_shape(3, &[1, 3, 31, 31]).expect_err("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
     let x = vec![0f32; 3 * 31 * 31];
-    let e = m
-        .infer_outputs(&x, &[1, 3, 31, 31])
-        .err()
-        .expect("must fail");
+    let e = m.infer_outputs(&x, &[1, 3, 31, 31]).expect_err("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
     assert!(e.message.contains("too small"), "{}", e.message);
 }
