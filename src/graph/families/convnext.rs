@@ -310,11 +310,14 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Cfg> {
             "model_args `dims`, `kernel_sizes` and `patch_size` must be positive",
         ));
     }
-    let output_stride = b.output_stride().unwrap_or(v.output_stride);
+    let requested = b.output_stride();
+    let output_stride = requested.unwrap_or(v.output_stride);
     if ![8, 16, 32].contains(&output_stride) {
-        return Err(Error::invalid_argument(format!(
-            "output_stride {output_stride}: timm's ConvNeXt supports 8, 16 or 32"
-        )));
+        let why = format!("output_stride {output_stride}: timm's ConvNeXt supports 8, 16 or 32");
+        return Err(match requested {
+            Some(_) => Error::invalid_argument(format!("option {why}")),
+            None => Error::invalid_model(format!("model_args {why}")),
+        });
     }
     let norm = match v.norm_layer.as_deref().unwrap_or("layernorm") {
         n @ ("layernorm" | "layernorm2d" | "rmsnorm" | "rmsnorm2d" | "simplenorm"
