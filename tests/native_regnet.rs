@@ -260,13 +260,11 @@ fn empty_inputs_are_refused_and_any_other_size_is_taken() {
     for shape in [[1, 3, 0, 8], [1, 3, 8, 0]] {
         let e = m
             .output_shape(0, &shape)
-            .err()
-            .expect("empty input must fail");
+            .expect_err("empty input must fail");
         assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
         let e = m
             .infer_outputs(&[], &shape)
-            .err()
-            .expect("empty input must fail");
+            .expect_err("empty input must fail");
         assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
     }
     let x = vec![0.5f32; 3];
