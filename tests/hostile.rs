@@ -458,7 +458,7 @@ fn config_cases() -> Vec<Case> {
             "config: 10^7 label names (over the size limit)",
             config_with("label_names", Value::Array(vec![json!(0); 10_000_000])),
             inv,
-            &["config files larger than 16777216 bytes are refused"],
+            &["over the limit of 16777216 bytes"],
         )),
         config_case("config: label index past num_classes", config_with("label_names", json!({"12": "x"})), inv, &["`label_names` has index 12 but the model has 10 classes"]),
         config_case("config: unknown crop_mode", config_with("pretrained_cfg/crop_mode", json!("zoom")), inv, &["`crop_mode` is `zoom`"]),
