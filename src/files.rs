@@ -37,7 +37,7 @@ fn kind_name(meta: &Metadata) -> &'static str {
 
 fn not_regular(what: &str, path: &Path, meta: &Metadata, bad: fn(String) -> Error) -> Error {
     bad(format!(
-        "{what} {} is {}, not a regular file; only regular files are read (a pipe or device could block or never end)",
+        "{} is {}, not a regular file ({what}); only regular files are read, a pipe or device could block or never end",
         path.display(),
         kind_name(meta)
     ))

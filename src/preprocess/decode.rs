@@ -62,7 +62,12 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
 /// [`decode_bytes`] with a lower pixel cap (clamped to [`MAX_DECODED_PIXELS`]); the fuzzer
 /// uses a small one so each input decodes in microseconds, not seconds.
 pub fn decode_bytes_limited(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
-    decode(Cursor::new(bytes), max_pixels, DecodeOptions::default())
+    decode_bytes_with(bytes, max_pixels, DecodeOptions::default())
+}
+
+/// [`decode_bytes_limited`] with options (the fuzzer also lets truncated JPEGs reach the decoder).
+pub fn decode_bytes_with(bytes: &[u8], max_pixels: u64, opts: DecodeOptions) -> Result<RgbImage> {
+    decode(Cursor::new(bytes), max_pixels, opts)
 }
 
 fn decode<R: BufRead + Seek>(

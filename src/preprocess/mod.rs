@@ -18,8 +18,8 @@ mod resample;
 mod transform;
 
 pub use decode::{
-    decode_bytes, decode_bytes_limited, decode_file, decode_file_with, DecodeOptions,
-    MAX_DECODED_PIXELS, MAX_IMAGE_FILE_BYTES,
+    decode_bytes, decode_bytes_limited, decode_bytes_with, decode_file, decode_file_with,
+    DecodeOptions, MAX_DECODED_PIXELS, MAX_IMAGE_FILE_BYTES,
 };
 pub use pixels::{ImageView, PixelFormat, MAX_VIEW_SIDE};
 pub use resample::resize;
