@@ -400,7 +400,6 @@ fn feature_map_requests_timm_refuses_or_cannot_run_are_errors() {
     assert_eq!(maps[4].shape, vec![1, 288, 1, 1]);
     let e = m
         .output_shape(0, &[1, 3, 0, 24])
-        .err()
-        .expect("an empty input must fail");
+        .expect_err("an empty input must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
 }
