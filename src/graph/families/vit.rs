@@ -276,7 +276,7 @@ impl Vit {
                     .any(|n| arch.contains(n)),
             }
         } else {
-            Resample::TIMM
+            Resample::default()
         };
         Ok(Vit {
             distilled,
@@ -416,7 +416,7 @@ fn pos_embed_tokens(
             // A fixed other size: timm's img_size= resamples through the checkpoint filter, or
             // in forward with the class's defaults when the model has dynamic_img_size.
             let r = if v.dynamic_img_size {
-                Resample::TIMM
+                Resample::default()
             } else {
                 v.load_resample
             };
@@ -605,7 +605,7 @@ mod tests {
     #[test]
     fn flexivit_and_radio_resample_bilinear_at_load_like_timms_filter() {
         let r = |a: &str| Vit::resolve(&parse(&TABLE.get(a).unwrap().config)).unwrap();
-        assert_eq!(r("vit_base_patch16_224").load_resample, Resample::TIMM);
+        assert_eq!(r("vit_base_patch16_224").load_resample, Resample::default());
         assert_eq!(r("flexivit_small").load_resample.mode, Interp::Bilinear);
         assert!(r("vit_base_patch16_radio_v3").load_resample.align_corners);
     }

@@ -28,13 +28,15 @@ pub struct Resample {
     pub align_corners: bool,
 }
 
-impl Resample {
-    /// `resample_abs_pos_embed`'s defaults: bicubic with antialias.
-    pub const TIMM: Resample = Resample {
-        mode: Interp::Bicubic,
-        antialias: true,
-        align_corners: false,
-    };
+/// `resample_abs_pos_embed`'s defaults: bicubic with antialias.
+impl Default for Resample {
+    fn default() -> Self {
+        Resample {
+            mode: Interp::Bicubic,
+            antialias: true,
+            align_corners: false,
+        }
+    }
 }
 
 /// PyTorch's `area_pixel_compute_scale` for a size given (no scale factor).
@@ -263,7 +265,7 @@ mod tests {
     fn same_size_is_the_identity() {
         let x: Vec<f32> = (0..2 * 3 * 4).map(|i| i as f32 * 0.37).collect();
         for r in [
-            Resample::TIMM,
+            Resample::default(),
             Resample {
                 mode: Interp::Bilinear,
                 antialias: false,
@@ -282,7 +284,7 @@ mod tests {
 
     #[test]
     fn antialiased_weights_sum_to_one_and_widen_when_downsampling() {
-        let w = weights_1d(14, 5, &Resample::TIMM);
+        let w = weights_1d(14, 5, &Resample::default());
         for row in &w {
             assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         }
@@ -293,9 +295,9 @@ mod tests {
     #[test]
     fn prefix_tokens_are_kept() {
         let pe: Vec<f32> = (0..(1 + 4) * 3).map(|i| i as f32).collect();
-        let out = resample_abs_pos_embed(&pe, 3, (2, 2), (3, 3), 1, &Resample::TIMM).unwrap();
+        let out = resample_abs_pos_embed(&pe, 3, (2, 2), (3, 3), 1, &Resample::default()).unwrap();
         assert_eq!(out.len(), (1 + 9) * 3);
         assert_eq!(&out[..3], &pe[..3]);
-        assert!(resample_abs_pos_embed(&pe, 3, (3, 3), (2, 2), 1, &Resample::TIMM).is_err());
+        assert!(resample_abs_pos_embed(&pe, 3, (3, 3), (2, 2), 1, &Resample::default()).is_err());
     }
 }
