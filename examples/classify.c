@@ -72,8 +72,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s <spec> <image> [<image> ...]\n       %s <spec> --tensor <input.f32>\n", argv[0], argv[0]);
         return 2;
     }
-    TimmModel *model = timm_create_model(argv[1], true);
-    if (!model) return fail(argv[1]);
+    TimmModel *model = NULL;
+    TimmStatus status = timm_model_create(argv[1], true, NULL, &model);
+    if (status != TIMM_OK) return fail(argv[1]);
     int rc = 0;
     if (!strcmp(argv[2], "--tensor") && argc >= 4) {
         rc = classify_tensor(model, argv[3]);

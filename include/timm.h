@@ -2,7 +2,7 @@
  * libtimm: timm (PyTorch Image Models) image models for C, C++ and Go, on ONNX Runtime.
  *
  * Rules for every function:
- *  - Functions that can fail return a TimmStatus (or NULL); the reason is in timm_last_error(),
+ *  - Functions that can fail return a TimmStatus; the reason is in timm_last_error(),
  *    which is per thread and stays valid until the next failing call on that thread.
  *  - NULL where a pointer is required is TIMM_ERR_INVALID_ARGUMENT, never a crash.
  *  - Everything the library allocates for you has a matching *_free; strings returned as
@@ -67,7 +67,7 @@ typedef enum TimmLogLevel {
   TIMM_LOG_ERROR = 3,
 } TimmLogLevel;
 
-// A loaded model. Opaque; create with `timm_create_model*`, release with `timm_free`.
+// A loaded model. Opaque; create with `timm_model_create`, release with `timm_free`.
 typedef struct TimmModel TimmModel;
 
 // Creation options (string keys and values). Opaque; create with `timm_options_new`, release
@@ -96,53 +96,15 @@ typedef struct TimmClass {
   const char *description;
 } TimmClass;
 
-// Download progress: bytes done and total of the file being fetched, and the caller's pointer.
-typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
-
 // A log callback: `level` is a `TimmLogLevel`, `message` is valid only during the call.
 typedef void (*TimmLogFn)(int level, const char *message, void *user_data);
+
+// Download progress: bytes done and total of the file being fetched, and the caller's pointer.
+typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-// Loads a model.
-//
-// `spec` is `local:<folder>` (or timm's `local-dir:<folder>`), a folder timm wrote with
-// config.json and model.safetensors and/or model.onnx; `hf-hub:org/name[@revision]`, a
-// Hugging Face repo resolved through the local Hugging Face cache (downloaded on a miss unless
-// offline); or a bare timm name: `arch.tag` with `pretrained = true` is the repo `timm/arch.tag`,
-// `arch` with `pretrained = false` builds timm's default architecture with random weights.
-// `pretrained = false` on a folder builds its architecture with seeded random weights.
-//
-// Returns NULL on failure; `timm_last_error()` says why. Release the model with `timm_free`.
-// Thread-safe.
-struct TimmModel *timm_create_model(const char *spec, bool pretrained);
-
-// Like `timm_create_model`, with options (may be NULL for defaults). The options are copied;
-// the caller still owns them.
-struct TimmModel *timm_create_model_with_options(const char *spec,
-                                                 bool pretrained,
-                                                 const struct TimmOptions *options);
-
-// Runs the model on a batch.
-//
-// `input` holds `N*C*H*W` floats in NCHW order, already preprocessed (see `timm_preprocess`),
-// with `input_shape` = {N, C, H, W} (`input_ndim` = 4). `output` receives `N * timm_model_output_dim(model)`
-// floats (`[N, output_dim]`, row-major); `output_len` is its capacity in floats.
-//
-// Errors: `TIMM_ERR_INVALID_ARGUMENT` for NULLs or a shape that does not match the model
-// (the message names expected and got), `TIMM_ERR_BUFFER_TOO_SMALL` with the needed length.
-// NaN or Inf inputs are computed, not rejected.
-//
-// Thread-safe: many threads may call `timm_infer` on the same model at once; results equal
-// single-threaded ones. The model must not be freed while a call is running.
-enum TimmStatus timm_infer(struct TimmModel *model,
-                           const float *input,
-                           const int64_t *input_shape,
-                           uintptr_t input_ndim,
-                           float *output,
-                           uintptr_t output_len);
 
 // timm's eval transform (resize, center crop, normalize, exactly as timm + Pillow do it) of
 // one image into `output`, which must hold `C*H*W` floats of `timm_model_input_size`.
@@ -169,38 +131,69 @@ enum TimmStatus timm_classify_file(struct TimmModel *model,
                                    uintptr_t k,
                                    struct TimmClass *results);
 
+// Sets the process-wide log callback (NULL restores the default: warnings and errors printed
+// to stderr). It receives libtimm's warnings (a requested GPU provider that could not be
+// used, and why) and, for models created while it is set, ONNX Runtime's session warnings and
+// errors.
+//
+// Thread rules: the callback may be called from any thread, including ONNX Runtime's own,
+// and from several threads at once, so it must be thread-safe. It must return normally and
+// must not call `timm_set_log_callback` (that is refused with `TIMM_ERR_INVALID_ARGUMENT`).
+// When `timm_set_log_callback` returns, the previous callback is no longer running and will
+// not be called again, so its `user_data` may be released. `user_data` is passed back
+// untouched. Thread-safe.
+enum TimmStatus timm_set_log_callback(TimmLogFn callback, void *user_data);
+
+// Loads a model into `*out`.
+//
+// `spec` is `local:<folder>` (or timm's `local-dir:<folder>`), a folder timm wrote with
+// config.json and model.safetensors and/or model.onnx; `hf-hub:org/name[@revision]`, a
+// Hugging Face repo resolved through the local Hugging Face cache (downloaded on a miss unless
+// offline); or a bare timm name: `arch.tag` with `pretrained = true` is the repo `timm/arch.tag`,
+// `arch` with `pretrained = false` builds timm's default architecture with random weights.
+// `pretrained = false` on a folder builds its architecture with seeded random weights.
+// `options` may be NULL for defaults; they are copied, the caller still owns them.
+//
+// Returns `TIMM_OK` and the model in `*out`, or the failure's status with `*out` set to NULL
+// (`timm_last_error()` says why). `out` NULL is `TIMM_ERR_INVALID_ARGUMENT`. Release the model
+// with `timm_free`. Thread-safe.
+enum TimmStatus timm_model_create(const char *spec,
+                                  bool pretrained,
+                                  const struct TimmOptions *options,
+                                  struct TimmModel **out);
+
+// `timm_model_create` without options, returning the model or NULL (the status is lost; use
+// `timm_model_create` to handle failures by status).
+struct TimmModel *timm_create_model(const char *spec, bool pretrained);
+
+// `timm_model_create` returning the model or NULL (the status is lost; use
+// `timm_model_create` to handle failures by status).
+struct TimmModel *timm_create_model_with_options(const char *spec,
+                                                 bool pretrained,
+                                                 const struct TimmOptions *options);
+
+// Runs the model on a batch.
+//
+// `input` holds `N*C*H*W` floats in NCHW order, already preprocessed (see `timm_preprocess`),
+// with `input_shape` = {N, C, H, W} (`input_ndim` = 4). `output` receives `N * timm_model_output_dim(model)`
+// floats (`[N, output_dim]`, row-major); `output_len` is its capacity in floats.
+//
+// Errors: `TIMM_ERR_INVALID_ARGUMENT` for NULLs or a shape that does not match the model
+// (the message names expected and got), `TIMM_ERR_BUFFER_TOO_SMALL` with the needed length.
+// NaN or Inf inputs are computed, not rejected.
+//
+// Thread-safe: many threads may call `timm_infer` on the same model at once; results equal
+// single-threaded ones. The model must not be freed while a call is running.
+enum TimmStatus timm_infer(struct TimmModel *model,
+                           const float *input,
+                           const int64_t *input_shape,
+                           uintptr_t input_ndim,
+                           float *output,
+                           uintptr_t output_len);
+
 // Releases a model. NULL is a no-op. Freeing the same pointer twice is detected and ignored
 // (the last error says so) as long as the address was not reused by a newer model.
 void timm_free(struct TimmModel *model);
-
-// This thread's last failure message, "" if none. The string stays valid until the next
-// failing call on the same thread; copy it to keep it. Never NULL.
-const char *timm_last_error(void);
-
-// A new, empty options object. Release with `timm_options_free`. Never NULL unless out of memory.
-struct TimmOptions *timm_options_new(void);
-
-// Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
-// (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
-// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
-// `cache_dir`, `offline` (true|false), `endpoint`, `token`; for GPUs (docs/GPU.md)
-// `providers` (comma list of tensorrt, cuda, cpu), `device_id`, `strict_providers`,
-// `cuda_mem_limit`, `cudnn_conv_algo_search`, `trt_fp16`, `trt_engine_cache_dir`,
-// `trt_workspace_size`, `max_batch`. An unknown key or a bad
-// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
-// on the same options object.
-enum TimmStatus timm_options_set(struct TimmOptions *options, const char *key, const char *value);
-
-// Sets a callback for download progress of `hf-hub:` models (NULL removes it). It is called
-// on the thread that runs `timm_create_model_with_options`, at least every MiB and at the end
-// of each file; `user_data` is passed back untouched and must stay valid while models are
-// created with these options. The callback must return normally (no longjmp, no exception).
-enum TimmStatus timm_options_set_progress(struct TimmOptions *options,
-                                          TimmProgressFn callback,
-                                          void *user_data);
-
-// Releases options. NULL is a no-op; a double free is detected and ignored.
-void timm_options_free(struct TimmOptions *options);
 
 // Floats per image that `timm_infer` writes: the class count for logits, `num_features` for
 // the `features` output. 0 if `model` is NULL or not live. Thread-safe.
@@ -235,18 +228,34 @@ const char *timm_model_config_json(const struct TimmModel *model);
 // `model` is NULL or not live. Thread-safe.
 const char *timm_model_providers(const struct TimmModel *model);
 
-// Sets the process-wide log callback (NULL restores the default: warnings and errors printed
-// to stderr). It receives libtimm's warnings (a requested GPU provider that could not be
-// used, and why) and, for models created while it is set, ONNX Runtime's session warnings and
-// errors.
-//
-// Thread rules: the callback may be called from any thread, including ONNX Runtime's own,
-// and from several threads at once, so it must be thread-safe. It must return normally and
-// must not call `timm_set_log_callback` (that is refused with `TIMM_ERR_INVALID_ARGUMENT`).
-// When `timm_set_log_callback` returns, the previous callback is no longer running and will
-// not be called again, so its `user_data` may be released. `user_data` is passed back
-// untouched. Thread-safe.
-enum TimmStatus timm_set_log_callback(TimmLogFn callback, void *user_data);
+// A new, empty options object. Release with `timm_options_free`. Never NULL unless out of memory.
+struct TimmOptions *timm_options_new(void);
+
+// Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
+// (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
+// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
+// `cache_dir`, `offline` (true|false), `endpoint`, `token`; for GPUs (docs/GPU.md)
+// `providers` (comma list of tensorrt, cuda, cpu), `device_id`, `strict_providers`,
+// `cuda_mem_limit`, `cudnn_conv_algo_search`, `trt_fp16`, `trt_engine_cache_dir`,
+// `trt_workspace_size`, `max_batch`. An unknown key or a bad
+// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
+// on the same options object.
+enum TimmStatus timm_options_set(struct TimmOptions *options, const char *key, const char *value);
+
+// Sets a callback for download progress of `hf-hub:` models (NULL removes it). It is called
+// on the thread that runs `timm_create_model_with_options`, at least every MiB and at the end
+// of each file; `user_data` is passed back untouched and must stay valid while models are
+// created with these options. The callback must return normally (no longjmp, no exception).
+enum TimmStatus timm_options_set_progress(struct TimmOptions *options,
+                                          TimmProgressFn callback,
+                                          void *user_data);
+
+// Releases options. NULL is a no-op; a double free is detected and ignored.
+void timm_options_free(struct TimmOptions *options);
+
+// This thread's last failure message, "" if none. The string stays valid until the next
+// failing call on the same thread; copy it to keep it. Never NULL.
+const char *timm_last_error(void);
 
 // The library version, e.g. "0.1.0". Static; never NULL.
 const char *timm_version(void);

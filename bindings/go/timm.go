@@ -33,11 +33,7 @@ func Version() string { return C.GoString(C.timm_version()) }
 // lastError builds the error for a failed call. It must run on the OS thread of that call,
 // because timm_last_error() is per thread: callers hold runtime.LockOSThread across both.
 func lastError(status Status) error {
-	msg := C.GoString(C.timm_last_error())
-	if status == StatusOK {
-		status = statusFromMessage(msg)
-	}
-	return &Error{Status: status, Message: msg}
+	return &Error{Status: status, Message: C.GoString(C.timm_last_error())}
 }
 
 // call runs one fallible C call and reads its message on the same OS thread (a goroutine may
@@ -129,7 +125,7 @@ type Model struct {
 }
 
 // CreateModel loads a model: spec is "local:<folder>", "hf-hub:org/name[@revision]" or a timm
-// name (see timm_create_model in timm.h).
+// name (see timm_model_create in timm.h).
 func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 	var cfg config
 	for _, o := range opts {
@@ -161,7 +157,7 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 		}
 	}
 	if cfg.progress != nil {
-		// Only used during timm_create_model_with_options below, which copies the options.
+		// Only used during timm_model_create below, which copies the options.
 		h := cgo.NewHandle(cfg.progress)
 		defer h.Delete()
 		if err := call(func() Status { return Status(C.timm_go_set_progress(copts, C.uintptr_t(h))) }); err != nil {
@@ -171,14 +167,8 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 
 	cspec := C.CString(spec)
 	defer C.free(unsafe.Pointer(cspec))
-	runtime.LockOSThread()
-	h := C.timm_create_model_with_options(cspec, C.bool(pretrained), copts)
-	var err error
-	if h == nil {
-		err = lastError(StatusOK) // status from the message prefix
-	}
-	runtime.UnlockOSThread()
-	if err != nil {
+	var h *C.TimmModel
+	if err := call(func() Status { return Status(C.timm_model_create(cspec, C.bool(pretrained), copts, &h)) }); err != nil {
 		return nil, err
 	}
 

@@ -65,16 +65,6 @@ inline void check(TimmStatus status) {
   if (status != TIMM_OK) throw_last(status);
 }
 
-// Functions that return NULL report the status only as the message prefix "STATUS_NAME: ".
-inline TimmStatus status_from_message(const std::string& msg) {
-  for (int32_t s = TIMM_ERR_INVALID_ARGUMENT; s <= TIMM_ERR_INTERNAL; ++s) {
-    const std::string name = timm_status_name(s);
-    if (msg.compare(0, name.size(), name) == 0 && msg.size() > name.size() && msg[name.size()] == ':')
-      return static_cast<TimmStatus>(s);
-  }
-  return TIMM_ERR_INTERNAL;
-}
-
 [[noreturn]] inline void invalid_argument(const std::string& what) {
   throw Error(TIMM_ERR_INVALID_ARGUMENT, std::string("TIMM_ERR_INVALID_ARGUMENT: ") + what);
 }
@@ -266,14 +256,14 @@ class Options {
 class Model {
  public:
   // Loads `spec` (local:<folder>, hf-hub:org/name[@rev], or a timm name; see
-  // timm_create_model). Throws timm::Error, e.g. TIMM_ERR_NOT_FOUND for a missing folder.
-  explicit Model(const std::string& spec, bool pretrained = true, const Options& options = {})
-      : handle_(timm_create_model_with_options(detail::c_str(spec, "model spec"), pretrained, options.get())) {
+  // timm_model_create). Throws timm::Error, e.g. TIMM_ERR_NOT_FOUND for a missing folder.
+  explicit Model(const std::string& spec, bool pretrained = true, const Options& options = {}) : handle_(nullptr) {
+    const TimmStatus status = timm_model_create(detail::c_str(spec, "model spec"), pretrained, options.get(), &handle_);
     std::exception_ptr progress_error = options.take_progress_error();
-    if (!handle_) {
+    if (status != TIMM_OK) {
       const std::string msg = detail::last_error();
       if (progress_error) std::rethrow_exception(progress_error);
-      throw Error(detail::status_from_message(msg), msg);
+      throw Error(status, msg.empty() ? std::string(timm_status_name(static_cast<int32_t>(status))) : msg);
     }
     if (progress_error) {
       timm_free(std::exchange(handle_, nullptr));
