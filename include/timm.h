@@ -231,16 +231,38 @@ const char *timm_model_providers(const struct TimmModel *model);
 // A new, empty options object. Release with `timm_options_free`. Never NULL unless out of memory.
 struct TimmOptions *timm_options_new(void);
 
-// Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
-// (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
-// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
-// `cache_dir`, `offline` (true|false), `endpoint`, `token`; for GPUs (docs/GPU.md)
-// `providers` (comma list of tensorrt, cuda, cpu), `device_id`, `strict_providers`,
-// `cuda_mem_limit`, `cudnn_conv_algo_search`, `trt_fp16`, `trt_engine_cache_dir`,
-// `trt_workspace_size`, `max_batch`. An unknown key or a bad
-// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
-// on the same options object.
-enum TimmStatus timm_options_set(struct TimmOptions *options, const char *key, const char *value);
+// Sets option `key` to `value` (NUL-terminated UTF-8 strings). The keys, generated from
+// src/options/table.rs:
+//
+// - `intra_op_threads`: an integer in 0..=1024; default 0. threads inside one operator; 0 = ONNX Runtime's default (one per physical core).
+// - `inter_op_threads`: an integer in 0..=1024; default 0. threads across operators; 0 = ONNX Runtime's default.
+// - `graph_optimization_level`: one of disable, basic, extended, all; default all. how far ONNX Runtime rewrites the graph before running it.
+// - `ort_library`: a non-empty path; default see "How ONNX Runtime is found". path of libonnxruntime.so to load (one runtime serves the whole process).
+// - `output`: one of logits, features; default logits. what timm_infer returns: class logits, or timm's pooled features (forward_head(pre_logits=True)).
+// - `graph`: one of auto, native, onnx; default auto. which graph runs: auto = the folder's model.onnx when present, else the native graph.
+// - `seed`: an integer >= 0; default 0. seed of the random weights of pretrained=false models.
+// - `use_test_size`: true or false; default false. preprocess at the config's test_input_size / test_crop_pct when it has them (timm's validate.py default).
+// - `weights_memory`: one of copy, map; default copy. copy: weights are read into memory ONNX Runtime owns, the files may change afterwards; map: zero-copy views of a shared mapping, the files must not change while the model lives.
+// - `cache_dir`: a non-empty path; default HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub. Hugging Face cache folder for hf-hub: specs.
+// - `offline`: true or false; default HF_HUB_OFFLINE. never use the network for hf-hub: specs.
+// - `endpoint`: an http:// or https:// URL; default HF_ENDPOINT or https://huggingface.co. Hugging Face endpoint URL.
+// - `token`: any text; default HF_TOKEN or the saved token file. Hugging Face access token; empty = none.
+// - `providers`: a comma list of tensorrt, cuda, cpu; default cpu. execution providers in priority order, cpu last; GPU providers need the onnxruntime-gpu runtime (docs/GPU.md).
+// - `device_id`: an integer in 0..=1023; default 0. CUDA device ordinal for cuda and tensorrt.
+// - `strict_providers`: true or false; default false. fail instead of falling back when a requested GPU provider cannot be used or nodes would run on the CPU.
+// - `cuda_mem_limit`: an integer >= 1; default no limit. CUDA provider memory arena limit in bytes.
+// - `cudnn_conv_algo_search`: one of exhaustive, heuristic, default; default exhaustive. how cuDNN picks convolution algorithms.
+// - `trt_fp16`: true or false; default false. let TensorRT run in float16.
+// - `trt_engine_cache_dir`: a non-empty path; default none: engines are rebuilt per process. folder for TensorRT engines and timing caches, kept per model, GPU and version.
+// - `trt_workspace_size`: an integer >= 1; default TensorRT's. TensorRT workspace limit in bytes.
+// - `max_batch`: an integer in 1..=4096; default 32. largest batch of the TensorRT optimisation profile.
+//
+// Values are checked here, so a mistake surfaces at the call that made it: an unknown key
+// or a bad value is `TIMM_ERR_INVALID_ARGUMENT`, and the message lists the known keys.
+// GPU options are described in docs/GPU.md. Not thread-safe on the same options object.
+enum TimmStatus timm_options_set(struct TimmOptions *options,
+                                 const char *key,
+                                 const char *value);
 
 // Sets a callback for download progress of `hf-hub:` models (NULL removes it). It is called
 // on the thread that runs `timm_create_model_with_options`, at least every MiB and at the end

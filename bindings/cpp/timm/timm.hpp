@@ -14,6 +14,8 @@
 
 #include <timm.h>
 
+#include "options.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -167,11 +169,13 @@ struct Class {
 // Download progress of hf-hub: models: bytes done and total of the file being fetched.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
-// Model creation options (see timm_options_set for the keys). Move-only.
+// Model creation options (see timm_options_set for the keys). Move-only. Each option has a
+// typed setter (options.hpp, generated from the library's table of options); set() takes any.
 //
 //   timm::Options opts;
-//   opts.set("intra_op_threads", "2").set("graph_optimization_level", "all");
-class Options {
+//   opts.intra_op_threads(2).graph_optimization_level(timm::GraphOptimizationLevel::All);
+//   opts.set("seed", "7");
+class Options : public detail::OptionSetters<Options> {
  public:
   Options() : handle_(timm_options_new()) {
     if (!handle_) throw std::bad_alloc();
