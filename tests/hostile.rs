@@ -743,6 +743,8 @@ fn folder_cases() -> Vec<Case> {
                 "pytorch_model.bin",
                 "never unpickles",
                 "safetensors.torch.save_file",
+                // written into the model folder, not the shell's directory
+                "/model.safetensors')",
             ],
         ));
         cases.push(case(
