@@ -190,8 +190,8 @@ pub extern "C" fn timm_free(model: *mut TimmModel) {
 /// the `features` output. 0 if `model` is NULL or not live. Thread-safe.
 #[no_mangle]
 pub extern "C" fn timm_model_output_dim(model: *const TimmModel) -> usize {
-    // SAFETY: checked by model_arg.
     guard("timm_model_output_dim", 0, || {
+        // SAFETY: `model_arg` refuses NULL and handles that are not live.
         Ok(unsafe { model_arg(model)? }.model.output_dim())
     })
 }
@@ -219,8 +219,8 @@ pub extern "C" fn timm_model_input_size(model: *const TimmModel, chw: *mut i64) 
 /// Number of classes of the classifier (config.json `num_classes`). 0 if `model` is NULL. Thread-safe.
 #[no_mangle]
 pub extern "C" fn timm_model_num_classes(model: *const TimmModel) -> usize {
-    // SAFETY: checked by model_arg.
     guard("timm_model_num_classes", 0, || {
+        // SAFETY: `model_arg` refuses NULL and handles that are not live.
         Ok(unsafe { model_arg(model)? }.model.num_classes())
     })
 }

@@ -30,6 +30,7 @@
 //! drives the registration and its fallbacks.
 
 mod cuda;
+#[forbid(unsafe_code)]
 mod diagnose;
 mod dl;
 mod report;
@@ -250,6 +251,7 @@ pub fn create_session(
                     std::ptr::null_mut(),
                 )
             })?;
+            // SAFETY: valid session options; 2 is ORT_LOGGING_LEVEL_WARNING.
             sys::check(unsafe { (ort::api().SetSessionLogSeverityLevel)(b.ptr_mut(), 2) })?;
         }
         match commit(&mut b) {
@@ -305,7 +307,11 @@ fn fallback_note(p: Provider, gpu: &[Provider], dropped: &[Provider], cpu_listed
     }
 }
 
-fn add_config(b: &mut ort::session::builder::SessionBuilder, key: &str, value: &str) -> Result<()> {
+pub(crate) fn add_config(
+    b: &mut ort::session::builder::SessionBuilder,
+    key: &str,
+    value: &str,
+) -> Result<()> {
     let k = CString::new(key).map_err(|_| Error::internal("config key with NUL"))?;
     let v = CString::new(value).map_err(|_| Error::internal("config value with NUL"))?;
     // SAFETY: valid session options and NUL-terminated strings; ORT copies them.
@@ -324,6 +330,7 @@ pub fn available_providers() -> Result<Vec<String>> {
     }
     let names = (0..n.max(0) as usize)
         .map(|i| {
+            // SAFETY: `i < n`, and ORT returned `n` NUL-terminated names.
             unsafe { CStr::from_ptr(*list.add(i)) }
                 .to_string_lossy()
                 .into_owned()

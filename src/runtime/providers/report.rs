@@ -28,13 +28,16 @@ pub(super) fn assignment(
                 continue;
             }
             let mut ep: *const c_char = std::ptr::null();
+            // SAFETY: `sg` is a live subgraph of the session; ORT writes one pointer.
             sys::check(unsafe { (api.EpAssignedSubgraph_GetEpName)(sg, &mut ep) })?;
             let mut nodes: *const *const ort_sys::OrtEpAssignedNode = std::ptr::null();
             let mut count = 0usize;
+            // SAFETY: as above; ORT writes the array pointer and its length.
             sys::check(unsafe { (api.EpAssignedSubgraph_GetNodes)(sg, &mut nodes, &mut count) })?;
             if ep.is_null() || count == 0 {
                 continue;
             }
+            // SAFETY: `ep` is non-null here and NUL-terminated, owned by the session.
             let name = unsafe { CStr::from_ptr(ep) }.to_string_lossy().into_owned();
             if !names.contains(&name) {
                 names.push(name);
