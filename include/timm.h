@@ -8,7 +8,8 @@
  *  - Everything the library allocates for you has a matching *_free; strings returned as
  *    `const char *` are owned by the library (see each function for how long they live).
  *  - No panic crosses this boundary: an internal bug is TIMM_ERR_INTERNAL with a message.
- *  - A TimmModel may be used from many threads at once (timm_infer, the accessors); it must not
+ *  - A TimmModel may be used from many threads at once (timm_infer, timm_classify*, the
+ *    accessors) with every execution provider (see timm_infer for what each guarantees); it must not
  *    be freed while another thread uses it. Use after free and double free cannot always be
  *    detected; a double timm_free of the same pointer is refused when the address was not reused.
  */
@@ -183,7 +184,14 @@ struct TimmModel *timm_create_model_with_options(const char *spec,
 // NaN or Inf inputs are computed, not rejected.
 //
 // Thread-safe: many threads may call `timm_infer` on the same model at once; results equal
-// single-threaded ones. The model must not be freed while a call is running.
+// single-threaded ones. The model must not be freed while a call is running. Each call is one
+// ONNX Runtime `Run` on the model's single session, which ONNX Runtime guarantees may be called
+// from many threads at once, and every provider this library registers keeps that guarantee:
+// CPU calls run in parallel; CUDA calls run in parallel, each on its own stream (CUDA graphs,
+// which would not allow it, are never enabled); TensorRT's provider locks each engine while
+// it executes and synchronises its stream (ONNX Runtime 1.17 and later), so concurrent calls
+// are correct but take turns inside the TensorRT part of the graph: for more throughput there,
+// create one model per thread. On GPUs each call takes its own device buffers from a pool.
 enum TimmStatus timm_infer(struct TimmModel *model,
                            const float *input,
                            const int64_t *input_shape,

@@ -117,7 +117,14 @@ pub extern "C" fn timm_create_model_with_options(
 /// NaN or Inf inputs are computed, not rejected.
 ///
 /// Thread-safe: many threads may call `timm_infer` on the same model at once; results equal
-/// single-threaded ones. The model must not be freed while a call is running.
+/// single-threaded ones. The model must not be freed while a call is running. Each call is one
+/// ONNX Runtime `Run` on the model's single session, which ONNX Runtime guarantees may be called
+/// from many threads at once, and every provider this library registers keeps that guarantee:
+/// CPU calls run in parallel; CUDA calls run in parallel, each on its own stream (CUDA graphs,
+/// which would not allow it, are never enabled); TensorRT's provider locks each engine while
+/// it executes and synchronises its stream (ONNX Runtime 1.17 and later), so concurrent calls
+/// are correct but take turns inside the TensorRT part of the graph: for more throughput there,
+/// create one model per thread. On GPUs each call takes its own device buffers from a pool.
 #[no_mangle]
 pub extern "C" fn timm_infer(
     model: *mut TimmModel,
