@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/cgo"
-	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -33,11 +32,7 @@ func Version() string { return C.GoString(C.timm_version()) }
 // lastError builds the error for a failed call. It must run on the OS thread of that call,
 // because timm_last_error() is per thread: callers hold runtime.LockOSThread across both.
 func lastError(status Status) error {
-	msg := C.GoString(C.timm_last_error())
-	if status == StatusOK {
-		status = statusFromMessage(msg)
-	}
-	return &Error{Status: status, Message: msg}
+	return &Error{Status: status, Message: C.GoString(C.timm_last_error())}
 }
 
 // call runs one fallible C call and reads its message on the same OS thread (a goroutine may
@@ -65,43 +60,14 @@ func WithOption(key, value string) Option {
 	return func(c *config) { c.entries = append(c.entries, [2]string{key, value}) }
 }
 
-// WithThreads sets ONNX Runtime's threads inside one operator (0: one per physical core).
-func WithThreads(n int) Option { return WithOption("intra_op_threads", strconv.Itoa(n)) }
+// WithThreads is WithIntraOpThreads: ONNX Runtime's threads inside one operator (0: one per
+// physical core). The other With* helpers, one per option, are in options.go.
+func WithThreads(n int) Option { return WithIntraOpThreads(n) }
 
-// WithInterOpThreads sets ONNX Runtime's threads across operators (0: default).
-func WithInterOpThreads(n int) Option { return WithOption("inter_op_threads", strconv.Itoa(n)) }
-
-// WithGraphOptimization sets the level: "disable", "basic", "extended" or "all" (default).
-func WithGraphOptimization(level string) Option {
-	return WithOption("graph_optimization_level", level)
+// WithGraphOptimization is WithGraphOptimizationLevel.
+func WithGraphOptimization(level GraphOptimizationLevel) Option {
+	return WithGraphOptimizationLevel(level)
 }
-
-// WithORTLibrary loads ONNX Runtime from this file (one runtime serves the whole process).
-func WithORTLibrary(path string) Option { return WithOption("ort_library", path) }
-
-// WithOutput chooses what Infer returns: "logits" (default) or "features" (pooled features).
-func WithOutput(kind string) Option { return WithOption("output", kind) }
-
-// WithGraph chooses the graph: "auto" (default), "native" or "onnx".
-func WithGraph(graph string) Option { return WithOption("graph", graph) }
-
-// WithSeed seeds random initialisation when pretrained is false.
-func WithSeed(seed uint64) Option { return WithOption("seed", strconv.FormatUint(seed, 10)) }
-
-// WithUseTestSize uses the config's test_input_size / test_crop_pct when it has them.
-func WithUseTestSize(on bool) Option { return WithOption("use_test_size", strconv.FormatBool(on)) }
-
-// WithCacheDir sets the Hugging Face cache folder for hf-hub: specs.
-func WithCacheDir(dir string) Option { return WithOption("cache_dir", dir) }
-
-// WithOffline forbids (or allows) network use for hf-hub: specs.
-func WithOffline(on bool) Option { return WithOption("offline", strconv.FormatBool(on)) }
-
-// WithEndpoint sets the Hugging Face endpoint URL.
-func WithEndpoint(url string) Option { return WithOption("endpoint", url) }
-
-// WithToken sets the Hugging Face access token ("" for none).
-func WithToken(token string) Option { return WithOption("token", token) }
 
 // WithProgress calls fn with the bytes done and total of each file downloaded for an hf-hub:
 // spec, on the goroutine running CreateModel.
@@ -129,7 +95,7 @@ type Model struct {
 }
 
 // CreateModel loads a model: spec is "local:<folder>", "hf-hub:org/name[@revision]" or a timm
-// name (see timm_create_model in timm.h).
+// name (see timm_model_create in timm.h).
 func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 	var cfg config
 	for _, o := range opts {
@@ -161,7 +127,7 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 		}
 	}
 	if cfg.progress != nil {
-		// Only used during timm_create_model_with_options below, which copies the options.
+		// Only used during timm_model_create below, which copies the options.
 		h := cgo.NewHandle(cfg.progress)
 		defer h.Delete()
 		if err := call(func() Status { return Status(C.timm_go_set_progress(copts, C.uintptr_t(h))) }); err != nil {
@@ -171,14 +137,8 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 
 	cspec := C.CString(spec)
 	defer C.free(unsafe.Pointer(cspec))
-	runtime.LockOSThread()
-	h := C.timm_create_model_with_options(cspec, C.bool(pretrained), copts)
-	var err error
-	if h == nil {
-		err = lastError(StatusOK) // status from the message prefix
-	}
-	runtime.UnlockOSThread()
-	if err != nil {
+	var h *C.TimmModel
+	if err := call(func() Status { return Status(C.timm_model_create(cspec, C.bool(pretrained), copts, &h)) }); err != nil {
 		return nil, err
 	}
 

@@ -325,7 +325,8 @@ func TestOptionsReachTheLibrary(t *testing.T) {
 	if !errors.Is(err, timm.ErrInvalidArgument) {
 		t.Fatalf("other ort_library: %v, want ErrInvalidArgument", err)
 	}
-	m := mustCreate(t, f.spec(t), timm.WithGraph("onnx"), timm.WithGraphOptimization("basic"),
+	m := mustCreate(t, f.spec(t), timm.WithGraph(timm.GraphONNX), timm.WithGraphOptimizationLevel(timm.GraphOptimizationLevelBasic),
+		timm.WithWeightsMemory(timm.WeightsMemoryCopy), timm.WithProviders(timm.ProviderCPU),
 		timm.WithThreads(1), timm.WithInterOpThreads(1), timm.WithProgress(func(done, total uint64) {
 			t.Errorf("progress called for a local folder (%d/%d)", done, total)
 		}))

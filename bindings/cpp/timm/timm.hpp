@@ -14,6 +14,8 @@
 
 #include <timm.h>
 
+#include "options.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -63,16 +65,6 @@ inline std::string last_error() {
 
 inline void check(TimmStatus status) {
   if (status != TIMM_OK) throw_last(status);
-}
-
-// Functions that return NULL report the status only as the message prefix "STATUS_NAME: ".
-inline TimmStatus status_from_message(const std::string& msg) {
-  for (int32_t s = TIMM_ERR_INVALID_ARGUMENT; s <= TIMM_ERR_INTERNAL; ++s) {
-    const std::string name = timm_status_name(s);
-    if (msg.compare(0, name.size(), name) == 0 && msg.size() > name.size() && msg[name.size()] == ':')
-      return static_cast<TimmStatus>(s);
-  }
-  return TIMM_ERR_INTERNAL;
 }
 
 [[noreturn]] inline void invalid_argument(const std::string& what) {
@@ -177,11 +169,13 @@ struct Class {
 // Download progress of hf-hub: models: bytes done and total of the file being fetched.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
-// Model creation options (see timm_options_set for the keys). Move-only.
+// Model creation options (see timm_options_set for the keys). Move-only. Each option has a
+// typed setter (options.hpp, generated from the library's table of options); set() takes any.
 //
 //   timm::Options opts;
-//   opts.set("intra_op_threads", "2").set("graph_optimization_level", "all");
-class Options {
+//   opts.intra_op_threads(2).graph_optimization_level(timm::GraphOptimizationLevel::All);
+//   opts.set("seed", "7");
+class Options : public detail::OptionSetters<Options> {
  public:
   Options() : handle_(timm_options_new()) {
     if (!handle_) throw std::bad_alloc();
@@ -266,14 +260,14 @@ class Options {
 class Model {
  public:
   // Loads `spec` (local:<folder>, hf-hub:org/name[@rev], or a timm name; see
-  // timm_create_model). Throws timm::Error, e.g. TIMM_ERR_NOT_FOUND for a missing folder.
-  explicit Model(const std::string& spec, bool pretrained = true, const Options& options = {})
-      : handle_(timm_create_model_with_options(detail::c_str(spec, "model spec"), pretrained, options.get())) {
+  // timm_model_create). Throws timm::Error, e.g. TIMM_ERR_NOT_FOUND for a missing folder.
+  explicit Model(const std::string& spec, bool pretrained = true, const Options& options = {}) : handle_(nullptr) {
+    const TimmStatus status = timm_model_create(detail::c_str(spec, "model spec"), pretrained, options.get(), &handle_);
     std::exception_ptr progress_error = options.take_progress_error();
-    if (!handle_) {
+    if (status != TIMM_OK) {
       const std::string msg = detail::last_error();
       if (progress_error) std::rethrow_exception(progress_error);
-      throw Error(detail::status_from_message(msg), msg);
+      throw Error(status, msg.empty() ? std::string(timm_status_name(static_cast<int32_t>(status))) : msg);
     }
     if (progress_error) {
       timm_free(std::exchange(handle_, nullptr));

@@ -168,6 +168,17 @@ TEST(Model, OptionsAreApplied) {
   auto chained = timm::Options().set("graph", "onnx").set("graph_optimization_level", "all").threads(1);
   const timm::Model model(spec_of(resnet()), true, chained);
   EXPECT_LE(max_abs_diff(model.infer(r.input, r.input_shape), r.logits), kTolerance);
+
+  // The typed setters (generated from the library's table of options) reach the library:
+  // output=features changes what infer returns (one model, since each costs seconds under valgrind).
+  auto typed = timm::Options()
+                   .graph(timm::Graph::Native)
+                   .graph_optimization_level(timm::GraphOptimizationLevel::Basic)
+                   .intra_op_threads(1)
+                   .weights_memory(timm::WeightsMemory::Copy)
+                   .providers({timm::Provider::CPU})
+                   .output(timm::Output::Features);
+  EXPECT_NE(timm::Model(spec_of(resnet()), true, typed).output_dim(), model.output_dim());
 }
 
 TEST(Model, ProgressCallbackIsNotCalledForLocalFolders) {
