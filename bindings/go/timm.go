@@ -280,3 +280,124 @@ func elements(shape []int64) (int, bool) {
 	}
 	return int(n), true
 }
+
+// Tensor is one output of InferOutputs: row-major data and its shape (NCHW for a feature map).
+type Tensor struct {
+	Shape []int64
+	Data  []float32
+}
+
+// FeatureInfo is timm's feature_info of one feature map (WithOutput(OutputFeatureMaps)).
+type FeatureInfo struct {
+	Channels  int
+	Reduction int    // the map's input stride
+	Module    string // timm's module name: layer2, stages.1, blocks.11, ...
+}
+
+// OutputCount is the number of outputs: 1 for logits and features, one per feature map.
+func (m *Model) OutputCount() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return 0
+	}
+	return int(C.timm_model_output_count(m.h))
+}
+
+// OutputShape is the shape output i has for an input of inputShape (NCHW).
+func (m *Model) OutputShape(i int, inputShape []int64) ([]int64, error) {
+	if i < 0 || len(inputShape) == 0 {
+		return nil, invalidArgument(fmt.Sprintf("output %d of input shape %v", i, inputShape))
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return nil, ErrClosed
+	}
+	return m.outputShape(i, inputShape)
+}
+
+// outputShape needs m.mu read-held.
+func (m *Model) outputShape(i int, inputShape []int64) ([]int64, error) {
+	var dims [8]C.int64_t
+	var ndim C.size_t
+	err := call(func() Status {
+		return Status(C.timm_model_output_shape(m.h, C.size_t(i), (*C.int64_t)(unsafe.Pointer(&inputShape[0])),
+			C.size_t(len(inputShape)), &dims[0], C.size_t(len(dims)), &ndim))
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, int(ndim))
+	for j := range out {
+		out[j] = int64(dims[j])
+	}
+	return out, nil
+}
+
+// InferOutputs runs a batch and returns every output, shaped: the feature maps of a model
+// created with WithOutput(OutputFeatureMaps), or the single logits/features tensor. Safe for
+// concurrent use.
+func (m *Model) InferOutputs(input []float32, shape []int64) ([]Tensor, error) {
+	n, ok := elements(shape)
+	if !ok || n == 0 {
+		return nil, invalidArgument(fmt.Sprintf("input shape %v is not a valid NCHW shape", shape))
+	}
+	if n != len(input) {
+		return nil, invalidArgument(fmt.Sprintf("input has %d floats but shape %v needs %d", len(input), shape, n))
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return nil, ErrClosed
+	}
+	count := int(C.timm_model_output_count(m.h))
+	outs := make([]Tensor, count)
+	// The pointer array is Go memory holding Go pointers: each one must be pinned.
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	ptrs := make([]*C.float, count)
+	lens := make([]C.size_t, count)
+	for i := range outs {
+		s, err := m.outputShape(i, shape)
+		if err != nil {
+			return nil, err
+		}
+		size, ok := elements(s)
+		if !ok || size == 0 {
+			return nil, invalidArgument(fmt.Sprintf("output %d has shape %v", i, s))
+		}
+		outs[i] = Tensor{Shape: s, Data: make([]float32, size)}
+		pin.Pin(&outs[i].Data[0])
+		ptrs[i] = (*C.float)(unsafe.Pointer(&outs[i].Data[0]))
+		lens[i] = C.size_t(size)
+	}
+	err := call(func() Status {
+		return Status(C.timm_infer_outputs(m.h, (*C.float)(unsafe.Pointer(&input[0])),
+			(*C.int64_t)(unsafe.Pointer(&shape[0])), C.size_t(len(shape)), &ptrs[0], &lens[0], C.size_t(count)))
+	})
+	runtime.KeepAlive(input)
+	if err != nil {
+		return nil, err
+	}
+	return outs, nil
+}
+
+// FeatureInfo is timm's feature_info of each output (empty unless the model returns feature maps).
+func (m *Model) FeatureInfo() ([]FeatureInfo, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return nil, ErrClosed
+	}
+	var out []FeatureInfo
+	for i := 0; i < int(C.timm_model_output_count(m.h)); i++ {
+		var ch, red C.size_t
+		var module *C.char
+		if Status(C.timm_model_feature_info(m.h, C.size_t(i), &ch, &red, &module)) != StatusOK {
+			return nil, nil
+		}
+		out = append(out, FeatureInfo{Channels: int(ch), Reduction: int(red), Module: C.GoString(module)})
+	}
+	return out, nil
+}

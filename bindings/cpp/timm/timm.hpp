@@ -256,6 +256,19 @@ class Options : public detail::OptionSetters<Options> {
   std::unique_ptr<ProgressHolder> progress_;
 };
 
+// One output of Model::infer_outputs: a row-major tensor and its shape (NCHW for a feature map).
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+// timm's feature_info of one feature map (output=feature_maps).
+struct FeatureInfo {
+  size_t channels = 0;
+  size_t reduction = 0;  // the map's input stride
+  std::string module;    // timm's module name: layer2, stages.1, blocks.11, ...
+};
+
 // A loaded model. Move-only; frees the C model on destruction.
 class Model {
  public:
@@ -323,6 +336,60 @@ class Model {
                                detail::shape_string(shape) + " needs " + std::to_string(*n));
     std::vector<float> out(static_cast<size_t>(shape[0]) * output_dim());
     infer(input.data(), shape, out.data(), out.size());
+    return out;
+  }
+
+  // Outputs the model returns: 1 for logits and features, one per map with output=feature_maps.
+  size_t output_count() const noexcept { return timm_model_output_count(handle_); }
+
+  // The shape output `index` has for an input of `input_shape` (NCHW).
+  std::vector<int64_t> output_shape(size_t index, const std::vector<int64_t>& input_shape) const {
+    std::array<int64_t, 8> dims{};
+    size_t ndim = 0;
+    detail::check(timm_model_output_shape(handle_, index, input_shape.data(), input_shape.size(), dims.data(),
+                                          dims.size(), &ndim));
+    return std::vector<int64_t>(dims.begin(), dims.begin() + static_cast<std::ptrdiff_t>(ndim));
+  }
+
+  // Runs a batch into caller buffers: outputs[i] holds lens[i] floats of output i. Thread-safe.
+  void infer_outputs(const float* input, const std::vector<int64_t>& shape, float* const* outputs,
+                     const size_t* lens, size_t count) const {
+    detail::check(timm_infer_outputs(handle_, input, shape.data(), shape.size(), outputs, lens, count));
+  }
+
+  // Runs a batch and returns every output, shaped (the feature maps of output=feature_maps).
+  std::vector<Tensor> infer_outputs(const std::vector<float>& input, const std::vector<int64_t>& shape) const {
+    const std::optional<size_t> n = detail::element_count(shape);
+    if (!n || shape.empty())
+      detail::invalid_argument("input shape " + detail::shape_string(shape) + " is not a valid NCHW shape");
+    if (*n != input.size())
+      detail::invalid_argument("input has " + std::to_string(input.size()) + " floats but shape " +
+                               detail::shape_string(shape) + " needs " + std::to_string(*n));
+    std::vector<Tensor> out(output_count());
+    std::vector<float*> ptrs;
+    std::vector<size_t> lens;
+    for (size_t i = 0; i < out.size(); i++) {
+      out[i].shape = output_shape(i, shape);
+      const std::optional<size_t> len = detail::element_count(out[i].shape);
+      if (!len) detail::invalid_argument("output " + std::to_string(i) + " has no valid shape");
+      out[i].data.resize(*len);
+      ptrs.push_back(out[i].data.data());
+      lens.push_back(out[i].data.size());
+    }
+    infer_outputs(input.data(), shape, ptrs.data(), lens.data(), out.size());
+    return out;
+  }
+
+  // timm's feature_info of each output (empty unless output=feature_maps).
+  std::vector<FeatureInfo> feature_info() const {
+    std::vector<FeatureInfo> out;
+    for (size_t i = 0; i < output_count(); i++) {
+      FeatureInfo f;
+      const char* module = nullptr;
+      if (timm_model_feature_info(handle_, i, &f.channels, &f.reduction, &module) != TIMM_OK) return {};
+      f.module = module ? module : "";
+      out.push_back(std::move(f));
+    }
     return out;
   }
 
