@@ -137,6 +137,44 @@ impl Pool2d {
     }
 }
 
+/// timm's `AvgPool2dSame(kernel, stride)`: TensorFlow "SAME" zero padding (the extra pixel at
+/// the end), the padded zeros counted in every mean whatever `count_include_pad` says, since
+/// timm pads before pooling.
+pub fn avg_pool2d_same(
+    b: &mut Builder,
+    x: &Value,
+    kernel: usize,
+    stride: usize,
+    channels: usize,
+) -> Result<Value> {
+    let mut attrs = vec![
+        ("kernel_shape", Attr::Ints(vec![kernel as i64; 2])),
+        ("strides", Attr::Ints(vec![stride as i64; 2])),
+        ("count_include_pad", Attr::Int(1)),
+    ];
+    let step = if stride == 1 {
+        // Stride 1 pads k - 1 whatever the size: static pads.
+        let (lo, hi) = ((kernel - 1) / 2, kernel - 1 - (kernel - 1) / 2);
+        attrs.push((
+            "pads",
+            Attr::Ints(vec![lo as i64, lo as i64, hi as i64, hi as i64]),
+        ));
+        Step::Window {
+            k: kernel,
+            stride: 1,
+            pad: kernel - 1,
+            dilation: 1,
+            ceil: false,
+        }
+    } else {
+        attrs.push(("auto_pad", Attr::Str("SAME_UPPER".into())));
+        Step::Same { stride }
+    };
+    let y = b.op("AveragePool", &[x], attrs);
+    b.set_spatial(&y, x, step, channels)?;
+    Ok(y)
+}
+
 /// Token pooling of `global_pool_nlc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenPool {
