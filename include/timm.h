@@ -255,6 +255,52 @@ const char *timm_version(void);
 // is not a status; an int, so any value is safe to pass). Static; never NULL.
 const char *timm_status_name(int32_t status);
 
+// The number of outputs `model` returns: 1 for logits and features, one per feature map for
+// `output=feature_maps`. 0 if `model` is NULL or not a live handle.
+uintptr_t timm_model_output_count(const struct TimmModel *model);
+
+// The shape output `index` has for an input of `input_shape` (`input_ndim` = 4, NCHW):
+// `[N, num_classes]` for logits, `[N, C, H, W]` for a feature map. Writes at most
+// `shape_capacity` dims to `shape` and the rank to `*ndim`.
+//
+// Errors: `TIMM_ERR_INVALID_ARGUMENT` for NULLs, an index out of range, an input shape the
+// model does not take or one too small for it (the message names the smallest size);
+// `TIMM_ERR_BUFFER_TOO_SMALL` when `shape_capacity` is below the rank (`*ndim` is set).
+// Thread-safe.
+enum TimmStatus timm_model_output_shape(const struct TimmModel *model,
+                                        uintptr_t index,
+                                        const int64_t *input_shape,
+                                        uintptr_t input_ndim,
+                                        int64_t *shape,
+                                        uintptr_t shape_capacity,
+                                        uintptr_t *ndim);
+
+// Runs a batch and writes every output: `outputs[i]` (capacity `output_lens[i]` floats)
+// receives output `i`, row-major, with the shape `timm_model_output_shape` gives for this
+// input. `output_count` must equal `timm_model_output_count(model)`.
+//
+// Errors as `timm_infer`; `TIMM_ERR_BUFFER_TOO_SMALL` names the output and the length it needs.
+// Thread-safe like `timm_infer`.
+enum TimmStatus timm_infer_outputs(struct TimmModel *model,
+                                   const float *input,
+                                   const int64_t *input_shape,
+                                   uintptr_t input_ndim,
+                                   float *const *outputs,
+                                   const uintptr_t *output_lens,
+                                   uintptr_t output_count);
+
+// timm's `feature_info` of output `index` of a `output=feature_maps` model: its channels, its
+// reduction (input stride) and timm's module name (`layer2`, `stages.1`, `blocks.11`; owned by
+// the model, valid until `timm_free`). Any of the out-pointers may be NULL.
+//
+// Errors: `TIMM_ERR_INVALID_ARGUMENT` for a NULL model or an index out of range (a model that
+// does not return feature maps has none). Thread-safe.
+enum TimmStatus timm_model_feature_info(const struct TimmModel *model,
+                                        uintptr_t index,
+                                        uintptr_t *channels,
+                                        uintptr_t *reduction,
+                                        const char **module);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

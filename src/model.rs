@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::graph::{self, OutputKind, ParamSource};
+use crate::graph::{self, FeatureInfo, OutputKind, OutputShape, ParamSource};
 use crate::onnx;
 use crate::options::{GraphChoice, ModelOptions};
 use crate::preprocess::{self, CropMode, DataConfig, Interpolation, RgbImage};
@@ -32,6 +32,13 @@ pub struct Model {
     /// `[C, H, W]` the model takes; H/W are `None` when any size is accepted.
     input_dims: [Option<usize>; 3],
     output_dim: usize,
+    /// The shape of each output (one for logits and features).
+    outputs: Vec<OutputShape>,
+    /// timm's `feature_info` of each output, for feature maps.
+    feature_info: Vec<FeatureInfo>,
+    feature_modules: Vec<CString>,
+    /// The deepest spatial size a native graph tracks: inputs it maps to nothing are too small.
+    min_input: Option<graph::spatial::Spatial>,
     labels: Vec<Option<CString>>,
     descriptions: Vec<Option<CString>>,
     config_json: CString,
@@ -153,30 +160,43 @@ impl Model {
     ) -> Result<Model> {
         // The graph takes what preprocessing produces: input_size, or test_input_size with
         // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
-        let size = data_config(&config, options.use_test_size)?.input_size;
+        let size = data_config(&config, options)?.input_size;
         let source = match &weights {
             Some(w) => ParamSource::Weights(w),
             None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
         };
         let request = graph::Request {
             output: options.output,
-            ..Default::default()
+            out_indices: options.out_indices.clone(),
+            output_stride: options.output_stride,
+            dynamic_img_size: options.dynamic_img_size,
+            max_params: options.max_params,
         };
         let g = graph::build(&config, source, &request, (size[1], size[2]))?;
         let session =
             Session::from_graph(&g, weights.as_deref(), &session_options(&config, options)?)?;
-        let output_dim = match &g.outputs[0].shape {
-            graph::OutputShape::Vector(d) => *d,
-            graph::OutputShape::Map { channels, .. } => *channels,
+        let outputs: Vec<OutputShape> = g.outputs.iter().map(|o| o.shape.clone()).collect();
+        let output_dim = match &outputs[0] {
+            OutputShape::Vector(d) => *d,
+            OutputShape::Map { channels, .. } => *channels,
         };
-        Self::finish(
+        let mut m = Self::finish(
             session,
             weights.into_iter().collect(),
             config,
             GraphKind::Native,
             options,
             output_dim,
-        )
+        )?;
+        m.outputs = outputs;
+        m.feature_modules = g
+            .feature_info
+            .iter()
+            .map(|f| CString::new(f.module.as_str()).unwrap_or_default())
+            .collect();
+        m.feature_info = g.feature_info;
+        m.min_input = g.min_input;
+        Ok(m)
     }
 
     fn onnx(
@@ -185,9 +205,9 @@ impl Model {
         path: &Path,
         options: &ModelOptions,
     ) -> Result<Model> {
-        if options.output == OutputKind::Features {
+        if options.output != OutputKind::Logits {
             return Err(Error::unsupported(
-                "option output=features needs the native graph (model.onnx ends in the classifier); set option graph=native",
+                "options output=features and output=feature_maps need the native graph (model.onnx ends in the classifier); set option graph=native",
             ));
         }
         let file =
@@ -253,7 +273,7 @@ impl Model {
         options: &ModelOptions,
         output_dim: usize,
     ) -> Result<Model> {
-        let data_config = data_config(&config, options.use_test_size)?;
+        let data_config = data_config(&config, options)?;
         let [c, h, w] = data_config.input_size;
         let sd = &session.input_dims;
         let dim = |i: usize| {
@@ -283,7 +303,7 @@ impl Model {
                 }
             }
         }
-        let out_static = session.output_dims[1];
+        let out_static = session.output_dims[0][1];
         if out_static > 0 && out_static as usize != output_dim {
             return Err(Error::invalid_model(format!(
                 "the graph outputs {out_static} values per image but config.json says num_classes = {output_dim}"
@@ -307,6 +327,10 @@ impl Model {
             output_kind: options.output,
             input_dims,
             output_dim,
+            outputs: vec![OutputShape::Vector(output_dim)],
+            feature_info: Vec::new(),
+            feature_modules: Vec::new(),
+            min_input: None,
             labels,
             descriptions,
             config_json,
@@ -400,6 +424,12 @@ impl Model {
     /// Runs a batch: `input` is NCHW float32 of `shape`, `output` receives `[N, output_dim]`.
     /// Safe to call from many threads at once.
     pub fn infer(&self, input: &[f32], shape: &[i64], output: &mut [f32]) -> Result<usize> {
+        if self.outputs.len() != 1 || !matches!(self.outputs[0], OutputShape::Vector(_)) {
+            return Err(Error::invalid_argument(format!(
+                "this model returns {} feature map(s) (option output=feature_maps); use timm_infer_outputs",
+                self.outputs.len()
+            )));
+        }
         let n = self.check_input(input.len(), shape)?;
         let needed = n
             .checked_mul(self.output_dim)
@@ -418,6 +448,92 @@ impl Model {
             &[n as i64, self.output_dim as i64],
         )?;
         Ok(needed)
+    }
+
+    /// Number of outputs (1 for logits and features, one per map for feature maps).
+    pub fn output_count(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// timm's `feature_info` of each output (empty unless output=feature_maps).
+    pub fn feature_info(&self) -> &[FeatureInfo] {
+        &self.feature_info
+    }
+
+    /// The module name of feature map `index`, as a C string.
+    pub fn feature_module(&self, index: usize) -> Option<&CString> {
+        self.feature_modules.get(index)
+    }
+
+    /// The shape output `index` has for an input of `input_shape` (NCHW).
+    pub fn output_shape(&self, index: usize, input_shape: &[i64]) -> Result<Vec<usize>> {
+        let out = self.outputs.get(index).ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "output index {index} is out of range; the model has {} output(s)",
+                self.outputs.len()
+            ))
+        })?;
+        let numel = input_shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(usize::try_from(d).ok()?))
+            .ok_or_else(|| {
+                Error::invalid_argument(format!("input shape {input_shape:?} overflows"))
+            })?;
+        let n = self.check_input(numel, input_shape)?;
+        let (h, w) = (input_shape[2] as usize, input_shape[3] as usize);
+        out.dims(n, h, w).ok_or_else(|| self.too_small(h, w))
+    }
+
+    /// Runs a batch and writes every output: `outputs[i]` receives output `i` (its length at
+    /// least [`Model::output_shape`]'s product). Safe to call from many threads at once.
+    pub fn infer_outputs(
+        &self,
+        input: &[f32],
+        shape: &[i64],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<()> {
+        if outputs.len() != self.outputs.len() {
+            return Err(Error::invalid_argument(format!(
+                "{} output buffer(s) given; the model has {} output(s) (timm_model_output_count)",
+                outputs.len(),
+                self.outputs.len()
+            )));
+        }
+        let mut shapes = Vec::with_capacity(outputs.len());
+        for (i, out) in outputs.iter_mut().enumerate() {
+            let dims = self.output_shape(i, shape)?;
+            let needed: usize = dims.iter().product();
+            if out.len() < needed {
+                return Err(Error::buffer_too_small(format!(
+                    "output {i} buffer holds {} floats but its shape {dims:?} needs {needed}",
+                    out.len()
+                )));
+            }
+            *out = &mut std::mem::take(out)[..needed];
+            shapes.push(dims.iter().map(|&d| d as i64).collect::<Vec<i64>>());
+        }
+        if input.len() != shape.iter().map(|&d| d as usize).product::<usize>() {
+            return Err(Error::invalid_argument(format!(
+                "input has {} floats but shape {shape:?} needs {}",
+                input.len(),
+                shape.iter().map(|&d| d as usize).product::<usize>()
+            )));
+        }
+        self.session.run_outputs(input, shape, outputs, &shapes)
+    }
+
+    fn too_small(&self, h: usize, w: usize) -> Error {
+        let least = |f: &dyn Fn(usize) -> bool| (1..=8192).find(|&n| f(n)).unwrap_or(8192);
+        let (mh, mw) = match &self.min_input {
+            Some(s) => (
+                least(&|n| s.eval(n).is_some()),
+                least(&|n| s.eval(n).is_some()),
+            ),
+            None => (1, 1),
+        };
+        Error::invalid_argument(format!(
+            "input {h}x{w} is too small for this model: it needs at least {mh}x{mw}"
+        ))
     }
 
     /// Checks an input shape against the model; returns the batch size.
@@ -463,6 +579,12 @@ impl Model {
             return Err(Error::invalid_argument(format!(
                 "input has {len} floats but shape {shape:?} needs {total}"
             )));
+        }
+        if let Some(sp) = &self.min_input {
+            let (h, w) = (shape[2] as usize, shape[3] as usize);
+            if sp.eval(h).is_none() || sp.eval(w).is_none() {
+                return Err(self.too_small(h, w));
+            }
         }
         Ok(shape[0] as usize)
     }
@@ -562,17 +684,20 @@ fn session_options(
     options: &ModelOptions,
 ) -> Result<crate::runtime::SessionOptions> {
     let mut s = options.session.clone();
-    s.image_chw = Some(data_config(config, options.use_test_size)?.input_size);
+    s.image_chw = Some(data_config(config, options)?.input_size);
     Ok(s)
 }
 
-/// timm's `resolve_data_config` for the model's pretrained cfg.
-fn data_config(config: &ModelConfig, use_test_size: bool) -> Result<DataConfig> {
+/// timm's `resolve_data_config` for the model's pretrained cfg (at option `input_size` when set).
+fn data_config(config: &ModelConfig, options: &ModelOptions) -> Result<DataConfig> {
     let p = &config.pretrained_cfg;
-    let (input_size, crop_pct) = match (use_test_size, p.test_input_size) {
+    let (mut input_size, crop_pct) = match (options.use_test_size, p.test_input_size) {
         (true, Some(t)) => (t, p.test_crop_pct.unwrap_or(p.crop_pct)),
         _ => (p.input_size, p.crop_pct),
     };
+    if let Some((h, w)) = options.input_size {
+        input_size = [input_size[0], h, w];
+    }
     let three = |v: &[f64]| -> [f32; 3] {
         match v {
             [a] => [*a as f32; 3],

@@ -17,7 +17,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("inter_op_threads", "threads across operators; 0 = default"),
     ("graph_optimization_level", "disable | basic | extended | all (default)"),
     ("ort_library", "path of libonnxruntime.so to load"),
-    ("output", "logits (default) | features"),
+    ("output", "logits (default) | features (timm's pre-logits) | feature_maps (timm's features_only backbone maps, see timm_infer_outputs)"),
+    ("out_indices", "comma list of feature_info indices for output=feature_maps (negative from the end); default: timm's for the architecture"),
+    ("output_stride", "8 | 16 | 32: dilate the last stages as timm's output_stride does (families that support it)"),
+    ("dynamic_img_size", "true | false (default): ViT-style models take any input size, position embeddings resampled per call as timm's dynamic_img_size=True"),
+    ("input_size", "HxW: build and preprocess at this size (position embeddings resampled once at load, like timm's img_size=)"),
+    ("max_params", "largest parameter count a config may describe before it is refused (default 4000000000)"),
     ("graph", "auto (default: model.onnx when present, else native) | native | onnx"),
     ("seed", "integer seed for pretrained=false initialisation (default 0)"),
     ("use_test_size", "true | false (default): preprocess at test_input_size / test_crop_pct when the config has them"),
@@ -85,6 +90,11 @@ pub struct ModelOptions {
     pub use_test_size: bool,
     pub hub: HubOptions,
     pub weights_mode: WeightsMode,
+    pub out_indices: Option<Vec<i64>>,
+    pub output_stride: Option<usize>,
+    pub dynamic_img_size: bool,
+    pub input_size: Option<(usize, usize)>,
+    pub max_params: u64,
 }
 
 impl Default for ModelOptions {
@@ -97,6 +107,11 @@ impl Default for ModelOptions {
             use_test_size: false,
             hub: HubOptions::default(),
             weights_mode: WeightsMode::Copy,
+            out_indices: None,
+            output_stride: None,
+            dynamic_img_size: false,
+            input_size: None,
+            max_params: crate::graph::budget::DEFAULT_MAX_PARAMS,
         }
     }
 }
@@ -190,8 +205,53 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
             m.output = match value.trim() {
                 "logits" => OutputKind::Logits,
                 "features" => OutputKind::Features,
-                _ => return Err(bad("logits or features")),
+                "feature_maps" => OutputKind::FeatureMaps,
+                _ => return Err(bad("logits, features or feature_maps")),
             }
+        }
+        "out_indices" => {
+            let v: Option<Vec<i64>> = value
+                .split(',')
+                .map(|t| {
+                    t.trim()
+                        .parse()
+                        .ok()
+                        .filter(|i: &i64| i.unsigned_abs() < 1024)
+                })
+                .collect();
+            m.out_indices = Some(
+                v.filter(|v| !v.is_empty())
+                    .ok_or_else(|| bad("a comma list of integers such as 1,2,3 or -1"))?,
+            );
+        }
+        "output_stride" => {
+            m.output_stride = Some(
+                value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|s| [8, 16, 32].contains(s))
+                    .ok_or_else(|| bad("8, 16 or 32"))?,
+            );
+        }
+        "dynamic_img_size" => m.dynamic_img_size = boolean(value)?,
+        "input_size" => {
+            let v = value.trim().to_ascii_lowercase();
+            let parsed = v.split_once('x').and_then(|(h, w)| {
+                let h: usize = h.trim().parse().ok()?;
+                let w: usize = w.trim().parse().ok()?;
+                ((1..=8192).contains(&h) && (1..=8192).contains(&w)).then_some((h, w))
+            });
+            m.input_size =
+                Some(parsed.ok_or_else(|| bad("HxW with 1..=8192 pixels each, e.g. 384x384"))?);
+        }
+        "max_params" => {
+            m.max_params = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n: &u64| n > 0)
+                .ok_or_else(|| bad("a positive parameter count"))?;
         }
         "graph" => {
             m.graph = match value.trim() {

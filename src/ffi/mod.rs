@@ -11,6 +11,8 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod boundary;
+mod outputs;
+pub use outputs::*;
 
 use std::ffi::CString;
 use std::os::raw::c_char;
@@ -65,6 +67,39 @@ fn create(
     let p = Box::into_raw(Box::new(TimmModel { model }));
     MODELS.insert(p as usize);
     Ok(p)
+}
+
+/// The input tensor and its shape from the C arguments, checked for NULL, rank and overflow.
+///
+/// # Safety
+/// Non-null `input_shape` holds `input_ndim` values and `input` the product of them.
+unsafe fn input_slice<'a>(
+    input: *const f32,
+    input_shape: *const i64,
+    input_ndim: usize,
+) -> Result<(&'a [f32], &'a [i64])> {
+    if input.is_null() || input_shape.is_null() {
+        return Err(Error::invalid_argument(
+            "`input`, `input_shape` and `output` must not be NULL",
+        ));
+    }
+    if input_ndim == 0 || input_ndim > MAX_NDIM {
+        return Err(Error::invalid_argument(format!(
+            "input_ndim is {input_ndim}; expected 4 (NCHW)"
+        )));
+    }
+    let shape = std::slice::from_raw_parts(input_shape, input_ndim);
+    if shape.iter().any(|&d| d <= 0) {
+        return Err(Error::invalid_argument(format!(
+            "input shape {shape:?} has a zero or negative dimension"
+        )));
+    }
+    let total = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .filter(|t| t.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize))
+        .ok_or_else(|| Error::invalid_argument(format!("input shape {shape:?} overflows")))?;
+    Ok((std::slice::from_raw_parts(input, total), shape))
 }
 
 /// Loads a model.
@@ -139,35 +174,17 @@ pub extern "C" fn timm_infer(
         // overflow before any slice is formed.
         unsafe {
             let m = model_arg(model)?;
-            if input.is_null() || input_shape.is_null() || output.is_null() {
+            if output.is_null() {
                 return Err(Error::invalid_argument(
                     "`input`, `input_shape` and `output` must not be NULL",
                 ));
             }
-            if input_ndim == 0 || input_ndim > MAX_NDIM {
-                return Err(Error::invalid_argument(format!(
-                    "input_ndim is {input_ndim}; expected 4 (NCHW)"
-                )));
-            }
-            let shape = std::slice::from_raw_parts(input_shape, input_ndim);
-            if shape.iter().any(|&d| d <= 0) {
-                return Err(Error::invalid_argument(format!(
-                    "input shape {shape:?} has a zero or negative dimension"
-                )));
-            }
-            let total = shape
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
-                .filter(|t| t.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize))
-                .ok_or_else(|| {
-                    Error::invalid_argument(format!("input shape {shape:?} overflows"))
-                })?;
+            let (input, shape) = input_slice(input, input_shape, input_ndim)?;
             if output_len > isize::MAX as usize / 4 {
                 return Err(Error::invalid_argument(format!(
                     "output_len {output_len} is not a buffer length"
                 )));
             }
-            let input = std::slice::from_raw_parts(input, total);
             let output = std::slice::from_raw_parts_mut(output, output_len);
             m.model.infer(input, shape, output).map(|_| ())
         }

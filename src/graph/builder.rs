@@ -62,6 +62,8 @@ pub struct Builder<'w> {
     pub(crate) taps: Vec<Tap>,
     pub(crate) default_out_indices: Option<Vec<i64>>,
     spatial: HashMap<Value, Spatial>,
+    /// The most reduced spatial size seen: an input it maps to nothing is too small.
+    pub(crate) deepest: Option<Spatial>,
     pub(crate) budget: Budget,
     request: Request,
     /// Request fields the family read; one it never read is refused as unsupported.
@@ -121,6 +123,7 @@ impl<'w> Builder<'w> {
             taps: Vec::new(),
             default_out_indices: None,
             spatial,
+            deepest: None,
             budget,
             request,
             consumed: HashSet::new(),
@@ -451,6 +454,13 @@ impl<'w> Builder<'w> {
                     "input {h}x{w} is too small for this model: a layer's output would be empty"
                 )))
             }
+        }
+        if self
+            .deepest
+            .as_ref()
+            .is_none_or(|d| s.reduction() >= d.reduction())
+        {
+            self.deepest = Some(s.clone());
         }
         self.spatial.insert(y.clone(), s);
         Ok(())

@@ -60,10 +60,12 @@ pub struct Session {
     inner: ort::session::Session,
     _keep: Keep,
     input_name: CString,
-    output_name: CString,
+    /// Every output a native graph declares; the first one only for a model.onnx.
+    output_names: Vec<CString>,
     /// Input dims as the model declares them; -1 for free dimensions.
     pub input_dims: Vec<i64>,
-    pub output_dims: Vec<i64>,
+    /// Dims of each output in `output_names`.
+    pub output_dims: Vec<Vec<i64>>,
     /// ORT provider names that run nodes of this session, comma-separated.
     providers: CString,
     /// TensorRT's profile covers batches up to this; larger ones are refused up front.
@@ -141,7 +143,7 @@ impl Session {
         })?;
         let mut keep = keep;
         keep.values.extend(bindings.into_iter().map(|(_, v)| v));
-        Self::wrap(created, keep, &opts.providers)
+        Self::wrap(created, keep, &opts.providers, false)
     }
 
     /// Builds a session from a native graph through ORT's Model Editor API. Weights are handed
@@ -169,7 +171,7 @@ impl Session {
             || builder(opts),
             |b| Self::commit_graph(graph, weights, b),
         )?;
-        Self::wrap(created, Keep::default(), &opts.providers)
+        Self::wrap(created, Keep::default(), &opts.providers, true)
     }
 
     /// Builds the editor model for `graph` and creates the session from it. Called once per
@@ -335,7 +337,12 @@ impl Session {
             .map_err(|e| Error::runtime(format!("ONNX Runtime rejected the native graph: {e}")))
     }
 
-    fn wrap(created: providers::Created, keep: Keep, popts: &ProviderOptions) -> Result<Self> {
+    fn wrap(
+        created: providers::Created,
+        keep: Keep,
+        popts: &ProviderOptions,
+        all_outputs: bool,
+    ) -> Result<Self> {
         let inner = created.session;
         if inner.inputs().len() != 1 || inner.outputs().is_empty() {
             return Err(Error::unsupported(format!(
@@ -358,10 +365,24 @@ impl Session {
             }
         };
         let input_dims = dims_of(&inner.inputs()[0], "input")?;
-        let output_dims = dims_of(&inner.outputs()[0], "output")?;
-        if input_dims.len() != 4 || output_dims.len() != 2 {
+        // A model.onnx is a classifier: its first output. A native graph may declare several
+        // (feature maps), all NCHW.
+        let n_out = if all_outputs {
+            inner.outputs().len()
+        } else {
+            1
+        };
+        let output_dims = inner.outputs()[..n_out]
+            .iter()
+            .map(|o| dims_of(o, "output"))
+            .collect::<Result<Vec<_>>>()?;
+        let shapes_ok = match output_dims.as_slice() {
+            [one] => one.len() == 2 || (all_outputs && one.len() == 4),
+            many => many.iter().all(|d| d.len() == 4),
+        };
+        if input_dims.len() != 4 || !shapes_ok {
             return Err(Error::unsupported(format!(
-                "the model's input has shape {input_dims:?} and its output {output_dims:?}; expected [N, C, H, W] in and [N, K] out"
+                "the model's input has shape {input_dims:?} and its outputs {output_dims:?}; expected [N, C, H, W] in and [N, K] out"
             )));
         }
         let cname = |s: &str| {
@@ -369,7 +390,11 @@ impl Session {
                 .map_err(|_| Error::invalid_model("a model input/output name has a NUL byte"))
         };
         let input_name = cname(inner.inputs()[0].name())?;
-        let output_name = cname(inner.outputs()[0].name())?;
+        let output_names = inner.outputs()[..n_out]
+            .iter()
+            .map(|o| cname(o.name()))
+            .collect::<Result<Vec<_>>>()?;
+        let output_name = output_names[0].clone();
         let on_gpu = created
             .assigned
             .iter()
@@ -392,10 +417,13 @@ impl Session {
             .assigned
             .iter()
             .any(|a| a == Provider::TensorRt.ort_name());
+        // Pooled device buffers serve single-output models; several outputs go through host
+        // memory (ORT copies them back).
+        let device_io = device_io.filter(|_| n_out == 1);
         Ok(Session {
             device_io,
             input_name,
-            output_name,
+            output_names,
             inner,
             _keep: keep,
             input_dims,
@@ -454,7 +482,7 @@ impl Session {
             )?
         };
         let in_names = [self.input_name.as_ptr()];
-        let out_names = [self.output_name.as_ptr()];
+        let out_names = [self.output_names[0].as_ptr()];
         let inputs = [in_v.ptr() as *const ort_sys::OrtValue];
         let mut outputs = [out_v.ptr()];
         // SAFETY: the session pointer is valid for &self; Run is documented thread-safe.
@@ -477,6 +505,81 @@ impl Session {
             return Err(Error::internal(
                 "ONNX Runtime did not write into the caller's output buffer",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// Number of outputs the session returns.
+    pub fn output_count(&self) -> usize {
+        self.output_names.len()
+    }
+
+    /// Runs one batch writing every output in place: `outputs[i]` has `shapes[i]`. Same
+    /// threading as [`Session::run`].
+    pub fn run_outputs(
+        &self,
+        input: &[f32],
+        input_shape: &[i64],
+        outputs: &mut [&mut [f32]],
+        shapes: &[Vec<i64>],
+    ) -> Result<()> {
+        if outputs.len() != self.output_names.len() || shapes.len() != outputs.len() {
+            return Err(Error::internal(
+                "output buffers do not match the session's outputs",
+            ));
+        }
+        if outputs.len() == 1 {
+            return self.run(input, input_shape, outputs[0], &shapes[0]);
+        }
+        // SAFETY: the input buffer outlives the call; ORT does not write it.
+        let in_v = unsafe {
+            sys::tensor_over(
+                input.as_ptr() as *const u8,
+                std::mem::size_of_val(input),
+                input_shape,
+                sys::F32,
+            )?
+        };
+        let mut out_vs = Vec::with_capacity(outputs.len());
+        for (o, shape) in outputs.iter_mut().zip(shapes) {
+            // SAFETY: each output buffer outlives the call and holds exactly `shape`.
+            out_vs.push(unsafe {
+                sys::tensor_over(
+                    o.as_mut_ptr() as *const u8,
+                    std::mem::size_of_val(*o),
+                    shape,
+                    sys::F32,
+                )?
+            });
+        }
+        let in_names = [self.input_name.as_ptr()];
+        let out_names: Vec<_> = self.output_names.iter().map(|n| n.as_ptr()).collect();
+        let inputs = [in_v.ptr() as *const ort_sys::OrtValue];
+        let mut raw: Vec<_> = out_vs.iter().map(|v| v.ptr()).collect();
+        // SAFETY: the session pointer is valid for &self; the name and value arrays have
+        // `raw.len()` entries; Run is documented thread-safe.
+        sys::check(unsafe {
+            (ort::api().Run)(
+                self.inner.ptr() as *mut _,
+                std::ptr::null(),
+                in_names.as_ptr(),
+                inputs.as_ptr(),
+                1,
+                out_names.as_ptr(),
+                raw.len(),
+                raw.as_mut_ptr(),
+            )
+        })?;
+        for (r, v) in raw.iter().zip(&out_vs) {
+            if *r != v.ptr() {
+                // SAFETY: ORT allocated this value for us; we own it.
+                unsafe { (ort::api().ReleaseValue)(*r) };
+                return Err(Error::internal(
+                    "ONNX Runtime did not write into the caller's output buffer",
+                ));
+            }
         }
         Ok(())
     }

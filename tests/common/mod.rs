@@ -304,3 +304,214 @@ pub fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Val
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     dir
 }
+
+/// A feature map as the C ABI returns it.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub shape: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+impl CModel {
+    pub fn output_count(&self) -> usize {
+        timm_model_output_count(self.0)
+    }
+
+    pub fn output_shape(&self, index: usize, input_shape: &[i64]) -> Result<Vec<i64>, CError> {
+        let mut shape = [0i64; 8];
+        let mut ndim = 0usize;
+        let st = timm_model_output_shape(
+            self.0,
+            index,
+            input_shape.as_ptr(),
+            input_shape.len(),
+            shape.as_mut_ptr(),
+            shape.len(),
+            &mut ndim,
+        );
+        if st != TimmStatus::TIMM_OK {
+            return Err(CError {
+                status: st,
+                message: last_error(),
+            });
+        }
+        Ok(shape[..ndim].to_vec())
+    }
+
+    /// Every output for one batch, shaped by `timm_model_output_shape`.
+    pub fn infer_outputs(&self, input: &[f32], shape: &[i64]) -> Result<Vec<Tensor>, CError> {
+        let n = self.output_count();
+        let shapes = (0..n)
+            .map(|i| self.output_shape(i, shape))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut bufs: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| vec![f32::NAN; s.iter().product::<i64>() as usize])
+            .collect();
+        let ptrs: Vec<*mut f32> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let lens: Vec<usize> = bufs.iter().map(Vec::len).collect();
+        let st = timm_infer_outputs(
+            self.0,
+            input.as_ptr(),
+            shape.as_ptr(),
+            shape.len(),
+            ptrs.as_ptr(),
+            lens.as_ptr(),
+            n,
+        );
+        if st != TimmStatus::TIMM_OK {
+            return Err(CError {
+                status: st,
+                message: last_error(),
+            });
+        }
+        Ok(shapes
+            .into_iter()
+            .zip(bufs)
+            .map(|(shape, data)| Tensor { shape, data })
+            .collect())
+    }
+
+    /// timm's feature_info of each output: (channels, reduction, module).
+    pub fn feature_info(&self) -> Vec<(usize, usize, String)> {
+        (0..self.output_count())
+            .map(|i| {
+                let (mut c, mut r) = (0usize, 0usize);
+                let mut m: *const std::os::raw::c_char = std::ptr::null();
+                let st = timm_model_feature_info(self.0, i, &mut c, &mut r, &mut m);
+                assert_eq!(st, TimmStatus::TIMM_OK, "{}", last_error());
+                let module = unsafe { CStr::from_ptr(m) }.to_string_lossy().into_owned();
+                (c, r, module)
+            })
+            .collect()
+    }
+}
+
+/// One `features_only` reference of a fixture (meta.json `feature_maps`).
+#[derive(Debug, Clone)]
+pub struct FeatureMapsRef {
+    /// The kwargs timm got, as options of this library.
+    pub options: Vec<(String, String)>,
+    pub input: Vec<f32>,
+    pub input_shape: Vec<i64>,
+    pub outputs: Vec<Tensor>,
+    /// timm's feature_info of each output: (channels, reduction, module).
+    pub feature_info: Vec<(usize, usize, String)>,
+}
+
+/// Every `features_only` reference the generator made for a fixture.
+pub fn feature_map_refs(f: &Fixture) -> Vec<FeatureMapsRef> {
+    let dir = fixtures_dir().join(&f.reference);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let ints = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap())
+            .collect()
+    };
+    let base = reference(f);
+    let Some(entries) = meta["feature_maps"].as_array() else {
+        return vec![];
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let mut options = vec![("output".to_string(), "feature_maps".to_string())];
+            for (k, v) in e["kwargs"].as_object().unwrap() {
+                let value = match v {
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                options.push((k.clone(), value));
+            }
+            let input = match e["input"].as_str() {
+                Some(file) => read_f32(&dir.join(file)),
+                None => base.input.clone(),
+            };
+            let outputs = e["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| Tensor {
+                    shape: ints(&o["shape"]),
+                    data: read_f32(&dir.join(o["file"].as_str().unwrap())),
+                })
+                .collect();
+            let feature_info = e["feature_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    (
+                        d["num_chs"].as_u64().unwrap() as usize,
+                        d["reduction"].as_u64().unwrap() as usize,
+                        d["module"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            FeatureMapsRef {
+                options,
+                input,
+                input_shape: ints(&e["input_shape"]),
+                outputs,
+                feature_info,
+            }
+        })
+        .collect()
+}
+
+/// Checks every `features_only` reference of a fixture through the C ABI: the same number of
+/// maps, timm's feature_info, the shapes `timm_model_output_shape` reports, and values within
+/// `rel_tol` of each map's largest |value|. Returns how many references were checked.
+pub fn check_feature_maps(f: &Fixture, rel_tol: f32) -> usize {
+    let refs = feature_map_refs(f);
+    for (k, r) in refs.iter().enumerate() {
+        let opts: Vec<(&str, &str)> = r
+            .options
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let m = CModel::create(&f.spec("native"), true, &opts)
+            .unwrap_or_else(|e| panic!("{} feature maps {k} {opts:?}: {e:?}", f.name));
+        assert_eq!(
+            m.output_count(),
+            r.outputs.len(),
+            "{} [{k}]: map count",
+            f.name
+        );
+        assert_eq!(
+            m.feature_info(),
+            r.feature_info,
+            "{} [{k}]: feature_info",
+            f.name
+        );
+        let got = m
+            .infer_outputs(&r.input, &r.input_shape)
+            .unwrap_or_else(|e| panic!("{} feature maps {k}: {e:?}", f.name));
+        for (i, (g, want)) in got.iter().zip(&r.outputs).enumerate() {
+            assert_eq!(g.shape, want.shape, "{} [{k}] map {i}: shape", f.name);
+            let scale = want
+                .data
+                .iter()
+                .fold(0f32, |a, v| a.max(v.abs()))
+                .max(1e-12);
+            let d = max_abs_diff(&g.data, &want.data) / scale;
+            eprintln!(
+                "{:<32} maps[{k}] {i} {:?} rel max|diff| = {d:.3e}",
+                f.name, g.shape
+            );
+            assert!(
+                d <= rel_tol,
+                "{} [{k}] map {i}: differs from timm by {d} (relative)",
+                f.name
+            );
+        }
+    }
+    refs.len()
+}
