@@ -254,7 +254,7 @@ impl ResNet {
         };
         for s in 0..self.layers.len() {
             let stage = &mut b.scope(format!("layer{}", s + 1));
-            let depth = (0..).take_while(|i| stage.has_weight(&format!("{i}.conv1.weight")));
+            let depth = (0..).take_while(|&i| stage.scope(i).has_weight("conv1.weight"));
             self.layers[s] = depth.count();
             if self.layers[s] == 0 {
                 return Err(Error::invalid_model(format!(
