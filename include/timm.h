@@ -169,6 +169,15 @@ enum TimmStatus timm_classify_file(struct TimmModel *model,
                                    uintptr_t k,
                                    struct TimmClass *results);
 
+// Decodes an image file (as `timm_classify_file` does) and writes the model's eval transform of
+// it to `output` (`C*H*W` floats of `timm_model_input_size`, NCHW for a batch of one): the input
+// for `timm_infer` / `timm_infer_outputs`. `TIMM_ERR_BUFFER_TOO_SMALL` names the length needed.
+// Thread-safe.
+enum TimmStatus timm_preprocess_file(const struct TimmModel *model,
+                                     const char *path,
+                                     float *output,
+                                     uintptr_t output_len);
+
 // Releases a model. NULL is a no-op. Freeing the same pointer twice is detected and ignored
 // (the last error says so) as long as the address was not reused by a newer model.
 void timm_free(struct TimmModel *model);
@@ -300,6 +309,28 @@ enum TimmStatus timm_model_feature_info(const struct TimmModel *model,
                                         uintptr_t *channels,
                                         uintptr_t *reduction,
                                         const char **module);
+
+// Writes the graph `model` runs (its native graph, or the folder's `model.onnx` with the
+// weights bound to it embedded) to `path` as a standard ONNX file (opset 17, no ONNX Runtime
+// contrib operators) that ONNX Runtime, TensorRT and OpenVINO read.
+//
+// The file has the model's output kind, a dynamic batch dimension (and dynamic height and
+// width for convolutional families), and `metadata_props` with timm's architecture
+// (`timm.architecture`), data config (`timm.data_config`, JSON), label names
+// (`timm.label_names`, JSON) and resolved config (`timm.config`). Weights are inside the file,
+// or in `<path>.data` beside it above 2 GB or with option `export_external_data=true`.
+// An existing file is overwritten. Thread-safe; the model may run meanwhile.
+enum TimmStatus timm_model_export_onnx(const struct TimmModel *model, const char *path);
+
+// Writes a Triton Inference Server model repository entry for `model`:
+// `<repository>/<name>/config.pbtxt` (onnxruntime backend, the input and outputs with their
+// dims, `max_batch_size` = `max_batch`, dynamic batching) and `<repository>/<name>/1/model.onnx`
+// (as `timm_model_export_onnx`). `max_batch` = 0 turns Triton's batching off (dims then include
+// the batch). `name` must be a folder name (letters, digits, `-`, `_`, `.`). Thread-safe.
+enum TimmStatus timm_model_export_triton(const struct TimmModel *model,
+                                         const char *repository,
+                                         const char *name,
+                                         uint32_t max_batch);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -303,16 +303,10 @@ impl PretrainedCfg {
             num_classes: opt_usize(&raw, "num_classes", MAX_CLASSES)?,
             label_offset,
             pool_size,
-            first_conv: opt_string(&raw, "first_conv")?,
-            // Models with two heads (DeiT distilled) list both: ["head", "head_dist"]; keep the first.
-            classifier: match raw.get("classifier") {
-                Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
-                    a[0].as_str().map(str::to_string)
-                }
-                _ => opt_string(&raw, "classifier")?,
-            },
-            tag: opt_string(&raw, "tag")?,
-            license: opt_string(&raw, "license")?,
+            first_conv: module_names(&raw, "first_conv"),
+            classifier: module_names(&raw, "classifier"),
+            tag: module_names(&raw, "tag"),
+            license: module_names(&raw, "license"),
             raw,
         })
     }
@@ -462,6 +456,18 @@ fn opt_f64(m: &Map<String, Value>, key: &str) -> Result<Option<f64>> {
     }
 }
 
+/// An informational name field (`first_conv`, `classifier`, `tag`, `license`). timm writes a
+/// list where a model has several (DeiT's two heads, the stems of FastViT / MobileOne / RepVGG
+/// re-parameterised convs) and never reads them at inference, so any form is accepted: a string,
+/// the first string of a list, or nothing.
+fn module_names(m: &Map<String, Value>, key: &str) -> Option<String> {
+    match m.get(key) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(a)) => a.iter().find_map(|v| v.as_str().map(str::to_string)),
+        _ => None,
+    }
+}
+
 fn opt_string(m: &Map<String, Value>, key: &str) -> Result<Option<String>> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -547,6 +553,23 @@ mod tests {
         );
         assert_eq!(c.label_description(0), Some("an a"));
         assert_eq!(c.label_description(1), None);
+    }
+
+    #[test]
+    fn list_valued_name_fields_are_accepted_as_timm_writes_them() {
+        // FastViT / MobileOne / RepVGG folders list several first convs; DeiT two classifiers.
+        let c = parse(
+            r#"{"architecture":"fastvit_t8","num_classes":1000,"pretrained_cfg":{
+                "first_conv":["stem.0.conv_kxk.0.conv","stem.0.conv_scale.conv"],
+                "classifier":["head","head_dist"],"tag":["a"],"license":{"x":1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.pretrained_cfg.first_conv.as_deref(),
+            Some("stem.0.conv_kxk.0.conv")
+        );
+        assert_eq!(c.pretrained_cfg.classifier.as_deref(), Some("head"));
+        assert_eq!(c.pretrained_cfg.license, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod ffi;
 pub mod graph;
 pub mod model;

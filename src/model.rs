@@ -44,6 +44,8 @@ pub struct Model {
     config_json: CString,
     options: ModelOptions,
     data_config: DataConfig,
+    /// The folder's model.onnx when the model runs it (the export copies it).
+    onnx_file: Option<std::path::PathBuf>,
 }
 
 /// One of the top-k classes of an image.
@@ -165,14 +167,7 @@ impl Model {
             Some(w) => ParamSource::Weights(w),
             None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
         };
-        let request = graph::Request {
-            output: options.output,
-            out_indices: options.out_indices.clone(),
-            output_stride: options.output_stride,
-            dynamic_img_size: options.dynamic_img_size,
-            max_params: options.max_params,
-        };
-        let g = graph::build(&config, source, &request, (size[1], size[2]))?;
+        let g = graph::build(&config, source, &request(options), (size[1], size[2]))?;
         let session =
             Session::from_graph(&g, weights.as_deref(), &session_options(&config, options)?)?;
         let outputs: Vec<OutputShape> = g.outputs.iter().map(|o| o.shape.clone()).collect();
@@ -255,14 +250,16 @@ impl Model {
             .filter(|w| w.mode() == WeightsMode::Map)
             .collect();
         let num_classes = config.num_classes;
-        Self::finish(
+        let mut model = Self::finish(
             session,
             weights,
             config,
             GraphKind::Onnx,
             options,
             num_classes,
-        )
+        )?;
+        model.onnx_file = Some(path.to_path_buf());
+        Ok(model)
     }
 
     fn finish(
@@ -336,7 +333,21 @@ impl Model {
             config_json,
             options: options.clone(),
             data_config,
+            onnx_file: None,
         })
+    }
+
+    /// The weights file a native graph was built from (`None` for random weights).
+    pub fn native_weights(&self) -> Option<&Weights> {
+        match self.graph_kind {
+            GraphKind::Native => self._weights.first().map(|w| &**w),
+            GraphKind::Onnx => None,
+        }
+    }
+
+    /// The folder's model.onnx, for models that run it.
+    pub fn onnx_file(&self) -> Option<&Path> {
+        self.onnx_file.as_deref()
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -676,6 +687,17 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<Class> {
             logit: logits[i],
         })
         .collect()
+}
+
+/// What the options ask of a native graph.
+pub(crate) fn request(options: &ModelOptions) -> graph::Request {
+    graph::Request {
+        output: options.output,
+        out_indices: options.out_indices.clone(),
+        output_stride: options.output_stride,
+        dynamic_img_size: options.dynamic_img_size,
+        max_params: options.max_params,
+    }
 }
 
 /// Session options plus the image size the model will be fed (TensorRT's profile shapes).

@@ -39,6 +39,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("trt_fp16", "true | false (default): let TensorRT run in float16"),
     ("trt_engine_cache_dir", "folder for TensorRT engines and timing caches (kept per model, GPU and version); default: none, engines are rebuilt per process"),
     ("trt_workspace_size", "TensorRT workspace limit in bytes (default: TensorRT's)"),
+    ("export_external_data", "true | false (default): exported ONNX files keep their weights in a `.data` file beside them (always so above 2 GB)"),
     ("max_batch", "largest batch of the TensorRT profile, 1..=4096 (default 32)"),
 ];
 
@@ -95,6 +96,7 @@ pub struct ModelOptions {
     pub dynamic_img_size: bool,
     pub input_size: Option<(usize, usize)>,
     pub max_params: u64,
+    pub export_external_data: bool,
 }
 
 impl Default for ModelOptions {
@@ -112,6 +114,7 @@ impl Default for ModelOptions {
             dynamic_img_size: false,
             input_size: None,
             max_params: crate::graph::budget::DEFAULT_MAX_PARAMS,
+            export_external_data: false,
         }
     }
 }
@@ -268,6 +271,7 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
                 .map_err(|_| bad("a non-negative integer"))?
         }
         "use_test_size" => m.use_test_size = boolean(value)?,
+        "export_external_data" => m.export_external_data = boolean(value)?,
         "cache_dir" => {
             if value.is_empty() {
                 return Err(bad("a folder path"));

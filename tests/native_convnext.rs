@@ -221,3 +221,65 @@ fn unknown_variants_and_arguments_are_unsupported() {
     assert!(e.message.contains("global_pool"), "{}", e.message);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// feature maps (timm's features_only=True)
+
+#[test]
+fn feature_maps_match_timm_features_only() {
+    // Every stage, a subset with a negative index, output_stride 16 and 8 (dilated stages, the
+    // Linear- and conv-MLP layouts) and inputs of other sizes.
+    let mut checked = 0;
+    for f in fixtures_of_family("convnext") {
+        checked += check_feature_maps(&f, TOL);
+    }
+    assert!(checked >= 6, "only {checked} feature-map references");
+}
+
+#[test]
+fn feature_maps_take_any_input_size() {
+    let f = fixture("convnext_atto-small");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let shapes: Vec<_> = (0..m.output_count())
+        .map(|i| m.output_shape(i, &[1, 3, 64, 33]).unwrap())
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            vec![1, 8, 16, 8],
+            vec![1, 8, 8, 4],
+            vec![1, 16, 4, 2],
+            vec![1, 16, 2, 1]
+        ]
+    );
+    let x = vec![0.25f32; 3 * 64 * 33];
+    let maps = m.infer_outputs(&x, &[1, 3, 64, 33]).unwrap();
+    assert!(maps.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
+}
+
+#[test]
+fn feature_map_requests_timm_refuses_are_errors() {
+    let f = fixture("convnext_atto-small");
+    let create = |opts: &[(&str, &str)]| {
+        let mut o = vec![("output", "feature_maps")];
+        o.extend_from_slice(opts);
+        CModel::create(&f.spec("native"), true, &o)
+    };
+    for bad in ["0,4", "-5"] {
+        let e = create(&[("out_indices", bad)]).err().expect("must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        assert!(e.message.contains("out of range"), "{}", e.message);
+    }
+    let e = create(&[("output_stride", "4")]).err().expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("output_stride"), "{}", e.message);
+
+    // 31x31 leaves the last stage's 2x2 downsample nothing to cover.
+    let m = create(&[]).unwrap();
+    let e = m.output_shape(3, &[1, 3, 31, 31]).expect_err("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    let x = vec![0f32; 3 * 31 * 31];
+    let e = m.infer_outputs(&x, &[1, 3, 31, 31]).expect_err("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("too small"), "{}", e.message);
+}

@@ -169,3 +169,105 @@ fn unsupported_variants_say_so() {
     assert!(e.message.contains("block_type"), "{}", e.message);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The fixtures with `features_only` references (meta.json `feature_maps`).
+const FEATURE_FIXTURES: [&str; 3] = [
+    "regnetx_002-small",
+    "regnety_008_tv-avg-small",
+    "regnetz_005-small",
+];
+
+#[test]
+fn feature_maps_match_timm_features_only() {
+    // Default out_indices, [1, -1] and [-2], output_stride 16 and 8 (dilated stages, the
+    // avg-down shortcut's AvgPool2dSame), inputs of other sizes down to 3x2: values, shapes from
+    // timm_model_output_shape and feature_info against timm's.
+    for name in FEATURE_FIXTURES {
+        let f = fixture(name);
+        assert!(check_feature_maps(&f, TOL) >= 2, "{name}: no feature_maps");
+    }
+}
+
+#[test]
+fn feature_info_is_timms_stem_and_four_stages() {
+    let f = fixture("regnetx_002-small");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let modules: Vec<String> = m.feature_info().into_iter().map(|(_, _, m)| m).collect();
+    assert_eq!(modules, ["stem", "s1", "s2", "s3", "s4"]);
+    let reductions: Vec<usize> = m.feature_info().into_iter().map(|(_, r, _)| r).collect();
+    assert_eq!(reductions, [2, 4, 8, 16, 32]);
+    // output_stride 8: the last two stages keep stride 8 (timm's reduction is the real stride).
+    let m = CModel::create(
+        &f.spec("native"),
+        true,
+        &[("output", "feature_maps"), ("output_stride", "8")],
+    )
+    .unwrap();
+    let reductions: Vec<usize> = m.feature_info().into_iter().map(|(_, r, _)| r).collect();
+    assert_eq!(reductions, [2, 4, 8, 8, 8]);
+}
+
+#[test]
+fn out_of_range_feature_indices_are_invalid_arguments() {
+    let f = fixture("regnetx_002-small");
+    for idx in ["5", "-6", "0,7"] {
+        let e = CModel::create(
+            &f.spec("native"),
+            true,
+            &[("output", "feature_maps"), ("out_indices", idx)],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("out_indices={idx} must fail"));
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        assert!(e.message.contains("out of range"), "{}", e.message);
+        assert!(e.message.contains("s4"), "names the maps: {}", e.message);
+    }
+}
+
+#[test]
+fn output_strides_timm_does_not_take_are_refused() {
+    let f = fixture("regnetx_002-small");
+    let e = CModel::create(
+        &f.spec("native"),
+        true,
+        &[("output", "feature_maps"), ("output_stride", "4")],
+    )
+    .err()
+    .expect("output_stride=4 must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    // In model_args timm asserts output_stride in (8, 16, 32).
+    let dir = edited_copy("regnetx_002-small", "os", |c| {
+        c["model_args"]["output_stride"] = 12.into()
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("model_args output_stride=12 must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("output_stride"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn empty_inputs_are_refused_and_any_other_size_is_taken() {
+    // Every RegNet layer maps a 1-pixel side to 1 pixel (timm too), so no non-empty input is too
+    // small; an empty one is an invalid argument, before ONNX Runtime sees it.
+    let f = fixture("regnety_008_tv-avg-small");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    for shape in [[1, 3, 0, 8], [1, 3, 8, 0]] {
+        let e = m
+            .output_shape(0, &shape)
+            .expect_err("empty input must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        let e = m
+            .infer_outputs(&[], &shape)
+            .expect_err("empty input must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    }
+    let x = vec![0.5f32; 3];
+    let maps = m.infer_outputs(&x, &[1, 3, 1, 1]).unwrap();
+    assert!(maps.iter().all(|t| t.shape[2..] == [1, 1]), "{maps:?}");
+}

@@ -13,6 +13,7 @@
 mod boundary;
 mod outputs;
 pub use outputs::*;
+pub mod export;
 
 use std::ffi::CString;
 use std::os::raw::c_char;
@@ -405,6 +406,39 @@ pub extern "C" fn timm_classify_file(
             let top = m.model.classify(std::slice::from_ref(&img), k)?;
             write_classes(&m.model, &top[0], results);
             Ok(())
+        }
+    })
+}
+
+/// Decodes an image file (as `timm_classify_file` does) and writes the model's eval transform of
+/// it to `output` (`C*H*W` floats of `timm_model_input_size`, NCHW for a batch of one): the input
+/// for `timm_infer` / `timm_infer_outputs`. `TIMM_ERR_BUFFER_TOO_SMALL` names the length needed.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn timm_preprocess_file(
+    model: *const TimmModel,
+    path: *const c_char,
+    output: *mut f32,
+    output_len: usize,
+) -> TimmStatus {
+    guard_status("timm_preprocess_file", || {
+        // SAFETY: pointers checked; `output` holds output_len floats per the contract.
+        unsafe {
+            let m = model_arg(model)?;
+            let path = str_arg(path, "path")?;
+            if output.is_null() {
+                return Err(Error::invalid_argument("`output` is NULL"));
+            }
+            let [c, h, w] = m.model.input_size();
+            let needed = c * h * w;
+            if output_len < needed {
+                return Err(Error::buffer_too_small(format!(
+                    "output holds {output_len} floats but the transformed image needs {needed} ({c}x{h}x{w})"
+                )));
+            }
+            let img = preprocess::decode_file(std::path::Path::new(path))?;
+            let out = std::slice::from_raw_parts_mut(output, needed);
+            m.model.preprocess(&img, out)
         }
     })
 }

@@ -76,7 +76,7 @@ impl Args {
         self.read.borrow_mut().insert(key.to_string());
         match self.merged.get(key) {
             None => Ok(default),
-            Some(v) => T::from_arg(v).map_err(|want| self.bad(key, v, &want)),
+            Some(v) => T::from_arg(v).map_err(|want| self.bad(key, v, &want, T::kind_matches(v))),
         }
     }
 
@@ -129,20 +129,37 @@ impl Args {
         )))
     }
 
-    fn bad(&self, key: &str, v: &Json, want: &str) -> Error {
-        Error::invalid_model(format!(
-            "config.json model_args `{key}` of `{}` must be {want}, got {v}",
-            self.arch
-        ))
+    /// A value of the right kind out of bounds is an invalid model; a value of another form
+    /// (a list where this build takes a number, say) may be valid for timm and is unsupported.
+    fn bad(&self, key: &str, v: &Json, want: &str, kind_matches: bool) -> Error {
+        if kind_matches {
+            Error::invalid_model(format!(
+                "config.json model_args `{key}` of `{}` must be {want}, got {v}",
+                self.arch
+            ))
+        } else {
+            Error::unsupported(format!(
+                "`{}`: model_args `{key}` = {v} is not a form the native graph implements (it takes {want})",
+                self.arch
+            ))
+        }
     }
 }
 
 /// A `model_args` value type. The error is what was expected, for the message.
 pub trait FromArg: Sized {
     fn from_arg(v: &Json) -> std::result::Result<Self, String>;
+    /// Whether `v` is of the JSON kind this type reads (so a failure is a bound, not a form).
+    fn kind_matches(v: &Json) -> bool {
+        let _ = v;
+        true
+    }
 }
 
 impl FromArg for usize {
+    fn kind_matches(v: &Json) -> bool {
+        v.is_number()
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         v.as_u64()
             .or_else(|| {
@@ -157,6 +174,9 @@ impl FromArg for usize {
 }
 
 impl FromArg for i64 {
+    fn kind_matches(v: &Json) -> bool {
+        v.is_number()
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         v.as_i64()
             .filter(|n| n.unsigned_abs() <= MAX_INT)
@@ -165,6 +185,9 @@ impl FromArg for i64 {
 }
 
 impl FromArg for f64 {
+    fn kind_matches(v: &Json) -> bool {
+        v.is_number()
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         v.as_f64()
             .filter(|f| f.is_finite() && f.abs() <= MAX_FLOAT)
@@ -173,18 +196,27 @@ impl FromArg for f64 {
 }
 
 impl FromArg for f32 {
+    fn kind_matches(v: &Json) -> bool {
+        v.is_number()
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         f64::from_arg(v).map(|f| f as f32)
     }
 }
 
 impl FromArg for bool {
+    fn kind_matches(v: &Json) -> bool {
+        v.is_boolean()
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         v.as_bool().ok_or_else(|| "true or false".to_string())
     }
 }
 
 impl FromArg for String {
+    fn kind_matches(v: &Json) -> bool {
+        v.is_string()
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         v.as_str()
             .map(str::to_string)
@@ -193,6 +225,9 @@ impl FromArg for String {
 }
 
 impl<T: FromArg> FromArg for Option<T> {
+    fn kind_matches(v: &Json) -> bool {
+        v.is_null() || T::kind_matches(v)
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         match v {
             Json::Null => Ok(None),
@@ -204,6 +239,9 @@ impl<T: FromArg> FromArg for Option<T> {
 /// A list; timm's `to_ntuple` also accepts one value for every entry, which [`PerStage`]
 /// expands.
 impl<T: FromArg> FromArg for Vec<T> {
+    fn kind_matches(v: &Json) -> bool {
+        v.as_array().is_some_and(|a| a.iter().all(T::kind_matches))
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         match v {
             Json::Array(a) => a
@@ -238,6 +276,9 @@ impl<T: Clone> PerStage<T> {
 }
 
 impl<T: FromArg> FromArg for PerStage<T> {
+    fn kind_matches(v: &Json) -> bool {
+        Vec::<T>::kind_matches(v) || T::kind_matches(v)
+    }
     fn from_arg(v: &Json) -> std::result::Result<Self, String> {
         match v {
             Json::Array(_) => Vec::<T>::from_arg(v).map(PerStage::Each),
@@ -329,6 +370,19 @@ mod tests {
         assert_eq!(e.status(), crate::error::TimmStatus::TIMM_ERR_UNSUPPORTED);
         assert!(e.message().contains("use_magic = true"), "{}", e.message());
         assert!(!e.message().contains("drop_rate"));
+    }
+
+    #[test]
+    fn a_value_of_another_form_is_unsupported_not_invalid() {
+        let a = Args::new("x", None, &obj(json!({"ratio": [1, 2]})));
+        let e = Demo::read(&a).unwrap_err();
+        assert_eq!(
+            e.status(),
+            crate::error::TimmStatus::TIMM_ERR_UNSUPPORTED,
+            "{}",
+            e.message()
+        );
+        assert!(e.message().contains("ratio"));
     }
 
     #[test]

@@ -32,12 +32,15 @@ impl Step {
                 dilation,
                 ceil,
             } => {
+                let s = stride as i64;
                 let eff = n + pad as i64 - (dilation * (k - 1)) as i64 - 1;
-                if eff < 0 {
+                // PyTorch rounds toward -inf before the +1: a ceil-mode window larger than the
+                // input still gives one output (AvgPool2d(2, 2, ceil_mode=True) on 1 -> 1).
+                let num = if ceil { eff + s - 1 } else { eff };
+                if num < 0 {
                     return 0;
                 }
-                let s = stride as i64;
-                let mut out = if ceil { (eff + s - 1) / s } else { eff / s } + 1;
+                let mut out = num / s + 1;
                 // PyTorch: the last window must start inside the (left-padded) input.
                 if ceil && (out - 1) * s >= n + (pad as i64) / 2 {
                     out -= 1;
@@ -148,6 +151,7 @@ mod tests {
         };
         assert_eq!(Spatial::input().then(p).eval(7), Some(4));
         assert_eq!(Spatial::input().then(p).eval(8), Some(4));
+        assert_eq!(Spatial::input().then(p).eval(1), Some(1));
     }
 
     #[test]

@@ -16,9 +16,10 @@ use crate::error::{Error, Result};
 use crate::graph::args::{Args, PerStage};
 use crate::graph::layers::conv::conv_bn_init;
 use crate::graph::layers::heads::classifier_head;
-use crate::graph::layers::pool::{avg_pool2d_same, Pool2d, PoolKind};
+use crate::graph::layers::pool::{avg_pool2d_same_s1, Pool2d, PoolKind};
 use crate::graph::layers::se::{rd_channels, SqueezeExcite};
 use crate::graph::layers::{self, conv_bn, Conv, Norm};
+use crate::graph::spatial::Step;
 use crate::graph::tables::Table;
 use crate::graph::{Builder, Family, Init, OutputKind, Value};
 
@@ -31,6 +32,15 @@ pub const FAMILY: Family = Family {
     build,
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
     any_size: true,
+};
+
+/// A spatial step that keeps the size.
+const IDENTITY: Step = Step::Window {
+    k: 1,
+    stride: 1,
+    pad: 0,
+    dilation: 1,
+    ceil: false,
 };
 
 /// timm's `BatchNorm2d` eps.
@@ -457,7 +467,8 @@ fn basic_block(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom) -> Result<Value
     };
     let c2 = Conv::new(first, out, 3).dilation(g.dilation);
     let y = conv_bn_init(b, &y, "conv2", "bn2", c2, BN_EPS, n.last_bn_init)?;
-    residual(b, n, x, &y, g, out)
+    let shortcut = shortcut(b, n, x, g, out)?;
+    residual(b, n, &y, &shortcut, out)
 }
 
 /// `Bottleneck`: 1x1 reduce, grouped 3x3 (strided, or followed by the anti-aliasing pool), 1x1
@@ -468,14 +479,8 @@ fn bottleneck(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom) -> Result<Value>
     let first = width / n.reduce_first;
     let out = g.planes * 4;
     let use_aa = n.aa && (g.stride == 2 || g.first_dilation != g.dilation);
-    let y = conv_bn(
-        b,
-        x,
-        "conv1",
-        "bn1",
-        Conv::new(g.inplanes, first, 1),
-        BN_EPS,
-    )?;
+    let c1 = Conv::new(g.inplanes, first, 1);
+    let y = conv_bn(b, x, "conv1", "bn1", c1, BN_EPS)?;
     let y = layers::act(b, &n.act, &y)?;
     let c2 = Conv::new(first, width, 3)
         .stride(if use_aa { 1 } else { g.stride })
@@ -490,18 +495,21 @@ fn bottleneck(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom) -> Result<Value>
     };
     let c3 = Conv::new(width, out, 1);
     let y = conv_bn_init(b, &y, "conv3", "bn3", c3, BN_EPS, n.last_bn_init)?;
-    residual(b, n, x, &y, g, out)
+    let shortcut = shortcut(b, n, x, g, out)?;
+    residual(b, n, &y, &shortcut, out)
 }
 
-/// The blocks' common tail: `se`, the shortcut (`downsample` or identity), add, activation.
-fn residual(
-    b: &mut Builder,
-    n: &ResNet,
-    x: &Value,
-    y: &Value,
-    g: &Geom,
-    out: usize,
-) -> Result<Value> {
+/// The block's shortcut: `downsample` or the identity.
+fn shortcut(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom, out: usize) -> Result<Value> {
+    if g.downsample {
+        downsample(&mut b.scope("downsample"), n, x, g, out)
+    } else {
+        Ok(x.clone())
+    }
+}
+
+/// The blocks' common tail: `se`, the shortcut added, the activation.
+fn residual(b: &mut Builder, n: &ResNet, y: &Value, shortcut: &Value, out: usize) -> Result<Value> {
     let y = match n.se {
         Some(rd_ratio) => {
             let se = &mut b.scope("se");
@@ -515,13 +523,13 @@ fn residual(
         }
         None => y.clone(),
     };
-    let shortcut = if g.downsample {
-        downsample(&mut b.scope("downsample"), n, x, g, out)?
-    } else {
-        x.clone()
-    };
-    let y = layers::add(b, &y, &shortcut);
-    layers::act(b, &n.act, &y)
+    let sum = layers::add(b, &y, shortcut);
+    // The sum has the branch's size. Recorded after the shortcut so that the branch, whose
+    // floor-mode anti-aliasing pools are what an input can be too small for, is the deepest
+    // spatial chain the builder checks inputs against (the shortcut's ceil-mode pools never
+    // empty a map).
+    b.set_spatial(&sum, &y, IDENTITY, out)?;
+    layers::act(b, &n.act, &sum)
 }
 
 /// `downsample_avg` (pool, 1x1 conv, bn) or `downsample_conv` (conv, bn).
@@ -532,7 +540,7 @@ fn downsample(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom, out: usize) -> R
             x.clone()
         } else if g.dilation > 1 {
             // avg_stride 1 in a dilated stage: AvgPool2dSame(2, 1).
-            avg_pool2d_same(b, x, 2, 1, g.inplanes)?
+            avg_pool2d_same_s1(b, x, 2, g.inplanes)?
         } else {
             Pool2d::new(2, g.stride, 0)
                 .ceil(true)

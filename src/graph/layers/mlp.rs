@@ -192,3 +192,60 @@ pub fn layer_scale_2d(b: &mut Builder, x: &Value, dim: usize, init: f32) -> Resu
     let g = super::per_channel(b, &g, dim);
     Ok(b.op("Mul", &[x, &g], vec![]))
 }
+
+/// timm's `GlobalResponseNorm` (ConvNeXt-V2) over NHWC (`channels_last`) or NCHW maps:
+/// `x + bias + weight · x · (‖x‖₂ over HW / (mean over C of it + eps))`, computed as
+/// `x · (1 + weight · n) + bias` so the per-channel factor is formed on the small `[N,1,1,C]`.
+pub fn global_response_norm(
+    b: &mut Builder,
+    x: &Value,
+    dim: usize,
+    channels_last: bool,
+) -> Result<Value> {
+    let mut w = b.param("weight", &[dim], Init::Zeros)?;
+    let mut bias = b.param("bias", &[dim], Init::Zeros)?;
+    let (spatial, channel) = if channels_last {
+        (b.ints(&[1, 2]), b.ints(&[-1]))
+    } else {
+        w = super::per_channel(b, &w, dim);
+        bias = super::per_channel(b, &bias, dim);
+        (b.ints(&[2, 3]), b.ints(&[1]))
+    };
+    let keep = || vec![("keepdims", Attr::Int(1))];
+    let g = b.op("ReduceL2", &[x, &spatial], keep());
+    let gm = b.op("ReduceMean", &[&g, &channel], keep());
+    let eps = b.scalar(1e-6);
+    let den = b.op("Add", &[&gm, &eps], vec![]);
+    let n = b.op("Div", &[&g, &den], vec![]);
+    let wn = b.op("Mul", &[&n, &w], vec![]);
+    let one = b.scalar(1.0);
+    let s = b.op("Add", &[&wn, &one], vec![]);
+    let y = b.op("Mul", &[x, &s], vec![]);
+    Ok(b.op("Add", &[&y, &bias], vec![]))
+}
+
+/// timm's `GlobalResponseNormMlp`: `fc1`, act, `grn`, `fc2`, as 1×1 convs on NCHW
+/// (`use_conv`) or Linears on channels-last maps.
+pub fn grn_mlp(b: &mut Builder, x: &Value, c: &MlpCfg, use_conv: bool) -> Result<Value> {
+    let y = if use_conv {
+        let fc1 = Conv::new(c.in_f, c.hidden, 1)
+            .pad(Pad::Sym(0))
+            .bias(c.bias)
+            .init(c.init);
+        let y = conv2d(&mut b.scope("fc1"), x, fc1)?;
+        act(b, c.act, &y)?
+    } else {
+        let s = &mut b.scope("fc1");
+        linear_act(s, x, c.in_f, c.hidden, c.bias, c.act, c.init)?
+    };
+    let y = global_response_norm(&mut b.scope("grn"), &y, c.hidden, !use_conv)?;
+    if use_conv {
+        let fc2 = Conv::new(c.hidden, c.out_f, 1)
+            .pad(Pad::Sym(0))
+            .bias(c.bias)
+            .init(c.init);
+        conv2d(&mut b.scope("fc2"), &y, fc2)
+    } else {
+        linear(&mut b.scope("fc2"), &y, c.hidden, c.out_f, c.bias, c.init)
+    }
+}

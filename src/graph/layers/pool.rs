@@ -137,40 +137,36 @@ impl Pool2d {
     }
 }
 
-/// timm's `AvgPool2dSame(kernel, stride)`: TensorFlow "SAME" zero padding (the extra pixel at
-/// the end), the padded zeros counted in every mean whatever `count_include_pad` says, since
-/// timm pads before pooling.
-pub fn avg_pool2d_same(
+/// timm's `AvgPool2dSame` at stride 1 (the pool of a dilated stage's avg-down shortcut): TF "SAME"
+/// zero padding, the extra pixel at the end, and the padded zeros counted in each mean — ONNX
+/// `AveragePool` with explicit pads and `count_include_pad`. The size is kept.
+pub fn avg_pool2d_same_s1(
     b: &mut Builder,
     x: &Value,
     kernel: usize,
-    stride: usize,
     channels: usize,
 ) -> Result<Value> {
-    let mut attrs = vec![
-        ("kernel_shape", Attr::Ints(vec![kernel as i64; 2])),
-        ("strides", Attr::Ints(vec![stride as i64; 2])),
-        ("count_include_pad", Attr::Int(1)),
-    ];
-    let step = if stride == 1 {
-        // Stride 1 pads k - 1 whatever the size: static pads.
-        let (lo, hi) = ((kernel - 1) / 2, kernel - 1 - (kernel - 1) / 2);
-        attrs.push((
-            "pads",
-            Attr::Ints(vec![lo as i64, lo as i64, hi as i64, hi as i64]),
-        ));
-        Step::Window {
-            k: kernel,
-            stride: 1,
-            pad: kernel - 1,
-            dilation: 1,
-            ceil: false,
-        }
-    } else {
-        attrs.push(("auto_pad", Attr::Str("SAME_UPPER".into())));
-        Step::Same { stride }
+    let (lo, hi) = ((kernel - 1) / 2, kernel - 1 - (kernel - 1) / 2);
+    let y = b.op(
+        "AveragePool",
+        &[x],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![kernel as i64; 2])),
+            ("strides", Attr::Ints(vec![1, 1])),
+            (
+                "pads",
+                Attr::Ints(vec![lo as i64, lo as i64, hi as i64, hi as i64]),
+            ),
+            ("count_include_pad", Attr::Int(1)),
+        ],
+    );
+    let step = Step::Window {
+        k: kernel,
+        stride: 1,
+        pad: kernel - 1,
+        dilation: 1,
+        ceil: false,
     };
-    let y = b.op("AveragePool", &[x], attrs);
     b.set_spatial(&y, x, step, channels)?;
     Ok(y)
 }

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Full-size check of the native graphs against timm (never run by CI): for every architecture the
+given timm modules register with fewer than --max-params parameters, builds the model at timm's
+default arguments with random weights made like the fixtures (constants randomised, BatchNorm
+calibrated), saves it as timm does (save_for_hf: config.json + model.safetensors), loads that folder
+through libtimm's C ABI (ctypes on libtimm.so) and compares the logits with timm's:
+|libtimm - timm| <= 1e-4 * max|timm| on a batch of 2.
+
+    scripts/setup-generator-env && cargo build --release --lib
+    .venv-gen/bin/python scripts/check_fullsize.py --modules resnet,convnext [--only NAME,...]
+        [--max-params 300e6] [--lib target/release/libtimm.so] [--json out.json]
+
+Prints one row per architecture and a table per module: architectures, built, matching timm.
+An architecture libtimm refuses is listed with the status and the reason it gave.
+"""
+import argparse
+import ctypes
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+REPO = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+
+TOL = 1e-4
+
+
+class Lib:
+    """The handful of C functions the check needs."""
+
+    def __init__(self, path):
+        self.l = ctypes.CDLL(str(path))
+        L = self.l
+        L.timm_options_new.restype = ctypes.c_void_p
+        L.timm_options_set.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        L.timm_options_free.argtypes = [ctypes.c_void_p]
+        L.timm_create_model_with_options.restype = ctypes.c_void_p
+        L.timm_create_model_with_options.argtypes = [ctypes.c_char_p, ctypes.c_bool, ctypes.c_void_p]
+        L.timm_last_error.restype = ctypes.c_char_p
+        L.timm_free.argtypes = [ctypes.c_void_p]
+        L.timm_model_output_dim.restype = ctypes.c_size_t
+        L.timm_model_output_dim.argtypes = [ctypes.c_void_p]
+        L.timm_infer.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int64),
+                                 ctypes.c_size_t, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t]
+
+    def run(self, folder, x, options=()):
+        """Logits for x (numpy NCHW float32), or raises RuntimeError with libtimm's message."""
+        import numpy as np
+        L = self.l
+        opts = L.timm_options_new()
+        for k, v in options:
+            L.timm_options_set(opts, k.encode(), v.encode())
+        m = L.timm_create_model_with_options(f'local:{folder}'.encode(), True, opts)
+        L.timm_options_free(opts)
+        if not m:
+            raise RuntimeError(L.timm_last_error().decode())
+        try:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            shape = (ctypes.c_int64 * 4)(*x.shape)
+            dim = L.timm_model_output_dim(m)
+            out = np.zeros((x.shape[0], dim), dtype=np.float32)
+            st = L.timm_infer(m, x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), shape, 4,
+                              out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), out.size)
+            if st != 0:
+                raise RuntimeError(L.timm_last_error().decode())
+            return out
+        finally:
+            L.timm_free(m)
+
+
+def param_count(arch):
+    import timm
+    m = timm.create_model(arch, pretrained=False, device='meta')
+    return sum(p.numel() for p in m.parameters())
+
+
+def check(lib, arch, work, seed=0):
+    import numpy as np
+    import torch
+    import timm
+    from fixtures.common import calibrate_batchnorm, randomize_constants, smooth_images
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False)
+    gen = torch.Generator().manual_seed(seed + 1)
+    cfg = model.pretrained_cfg
+    size = tuple(cfg['input_size'])
+    randomize_constants(model, gen)
+    calibrate_batchnorm(model, size, cfg['mean'], cfg['std'], gen, batches=2, batch_size=2)
+    model.eval()
+    x = smooth_images(2, size, cfg['mean'], cfg['std'], torch.Generator().manual_seed(seed + 2))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    folder = Path(work) / arch
+    timm.models.save_for_hf(model, str(folder), safe_serialization=True)
+    del model
+    got = lib.run(folder, x.numpy(), options=[('graph', 'native')])
+    scale = float(np.abs(ref).max()) or 1.0
+    return float(np.abs(got - ref).max()) / scale
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--modules', required=True, help='comma list of timm model modules (resnet, vision_transformer, ...)')
+    ap.add_argument('--only', help='comma list of architectures (default: every one of the modules)')
+    ap.add_argument('--max-params', type=float, default=300e6)
+    ap.add_argument('--lib', default=str(REPO / 'target' / 'release' / 'libtimm.so'))
+    ap.add_argument('--json', help='write the rows to this file')
+    args = ap.parse_args()
+    os.environ.setdefault('TIMM_ORT_LIBRARY', str(REPO / '.onnxruntime' / 'cpu' / 'libonnxruntime.so.1.31.1'))
+    import warnings
+    warnings.filterwarnings('ignore')
+    import torch
+    import timm
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    lib = Lib(args.lib)
+    only = set(args.only.split(',')) if args.only else None
+    rows = []
+    for module in args.modules.split(','):
+        for arch in timm.list_models(module=module):
+            if only and arch not in only:
+                continue
+            t0 = time.time()
+            row = dict(module=module, arch=arch)
+            try:
+                n = param_count(arch)
+                row['params'] = n
+                if n >= args.max_params:
+                    row['status'] = 'skipped (>= max params)'
+                    rows.append(row)
+                    continue
+                with tempfile.TemporaryDirectory() as work:
+                    d = check(lib, arch, work)
+                row['rel_diff'] = d
+                row['status'] = 'match' if d <= TOL else 'MISMATCH'
+            except RuntimeError as e:
+                row['status'] = 'refused'
+                row['reason'] = str(e).splitlines()[0][:300]
+            except Exception as e:  # timm itself failed to build or save the model
+                row['status'] = 'timm error'
+                row['reason'] = f'{type(e).__name__}: {e}'[:300]
+                traceback.print_exc(limit=1)
+            row['seconds'] = round(time.time() - t0, 1)
+            rows.append(row)
+            print(f"{module:<24} {arch:<48} {row['status']:<10} "
+                  f"{row.get('rel_diff', float('nan')):.2e} {row.get('reason', '')}", flush=True)
+    print()
+    print('| module | architectures (< max params) | built | matching timm |')
+    print('|---|---|---|---|')
+    for module in args.modules.split(','):
+        mine = [r for r in rows if r['module'] == module and not r['status'].startswith('skipped')]
+        built = [r for r in mine if r['status'] in ('match', 'MISMATCH')]
+        ok = [r for r in mine if r['status'] == 'match']
+        print(f'| {module} | {len(mine)} | {len(built)} | {len(ok)} |')
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + '\n')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,543 @@
+//! Rewrites a native graph (ONNX opset 21 plus ONNX Runtime's `com.microsoft` fused operators)
+//! into standard ONNX at [`OPSET`], the newest opset that ONNX Runtime ≥ 1.17, TensorRT 10's
+//! ONNX parser and OpenVINO 2024 all read. Fused operators become their standard-op formulas
+//! (runtimes fuse them back), and operators changed after opset 17 take their opset-17 form.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::graph::{Attr, Node, MS_DOMAIN};
+
+/// The default-domain opset of exported files.
+pub const OPSET: i64 = 17;
+
+/// A constant the rewrite adds.
+#[derive(Debug, Clone)]
+pub enum ConstData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Const {
+    pub name: String,
+    pub dims: Vec<i64>,
+    pub data: ConstData,
+}
+
+/// The rewritten nodes and the constants they need besides the graph's initializers.
+#[derive(Debug, Default)]
+pub struct Portable {
+    pub nodes: Vec<Node>,
+    pub consts: Vec<Const>,
+}
+
+/// What the rewrite needs to know about the graph's initializers: their dims, and the values
+/// of small i64 ones (axes, shapes).
+pub struct Known<'a> {
+    pub dims: HashMap<&'a str, &'a [i64]>,
+    pub ints: HashMap<&'a str, &'a [i64]>,
+    /// One-element f32 initializers (exponents, epsilons).
+    pub scalars: HashMap<&'a str, f32>,
+}
+
+/// Reduce operators whose `axes` became an input in opset 18 (ReduceSum did in 13).
+const REDUCE_AXES_18: &[&str] = &[
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+];
+
+/// Standard operators added after opset 17 that this rewrite has no older form for.
+const NEWER_THAN_17: &[&str] = &[
+    "GroupNormalization",
+    "RMSNormalization",
+    "Col2Im",
+    "CenterCropPad",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+    "BitwiseNot",
+    "AffineGrid",
+    "ImageDecoder",
+    "StringConcat",
+    "StringSplit",
+    "RegexFullMatch",
+    "RotaryEmbedding",
+    "TensorScatter",
+    "Attention",
+];
+
+pub fn rewrite(nodes: &[Node], known: &Known) -> Result<Portable> {
+    let mut names: HashSet<String> = HashSet::new();
+    for n in nodes {
+        names.extend(n.inputs.iter().cloned());
+        names.extend(n.outputs.iter().cloned());
+    }
+    let mut r = Rewriter {
+        out: Portable::default(),
+        known,
+        taken: names,
+        counter: 0,
+        producers: HashMap::new(),
+    };
+    for n in nodes {
+        r.node(n)
+            .map_err(|e| e.context(format!("exporting node `{}` ({})", n.name, n.op)))?;
+    }
+    Ok(r.out)
+}
+
+struct Rewriter<'k, 'a> {
+    out: Portable,
+    known: &'k Known<'a>,
+    taken: HashSet<String>,
+    counter: usize,
+    /// Value name → the original node that produced it, to trace static dims.
+    producers: HashMap<String, Node>,
+}
+
+fn attr<'n>(n: &'n Node, name: &str) -> Option<&'n Attr> {
+    n.attrs.iter().find(|(k, _)| k == name).map(|(_, a)| a)
+}
+
+fn attr_int(n: &Node, name: &str) -> Option<i64> {
+    match attr(n, name) {
+        Some(Attr::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn attr_float(n: &Node, name: &str) -> Option<f32> {
+    match attr(n, name) {
+        Some(Attr::Float(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// The inputs of `n` after `from` must be absent (empty names) for the rewrite to be exact.
+fn no_inputs_after(n: &Node, from: usize) -> Result<()> {
+    match n.inputs.iter().skip(from).find(|i| !i.is_empty()) {
+        Some(i) => Err(Error::unsupported(format!(
+            "{} input `{i}` (masks, past state, extra biases) has no portable form in the export",
+            n.op
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl Rewriter<'_, '_> {
+    fn fresh(&mut self, hint: &str) -> String {
+        loop {
+            self.counter += 1;
+            let name = format!("export:{hint}_{}", self.counter);
+            if self.taken.insert(name.clone()) {
+                return name;
+            }
+        }
+    }
+
+    fn emit(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>, out: &str) {
+        let name = self.fresh(op);
+        self.out.nodes.push(Node {
+            op: op.into(),
+            domain: String::new(),
+            name,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![out.to_string()],
+            attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
+        });
+    }
+
+    /// A new node with a fresh output; returns the output.
+    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+        let out = self.fresh(op);
+        self.emit(op, inputs, attrs, &out);
+        out
+    }
+
+    fn scalar(&mut self, v: f32) -> String {
+        let name = self.fresh("c");
+        self.out.consts.push(Const {
+            name: name.clone(),
+            dims: vec![],
+            data: ConstData::F32(vec![v]),
+        });
+        name
+    }
+
+    fn ints(&mut self, v: Vec<i64>) -> String {
+        let name = self.fresh("c");
+        self.out.consts.push(Const {
+            name: name.clone(),
+            dims: vec![v.len() as i64],
+            data: ConstData::I64(v),
+        });
+        name
+    }
+
+    fn node(&mut self, n: &Node) -> Result<()> {
+        for o in &n.outputs {
+            self.producers.insert(o.clone(), n.clone());
+        }
+        if n.domain == MS_DOMAIN {
+            return self.contrib(n);
+        }
+        if !n.domain.is_empty() && n.domain != "ai.onnx" {
+            return Err(Error::unsupported(format!(
+                "operator domain `{}` has no portable form",
+                n.domain
+            )));
+        }
+        let op = n.op.as_str();
+        match op {
+            "Gelu" => {
+                let tanh = matches!(attr(n, "approximate"), Some(Attr::Str(s)) if s == "tanh");
+                if tanh {
+                    self.gelu_tanh(&n.inputs[0], &n.outputs[0]);
+                } else {
+                    self.gelu_erf(&n.inputs[0], &n.outputs[0]);
+                }
+            }
+            "Mish" => {
+                let sp = self.op("Softplus", &[&n.inputs[0]], vec![]);
+                let t = self.op("Tanh", &[&sp], vec![]);
+                self.emit("Mul", &[&n.inputs[0], &t], vec![], &n.outputs[0]);
+            }
+            _ if REDUCE_AXES_18.contains(&op) => self.reduce(n)?,
+            // x² as x·x (bit-identical): OpenVINO 2024's CPU plugin fuses the Pow form of RMS
+            // norm into a kernel that crashes on [N, C] inputs.
+            "Pow" if self.known.scalars.get(n.inputs[1].as_str()) == Some(&2.0) => {
+                self.emit("Mul", &[&n.inputs[0], &n.inputs[0]], vec![], &n.outputs[0]);
+            }
+            "Split" => {
+                let mut m = n.clone();
+                // Opset 13 splits evenly into the outputs when `split` is absent.
+                m.attrs.retain(|(k, _)| k != "num_outputs");
+                self.out.nodes.push(m);
+            }
+            _ if NEWER_THAN_17.contains(&op) => {
+                return Err(Error::unsupported(format!(
+                    "operator {op} is newer than opset {OPSET} and has no older form in the export"
+                )))
+            }
+            _ => self.out.nodes.push(n.clone()),
+        }
+        Ok(())
+    }
+
+    /// Opset 18's `Reduce*(x, axes)` as opset 17's `Reduce*(x)` with an `axes` attribute.
+    fn reduce(&mut self, n: &Node) -> Result<()> {
+        let mut m = n.clone();
+        let noop_empty = attr_int(n, "noop_with_empty_axes").unwrap_or(0);
+        m.attrs.retain(|(k, _)| k != "noop_with_empty_axes");
+        if let Some(axes) = n.inputs.get(1).filter(|a| !a.is_empty()) {
+            let values = self.known.ints.get(axes.as_str()).ok_or_else(|| {
+                Error::unsupported(format!(
+                    "{} takes its axes from `{axes}`, which is not a constant",
+                    n.op
+                ))
+            })?;
+            m.inputs.truncate(1);
+            m.attrs.push(("axes".into(), Attr::Ints(values.to_vec())));
+        } else if noop_empty == 1 {
+            // Reducing over no axes is the identity.
+            self.emit("Identity", &[&n.inputs[0]], vec![], &n.outputs[0]);
+            return Ok(());
+        }
+        self.out.nodes.push(m);
+        Ok(())
+    }
+
+    fn contrib(&mut self, n: &Node) -> Result<()> {
+        let input = |i: usize| -> Result<&str> {
+            n.inputs
+                .get(i)
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::internal(format!("{} lacks input {i}", n.op)))
+        };
+        let out = n.outputs[0].as_str();
+        match n.op.as_str() {
+            "Gelu" => self.gelu_erf(input(0)?, out),
+            "BiasGelu" => {
+                let t = self.op("Add", &[input(0)?, input(1)?], vec![]);
+                self.gelu_erf(&t, out);
+            }
+            "FastGelu" => {
+                let x = match n.inputs.get(1).filter(|s| !s.is_empty()) {
+                    Some(b) => self.op("Add", &[input(0)?, b], vec![]),
+                    None => input(0)?.to_string(),
+                };
+                self.gelu_tanh(&x, out);
+            }
+            "QuickGelu" => {
+                let alpha = attr_float(n, "alpha").unwrap_or(1.702);
+                let a = self.scalar(alpha);
+                let ax = self.op("Mul", &[input(0)?, &a], vec![]);
+                let s = self.op("Sigmoid", &[&ax], vec![]);
+                self.emit("Mul", &[input(0)?, &s], vec![], out);
+            }
+            "Attention" => {
+                no_inputs_after(n, 3)?;
+                if attr_int(n, "unidirectional").unwrap_or(0) != 0 {
+                    return Err(Error::unsupported(
+                        "causal (unidirectional) Attention has no portable form in the export",
+                    ));
+                }
+                if attr(n, "qkv_hidden_sizes").is_some() {
+                    return Err(Error::unsupported(
+                        "Attention with qkv_hidden_sizes has no portable form in the export",
+                    ));
+                }
+                let heads = self.heads(n)?;
+                let mut qkv = self.op("MatMul", &[input(0)?, input(1)?], vec![]);
+                if let Some(b) = n.inputs.get(2).filter(|s| !s.is_empty()) {
+                    qkv = self.op("Add", &[&qkv, b], vec![]);
+                }
+                let (q, k, v) = (self.fresh("q"), self.fresh("k"), self.fresh("v"));
+                let split = self.fresh("Split");
+                self.out.nodes.push(Node {
+                    op: "Split".into(),
+                    domain: String::new(),
+                    name: split,
+                    inputs: vec![qkv],
+                    outputs: vec![q.clone(), k.clone(), v.clone()],
+                    attrs: vec![("axis".into(), Attr::Int(-1))],
+                });
+                // The hidden size is a third of the packed weights' last dim.
+                let hidden = self.last_dim(input(1)?).map(|d| d / 3);
+                self.attention(&q, &k, &v, heads, hidden, attr_float(n, "scale"), out);
+            }
+            "MultiHeadAttention" => {
+                no_inputs_after(n, 3)?;
+                let heads = self.heads(n)?;
+                let (q, k, v) = (input(0)?, input(1)?, input(2)?);
+                let hidden = self.last_dim(q);
+                self.attention(q, k, v, heads, hidden, attr_float(n, "scale"), out);
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "ONNX Runtime operator com.microsoft.{other} has no portable form in the export"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn heads(&self, n: &Node) -> Result<i64> {
+        attr_int(n, "num_heads")
+            .filter(|&h| h > 0)
+            .ok_or_else(|| Error::internal(format!("{} without num_heads", n.op)))
+    }
+
+    /// The last dimension of a value when the graph fixes it: an initializer (through
+    /// Transpose/Cast/Identity) or a Reshape to a constant shape.
+    fn last_dim(&self, value: &str) -> Option<i64> {
+        if let Some(d) = self.known.dims.get(value) {
+            return d.last().copied();
+        }
+        let p = self.producers.get(value)?;
+        match p.op.as_str() {
+            "Cast" | "Identity" => self.last_dim(&p.inputs[0]),
+            "Transpose" => {
+                let dims = self.known.dims.get(p.inputs[0].as_str())?;
+                let perm: Vec<i64> = match attr(p, "perm") {
+                    Some(Attr::Ints(v)) => v.clone(),
+                    _ => (0..dims.len() as i64).rev().collect(),
+                };
+                dims.get(usize::try_from(*perm.last()?).ok()?).copied()
+            }
+            "Reshape" => self
+                .known
+                .ints
+                .get(p.inputs.get(1)?.as_str())
+                .and_then(|s| s.last().copied())
+                .filter(|&d| d > 0),
+            _ => None,
+        }
+    }
+
+    /// Scaled dot-product attention of `[N, L, D]` q/k/v with `heads` heads, as standard ops.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        q: &str,
+        k: &str,
+        v: &str,
+        heads: i64,
+        hidden: Option<i64>,
+        scale: Option<f32>,
+        out: &str,
+    ) {
+        let per_head = self.ints(vec![0, 0, heads, -1]);
+        let split = |r: &mut Self, t: &str, perm: Vec<i64>| {
+            let t = r.op("Reshape", &[t, &per_head], vec![]);
+            r.op("Transpose", &[&t], vec![("perm", Attr::Ints(perm))])
+        };
+        let qh = split(self, q, vec![0, 2, 1, 3]);
+        let kt = split(self, k, vec![0, 2, 3, 1]);
+        let vh = split(self, v, vec![0, 2, 1, 3]);
+        let scores = self.op("MatMul", &[&qh, &kt], vec![]);
+        let scale = match (scale, hidden) {
+            (Some(s), _) => self.scalar(s),
+            (None, Some(d)) => self.scalar(((d / heads) as f64).powf(-0.5) as f32),
+            (None, None) => {
+                // 1/sqrt(head_dim) from the runtime shape of q's per-head view.
+                let shape = self.op("Shape", &[&qh], vec![]);
+                let last = self.ints(vec![3]);
+                let hd = self.op("Gather", &[&shape, &last], vec![("axis", Attr::Int(0))]);
+                let hd = self.op("Cast", &[&hd], vec![("to", Attr::Int(1))]);
+                let root = self.op("Sqrt", &[&hd], vec![]);
+                self.op("Reciprocal", &[&root], vec![])
+            }
+        };
+        let scaled = self.op("Mul", &[&scores, &scale], vec![]);
+        let probs = self.op("Softmax", &[&scaled], vec![("axis", Attr::Int(-1))]);
+        let ctx = self.op("MatMul", &[&probs, &vh], vec![]);
+        let ctx = self.op(
+            "Transpose",
+            &[&ctx],
+            vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+        );
+        let merged = self.ints(vec![0, 0, -1]);
+        self.emit("Reshape", &[&ctx, &merged], vec![], out);
+    }
+
+    /// PyTorch's exact GELU: `0.5 x (1 + erf(x / sqrt 2))`.
+    fn gelu_erf(&mut self, x: &str, out: &str) {
+        let r = self.scalar(std::f32::consts::FRAC_1_SQRT_2);
+        let xs = self.op("Mul", &[x, &r], vec![]);
+        let e = self.op("Erf", &[&xs], vec![]);
+        self.half_x_one_plus(x, &e, out);
+    }
+
+    /// GELU's tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    fn gelu_tanh(&mut self, x: &str, out: &str) {
+        let x2 = self.op("Mul", &[x, x], vec![]);
+        let x3 = self.op("Mul", &[&x2, x], vec![]);
+        let c = self.scalar(0.044715);
+        let cx3 = self.op("Mul", &[&x3, &c], vec![]);
+        let inner = self.op("Add", &[x, &cx3], vec![]);
+        let k = self.scalar((2.0f64 / std::f64::consts::PI).sqrt() as f32);
+        let scaled = self.op("Mul", &[&inner, &k], vec![]);
+        let t = self.op("Tanh", &[&scaled], vec![]);
+        self.half_x_one_plus(x, &t, out);
+    }
+
+    /// `0.5 * x * (1 + t)`.
+    fn half_x_one_plus(&mut self, x: &str, t: &str, out: &str) {
+        let one = self.scalar(1.0);
+        let half = self.scalar(0.5);
+        let p = self.op("Add", &[t, &one], vec![]);
+        let xp = self.op("Mul", &[x, &p], vec![]);
+        self.emit("Mul", &[&xp, &half], vec![], out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, domain: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> Node {
+        Node {
+            op: op.into(),
+            domain: domain.into(),
+            name: format!("{op}_0"),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec!["y".into()],
+            attrs: attrs.into_iter().map(|(k, a)| (k.into(), a)).collect(),
+        }
+    }
+
+    fn empty() -> Known<'static> {
+        Known {
+            dims: HashMap::new(),
+            ints: HashMap::new(),
+            scalars: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn no_contrib_op_or_opset_20_gelu_survives() {
+        let nodes = vec![
+            node("BiasGelu", MS_DOMAIN, &["x", "b"], vec![]),
+            node(
+                "Gelu",
+                "",
+                &["x"],
+                vec![("approximate", Attr::Str("tanh".into()))],
+            ),
+            node(
+                "QuickGelu",
+                MS_DOMAIN,
+                &["x"],
+                vec![("alpha", Attr::Float(1.702))],
+            ),
+            node(
+                "MultiHeadAttention",
+                MS_DOMAIN,
+                &["q", "k", "v"],
+                vec![("num_heads", Attr::Int(2))],
+            ),
+        ];
+        let p = rewrite(&nodes, &empty()).unwrap();
+        for n in &p.nodes {
+            assert!(n.domain.is_empty(), "{n:?}");
+            assert!(
+                !["Gelu", "BiasGelu", "QuickGelu", "MultiHeadAttention"].contains(&n.op.as_str())
+            );
+        }
+        // Every rewritten op still writes the original output.
+        assert_eq!(p.nodes.iter().filter(|n| n.outputs == ["y"]).count(), 4);
+    }
+
+    #[test]
+    fn reduce_axes_input_becomes_attribute() {
+        let axes = [2i64, 3];
+        let known = Known {
+            dims: HashMap::new(),
+            ints: HashMap::from([("axes", &axes[..])]),
+            scalars: HashMap::new(),
+        };
+        let p = rewrite(&[node("ReduceMean", "", &["x", "axes"], vec![])], &known).unwrap();
+        assert_eq!(p.nodes[0].inputs, ["x"]);
+        assert!(matches!(attr(&p.nodes[0], "axes"), Some(Attr::Ints(v)) if v == &[2, 3]));
+        let e = rewrite(
+            &[node("ReduceMean", "", &["x", "dynamic"], vec![])],
+            &empty(),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("not a constant"), "{e}");
+    }
+
+    #[test]
+    fn unknown_contrib_op_is_a_clear_error() {
+        let e = rewrite(
+            &[node("SkipLayerNormalization", MS_DOMAIN, &["x"], vec![])],
+            &empty(),
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("com.microsoft.SkipLayerNormalization"),
+            "{e}"
+        );
+        let e = rewrite(
+            &[node(
+                "MultiHeadAttention",
+                MS_DOMAIN,
+                &["q", "k", "v", "bias"],
+                vec![("num_heads", Attr::Int(2))],
+            )],
+            &empty(),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("no portable form"), "{e}");
+    }
+}
