@@ -161,9 +161,11 @@ enum TimmStatus timm_classify(struct TimmModel *model,
                               uintptr_t k,
                               struct TimmClass *results);
 
-// Decodes an image file (JPEG, PNG or WebP), classifies it and writes its `k` most probable
-// classes to `results` (room for `k` entries). An undecodable file is
-// `TIMM_ERR_INVALID_ARGUMENT` with the reason; a missing one `TIMM_ERR_NOT_FOUND`. Thread-safe.
+// Decodes an image file (JPEG, PNG, WebP, BMP, GIF's first frame or TIFF), classifies it and
+// writes its `k` most probable classes to `results` (room for `k` entries). An undecodable or
+// truncated file (as Pillow judges it; option `load_truncated_images` accepts truncated JPEGs),
+// a file over 1 GiB or one that is not a regular file is `TIMM_ERR_INVALID_ARGUMENT` with the
+// reason; a missing one `TIMM_ERR_NOT_FOUND`. Thread-safe.
 enum TimmStatus timm_classify_file(struct TimmModel *model,
                                    const char *path,
                                    uintptr_t k,

@@ -69,19 +69,19 @@ impl ModelConfig {
     /// Reads and parses `<dir>/config.json`; a missing file is an error (never guess preprocessing).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            Error::from_io(&e, "cannot read model config", &path)
-                .context("every model folder needs timm's config.json (written by save_for_hf / push_to_hub)")
+        let bytes = crate::files::read_capped(
+            &path,
+            "model config",
+            MAX_CONFIG_BYTES,
+            Error::invalid_model,
+        )
+        .map_err(|e| {
+            if e.status() == crate::TimmStatus::TIMM_ERR_NOT_FOUND {
+                e.context("every model folder needs timm's config.json (written by save_for_hf / push_to_hub)")
+            } else {
+                e
+            }
         })?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(Error::invalid_model(format!(
-                "{} is {} bytes; config files larger than {MAX_CONFIG_BYTES} bytes are refused",
-                path.display(),
-                meta.len()
-            )));
-        }
-        let bytes = std::fs::read(&path)
-            .map_err(|e| Error::from_io(&e, "cannot read model config", &path))?;
         Self::parse(&bytes).map_err(|e| e.context(path.display()))
     }
 

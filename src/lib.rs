@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod ffi;
+pub mod files;
 pub mod graph;
 pub mod model;
 pub mod onnx;

@@ -205,8 +205,7 @@ impl Model {
                 "options output=features and output=feature_maps need the native graph (model.onnx ends in the classifier); set option graph=native",
             ));
         }
-        let file =
-            std::fs::File::open(path).map_err(|e| Error::from_io(&e, "cannot open", path))?;
+        let (file, _) = crate::files::open_regular(path, "cannot open", Error::invalid_model)?;
         // SAFETY: read-only mapping used only while scanning below.
         let map = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| Error::from_io(&e, "cannot map", path))?;
@@ -217,14 +216,23 @@ impl Model {
         let mut bindings = Vec::new();
         let mut keep = Keep::default();
         let mut opened: Vec<(String, Arc<Weights>)> = Vec::new();
+        let mut external_checked: Vec<String> = Vec::new();
         for init in info.initializers.iter().filter(|i| i.external) {
-            let Some(loc) = init
-                .location
-                .as_deref()
-                .filter(|l| l.ends_with(".safetensors"))
-            else {
+            let Some(loc) = init.location.as_deref() else {
                 continue;
             };
+            if !loc.ends_with(".safetensors") {
+                // ONNX Runtime opens external data itself, by path: it must not meet a FIFO.
+                if !external_checked.iter().any(|l| l == loc) {
+                    crate::files::check_regular(
+                        &folder.dir.join(loc),
+                        "model.onnx external data",
+                        Error::invalid_model,
+                    )?;
+                    external_checked.push(loc.to_string());
+                }
+                continue;
+            }
             if loc.contains(['/', '\\']) || loc.starts_with('.') {
                 return Err(Error::invalid_model(format!(
                     "model.onnx initializer `{}` points at `{loc}`; bound weights must be a file in the model folder",

@@ -26,6 +26,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("graph", "auto (default: model.onnx when present, else native) | native | onnx"),
     ("seed", "integer seed for pretrained=false initialisation (default 0)"),
     ("use_test_size", "true | false (default): preprocess at test_input_size / test_crop_pct when the config has them"),
+    ("load_truncated_images", "true | false (default): decode a JPEG file whose data ends early instead of refusing it (Pillow's ImageFile.LOAD_TRUNCATED_IMAGES)"),
     ("weights_memory", "copy (default: weights are read into memory ONNX Runtime owns; the files may change afterwards) | map (zero-copy views of a shared mapping; the files must not change while the model lives)"),
     ("cache_dir", "Hugging Face cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)"),
     ("offline", "true | false: never use the network for hf-hub: specs (default: HF_HUB_OFFLINE)"),
@@ -97,6 +98,8 @@ pub struct ModelOptions {
     pub input_size: Option<(usize, usize)>,
     pub max_params: u64,
     pub export_external_data: bool,
+    /// `timm_classify_file` decodes truncated JPEGs (option `load_truncated_images`).
+    pub load_truncated_images: bool,
 }
 
 impl Default for ModelOptions {
@@ -115,6 +118,7 @@ impl Default for ModelOptions {
             input_size: None,
             max_params: crate::graph::budget::DEFAULT_MAX_PARAMS,
             export_external_data: false,
+            load_truncated_images: false,
         }
     }
 }
@@ -272,6 +276,7 @@ fn apply(m: &mut ModelOptions, key: &str, value: &str) -> Result<()> {
         }
         "use_test_size" => m.use_test_size = boolean(value)?,
         "export_external_data" => m.export_external_data = boolean(value)?,
+        "load_truncated_images" => m.load_truncated_images = boolean(value)?,
         "cache_dir" => {
             if value.is_empty() {
                 return Err(bad("a folder path"));

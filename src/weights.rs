@@ -125,11 +125,8 @@ impl Weights {
     /// so nothing is allocated or mapped before it is checked); tensor data is reached through
     /// the mapping ([`WeightsMode::Map`]) or read on demand ([`WeightsMode::Copy`]).
     pub fn open(path: &Path, mode: WeightsMode) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::from_io(&e, "cannot open weights", path))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::from_io(&e, "cannot stat weights", path))?
-            .len();
+        let (file, len) =
+            crate::files::open_regular(path, "cannot open weights", Error::invalid_model)?;
         let bad = |why: String| {
             Error::invalid_model(format!(
                 "{} is not a valid safetensors file: {why}",

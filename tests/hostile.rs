@@ -458,7 +458,7 @@ fn config_cases() -> Vec<Case> {
             "config: 10^7 label names (over the size limit)",
             config_with("label_names", Value::Array(vec![json!(0); 10_000_000])),
             inv,
-            &["config files larger than 16777216 bytes are refused"],
+            &["over the limit of 16777216 bytes"],
         )),
         config_case("config: label index past num_classes", config_with("label_names", json!({"12": "x"})), inv, &["`label_names` has index 12 but the model has 10 classes"]),
         config_case("config: unknown crop_mode", config_with("pretrained_cfg/crop_mode", json!("zoom")), inv, &["`crop_mode` is `zoom`"]),
@@ -1282,8 +1282,8 @@ fn input_cases() -> Vec<Case> {
         ),
         case(
             "classify_file: a directory",
-            TIMM_ERR_IO,
-            &["cannot read image"],
+            TIMM_ERR_INVALID_ARGUMENT,
+            &["is a folder, not a regular file", "cannot read image"],
             || {
                 let dir = tempfile::tempdir().unwrap();
                 classify_file(dir.path(), 1)
@@ -1338,16 +1338,14 @@ fn input_cases() -> Vec<Case> {
     // (an unwrap; upstream etemesi254/zune-image#361). The decoder's panic must come back as
     // a decode error, not TIMM_ERR_INTERNAL. Without AVX2 the scalar IDCT may decode it.
     let jpeg = std::fs::read(hostile_dir().join("zune-jpeg-avx2-idct-panic.jpg")).unwrap();
-    let avx2 = cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx2");
+    // It also ends inside a segment, so it is refused as truncated (as Pillow does) before the
+    // decoder sees it; the decoder's panic itself stays contained (preprocess::decode's unit
+    // test feeds it with truncated files allowed).
     cases.push(file_case(
         "classify_file: JPEG that panics the decoder",
         jpeg,
-        if avx2 { arg } else { TIMM_OK },
-        if avx2 {
-            &["cannot decode image", "the decoder failed"]
-        } else {
-            &[]
-        },
+        arg,
+        &["image file is truncated"],
     ));
     // A freed handle is refused (the registry), as long as its address was not reused.
     cases.push(expensive(case(

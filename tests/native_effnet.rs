@@ -325,3 +325,81 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     edit(&mut c);
     std::fs::write(&p, serde_json::to_string_pretty(&c).unwrap()).unwrap();
 }
+
+#[test]
+fn feature_maps_match_timms_features_only() {
+    // Default out_indices, a negative index, and another input size, per fixture: every map
+    // within 1e-4 of timm's (relative to its largest value), feature_info and the output shapes
+    // timm_model_output_shape reports equal to timm's.
+    let mut checked = 0;
+    for f in fixtures_of_family("effnet") {
+        checked += check_feature_maps(&f, TOL);
+    }
+    assert!(
+        checked >= 6,
+        "expected feature-map references, found {checked}"
+    );
+}
+
+#[test]
+fn feature_info_starts_at_the_stem_when_the_first_block_strides() {
+    // timm's EfficientNetFeatures: `bn1` when blocks.0.0 has stride 2 (MobileNetV3-Small), else
+    // the first map is blocks.0; then each stage the next one downsamples, and the last.
+    let small = fixture("effnet_mnv3_small");
+    let m = CModel::create(
+        &small.spec("native"),
+        true,
+        &[("graph", "native"), ("output", "feature_maps")],
+    )
+    .unwrap();
+    let info = m.feature_info();
+    assert_eq!(info[0], (16, 2, "bn1".to_string()));
+    assert_eq!(
+        info.iter().map(|i| i.1).collect::<Vec<_>>(),
+        vec![2, 4, 8, 16, 32]
+    );
+    let t = fixture("test_efficientnet");
+    let m = CModel::create(
+        &t.spec("native"),
+        true,
+        &[("graph", "native"), ("output", "feature_maps")],
+    )
+    .unwrap();
+    let modules: Vec<String> = m.feature_info().into_iter().map(|i| i.2).collect();
+    assert_eq!(
+        modules,
+        ["blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4"]
+    );
+}
+
+#[test]
+fn feature_map_requests_timm_refuses_or_cannot_run_are_errors() {
+    let f = fixture("effnet_mnv3_small");
+    let spec = f.spec("native");
+    let fm = [("graph", "native"), ("output", "feature_maps")];
+    // Out-of-range index: invalid, naming it and the maps there are.
+    let e = CModel::create(&spec, true, &[fm[0], fm[1], ("out_indices", "0,5")])
+        .err()
+        .expect("index 5 of 5 maps must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("index 5"), "{}", e.message);
+    // Dilated stages are not implemented for this family: unsupported, not silently ignored.
+    let e = CModel::create(&spec, true, &[fm[0], fm[1], ("output_stride", "16")])
+        .err()
+        .expect("output_stride 16 must be refused");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("output_stride"), "{}", e.message);
+    // Any input size runs (the 3x3 stride-2 convs with padding 1 keep even 1x1 at 1x1); an empty
+    // one is refused before ONNX Runtime sees it.
+    let m = CModel::create(&spec, true, &fm).unwrap();
+    assert_eq!(
+        m.output_shape(4, &[1, 3, 37, 24]).unwrap(),
+        vec![1, 288, 2, 1]
+    );
+    let maps = m.infer_outputs(&[0.5f32; 3], &[1, 3, 1, 1]).unwrap();
+    assert_eq!(maps[4].shape, vec![1, 288, 1, 1]);
+    let e = m
+        .output_shape(0, &[1, 3, 0, 24])
+        .expect_err("an empty input must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+}

@@ -36,6 +36,75 @@ fn half_precision_weight_fixtures_match_timm() {
     }
 }
 
+#[test]
+fn feature_maps_match_timms_features_only() {
+    // Named out_indices (one negative), timm's default (the last 3 blocks), dynamic_img_size at
+    // other sizes (up- and downsampled position grids) and img_size= (resampled at load).
+    let mut checked = 0;
+    for name in [
+        "deit_tiny",
+        "deit_tiny_distilled",
+        "vit_small_patch14_reg4_dinov2",
+        "vit_depth3",
+    ] {
+        checked += check_feature_maps(&fixture(name), TOL);
+    }
+    assert_eq!(checked, 8, "feature-map references");
+}
+
+fn feature_maps_err(name: &str, options: &[(&str, &str)]) -> CError {
+    let mut opts = vec![("graph", "native"), ("output", "feature_maps")];
+    opts.extend_from_slice(options);
+    CModel::create(&fixture(name).spec("native"), true, &opts)
+        .err()
+        .expect("must fail")
+}
+
+#[test]
+fn feature_map_requests_timm_refuses_are_errors() {
+    let e = feature_maps_err("deit_tiny", &[("out_indices", "2")]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("out of range"), "{}", e.message);
+    // timm's default out_indices=3 needs three blocks.
+    let e = feature_maps_err("deit_tiny", &[]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("index -3"), "{}", e.message);
+    // ViTs have no dilated stages.
+    let e = feature_maps_err("vit_depth3", &[("output_stride", "16")]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+}
+
+#[test]
+fn inputs_smaller_than_a_patch_are_refused() {
+    let f = fixture("vit_depth3");
+    let opts = [
+        ("graph", "native"),
+        ("output", "feature_maps"),
+        ("dynamic_img_size", "true"),
+    ];
+    let m = CModel::create(&f.spec("native"), true, &opts).unwrap();
+    let input = test_input(1, 3, 4, 16);
+    let Err(e) = m.infer_outputs(&input, &[1, 3, 4, 16]) else {
+        panic!("a 4x16 input must fail with 8-pixel patches");
+    };
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    // At a fixed size the option itself is checked when the model is built.
+    let e = feature_maps_err("vit_depth3", &[("input_size", "4x4")]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+}
+
+#[test]
+fn dynamic_img_size_at_the_model_size_gives_timms_logits() {
+    // Resampling the position grid to its own size is the identity, as timm's early-out.
+    let f = fixture("deit3_small");
+    check_fixture(
+        &f,
+        "native",
+        &[("graph", "native"), ("dynamic_img_size", "true")],
+        TOL,
+    );
+}
+
 /// An input of the model's size with image-like values (normalised pixels in about [-2, 2]).
 fn test_input(n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     (0..n * c * h * w)

@@ -598,3 +598,55 @@ fn decoded_layouts_convert_like_pillow_convert_rgb() {
     let png16 = encode_png(&rgb16, w, h, image::ExtendedColorType::Rgb16);
     assert!(decode_bytes(&png16).unwrap() == rgb, "16-bit PNG");
 }
+
+/// BMP, GIF (first frame) and TIFF decode to exactly what timm's loader gets from Pillow
+/// (`Image.open(path).convert("RGB")`), on files Pillow wrote (scripts/fixtures/image_formats.py).
+#[test]
+fn bmp_gif_and_tiff_decode_like_pillow() {
+    let dir = fixtures().join("images/formats");
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = meta["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let img = decode_file(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(
+            (img.width as u64, img.height as u64),
+            (
+                case["width"].as_u64().unwrap(),
+                case["height"].as_u64().unwrap()
+            ),
+            "{file}"
+        );
+        let want = std::fs::read(dir.join(format!("{file}.rgb"))).unwrap();
+        let differ = img.data.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{file}: {differ} bytes differ from Pillow");
+    }
+}
+
+/// Pillow raises "image file is truncated" for a JPEG that ends before its end-of-image
+/// marker (even one missing only the marker), and accepts bytes after it.
+#[test]
+fn truncated_jpegs_are_refused_as_pillow_does() {
+    let jpeg = std::fs::read(fixtures().join("images/rocket.jpg")).unwrap();
+    assert_eq!(&jpeg[jpeg.len() - 2..], &[0xFF, 0xD9]);
+    decode_bytes(&jpeg).unwrap();
+    let mut trailing = jpeg.clone();
+    trailing.extend_from_slice(b"trailing bytes after EOI");
+    decode_bytes(&trailing).unwrap();
+    for cut in [jpeg.len() / 2, jpeg.len() - 2, jpeg.len() - 1] {
+        let e = decode_bytes(&jpeg[..cut]).unwrap_err();
+        assert_eq!(e.status(), TimmStatus::TIMM_ERR_INVALID_ARGUMENT);
+        assert!(e.message().contains("image file is truncated"), "{e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let half = dir.path().join("half.jpg");
+    std::fs::write(&half, &jpeg[..jpeg.len() / 2]).unwrap();
+    assert!(decode_file(&half).is_err());
+    let opts = timm::preprocess::DecodeOptions {
+        allow_truncated: true,
+    };
+    let img = timm::preprocess::decode_file_with(&half, opts).unwrap();
+    assert!(img.width > 0 && img.height > 0);
+}

@@ -1,4 +1,5 @@
-//! Image input: `preprocess::decode_bytes_limited` (JPEG / PNG / WebP from the `image` crate,
+//! Image input: `preprocess::decode_bytes_with` (JPEG / PNG / WebP / BMP / GIF / TIFF from the
+//! `image` crate; truncated JPEGs allowed for odd-length inputs so they reach the decoder,
 //! behind our header checks) with a small pixel cap so each input decodes quickly, then timm's
 //! eval transform with one of 18 fixed small data configs (crop mode and interpolation picked
 //! by the input length). The same bytes are also read as a caller's raw pixel buffer
@@ -68,7 +69,10 @@ fuzz_target!(
         }));
     },
     |data: &[u8]| {
-    match preprocess::decode_bytes_limited(data, MAX_PIXELS) {
+    let opts = preprocess::DecodeOptions {
+        allow_truncated: data.len() % 2 == 1,
+    };
+    match preprocess::decode_bytes_with(data, MAX_PIXELS, opts) {
         Ok(img) => {
             assert_eq!(
                 img.data.len() as u64,

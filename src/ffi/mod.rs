@@ -384,9 +384,11 @@ pub extern "C" fn timm_classify(
     })
 }
 
-/// Decodes an image file (JPEG, PNG or WebP), classifies it and writes its `k` most probable
-/// classes to `results` (room for `k` entries). An undecodable file is
-/// `TIMM_ERR_INVALID_ARGUMENT` with the reason; a missing one `TIMM_ERR_NOT_FOUND`. Thread-safe.
+/// Decodes an image file (JPEG, PNG, WebP, BMP, GIF's first frame or TIFF), classifies it and
+/// writes its `k` most probable classes to `results` (room for `k` entries). An undecodable or
+/// truncated file (as Pillow judges it; option `load_truncated_images` accepts truncated JPEGs),
+/// a file over 1 GiB or one that is not a regular file is `TIMM_ERR_INVALID_ARGUMENT` with the
+/// reason; a missing one `TIMM_ERR_NOT_FOUND`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn timm_classify_file(
     model: *mut TimmModel,
@@ -402,7 +404,10 @@ pub extern "C" fn timm_classify_file(
             if results.is_null() {
                 return Err(Error::invalid_argument("`results` is NULL"));
             }
-            let img = preprocess::decode_file(std::path::Path::new(path))?;
+            let opts = preprocess::DecodeOptions {
+                allow_truncated: m.model.options().load_truncated_images,
+            };
+            let img = preprocess::decode_file_with(std::path::Path::new(path), opts)?;
             let top = m.model.classify(std::slice::from_ref(&img), k)?;
             write_classes(&m.model, &top[0], results);
             Ok(())

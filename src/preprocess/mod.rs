@@ -10,14 +10,17 @@
 //! - `resample`: Pillow's `Image.resize` for 8-bit images ([`resize`]).
 //! - `transform`: the eval transform itself ([`preprocess`], [`eval_crop`]).
 //! - `pixels`: caller pixel buffers in several layouts ([`ImageView`]).
-//! - `decode`: JPEG / PNG / WebP files ([`decode_file`], [`decode_bytes`]).
+//! - `decode`: JPEG / PNG / WebP / BMP / GIF / TIFF files ([`decode_file`], [`decode_bytes`]).
 
 mod decode;
 mod pixels;
 mod resample;
 mod transform;
 
-pub use decode::{decode_bytes, decode_bytes_limited, decode_file, MAX_DECODED_PIXELS};
+pub use decode::{
+    decode_bytes, decode_bytes_limited, decode_bytes_with, decode_file, decode_file_with,
+    DecodeOptions, MAX_DECODED_PIXELS, MAX_IMAGE_FILE_BYTES,
+};
 pub use pixels::{ImageView, PixelFormat, MAX_VIEW_SIDE};
 pub use resample::resize;
 pub use transform::{eval_crop, preprocess};

@@ -34,6 +34,7 @@ pub fn environment(requested: Option<&Path>) -> Result<&'static Environment> {
     if let Some(l) = LOADED.get() {
         return check_same(l, requested).map(|_| &l.env);
     }
+    disable_telemetry();
     let mut tried = Vec::new();
     for (origin, path) in candidates(requested) {
         match ort::init_from(&path) {
@@ -60,6 +61,24 @@ pub fn environment(requested: Option<&Path>) -> Result<&'static Environment> {
          then set option `ort_library` or {ENV_VAR} to that file, or put it next to libtimm.so",
         tried.join("\n")
     )))
+}
+
+/// The variable ONNX Runtime 1.31 reads before it sets up its telemetry store.
+pub const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+
+/// ONNX Runtime 1.31's Linux telemetry writes a store under the user's home
+/// (`~/.cache/Microsoft/DeveloperTools/.onnxruntime/`: device id, program path, OS, CPU) on
+/// every environment, even when the environment is asked to disable telemetry events (which
+/// `with_telemetry(false)` still does). Only `ORT_DISABLE_TELEMETRY=1`, present before the
+/// library is loaded, stops it, so it is set here, once, before the first load. A library
+/// should not write outside what it was asked to, so this is not optional.
+fn disable_telemetry() {
+    if std::env::var_os(TELEMETRY_VAR).is_some_and(|v| v == "1") {
+        return;
+    }
+    // Changing the environment races with getenv on other threads; this runs once per process,
+    // under LOAD_LOCK, before any ONNX Runtime thread exists.
+    std::env::set_var(TELEMETRY_VAR, "1");
 }
 
 /// ONNX Runtime's API table, or an error if the library was not loaded yet (`ort::api()` would

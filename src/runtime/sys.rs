@@ -159,22 +159,23 @@ pub fn tensor_filled_owned(
     let mut alloc: *mut ort_sys::OrtAllocator = std::ptr::null_mut();
     // SAFETY: the default allocator is process-global and never freed.
     check(unsafe { (api.GetAllocatorWithDefaultOptions)(&mut alloc) })?;
+    // Through the API's AllocatorAlloc, never the struct's raw `Alloc` pointer: that one is
+    // ORT's C++ allocator itself, and its std::bad_alloc (a large model under a memory limit)
+    // would unwind into Rust frames and abort the host. The API function turns it into a status.
+    let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
     // SAFETY: a valid allocator; the block is released through the same allocator (below on
     // error, else by ORT through the value's deleter).
-    // SAFETY: read once from the allocator struct ORT keeps for the process.
-    let (alloc_fn, free_fn) = unsafe { ((*alloc).Alloc, (*alloc).Free) };
-    let (Some(alloc_fn), Some(free_fn)) = (alloc_fn, free_fn) else {
-        return Err(Error::runtime(
-            "ONNX Runtime's default allocator has no Alloc/Free",
-        ));
-    };
-    let data = unsafe { alloc_fn(alloc, bytes.max(1)) };
+    check(unsafe { (api.AllocatorAlloc)(alloc, bytes.max(1), &mut data) })
+        .map_err(|e| e.context(format!("ONNX Runtime could not allocate {bytes} bytes")))?;
     if data.is_null() {
         return Err(Error::runtime(format!(
             "ONNX Runtime could not allocate {bytes} bytes"
         )));
     }
-    let free = || unsafe { free_fn(alloc, data) };
+    let free = || {
+        // SAFETY: `data` came from this allocator and is not used after; a failing free only leaks.
+        let _ = check(unsafe { (api.AllocatorFree)(alloc, data) });
+    };
     // SAFETY: `data` holds `bytes` bytes just allocated.
     if let Err(e) = fill(unsafe { std::slice::from_raw_parts_mut(data as *mut u8, bytes) }) {
         free();

@@ -36,13 +36,16 @@ impl ModelFolder {
             )));
         }
         let config = dir.join("config.json");
-        if !config.is_file() {
+        if !present(&config)? {
             return Err(Error::not_found(format!(
                 "{} has no config.json; timm's save_for_hf / push_to_hub write it next to the weights, and preprocessing is never guessed",
                 dir.display()
             )));
         }
-        let onnx = Some(dir.join("model.onnx")).filter(|p| p.is_file());
+        let onnx = Some(dir.join("model.onnx"))
+            .map(|p| present(&p).map(|yes| yes.then_some(p)))
+            .transpose()?
+            .flatten();
         let (weights, pickle) = pick_weights(dir)?;
         Ok(ModelFolder {
             dir: dir.to_path_buf(),
@@ -71,10 +74,23 @@ impl ModelFolder {
     }
 }
 
+/// Whether the folder has the file `path`: `false` only when nothing is there. Anything else
+/// that stops us (no permission, a link loop, a FIFO or device where the file should be) is an
+/// error saying so, never "missing".
+fn present(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::from_io(&e, "cannot read", path)),
+        Ok(_) => {
+            crate::files::check_regular(path, "model file", Error::invalid_model).map(|_| true)
+        }
+    }
+}
+
 fn pick_weights(dir: &Path) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
     for name in PREFERRED {
         let p = dir.join(name);
-        if p.is_file() {
+        if present(&p)? {
             return Ok(if name.ends_with(".safetensors") {
                 (Some(p), None)
             } else {
@@ -85,11 +101,8 @@ fn pick_weights(dir: &Path) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
     let mut entries: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::from_io(&e, "cannot list model folder", dir))?
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_type()
-                .map(|t| t.is_file() || t.is_symlink())
-                .unwrap_or(false)
-        })
+        // Regular files after following links: a link to a FIFO or device is not a candidate.
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     entries.sort();

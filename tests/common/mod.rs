@@ -420,15 +420,20 @@ pub fn feature_map_refs(f: &Fixture) -> Vec<FeatureMapsRef> {
         .map(|e| {
             let mut options = vec![("output".to_string(), "feature_maps".to_string())];
             for (k, v) in e["kwargs"].as_object().unwrap() {
+                // timm's `img_size=[h, w]` is this library's option `input_size=HxW`.
+                let (k, sep) = match k.as_str() {
+                    "img_size" => ("input_size", "x"),
+                    k => (k, ","),
+                };
                 let value = match v {
                     serde_json::Value::Array(a) => a
                         .iter()
                         .map(|x| x.to_string())
                         .collect::<Vec<_>>()
-                        .join(","),
+                        .join(sep),
                     other => other.to_string(),
                 };
-                options.push((k.clone(), value));
+                options.push((k.to_string(), value));
             }
             let input = match e["input"].as_str() {
                 Some(file) => read_f32(&dir.join(file)),

@@ -17,18 +17,12 @@ use crate::graph::args::{Args, PerStage};
 use crate::graph::layers::heads::{classifier_head, norm_mlp_head};
 use crate::graph::layers::mlp::{conv_mlp, grn_mlp, layer_scale, layer_scale_2d, mlp, MlpCfg};
 use crate::graph::layers::pool::PoolKind;
-use crate::graph::layers::{act, add, conv2d, nchw_to_nhwc, nhwc_to_nchw, Conv, Norm, Pad};
+use crate::graph::layers::{
+    act, add, conv2d, make_divisible, nchw_to_nhwc, nhwc_to_nchw, Conv, Norm, Pad,
+};
 use crate::graph::tables::Table;
 use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
-
-// The old helpers `regnet.rs` still imports from here; remove with the file once it is ported.
-#[path = "convnext_for_regnet.rs"]
-mod for_regnet;
-pub(crate) use crate::graph::layers::make_divisible;
-pub(crate) use for_regnet::{
-    arg_bool, arg_f32, arg_str, arg_usize, check_args, config_json, global_pool, Pcfg,
-};
 
 static TABLE: Table = Table::new(include_str!("../tables/convnext.json"));
 

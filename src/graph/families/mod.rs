@@ -8,7 +8,7 @@ pub mod vit;
 
 // The five first families still build on the older helpers while they move to `layers`.
 pub(crate) use super::legacy as layers;
-pub(crate) use super::{Attr, Builder, Family, Init, OutputKind, ParamSource, Value, MS_DOMAIN};
+pub(crate) use super::{Attr, Builder, Family, Init, OutputKind, Value};
 
 /// Every family this build knows, in matching order.
 pub static ALL: &[&Family] = &[

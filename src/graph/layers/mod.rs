@@ -11,6 +11,7 @@ pub mod norm;
 pub mod ops;
 pub mod patch_embed;
 pub mod pool;
+pub mod pos_embed;
 pub mod se;
 
 pub use act::act;

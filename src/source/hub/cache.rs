@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// A ref holds a 40-character commit hash; room for a newline and stray spaces, no more.
+pub const MAX_REF_BYTES: u64 = 256;
+
 /// A full git commit id, the only revision that names a snapshot folder directly.
 pub fn is_commit_hash(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -110,24 +113,46 @@ impl RepoCache {
             return Ok(Some(revision.to_ascii_lowercase()));
         }
         let path = self.ref_path(revision);
-        match fs::read_to_string(&path) {
-            // huggingface_hub writes no newline, but a hand-written ref often has one.
-            Ok(text) => {
-                let commit = text.trim();
-                if is_commit_hash(commit) {
-                    Ok(Some(commit.to_ascii_lowercase()))
-                } else {
-                    Err(Error::invalid_model(format!(
-                        "{} should hold a 40-character commit hash but holds `{}`",
-                        path.display(),
-                        commit.chars().take(80).collect::<String>()
-                    )))
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
-            Err(e) => Err(Error::from_io(&e, "cannot read", &path)),
+        match fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(m) if m.is_dir() => return Ok(None),
+            _ => {}
         }
+        let text = self.read_ref(&path)?;
+        // huggingface_hub writes no newline, but a hand-written ref often has one.
+        let commit = text.trim();
+        if is_commit_hash(commit) {
+            Ok(Some(commit.to_ascii_lowercase()))
+        } else {
+            Err(Error::invalid_model(format!(
+                "{} should hold a 40-character commit hash but holds `{}`",
+                path.display(),
+                commit.chars().take(80).collect::<String>()
+            )))
+        }
+    }
+
+    /// A ref's text: a regular file inside this repo's cache folder (a link elsewhere is refused
+    /// without reading it, so no outside file is ever quoted), of at most [`MAX_REF_BYTES`].
+    fn read_ref(&self, path: &Path) -> Result<String> {
+        let real = fs::canonicalize(path).map_err(|e| Error::from_io(&e, "cannot read", path))?;
+        let root = fs::canonicalize(self.root()).unwrap_or_else(|_| self.root());
+        if !real.starts_with(&root) {
+            return Err(Error::invalid_model(format!(
+                "{} resolves to {}, outside the cache folder {}; a ref must be a file of the cache",
+                path.display(),
+                real.display(),
+                self.root().display()
+            )));
+        }
+        let bytes =
+            crate::files::read_capped(path, "cache ref", MAX_REF_BYTES, Error::invalid_model)?;
+        String::from_utf8(bytes).map_err(|_| {
+            Error::invalid_model(format!(
+                "{} should hold a 40-character commit hash but is not text",
+                path.display()
+            ))
+        })
     }
 
     /// True when the snapshot has `file` and its link (if any) reaches a blob.
@@ -162,7 +187,7 @@ impl RepoCache {
             return Ok(());
         }
         let path = self.ref_path(revision);
-        if fs::read_to_string(&path).is_ok_and(|t| t == commit) {
+        if self.read_ref(&path).is_ok_and(|t| t == commit) {
             return Ok(());
         }
         let dir = path.parent().expect("ref path has a parent");

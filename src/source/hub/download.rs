@@ -1,7 +1,7 @@
 //! HTTP side of the Hub: file metadata (HEAD on the resolve URL) and blob downloads into the
 //! cache, resumable, size- and sha256-checked, under the blob lock huggingface_hub uses.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -300,13 +300,16 @@ impl Client {
         incomplete: &Path,
         meta: &FileMeta,
     ) -> std::result::Result<(), FetchError> {
-        let mut out = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(incomplete)
-            .map_err(|e| Error::from_io(&e, "cannot open", incomplete))?;
+        let (mut out, _) = crate::files::open_with(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            incomplete,
+            "cannot open",
+            Error::io,
+        )?;
         let io_err =
             |e: std::io::Error| FetchError::from(Error::from_io(&e, "cannot write", incomplete));
         let mut have = out.metadata().map_err(io_err)?.len();
@@ -449,7 +452,7 @@ fn verify(path: &Path, meta: &FileMeta, file: &str) -> Result<()> {
         )));
     }
     if is_sha256(&meta.etag) {
-        let mut f = File::open(path).map_err(|e| Error::from_io(&e, "cannot read", path))?;
+        let (mut f, _) = crate::files::open_regular(path, "cannot read", Error::io)?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {

@@ -60,8 +60,7 @@ fn open_lock_file(path: &Path) -> Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o664);
     }
-    opts.open(path)
-        .map_err(|e| Error::from_io(&e, "cannot open the lock file", path))
+    crate::files::open_with(&mut opts, path, "cannot open the lock file", Error::io).map(|(f, _)| f)
 }
 
 /// `Ok(false)` when another holder has it.
