@@ -38,8 +38,8 @@ pub struct Model {
     /// timm's `feature_info` of each output, for feature maps.
     feature_info: Vec<FeatureInfo>,
     feature_modules: Vec<CString>,
-    /// The deepest spatial size a native graph tracks: inputs it maps to nothing are too small.
-    min_input: Option<graph::spatial::Spatial>,
+    /// The spatial chains a native graph tracks: inputs one maps to nothing are too small.
+    min_input: graph::spatial::Fit,
     labels: Vec<Option<CString>>,
     descriptions: Vec<Option<CString>>,
     config_json: CString,
@@ -351,7 +351,7 @@ impl Model {
             outputs: vec![OutputShape::Vector(output_dim)],
             feature_info: Vec::new(),
             feature_modules: Vec::new(),
-            min_input: None,
+            min_input: Default::default(),
             labels,
             descriptions,
             config_json,
@@ -558,16 +558,9 @@ impl Model {
     }
 
     fn too_small(&self, h: usize, w: usize) -> Error {
-        let least = |f: &dyn Fn(usize) -> bool| (1..=8192).find(|&n| f(n)).unwrap_or(8192);
-        let (mh, mw) = match &self.min_input {
-            Some(s) => (
-                least(&|n| s.eval(n).is_some()),
-                least(&|n| s.eval(n).is_some()),
-            ),
-            None => (1, 1),
-        };
+        let least = self.min_input.least();
         Error::invalid_argument(format!(
-            "input {h}x{w} is too small for this model: it needs at least {mh}x{mw}"
+            "input {h}x{w} is too small for this model: it needs at least {least}x{least}"
         ))
     }
 
@@ -615,11 +608,9 @@ impl Model {
                 "input has {len} floats but shape {shape:?} needs {total}"
             )));
         }
-        if let Some(sp) = &self.min_input {
-            let (h, w) = (shape[2] as usize, shape[3] as usize);
-            if sp.eval(h).is_none() || sp.eval(w).is_none() {
-                return Err(self.too_small(h, w));
-            }
+        let (h, w) = (shape[2] as usize, shape[3] as usize);
+        if !self.min_input.fits(h) || !self.min_input.fits(w) {
+            return Err(self.too_small(h, w));
         }
         Ok(shape[0] as usize)
     }
