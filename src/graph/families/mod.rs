@@ -4,6 +4,7 @@ pub mod convnext;
 pub mod efficientnet;
 pub mod regnet;
 pub mod resnet;
+pub mod swin_transformer;
 pub mod vit;
 
 // The five first families still build on the older helpers while they move to `layers`.
@@ -17,6 +18,7 @@ pub static ALL: &[&Family] = &[
     &convnext::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
+    &swin_transformer::FAMILY,
 ];
 
 /// Adapts a family written against `(builder, config, output)`: feature maps build the
