@@ -113,7 +113,7 @@ fn stage_windows(a: &Args, v: &Json, n: usize) -> Result<Vec<(usize, usize)>> {
         )
     };
     match v {
-        Json::Array(l) if !(l.len() == 2 && !l[0].is_array()) => {
+        Json::Array(l) if l.len() != 2 || l[0].is_array() => {
             if l.len() != n {
                 return Err(Error::invalid_model(format!(
                     "model_args window_size has {} entries but the model has {n} stages",
@@ -192,7 +192,7 @@ impl Swin {
         for i in 0..n {
             let dim = v.embed_dim << i;
             let heads = v.num_heads[i];
-            let hd = head_dims[i].unwrap_or(if heads == 0 { 0 } else { dim / heads });
+            let hd = head_dims[i].unwrap_or(dim.checked_div(heads).unwrap_or(0));
             if heads == 0 || hd == 0 || v.depths[i] > crate::graph::args::MAX_INT as usize {
                 return Err(Error::invalid_model(format!(
                     "Swin stage {i}: {heads} heads of width {hd} for dim {dim}"
@@ -405,7 +405,7 @@ mod tests {
             let [_, h, _] = cfg.pretrained_cfg.input_size;
             assert_eq!(v.grid.0, h / 4, "{name}");
         }
-        assert_eq!(TABLE.names().count(), 9);
+        assert_eq!(TABLE.names().len(), 9);
     }
 
     #[test]
