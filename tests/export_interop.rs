@@ -98,7 +98,9 @@ fn case_json(c: &Case, dir: &Path) -> serde_json::Value {
     let native = c.mode == "native";
     // Convolutional families declare free height and width: run them at another size too
     // (a multiple of the largest stride, 32, as timm needs for its stride-2 paths to agree).
-    let other = (native && f.family != "vit" && f.family != "foundation")
+    // Transformers with fixed-size position tables or window masks take one size.
+    let fixed_size = ["vit", "foundation", "swin_transformer"].contains(&f.family.as_str());
+    let other = (native && !fixed_size)
         .then(|| serde_json::json!([rf.input_shape[2] + 32, rf.input_shape[3] + 64]));
     serde_json::json!({
         "name": name,

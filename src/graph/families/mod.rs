@@ -4,6 +4,7 @@ pub mod convnext;
 pub mod efficientnet;
 pub mod regnet;
 pub mod resnet;
+pub mod swin_transformer;
 pub mod vit;
 
 pub(crate) use super::{Builder, Family, Init, OutputKind, Value};
@@ -15,4 +16,5 @@ pub static ALL: &[&Family] = &[
     &convnext::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
+    &swin_transformer::FAMILY,
 ];

@@ -13,6 +13,7 @@ pub mod patch_embed;
 pub mod pool;
 pub mod pos_embed;
 pub mod se;
+pub mod window;
 
 pub use act::act;
 pub use conv::{conv2d, conv_bn, conv_norm_act, Conv, Pad};
