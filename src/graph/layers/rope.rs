@@ -106,7 +106,7 @@ fn table(angles: &[f32], n: usize, rotate_half: bool, shape: Vec<usize>) -> Rope
 }
 
 fn check_dim(head_dim: usize) -> Result<usize> {
-    if head_dim == 0 || head_dim % 4 != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(4) {
         return Err(Error::invalid_model(format!(
             "rotary embeddings need a head dim divisible by 4, not {head_dim}"
         )));
