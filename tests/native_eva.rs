@@ -62,7 +62,8 @@ fn test_input(n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
 
 #[test]
 fn bare_names_build_seeded_models() {
-    for (arch, classes, dim, hw) in [("eva02_tiny_patch14_224", 0, 192, 224)] {
+    let (arch, classes, dim, hw) = ("eva02_tiny_patch14_224", 0, 192, 224);
+    {
         let input = test_input(1, 3, hw, hw);
         let shape = [1, 3, hw as i64, hw as i64];
         let run = |seed: &str| {
