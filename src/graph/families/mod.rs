@@ -2,6 +2,7 @@
 
 pub mod convnext;
 pub mod efficientnet;
+pub mod eva;
 pub mod regnet;
 pub mod resnet;
 pub mod swin_transformer;
@@ -17,4 +18,5 @@ pub static ALL: &[&Family] = &[
     &regnet::FAMILY,
     &vit::FAMILY,
     &swin_transformer::FAMILY,
+    &eva::FAMILY,
 ];

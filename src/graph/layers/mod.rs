@@ -12,6 +12,7 @@ pub mod ops;
 pub mod patch_embed;
 pub mod pool;
 pub mod pos_embed;
+pub mod rope;
 pub mod se;
 pub mod window;
 
