@@ -302,7 +302,11 @@ fn decode_block(s: &str) -> Result<BlockDef> {
         skip: skip == Some(true),
         pw_act: ty == "dsa",
         force_in: int("fc", Some(0))?,
-        group_size: opts.get("gs").map(|v| v.parse()).transpose().map_err(|_| bad())?,
+        group_size: opts
+            .get("gs")
+            .map(|v| v.parse())
+            .transpose()
+            .map_err(|_| bad())?,
         heads: int("h", Some(0))?,
         kv_dim: int("d", Some(0))?,
         kv_stride: int("v", Some(1))?,
@@ -384,11 +388,7 @@ impl RoundChs {
         if self.multiplier == 0.0 {
             return channels as usize;
         }
-        make_divisible(
-            channels * self.multiplier,
-            self.divisor,
-            self.round_limit,
-        )
+        make_divisible(channels * self.multiplier, self.divisor, self.round_limit)
     }
 
     fn apply(&self, channels: usize) -> usize {
@@ -712,7 +712,9 @@ impl Model {
             NormKind::Batch(eps) => layers::conv_bn(b, x, conv, bn, c, eps)?,
             _ => {
                 let y = conv2d(&mut b.scope(conv), x, c)?;
-                self.norm.norm(c.out_ch)?.apply_2d(&mut b.scope(bn), &y, c.out_ch)?
+                self.norm
+                    .norm(c.out_ch)?
+                    .apply_2d(&mut b.scope(bn), &y, c.out_ch)?
             }
         };
         match act_name {
@@ -853,7 +855,11 @@ impl Model {
         let c = self.conv(k.mid, k.out, 1, 1, 1);
         y = self.conv_bn_act(&mut b.scope("pw_proj"), &y, cna, c, None)?;
         if end > 0 {
-            let s = if start == 0 && mid_k == 0 { k.stride } else { 1 };
+            let s = if start == 0 && mid_k == 0 {
+                k.stride
+            } else {
+                1
+            };
             let g = self.groups(k, 1, k.out);
             let c = self.conv_d(k.out, k.out, end, s, g, k.dilation);
             y = self.conv_bn_act(&mut b.scope("dw_end"), &y, cna, c, None)?;
@@ -1126,7 +1132,10 @@ mod tests {
         assert!(decode_block("dsa_r1_k3_s1_c64").unwrap().pw_act);
         // MixNet's kernel lists split the channels; uir / mqa carry their own options.
         let m = decode_block("ir_r1_k3.5.7_a1.1_p1.1_s2_e6_c40").unwrap();
-        assert_eq!((m.k, m.exp_k, m.pw_k), (vec![3, 5, 7], vec![1, 1], vec![1, 1]));
+        assert_eq!(
+            (m.k, m.exp_k, m.pw_k),
+            (vec![3, 5, 7], vec![1, 1], vec![1, 1])
+        );
         let u = decode_block("uir_r1_a3_k0_s1_e4_c160").unwrap();
         assert_eq!((u.exp_k, u.k, u.pw_k), (vec![3], vec![0], vec![0]));
         let q = decode_block("mqa_r1_k3_h4_s1_v2_d64_c160").unwrap();
