@@ -1,5 +1,5 @@
-//! EfficientNet, EfficientNet-Lite / -EdgeTPU, MobileNet-V2 and MobileNet-V3 as timm 1.0.31
-//! builds them (`efficientnet.py`, `mobilenetv3.py`, `_efficientnet_builder.py`,
+//! EfficientNet(-Lite/-EdgeTPU/-V2), MixNet, MNASNet, FBNet, SPNASNet, TinyNet, LCNet and
+//! MobileNet-V1/V2/V3/V4 as timm 1.0.31 builds them (`efficientnet.py`, `mobilenetv3.py`, `_efficientnet_builder.py`,
 //! `_efficientnet_blocks.py`).
 //!
 //! timm's entrypoints call a `_gen_*` helper that decodes block-definition strings
@@ -29,8 +29,9 @@ pub const FAMILY: Family = Family {
     any_size: true,
 };
 
-pub const EXAMPLES: &str = "efficientnet_b0..b8/l2, efficientnet_lite0..4, efficientnet_es/em/el and their tf_ ports, \
-mobilenetv2_035..140/110d/120d, mobilenetv3_large/small_*, tf_mobilenetv3_*, mobilenetv3_rw, test_efficientnet";
+pub const EXAMPLES: &str = "efficientnet_b0..b8/l2 (also _gn), efficientnet_lite0..4, efficientnet_es/em/el, \
+efficientnetv2_*, their tf_ ports, mixnet_*, mnasnet_*, semnasnet_*, spnasnet_100, fbnetc_100, fbnetv3_*, tinynet_*, \
+lcnet_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, test_efficientnet(_gn/_ln)";
 
 static TABLE: Table = Table::new(include_str!("../tables/efficientnet.json"));
 
