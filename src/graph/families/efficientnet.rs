@@ -492,6 +492,12 @@ fn model(
             a.gen
         ))
     })?;
+    // Built, but the full-size check against timm still differs (1e-2): refused until found.
+    if gen == Gen::Fbnetv3 || a.arch_def.iter().flatten().any(|s| s.starts_with("mqa")) {
+        return Err(Error::unsupported(format!(
+            "`{arch}`: FBNet-V3 and MobileNetV4 hybrids (mqa blocks) do not yet match timm natively"
+        )));
+    }
     if a.arch_def.is_empty() {
         return Err(Error::invalid_model(format!(
             "`{arch}`: no block definitions"
@@ -1178,7 +1184,10 @@ mod tests {
                 continue;
             };
             let Ok(m) = model(arch, &a, &args, &cfg, None) else {
-                assert!(a.norm_layer.is_some(), "{arch} refused");
+                assert!(
+                    a.norm_layer.is_some() || a.gen == "fbnetv3" || arch.contains("hybrid"),
+                    "{arch} refused"
+                );
                 continue;
             };
             let stages = plan(&m, &decode_arch_def(&a).unwrap());
@@ -1191,7 +1200,7 @@ mod tests {
             assert_eq!(Some(nf as u64), e.config["num_features"].as_u64(), "{arch}");
             built += 1;
         }
-        assert!(built >= 120, "only {built} architectures built");
+        assert!(built >= 115, "only {built} architectures built");
         assert!(default_config("efficientnet_x_b3").is_none() && matches("efficientnet_x_b3"));
         assert!(!matches("resnet50"));
     }
