@@ -1,6 +1,7 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
 pub mod convnext;
+pub mod densenet;
 pub mod efficientnet;
 pub mod regnet;
 pub mod resnet;
@@ -17,6 +18,7 @@ pub static ALL: &[&Family] = &[
     &convnext::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
+    &densenet::FAMILY,
 ];
 
 /// Adapts a family written against `(builder, config, output)`: feature maps build the
