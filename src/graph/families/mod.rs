@@ -5,6 +5,7 @@ pub mod densenet;
 pub mod efficientnet;
 pub mod regnet;
 pub mod resnet;
+pub mod vgg;
 pub mod vit;
 
 // The five first families still build on the older helpers while they move to `layers`.
@@ -19,6 +20,7 @@ pub static ALL: &[&Family] = &[
     &regnet::FAMILY,
     &vit::FAMILY,
     &densenet::FAMILY,
+    &vgg::FAMILY,
 ];
 
 /// Adapts a family written against `(builder, config, output)`: feature maps build the
