@@ -3,6 +3,7 @@
 pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
+pub mod inception_v3;
 pub mod regnet;
 pub mod resnet;
 pub mod vgg;
@@ -21,6 +22,7 @@ pub static ALL: &[&Family] = &[
     &vit::FAMILY,
     &densenet::FAMILY,
     &vgg::FAMILY,
+    &inception_v3::FAMILY,
 ];
 
 /// Adapts a family written against `(builder, config, output)`: feature maps build the
