@@ -4,7 +4,8 @@
  *   classify <spec> <image> [<image> ...]      e.g. classify local:.models/tf_efficientnet_lite0.in1k cat.png
  *   classify <spec> --tensor <input.f32>       a preprocessed NCHW float32 tensor instead of images
  *
- * Build against an install (scripts/install <prefix>): cc -o classify classify.c $(pkg-config --cflags --libs timm) -lm
+ * Build against an install (scripts/install <prefix>; -lm for exp):
+ *   cc examples/classify.c $(PKG_CONFIG_PATH=<prefix>/lib/pkgconfig pkg-config --cflags --libs timm) -lm -o classify
  * or against the build folder, as scripts/demo does.
  */
 #include <math.h>
@@ -21,9 +22,18 @@ static int fail(const char *what) {
     return 1;
 }
 
+#define NAME_WIDTH 28
+
+/* One ranked line; a name longer than its column is cut with "..." so the columns stay aligned. */
 static void print_class(int rank, size_t index, float prob, float logit, const char *label, const char *desc) {
-    printf("  %d. %-28s %6.2f%%  (class %zu, logit %.3f)%s%s\n", rank, desc ? desc : (label ? label : "-"), 100.0 * prob, index,
-           logit, label && desc ? "  " : "", label && desc ? label : "");
+    const char *name = desc ? desc : (label ? label : "-");
+    char shown[NAME_WIDTH + 1];
+    if (strlen(name) > NAME_WIDTH)
+        snprintf(shown, sizeof shown, "%.*s...", NAME_WIDTH - 3, name);
+    else
+        snprintf(shown, sizeof shown, "%s", name);
+    printf("  %d. %-*s %6.2f%%  (class %zu, logit %.3f)%s%s\n", rank, NAME_WIDTH, shown, 100.0 * prob, index, logit,
+           label && desc ? "  " : "", label && desc ? label : "");
 }
 
 static int classify_tensor(TimmModel *model, const char *path) {
@@ -72,8 +82,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s <spec> <image> [<image> ...]\n       %s <spec> --tensor <input.f32>\n", argv[0], argv[0]);
         return 2;
     }
-    TimmModel *model = timm_create_model(argv[1], true);
-    if (!model) return fail(argv[1]);
+    TimmModel *model = NULL;
+    TimmStatus status = timm_model_create(argv[1], true, NULL, &model);
+    if (status != TIMM_OK) return fail(argv[1]);
     int rc = 0;
     if (!strcmp(argv[2], "--tensor") && argc >= 4) {
         rc = classify_tensor(model, argv[3]);

@@ -2,13 +2,14 @@
  * libtimm: timm (PyTorch Image Models) image models for C, C++ and Go, on ONNX Runtime.
  *
  * Rules for every function:
- *  - Functions that can fail return a TimmStatus (or NULL); the reason is in timm_last_error(),
+ *  - Functions that can fail return a TimmStatus; the reason is in timm_last_error(),
  *    which is per thread and stays valid until the next failing call on that thread.
  *  - NULL where a pointer is required is TIMM_ERR_INVALID_ARGUMENT, never a crash.
  *  - Everything the library allocates for you has a matching *_free; strings returned as
  *    `const char *` are owned by the library (see each function for how long they live).
  *  - No panic crosses this boundary: an internal bug is TIMM_ERR_INTERNAL with a message.
- *  - A TimmModel may be used from many threads at once (timm_infer, the accessors); it must not
+ *  - A TimmModel may be used from many threads at once (timm_infer, timm_classify*, the
+ *    accessors) with every execution provider (see timm_infer for what each guarantees); it must not
  *    be freed while another thread uses it. Use after free and double free cannot always be
  *    detected; a double timm_free of the same pointer is refused when the address was not reused.
  */
@@ -67,7 +68,7 @@ typedef enum TimmLogLevel {
   TIMM_LOG_ERROR = 3,
 } TimmLogLevel;
 
-// A loaded model. Opaque; create with `timm_create_model*`, release with `timm_free`.
+// A loaded model. Opaque; create with `timm_model_create`, release with `timm_free`.
 typedef struct TimmModel TimmModel;
 
 // Creation options (string keys and values). Opaque; create with `timm_options_new`, release
@@ -96,53 +97,37 @@ typedef struct TimmClass {
   const char *description;
 } TimmClass;
 
-// Download progress: bytes done and total of the file being fetched, and the caller's pointer.
-typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
-
 // A log callback: `level` is a `TimmLogLevel`, `message` is valid only during the call.
 typedef void (*TimmLogFn)(int level, const char *message, void *user_data);
+
+// Download progress: bytes done and total of the file being fetched, and the caller's pointer.
+typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
-// Loads a model.
+// Writes the graph `model` runs (its native graph, or the folder's `model.onnx` with the
+// weights bound to it embedded) to `path` as a standard ONNX file (opset 17, no ONNX Runtime
+// contrib operators) that ONNX Runtime, TensorRT and OpenVINO read.
 //
-// `spec` is `local:<folder>` (or timm's `local-dir:<folder>`), a folder timm wrote with
-// config.json and model.safetensors and/or model.onnx; `hf-hub:org/name[@revision]`, a
-// Hugging Face repo resolved through the local Hugging Face cache (downloaded on a miss unless
-// offline); or a bare timm name: `arch.tag` with `pretrained = true` is the repo `timm/arch.tag`,
-// `arch` with `pretrained = false` builds timm's default architecture with random weights.
-// `pretrained = false` on a folder builds its architecture with seeded random weights.
-//
-// Returns NULL on failure; `timm_last_error()` says why. Release the model with `timm_free`.
-// Thread-safe.
-struct TimmModel *timm_create_model(const char *spec, bool pretrained);
+// The file has the model's output kind, a dynamic batch dimension (and dynamic height and
+// width for convolutional families), and `metadata_props` with timm's architecture
+// (`timm.architecture`), data config (`timm.data_config`, JSON), label names
+// (`timm.label_names`, JSON) and resolved config (`timm.config`). Weights are inside the file,
+// or in `<path>.data` beside it above 2 GB or with option `export_external_data=true`.
+// An existing file is overwritten. Thread-safe; the model may run meanwhile.
+enum TimmStatus timm_model_export_onnx(const struct TimmModel *model, const char *path);
 
-// Like `timm_create_model`, with options (may be NULL for defaults). The options are copied;
-// the caller still owns them.
-struct TimmModel *timm_create_model_with_options(const char *spec,
-                                                 bool pretrained,
-                                                 const struct TimmOptions *options);
-
-// Runs the model on a batch.
-//
-// `input` holds `N*C*H*W` floats in NCHW order, already preprocessed (see `timm_preprocess`),
-// with `input_shape` = {N, C, H, W} (`input_ndim` = 4). `output` receives `N * timm_model_output_dim(model)`
-// floats (`[N, output_dim]`, row-major); `output_len` is its capacity in floats.
-//
-// Errors: `TIMM_ERR_INVALID_ARGUMENT` for NULLs or a shape that does not match the model
-// (the message names expected and got), `TIMM_ERR_BUFFER_TOO_SMALL` with the needed length.
-// NaN or Inf inputs are computed, not rejected.
-//
-// Thread-safe: many threads may call `timm_infer` on the same model at once; results equal
-// single-threaded ones. The model must not be freed while a call is running.
-enum TimmStatus timm_infer(struct TimmModel *model,
-                           const float *input,
-                           const int64_t *input_shape,
-                           uintptr_t input_ndim,
-                           float *output,
-                           uintptr_t output_len);
+// Writes a Triton Inference Server model repository entry for `model`:
+// `<repository>/<name>/config.pbtxt` (onnxruntime backend, the input and outputs with their
+// dims, `max_batch_size` = `max_batch`, dynamic batching) and `<repository>/<name>/1/model.onnx`
+// (as `timm_model_export_onnx`). `max_batch` = 0 turns Triton's batching off (dims then include
+// the batch). `name` must be a folder name (letters, digits, `-`, `_`, `.`). Thread-safe.
+enum TimmStatus timm_model_export_triton(const struct TimmModel *model,
+                                         const char *repository,
+                                         const char *name,
+                                         uint32_t max_batch);
 
 // timm's eval transform (resize, center crop, normalize, exactly as timm + Pillow do it) of
 // one image into `output`, which must hold `C*H*W` floats of `timm_model_input_size`.
@@ -180,38 +165,76 @@ enum TimmStatus timm_preprocess_file(const struct TimmModel *model,
                                      float *output,
                                      uintptr_t output_len);
 
+// Sets the process-wide log callback (NULL restores the default: warnings and errors printed
+// to stderr). It receives libtimm's warnings (a requested GPU provider that could not be
+// used, and why) and, for models created while it is set, ONNX Runtime's session warnings and
+// errors.
+//
+// Thread rules: the callback may be called from any thread, including ONNX Runtime's own,
+// and from several threads at once, so it must be thread-safe. It must return normally and
+// must not call `timm_set_log_callback` (that is refused with `TIMM_ERR_INVALID_ARGUMENT`).
+// When `timm_set_log_callback` returns, the previous callback is no longer running and will
+// not be called again, so its `user_data` may be released. `user_data` is passed back
+// untouched. Thread-safe.
+enum TimmStatus timm_set_log_callback(TimmLogFn callback, void *user_data);
+
+// Loads a model into `*out`.
+//
+// `spec` is `local:<folder>` (or timm's `local-dir:<folder>`), a folder timm wrote with
+// config.json and model.safetensors and/or model.onnx; `hf-hub:org/name[@revision]`, a
+// Hugging Face repo resolved through the local Hugging Face cache (downloaded on a miss unless
+// offline); or a bare timm name: `arch.tag` with `pretrained = true` is the repo `timm/arch.tag`,
+// `arch` with `pretrained = false` builds timm's default architecture with random weights.
+// `pretrained = false` on a folder builds its architecture with seeded random weights.
+// `options` may be NULL for defaults; they are copied, the caller still owns them.
+//
+// Returns `TIMM_OK` and the model in `*out`, or the failure's status with `*out` set to NULL
+// (`timm_last_error()` says why). `out` NULL is `TIMM_ERR_INVALID_ARGUMENT`. Release the model
+// with `timm_free`. Thread-safe.
+enum TimmStatus timm_model_create(const char *spec,
+                                  bool pretrained,
+                                  const struct TimmOptions *options,
+                                  struct TimmModel **out);
+
+// `timm_model_create` without options, returning the model or NULL (the status is lost; use
+// `timm_model_create` to handle failures by status).
+struct TimmModel *timm_create_model(const char *spec, bool pretrained);
+
+// `timm_model_create` returning the model or NULL (the status is lost; use
+// `timm_model_create` to handle failures by status).
+struct TimmModel *timm_create_model_with_options(const char *spec,
+                                                 bool pretrained,
+                                                 const struct TimmOptions *options);
+
+// Runs the model on a batch.
+//
+// `input` holds `N*C*H*W` floats in NCHW order, already preprocessed (see `timm_preprocess`),
+// with `input_shape` = {N, C, H, W} (`input_ndim` = 4). `output` receives `N * timm_model_output_dim(model)`
+// floats (`[N, output_dim]`, row-major); `output_len` is its capacity in floats.
+//
+// Errors: `TIMM_ERR_INVALID_ARGUMENT` for NULLs or a shape that does not match the model
+// (the message names expected and got), `TIMM_ERR_BUFFER_TOO_SMALL` with the needed length.
+// NaN or Inf inputs are computed, not rejected.
+//
+// Thread-safe: many threads may call `timm_infer` on the same model at once; results equal
+// single-threaded ones. The model must not be freed while a call is running. Each call is one
+// ONNX Runtime `Run` on the model's single session, which ONNX Runtime guarantees may be called
+// from many threads at once, and every provider this library registers keeps that guarantee:
+// CPU calls run in parallel; CUDA calls run in parallel, each on its own stream (CUDA graphs,
+// which would not allow it, are never enabled); TensorRT's provider locks each engine while
+// it executes and synchronises its stream (ONNX Runtime 1.17 and later), so concurrent calls
+// are correct but take turns inside the TensorRT part of the graph: for more throughput there,
+// create one model per thread. On GPUs each call takes its own device buffers from a pool.
+enum TimmStatus timm_infer(struct TimmModel *model,
+                           const float *input,
+                           const int64_t *input_shape,
+                           uintptr_t input_ndim,
+                           float *output,
+                           uintptr_t output_len);
+
 // Releases a model. NULL is a no-op. Freeing the same pointer twice is detected and ignored
 // (the last error says so) as long as the address was not reused by a newer model.
 void timm_free(struct TimmModel *model);
-
-// This thread's last failure message, "" if none. The string stays valid until the next
-// failing call on the same thread; copy it to keep it. Never NULL.
-const char *timm_last_error(void);
-
-// A new, empty options object. Release with `timm_options_free`. Never NULL unless out of memory.
-struct TimmOptions *timm_options_new(void);
-
-// Sets an option. Keys: `intra_op_threads`, `inter_op_threads`, `graph_optimization_level`
-// (disable|basic|extended|all), `ort_library` (path), `output` (logits|features),
-// `graph` (auto|native|onnx), `seed`, `use_test_size` (true|false), and for `hf-hub:` specs
-// `cache_dir`, `offline` (true|false), `endpoint`, `token`; for GPUs (docs/GPU.md)
-// `providers` (comma list of tensorrt, cuda, cpu), `device_id`, `strict_providers`,
-// `cuda_mem_limit`, `cudnn_conv_algo_search`, `trt_fp16`, `trt_engine_cache_dir`,
-// `trt_workspace_size`, `max_batch`. An unknown key or a bad
-// value is `TIMM_ERR_INVALID_ARGUMENT`; the message lists the known keys. Not thread-safe
-// on the same options object.
-enum TimmStatus timm_options_set(struct TimmOptions *options, const char *key, const char *value);
-
-// Sets a callback for download progress of `hf-hub:` models (NULL removes it). It is called
-// on the thread that runs `timm_create_model_with_options`, at least every MiB and at the end
-// of each file; `user_data` is passed back untouched and must stay valid while models are
-// created with these options. The callback must return normally (no longjmp, no exception).
-enum TimmStatus timm_options_set_progress(struct TimmOptions *options,
-                                          TimmProgressFn callback,
-                                          void *user_data);
-
-// Releases options. NULL is a no-op; a double free is detected and ignored.
-void timm_options_free(struct TimmOptions *options);
 
 // Floats per image that `timm_infer` writes: the class count for logits, `num_features` for
 // the `features` output. 0 if `model` is NULL or not live. Thread-safe.
@@ -246,25 +269,59 @@ const char *timm_model_config_json(const struct TimmModel *model);
 // `model` is NULL or not live. Thread-safe.
 const char *timm_model_providers(const struct TimmModel *model);
 
-// Sets the process-wide log callback (NULL restores the default: warnings and errors printed
-// to stderr). It receives libtimm's warnings (a requested GPU provider that could not be
-// used, and why) and, for models created while it is set, ONNX Runtime's session warnings and
-// errors.
+// A new, empty options object. Release with `timm_options_free`. Never NULL unless out of memory.
+struct TimmOptions *timm_options_new(void);
+
+// Sets option `key` to `value` (NUL-terminated UTF-8 strings). The keys, generated from
+// src/options/table.rs:
 //
-// Thread rules: the callback may be called from any thread, including ONNX Runtime's own,
-// and from several threads at once, so it must be thread-safe. It must return normally and
-// must not call `timm_set_log_callback` (that is refused with `TIMM_ERR_INVALID_ARGUMENT`).
-// When `timm_set_log_callback` returns, the previous callback is no longer running and will
-// not be called again, so its `user_data` may be released. `user_data` is passed back
-// untouched. Thread-safe.
-enum TimmStatus timm_set_log_callback(TimmLogFn callback, void *user_data);
+// - `intra_op_threads`: an integer in 0..=1024; default 0. threads inside one operator; 0 = ONNX Runtime's default (one per physical core).
+// - `inter_op_threads`: an integer in 0..=1024; default 0. threads across operators; 0 = ONNX Runtime's default.
+// - `graph_optimization_level`: one of disable, basic, extended, all; default all. how far ONNX Runtime rewrites the graph before running it.
+// - `ort_library`: a non-empty path; default see "How ONNX Runtime is found". path of libonnxruntime.so to load (one runtime serves the whole process).
+// - `output`: one of logits, features, feature_maps; default logits. what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), or timm's features_only backbone maps (timm_infer_outputs).
+// - `out_indices`: any text; default timm's for the architecture. output=feature_maps: comma list of feature_info indices, negative ones counted from the end (timm's out_indices).
+// - `output_stride`: an integer in 8..=32; default 32. 8, 16 or 32: dilate the last stages as timm's output_stride does (families that implement it).
+// - `dynamic_img_size`: true or false; default false. ViT-style models take any input size, position embeddings resampled per call as timm's dynamic_img_size=True.
+// - `input_size`: any text; default the config's input_size. HxW: build and preprocess at this size (position embeddings resampled once at load, like timm's img_size=).
+// - `max_params`: an integer >= 1; default 4000000000. largest parameter count a config.json may describe before it is refused (checked before anything is allocated).
+// - `graph`: one of auto, native, onnx; default auto. which graph runs: auto = the folder's model.onnx when present, else the native graph.
+// - `seed`: an integer >= 0; default 0. seed of the random weights of pretrained=false models.
+// - `use_test_size`: true or false; default false. preprocess at the config's test_input_size / test_crop_pct when it has them (timm's validate.py default).
+// - `weights_memory`: one of copy, map; default copy. copy: weights are read into memory ONNX Runtime owns, the files may change afterwards; map: zero-copy views of a shared mapping, the files must not change while the model lives.
+// - `cache_dir`: a non-empty path; default HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub. Hugging Face cache folder for hf-hub: specs.
+// - `offline`: true or false; default HF_HUB_OFFLINE. never use the network for hf-hub: specs.
+// - `endpoint`: an http:// or https:// URL; default HF_ENDPOINT or https://huggingface.co. Hugging Face endpoint URL.
+// - `token`: any text; default HF_TOKEN or the saved token file. Hugging Face access token; empty = none.
+// - `providers`: a comma list of tensorrt, cuda, cpu; default cpu. execution providers in priority order, cpu last; GPU providers need the onnxruntime-gpu runtime (docs/GPU.md).
+// - `device_id`: an integer in 0..=1023; default 0. CUDA device ordinal for cuda and tensorrt.
+// - `strict_providers`: true or false; default false. fail instead of falling back when a requested GPU provider cannot be used or nodes would run on the CPU.
+// - `cuda_mem_limit`: an integer >= 1; default no limit. CUDA provider memory arena limit in bytes.
+// - `cudnn_conv_algo_search`: one of exhaustive, heuristic, default; default exhaustive. how cuDNN picks convolution algorithms.
+// - `trt_fp16`: true or false; default false. let TensorRT run in float16.
+// - `trt_engine_cache_dir`: a non-empty path; default none: engines are rebuilt per process. folder for TensorRT engines and timing caches, kept per model, GPU and version.
+// - `trt_workspace_size`: an integer >= 1; default TensorRT's. TensorRT workspace limit in bytes.
+// - `max_batch`: an integer in 1..=4096; default 32. largest batch of the TensorRT optimisation profile.
+// - `export_external_data`: true or false; default false. exported ONNX files keep their weights in a `.data` file beside them (always so above 2 GB).
+// - `load_truncated_images`: true or false; default false. decode a JPEG file whose data ends early instead of refusing it (Pillow's ImageFile.LOAD_TRUNCATED_IMAGES).
+//
+// Values are checked here, so a mistake surfaces at the call that made it: an unknown key
+// or a bad value is `TIMM_ERR_INVALID_ARGUMENT`, and the message lists the known keys.
+// GPU options are described in docs/GPU.md. Not thread-safe on the same options object.
+enum TimmStatus timm_options_set(struct TimmOptions *options,
+                                 const char *key,
+                                 const char *value);
 
-// The library version, e.g. "0.1.0". Static; never NULL.
-const char *timm_version(void);
+// Sets a callback for download progress of `hf-hub:` models (NULL removes it). It is called
+// on the thread that runs `timm_create_model_with_options`, at least every MiB and at the end
+// of each file; `user_data` is passed back untouched and must stay valid while models are
+// created with these options. The callback must return normally (no longjmp, no exception).
+enum TimmStatus timm_options_set_progress(struct TimmOptions *options,
+                                          TimmProgressFn callback,
+                                          void *user_data);
 
-// The name of a status code, e.g. "TIMM_ERR_NOT_FOUND" ("TIMM_ERR_UNKNOWN" for a value that
-// is not a status; an int, so any value is safe to pass). Static; never NULL.
-const char *timm_status_name(int32_t status);
+// Releases options. NULL is a no-op; a double free is detected and ignored.
+void timm_options_free(struct TimmOptions *options);
 
 // The number of outputs `model` returns: 1 for logits and features, one per feature map for
 // `output=feature_maps`. 0 if `model` is NULL or not a live handle.
@@ -312,27 +369,16 @@ enum TimmStatus timm_model_feature_info(const struct TimmModel *model,
                                         uintptr_t *reduction,
                                         const char **module);
 
-// Writes the graph `model` runs (its native graph, or the folder's `model.onnx` with the
-// weights bound to it embedded) to `path` as a standard ONNX file (opset 17, no ONNX Runtime
-// contrib operators) that ONNX Runtime, TensorRT and OpenVINO read.
-//
-// The file has the model's output kind, a dynamic batch dimension (and dynamic height and
-// width for convolutional families), and `metadata_props` with timm's architecture
-// (`timm.architecture`), data config (`timm.data_config`, JSON), label names
-// (`timm.label_names`, JSON) and resolved config (`timm.config`). Weights are inside the file,
-// or in `<path>.data` beside it above 2 GB or with option `export_external_data=true`.
-// An existing file is overwritten. Thread-safe; the model may run meanwhile.
-enum TimmStatus timm_model_export_onnx(const struct TimmModel *model, const char *path);
+// This thread's last failure message, "" if none. The string stays valid until the next
+// failing call on the same thread; copy it to keep it. Never NULL.
+const char *timm_last_error(void);
 
-// Writes a Triton Inference Server model repository entry for `model`:
-// `<repository>/<name>/config.pbtxt` (onnxruntime backend, the input and outputs with their
-// dims, `max_batch_size` = `max_batch`, dynamic batching) and `<repository>/<name>/1/model.onnx`
-// (as `timm_model_export_onnx`). `max_batch` = 0 turns Triton's batching off (dims then include
-// the batch). `name` must be a folder name (letters, digits, `-`, `_`, `.`). Thread-safe.
-enum TimmStatus timm_model_export_triton(const struct TimmModel *model,
-                                         const char *repository,
-                                         const char *name,
-                                         uint32_t max_batch);
+// The library version, e.g. "0.1.0". Static; never NULL.
+const char *timm_version(void);
+
+// The name of a status code, e.g. "TIMM_ERR_NOT_FOUND" ("TIMM_ERR_UNKNOWN" for a value that
+// is not a status; an int, so any value is safe to pass). Static; never NULL.
+const char *timm_status_name(int32_t status);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -10,10 +10,11 @@ use crate::graph::{self, FeatureInfo, OutputKind, OutputShape, ParamSource};
 use crate::onnx;
 use crate::options::{GraphChoice, ModelOptions};
 use crate::preprocess::{self, CropMode, DataConfig, Interpolation, RgbImage};
-use crate::runtime::{sys, Keep, Session};
+use crate::runtime::session::Bound;
+use crate::runtime::{sys, Session};
 use crate::source::{hub, ModelFolder};
 use crate::spec::{self, Spec};
-use crate::weights::{self, DType, Weights, WeightsMode};
+use crate::weights::{DType, Weights, WeightsMode};
 
 /// Which graph a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +38,8 @@ pub struct Model {
     /// timm's `feature_info` of each output, for feature maps.
     feature_info: Vec<FeatureInfo>,
     feature_modules: Vec<CString>,
-    /// The deepest spatial size a native graph tracks: inputs it maps to nothing are too small.
-    min_input: Option<graph::spatial::Spatial>,
+    /// The spatial chains a native graph tracks: inputs one maps to nothing are too small.
+    min_input: graph::spatial::Fit,
     labels: Vec<Option<CString>>,
     descriptions: Vec<Option<CString>>,
     config_json: CString,
@@ -93,6 +94,8 @@ impl Model {
     pub fn from_folder(dir: &Path, pretrained: bool, options: &ModelOptions) -> Result<Model> {
         let folder = ModelFolder::open(dir)?;
         let config = ModelConfig::from_dir(dir)?;
+        // Resolved once; the graph, the session and preprocessing all take this size.
+        let data = data_config(&config, options)?;
         let native_known = graph::family_for(&config.architecture).is_some();
         let use_onnx = match options.graph {
             GraphChoice::Native => false,
@@ -116,11 +119,11 @@ impl Model {
                     graph::supported_list()
                 )));
             }
-            return Self::native(config, None, options);
+            return Self::native(config, data, None, options);
         }
         if use_onnx {
             let onnx_path = folder.onnx.clone().unwrap_or_default();
-            return Self::onnx(config, &folder, &onnx_path, options);
+            return Self::onnx(config, data, &folder, &onnx_path, options);
         }
         if !native_known {
             return Err(Error::unsupported(format!(
@@ -134,7 +137,7 @@ impl Model {
             folder.require_weights()?,
             options.weights_mode,
         )?);
-        Self::native(config, Some(weights), options)
+        Self::native(config, data, Some(weights), options)
     }
 
     /// A model with timm's default arguments for `arch` and seeded random weights.
@@ -152,24 +155,26 @@ impl Model {
             ))
         })?;
         let config = ModelConfig::parse(cfg_json.to_string().as_bytes())?;
-        Self::native(config, None, options)
+        let data = data_config(&config, options)?;
+        Self::native(config, data, None, options)
     }
 
     fn native(
         config: ModelConfig,
+        data: DataConfig,
         weights: Option<Arc<Weights>>,
         options: &ModelOptions,
     ) -> Result<Model> {
         // The graph takes what preprocessing produces: input_size, or test_input_size with
         // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
-        let size = data_config(&config, options)?.input_size;
+        let size = data.input_size;
         let source = match &weights {
             Some(w) => ParamSource::Weights(w),
             None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
         };
         let g = graph::build(&config, source, &request(options), (size[1], size[2]))?;
         let session =
-            Session::from_graph(&g, weights.as_deref(), &session_options(&config, options)?)?;
+            Session::from_graph(&g, weights.as_deref(), &session_options(&data, options))?;
         let outputs: Vec<OutputShape> = g.outputs.iter().map(|o| o.shape.clone()).collect();
         let output_dim = match &outputs[0] {
             OutputShape::Vector(d) => *d,
@@ -179,6 +184,7 @@ impl Model {
             session,
             weights.into_iter().collect(),
             config,
+            data,
             GraphKind::Native,
             options,
             output_dim,
@@ -196,6 +202,7 @@ impl Model {
 
     fn onnx(
         config: ModelConfig,
+        data: DataConfig,
         folder: &ModelFolder,
         path: &Path,
         options: &ModelOptions,
@@ -205,18 +212,17 @@ impl Model {
                 "options output=features and output=feature_maps need the native graph (model.onnx ends in the classifier); set option graph=native",
             ));
         }
-        let (file, _) = crate::files::open_regular(path, "cannot open", Error::invalid_model)?;
-        // SAFETY: read-only mapping used only while scanning below.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| Error::from_io(&e, "cannot map", path))?;
-        let info = onnx::scan(&map)?;
-        drop(map);
+        // Read once: scanned here, handed to ORT from memory, hashed for TensorRT's engine cache.
+        let (mut file, _) = crate::files::open_regular(path, "cannot open", Error::invalid_model)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|e| Error::from_io(&e, "cannot read", path))?;
+        let info = onnx::scan(&bytes)?;
 
         // Initializers whose data lives in a safetensors file are bound by name from it.
-        let mut bindings = Vec::new();
-        let mut keep = Keep::default();
         let mut opened: Vec<(String, Arc<Weights>)> = Vec::new();
         let mut external_checked: Vec<String> = Vec::new();
+        let mut wanted = Vec::new();
         for init in info.initializers.iter().filter(|i| i.external) {
             let Some(loc) = init.location.as_deref() else {
                 continue;
@@ -239,18 +245,27 @@ impl Model {
                     init.name
                 )));
             }
-            let w = match opened.iter().find(|(n, _)| n == loc) {
-                Some((_, w)) => w.clone(),
-                None => {
-                    let w = Arc::new(Weights::open(&folder.dir.join(loc), options.weights_mode)?);
-                    opened.push((loc.to_string(), w.clone()));
-                    w
-                }
-            };
-            bindings.push((init.name.clone(), bind_initializer(&w, init, &mut keep)?));
+            if !opened.iter().any(|(n, _)| n == loc) {
+                let w = Arc::new(Weights::open(&folder.dir.join(loc), options.weights_mode)?);
+                opened.push((loc.to_string(), w));
+            }
+            wanted.push((init, loc));
         }
-        let session =
-            Session::from_onnx_file(path, &session_options(&config, options)?, bindings, keep)?;
+        let bound = wanted
+            .into_iter()
+            .map(|(init, loc)| {
+                let w = opened.iter().find(|(n, _)| n == loc).map(|(_, w)| w);
+                bound_tensor(w.expect("opened above"), init)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let session = Session::from_onnx(
+            &bytes,
+            &info,
+            &folder.dir,
+            &session_options(&data, options),
+            &bound,
+        )?;
+        drop(bound);
         // In copy mode ORT owns every byte now; only mapped weights must outlive the session.
         let weights = opened
             .into_iter()
@@ -262,6 +277,7 @@ impl Model {
             session,
             weights,
             config,
+            data,
             GraphKind::Onnx,
             options,
             num_classes,
@@ -274,11 +290,11 @@ impl Model {
         session: Session,
         weights: Vec<Arc<Weights>>,
         config: ModelConfig,
+        data_config: DataConfig,
         graph_kind: GraphKind,
         options: &ModelOptions,
         output_dim: usize,
     ) -> Result<Model> {
-        let data_config = data_config(&config, options)?;
         let [c, h, w] = data_config.input_size;
         let sd = &session.input_dims;
         let dim = |i: usize| {
@@ -335,7 +351,7 @@ impl Model {
             outputs: vec![OutputShape::Vector(output_dim)],
             feature_info: Vec::new(),
             feature_modules: Vec::new(),
-            min_input: None,
+            min_input: Default::default(),
             labels,
             descriptions,
             config_json,
@@ -542,16 +558,9 @@ impl Model {
     }
 
     fn too_small(&self, h: usize, w: usize) -> Error {
-        let least = |f: &dyn Fn(usize) -> bool| (1..=8192).find(|&n| f(n)).unwrap_or(8192);
-        let (mh, mw) = match &self.min_input {
-            Some(s) => (
-                least(&|n| s.eval(n).is_some()),
-                least(&|n| s.eval(n).is_some()),
-            ),
-            None => (1, 1),
-        };
+        let least = self.min_input.least();
         Error::invalid_argument(format!(
-            "input {h}x{w} is too small for this model: it needs at least {mh}x{mw}"
+            "input {h}x{w} is too small for this model: it needs at least {least}x{least}"
         ))
     }
 
@@ -599,25 +608,18 @@ impl Model {
                 "input has {len} floats but shape {shape:?} needs {total}"
             )));
         }
-        if let Some(sp) = &self.min_input {
-            let (h, w) = (shape[2] as usize, shape[3] as usize);
-            if sp.eval(h).is_none() || sp.eval(w).is_none() {
-                return Err(self.too_small(h, w));
-            }
+        let (h, w) = (shape[2] as usize, shape[3] as usize);
+        if !self.min_input.fits(h) || !self.min_input.fits(w) {
+            return Err(self.too_small(h, w));
         }
         Ok(shape[0] as usize)
     }
 }
 
-/// A tensor for one stripped ONNX initializer, checked against its declared dims and type: a
-/// view of the mapping in map mode, else read (converted when the file stores another float
-/// type) into a buffer kept in `keep` — ORT's AddExternalInitializers only takes memory the
-/// caller owns.
-fn bind_initializer(
-    w: &Weights,
-    init: &onnx::Initializer,
-    keep: &mut Keep,
-) -> Result<sys::OwnedValue> {
+/// The safetensors tensor for one stripped ONNX initializer, checked against its declared dims
+/// and type; `runtime::values` turns it into the value (a view in map mode, else one copy,
+/// converted when the file stores another float type).
+fn bound_tensor<'w>(w: &'w Weights, init: &onnx::Initializer) -> Result<Bound<'w>> {
     let info = w.get(&init.name).ok_or_else(|| {
         Error::invalid_model(format!(
             "model.onnx needs initializer `{}` from {}, which has no such tensor",
@@ -635,11 +637,11 @@ fn bind_initializer(
             init.dims
         )));
     }
-    let (elem, same) = match (init.data_type, info.dtype) {
-        (onnx::FLOAT, DType::F32) => (sys::F32, true),
-        (onnx::FLOAT16, DType::F16) => (sys::F16, true),
-        (onnx::BFLOAT16, DType::BF16) => (sys::BF16, true),
-        (onnx::FLOAT, d) if d.is_float() || d == DType::F64 => (sys::F32, false),
+    let elem = match (init.data_type, info.dtype) {
+        (onnx::FLOAT, DType::F32) => sys::F32,
+        (onnx::FLOAT16, DType::F16) => sys::F16,
+        (onnx::BFLOAT16, DType::BF16) => sys::BF16,
+        (onnx::FLOAT, d) if d.is_float() || d == DType::F64 => sys::F32,
         (t, d) => {
             return Err(Error::invalid_model(format!(
             "weight `{}` is {d:?} in the safetensors file but model.onnx declares ONNX type {t}",
@@ -647,35 +649,13 @@ fn bind_initializer(
         )))
         }
     };
-    if same {
-        if let Some(b) = w
-            .mapped(info)
-            .filter(|b| (b.as_ptr() as usize).is_multiple_of(info.dtype.size()))
-        {
-            // SAFETY: the mapping is kept alive by the model for the session's lifetime.
-            return unsafe { sys::tensor_over(b.as_ptr(), b.len(), &dims, elem) };
-        }
-    }
-    let raw = w.bytes(info)?;
-    let converted;
-    let bytes: &[u8] = if same {
-        &raw
-    } else {
-        let f =
-            weights::to_f32(&raw, info.dtype).ok_or_else(|| Error::internal("float conversion"))?;
-        converted = f.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        &converted
-    };
-    // 8-byte aligned storage for any element type.
-    let mut buf = vec![0u64; bytes.len().div_ceil(8)];
-    // SAFETY: buf holds at least bytes.len() bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.as_mut_ptr() as *mut u8, bytes.len())
-    };
-    // SAFETY: moving the Vec into `keep` does not move its heap buffer; `keep` is dropped after the session.
-    let value = unsafe { sys::tensor_over(buf.as_ptr() as *const u8, bytes.len(), &dims, elem)? };
-    keep.buffers.push(buf);
-    Ok(value)
+    Ok(Bound {
+        name: init.name.clone(),
+        weights: w,
+        info,
+        dims,
+        elem,
+    })
 }
 
 /// The `k` largest entries of `logits` with their softmax probabilities (ties: lower index first).
@@ -709,13 +689,10 @@ pub(crate) fn request(options: &ModelOptions) -> graph::Request {
 }
 
 /// Session options plus the image size the model will be fed (TensorRT's profile shapes).
-fn session_options(
-    config: &ModelConfig,
-    options: &ModelOptions,
-) -> Result<crate::runtime::SessionOptions> {
+fn session_options(data: &DataConfig, options: &ModelOptions) -> crate::runtime::SessionOptions {
     let mut s = options.session.clone();
-    s.image_chw = Some(data_config(config, options)?.input_size);
-    Ok(s)
+    s.image_chw = Some(data.input_size);
+    s
 }
 
 /// timm's `resolve_data_config` for the model's pretrained cfg (at option `input_size` when set).

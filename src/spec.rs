@@ -64,6 +64,11 @@ pub fn parse(spec: &str) -> Result<Spec> {
             };
         }
     }
+    if looks_like_path(spec) {
+        return Err(Error::invalid_argument(format!(
+            "model spec `{spec}` looks like a path but has no prefix: write `local:{spec}` for a folder on disk"
+        )));
+    }
     if spec.contains(['/', '\\', ':']) {
         return Err(Error::invalid_argument(format!(
             "model spec `{spec}` looks like a path or a repository but has no prefix: \
@@ -71,6 +76,15 @@ pub fn parse(spec: &str) -> Result<Spec> {
         )));
     }
     parse_name(spec)
+}
+
+/// A spec no Hugging Face repository can be: absolute, home- or dot-relative, a Windows path, or
+/// more than `org/name`. Only `local:` is suggested for it.
+fn looks_like_path(spec: &str) -> bool {
+    spec.starts_with(['/', '~', '.', '\\'])
+        || spec.contains('\\')
+        || spec.as_bytes().get(1) == Some(&b':')
+        || spec.matches('/').count() > 1
 }
 
 fn parse_hub(spec: &str, rest: &str) -> Result<Spec> {
@@ -160,6 +174,24 @@ mod tests {
     use crate::error::TimmStatus;
 
     #[test]
+    fn bare_paths_suggest_only_local() {
+        for spec in [
+            "/abs/path",
+            "./rel",
+            "../up/m",
+            "~/models/m",
+            "a/b/c",
+            "C:\\x",
+        ] {
+            let e = parse(spec).unwrap_err();
+            assert!(e.message().contains(&format!("local:{spec}")), "{e}");
+            assert!(!e.message().contains("hf-hub:"), "{e}");
+        }
+        let e = parse("timm/resnet50").unwrap_err();
+        assert!(e.message().contains("hf-hub:timm/resnet50"), "{e}");
+    }
+
+    #[test]
     fn local_and_local_dir_are_the_same_source() {
         assert_eq!(parse("local:/m/r50").unwrap(), Spec::Local("/m/r50".into()));
         assert_eq!(
@@ -233,7 +265,7 @@ mod tests {
 
     #[test]
     fn bare_names_with_separators_suggest_prefixes() {
-        for s in ["timm/resnet50", "models\\r50", "/abs/path"] {
+        for s in ["timm/resnet50", "org/name.tag"] {
             let e = parse(s).unwrap_err();
             assert!(
                 e.message().contains("local:") && e.message().contains("hf-hub:"),

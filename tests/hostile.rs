@@ -743,6 +743,8 @@ fn folder_cases() -> Vec<Case> {
                 "pytorch_model.bin",
                 "never unpickles",
                 "safetensors.torch.save_file",
+                // written into the model folder, not the shell's directory
+                "/model.safetensors')",
             ],
         ));
         cases.push(case(
@@ -818,12 +820,14 @@ fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 fn create_raw(spec: &[u8]) -> Result<(), CError> {
     init_runtime();
     let s = CString::new(spec).unwrap();
-    let m = timm_create_model(s.as_ptr(), true);
-    if m.is_null() {
-        let message = last_error();
+    // A stale value in `out` must be overwritten with NULL on failure.
+    let mut m = std::ptr::NonNull::<TimmModel>::dangling().as_ptr();
+    let status = timm_model_create(s.as_ptr(), true, std::ptr::null(), &mut m);
+    if status != TIMM_OK {
+        assert!(m.is_null(), "*out is not NULL after {status:?}");
         Err(CError {
-            status: status_from_message(&message),
-            message,
+            status,
+            message: last_error(),
         })
     } else {
         timm_free(m);
@@ -840,11 +844,24 @@ fn spec_cases() -> Vec<Case> {
     let mut cases = vec![
         case("spec: NULL", arg, &["`spec` is NULL"], || {
             init_runtime();
+            // The NULL-returning wrapper keeps working beside the status-returning constructor.
             assert!(timm_create_model(std::ptr::null(), true).is_null());
-            let message = last_error();
+            let mut m = std::ptr::null_mut();
+            let status = timm_model_create(std::ptr::null(), true, std::ptr::null(), &mut m);
+            assert!(m.is_null());
             Err(CError {
-                status: status_from_message(&message),
-                message,
+                status,
+                message: last_error(),
+            })
+        }),
+        case("spec: NULL out", arg, &["`out` is NULL"], || {
+            init_runtime();
+            let s = CString::new("resnet18").unwrap();
+            let status =
+                timm_model_create(s.as_ptr(), false, std::ptr::null(), std::ptr::null_mut());
+            Err(CError {
+                status,
+                message: last_error(),
             })
         }),
         spec_case("spec: empty", String::new(), arg, &["empty model spec"]),

@@ -281,3 +281,121 @@ fn unsupported_variants_and_arguments_are_refused_by_name() {
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("ECA"), "{}", e.message);
 }
+
+/// The fixtures the generator made `features_only` references for.
+fn feature_map_fixtures() -> Vec<Fixture> {
+    let v: Vec<Fixture> = fixtures_of_family("resnet")
+        .into_iter()
+        .filter(|f| !feature_map_refs(f).is_empty())
+        .collect();
+    assert!(v.len() >= 4, "only {} resnet feature-map fixtures", v.len());
+    v
+}
+
+#[test]
+fn feature_maps_match_timms_features_only() {
+    // Default out_indices, chosen and negative ones, output_stride 8/16 (over model_args too),
+    // inputs of other sizes: maps, shapes and feature_info as timm gives them.
+    let mut checked = 0;
+    for f in feature_map_fixtures() {
+        checked += check_feature_maps(&f, TOL);
+    }
+    assert!(checked >= 10, "only {checked} feature-map references");
+}
+
+#[test]
+fn feature_info_is_timms_act1_and_layer1_to_4() {
+    let m = CModel::create("resnet50", false, &[("output", "feature_maps")]).unwrap();
+    let info = m.feature_info();
+    let want: Vec<(usize, usize, String)> = [
+        (64, 2, "act1"),
+        (256, 4, "layer1"),
+        (512, 8, "layer2"),
+        (1024, 16, "layer3"),
+        (2048, 32, "layer4"),
+    ]
+    .into_iter()
+    .map(|(c, r, n)| (c, r, n.to_string()))
+    .collect();
+    assert_eq!(info, want);
+    // Dilated stages keep their reduction at the output stride, as timm's feature_info does.
+    let m = CModel::create(
+        "resnet50",
+        false,
+        &[("output", "feature_maps"), ("output_stride", "8")],
+    )
+    .unwrap();
+    let reductions: Vec<usize> = m.feature_info().iter().map(|i| i.1).collect();
+    assert_eq!(reductions, [2, 4, 8, 8, 8]);
+    assert_eq!(
+        m.output_shape(4, &[1, 3, 64, 80]).unwrap(),
+        [1, 2048, 8, 10]
+    );
+}
+
+#[test]
+fn out_of_range_feature_indices_are_invalid_arguments() {
+    let f = fixture("resnet18-tiny");
+    for idx in ["5", "-6", "0,7"] {
+        let e = CModel::create(
+            &f.spec("native"),
+            true,
+            &[("output", "feature_maps"), ("out_indices", idx)],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("out_indices {idx} must fail"));
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        assert!(e.message.contains("out_indices"), "{}", e.message);
+    }
+}
+
+#[test]
+fn output_strides_other_than_8_16_32_are_refused() {
+    let f = fixture("resnet18-tiny");
+    for os in ["4", "12", "64"] {
+        let e = CModel::create(
+            &f.spec("native"),
+            true,
+            &[("output", "feature_maps"), ("output_stride", os)],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("output_stride {os} must fail"));
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        assert!(e.message.contains("output_stride"), "{}", e.message);
+    }
+}
+
+#[test]
+fn inputs_too_small_for_the_anti_aliasing_pools_are_refused() {
+    // Floor-mode AvgPool2d(2) after the stem and in stages 2-4: 30 -> 15 -> 7 -> 3 -> 1 -> 0,
+    // while 31 -> 16 -> 8 -> 4 -> 2 -> 1 still works.
+    let f = fixture("seresnextaa-tiny");
+    for output in ["feature_maps", "logits"] {
+        let m = CModel::create(&f.spec("native"), true, &[("output", output)]).unwrap();
+        let e = m
+            .output_shape(0, &[1, 3, 30, 30])
+            .expect_err("30x30 must be too small");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        assert!(e.message.contains("at least 31x31"), "{}", e.message);
+        let e = m
+            .infer_outputs(&[0.5; 3 * 30 * 40], &[1, 3, 30, 40])
+            .unwrap_err();
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+        assert!(e.message.contains("too small"), "{}", e.message);
+        let out = m
+            .infer_outputs(&[0.5; 3 * 31 * 31], &[1, 3, 31, 31])
+            .unwrap();
+        assert!(out.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
+    }
+}
+
+#[test]
+fn logits_take_any_input_size() {
+    // A convnet: the same weights at another size give timm's size-independent head width.
+    let f = fixture("resnet50d-tiny-f16");
+    let m = CModel::create(&f.spec("native"), true, &[("graph", "native")]).unwrap();
+    let input = vec![0.25f32; 3 * 45 * 61];
+    let out = m.infer(&input, &[1, 3, 45, 61]).unwrap();
+    assert_eq!(out.len(), m.output_dim());
+    assert!(out.iter().all(|v| v.is_finite()));
+}

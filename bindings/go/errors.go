@@ -5,10 +5,7 @@ package timm
 */
 import "C"
 
-import (
-	"errors"
-	"strings"
-)
+import "errors"
 
 // Status is a libtimm status code (TimmStatus in timm.h).
 type Status int
@@ -63,17 +60,6 @@ var (
 
 // ErrClosed is returned by every method of a Model after Close.
 var ErrClosed = errors.New("timm: model is closed")
-
-// statusFromMessage reads the status from the "STATUS_NAME: " prefix of a message, for C
-// functions that return NULL instead of a status.
-func statusFromMessage(msg string) Status {
-	for s := StatusInvalidArgument; s <= StatusInternal; s++ {
-		if strings.HasPrefix(msg, s.String()+":") {
-			return s
-		}
-	}
-	return StatusInternal
-}
 
 func invalidArgument(msg string) error {
 	return &Error{Status: StatusInvalidArgument, Message: StatusInvalidArgument.String() + ": " + msg}

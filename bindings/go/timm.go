@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/cgo"
-	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -33,11 +32,7 @@ func Version() string { return C.GoString(C.timm_version()) }
 // lastError builds the error for a failed call. It must run on the OS thread of that call,
 // because timm_last_error() is per thread: callers hold runtime.LockOSThread across both.
 func lastError(status Status) error {
-	msg := C.GoString(C.timm_last_error())
-	if status == StatusOK {
-		status = statusFromMessage(msg)
-	}
-	return &Error{Status: status, Message: msg}
+	return &Error{Status: status, Message: C.GoString(C.timm_last_error())}
 }
 
 // call runs one fallible C call and reads its message on the same OS thread (a goroutine may
@@ -65,43 +60,14 @@ func WithOption(key, value string) Option {
 	return func(c *config) { c.entries = append(c.entries, [2]string{key, value}) }
 }
 
-// WithThreads sets ONNX Runtime's threads inside one operator (0: one per physical core).
-func WithThreads(n int) Option { return WithOption("intra_op_threads", strconv.Itoa(n)) }
+// WithThreads is WithIntraOpThreads: ONNX Runtime's threads inside one operator (0: one per
+// physical core). The other With* helpers, one per option, are in options.go.
+func WithThreads(n int) Option { return WithIntraOpThreads(n) }
 
-// WithInterOpThreads sets ONNX Runtime's threads across operators (0: default).
-func WithInterOpThreads(n int) Option { return WithOption("inter_op_threads", strconv.Itoa(n)) }
-
-// WithGraphOptimization sets the level: "disable", "basic", "extended" or "all" (default).
-func WithGraphOptimization(level string) Option {
-	return WithOption("graph_optimization_level", level)
+// WithGraphOptimization is WithGraphOptimizationLevel.
+func WithGraphOptimization(level GraphOptimizationLevel) Option {
+	return WithGraphOptimizationLevel(level)
 }
-
-// WithORTLibrary loads ONNX Runtime from this file (one runtime serves the whole process).
-func WithORTLibrary(path string) Option { return WithOption("ort_library", path) }
-
-// WithOutput chooses what Infer returns: "logits" (default) or "features" (pooled features).
-func WithOutput(kind string) Option { return WithOption("output", kind) }
-
-// WithGraph chooses the graph: "auto" (default), "native" or "onnx".
-func WithGraph(graph string) Option { return WithOption("graph", graph) }
-
-// WithSeed seeds random initialisation when pretrained is false.
-func WithSeed(seed uint64) Option { return WithOption("seed", strconv.FormatUint(seed, 10)) }
-
-// WithUseTestSize uses the config's test_input_size / test_crop_pct when it has them.
-func WithUseTestSize(on bool) Option { return WithOption("use_test_size", strconv.FormatBool(on)) }
-
-// WithCacheDir sets the Hugging Face cache folder for hf-hub: specs.
-func WithCacheDir(dir string) Option { return WithOption("cache_dir", dir) }
-
-// WithOffline forbids (or allows) network use for hf-hub: specs.
-func WithOffline(on bool) Option { return WithOption("offline", strconv.FormatBool(on)) }
-
-// WithEndpoint sets the Hugging Face endpoint URL.
-func WithEndpoint(url string) Option { return WithOption("endpoint", url) }
-
-// WithToken sets the Hugging Face access token ("" for none).
-func WithToken(token string) Option { return WithOption("token", token) }
 
 // WithProgress calls fn with the bytes done and total of each file downloaded for an hf-hub:
 // spec, on the goroutine running CreateModel.
@@ -129,7 +95,7 @@ type Model struct {
 }
 
 // CreateModel loads a model: spec is "local:<folder>", "hf-hub:org/name[@revision]" or a timm
-// name (see timm_create_model in timm.h).
+// name (see timm_model_create in timm.h).
 func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 	var cfg config
 	for _, o := range opts {
@@ -161,7 +127,7 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 		}
 	}
 	if cfg.progress != nil {
-		// Only used during timm_create_model_with_options below, which copies the options.
+		// Only used during timm_model_create below, which copies the options.
 		h := cgo.NewHandle(cfg.progress)
 		defer h.Delete()
 		if err := call(func() Status { return Status(C.timm_go_set_progress(copts, C.uintptr_t(h))) }); err != nil {
@@ -171,14 +137,8 @@ func CreateModel(spec string, pretrained bool, opts ...Option) (*Model, error) {
 
 	cspec := C.CString(spec)
 	defer C.free(unsafe.Pointer(cspec))
-	runtime.LockOSThread()
-	h := C.timm_create_model_with_options(cspec, C.bool(pretrained), copts)
-	var err error
-	if h == nil {
-		err = lastError(StatusOK) // status from the message prefix
-	}
-	runtime.UnlockOSThread()
-	if err != nil {
+	var h *C.TimmModel
+	if err := call(func() Status { return Status(C.timm_model_create(cspec, C.bool(pretrained), copts, &h)) }); err != nil {
 		return nil, err
 	}
 
@@ -319,4 +279,125 @@ func elements(shape []int64) (int, bool) {
 		n *= d
 	}
 	return int(n), true
+}
+
+// Tensor is one output of InferOutputs: row-major data and its shape (NCHW for a feature map).
+type Tensor struct {
+	Shape []int64
+	Data  []float32
+}
+
+// FeatureInfo is timm's feature_info of one feature map (WithOutput(OutputFeatureMaps)).
+type FeatureInfo struct {
+	Channels  int
+	Reduction int    // the map's input stride
+	Module    string // timm's module name: layer2, stages.1, blocks.11, ...
+}
+
+// OutputCount is the number of outputs: 1 for logits and features, one per feature map.
+func (m *Model) OutputCount() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return 0
+	}
+	return int(C.timm_model_output_count(m.h))
+}
+
+// OutputShape is the shape output i has for an input of inputShape (NCHW).
+func (m *Model) OutputShape(i int, inputShape []int64) ([]int64, error) {
+	if i < 0 || len(inputShape) == 0 {
+		return nil, invalidArgument(fmt.Sprintf("output %d of input shape %v", i, inputShape))
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return nil, ErrClosed
+	}
+	return m.outputShape(i, inputShape)
+}
+
+// outputShape needs m.mu read-held.
+func (m *Model) outputShape(i int, inputShape []int64) ([]int64, error) {
+	var dims [8]C.int64_t
+	var ndim C.size_t
+	err := call(func() Status {
+		return Status(C.timm_model_output_shape(m.h, C.size_t(i), (*C.int64_t)(unsafe.Pointer(&inputShape[0])),
+			C.size_t(len(inputShape)), &dims[0], C.size_t(len(dims)), &ndim))
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, int(ndim))
+	for j := range out {
+		out[j] = int64(dims[j])
+	}
+	return out, nil
+}
+
+// InferOutputs runs a batch and returns every output, shaped: the feature maps of a model
+// created with WithOutput(OutputFeatureMaps), or the single logits/features tensor. Safe for
+// concurrent use.
+func (m *Model) InferOutputs(input []float32, shape []int64) ([]Tensor, error) {
+	n, ok := elements(shape)
+	if !ok || n == 0 {
+		return nil, invalidArgument(fmt.Sprintf("input shape %v is not a valid NCHW shape", shape))
+	}
+	if n != len(input) {
+		return nil, invalidArgument(fmt.Sprintf("input has %d floats but shape %v needs %d", len(input), shape, n))
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return nil, ErrClosed
+	}
+	count := int(C.timm_model_output_count(m.h))
+	outs := make([]Tensor, count)
+	// The pointer array is Go memory holding Go pointers: each one must be pinned.
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	ptrs := make([]*C.float, count)
+	lens := make([]C.size_t, count)
+	for i := range outs {
+		s, err := m.outputShape(i, shape)
+		if err != nil {
+			return nil, err
+		}
+		size, ok := elements(s)
+		if !ok || size == 0 {
+			return nil, invalidArgument(fmt.Sprintf("output %d has shape %v", i, s))
+		}
+		outs[i] = Tensor{Shape: s, Data: make([]float32, size)}
+		pin.Pin(&outs[i].Data[0])
+		ptrs[i] = (*C.float)(unsafe.Pointer(&outs[i].Data[0]))
+		lens[i] = C.size_t(size)
+	}
+	err := call(func() Status {
+		return Status(C.timm_infer_outputs(m.h, (*C.float)(unsafe.Pointer(&input[0])),
+			(*C.int64_t)(unsafe.Pointer(&shape[0])), C.size_t(len(shape)), &ptrs[0], &lens[0], C.size_t(count)))
+	})
+	runtime.KeepAlive(input)
+	if err != nil {
+		return nil, err
+	}
+	return outs, nil
+}
+
+// FeatureInfo is timm's feature_info of each output (empty unless the model returns feature maps).
+func (m *Model) FeatureInfo() ([]FeatureInfo, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.h == nil {
+		return nil, ErrClosed
+	}
+	var out []FeatureInfo
+	for i := 0; i < int(C.timm_model_output_count(m.h)); i++ {
+		var ch, red C.size_t
+		var module *C.char
+		if Status(C.timm_model_feature_info(m.h, C.size_t(i), &ch, &red, &module)) != StatusOK {
+			return nil, nil
+		}
+		out = append(out, FeatureInfo{Channels: int(ch), Reduction: int(red), Module: C.GoString(module)})
+	}
+	return out, nil
 }

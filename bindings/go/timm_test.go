@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -325,7 +326,8 @@ func TestOptionsReachTheLibrary(t *testing.T) {
 	if !errors.Is(err, timm.ErrInvalidArgument) {
 		t.Fatalf("other ort_library: %v, want ErrInvalidArgument", err)
 	}
-	m := mustCreate(t, f.spec(t), timm.WithGraph("onnx"), timm.WithGraphOptimization("basic"),
+	m := mustCreate(t, f.spec(t), timm.WithGraph(timm.GraphONNX), timm.WithGraphOptimizationLevel(timm.GraphOptimizationLevelBasic),
+		timm.WithWeightsMemory(timm.WeightsMemoryCopy), timm.WithProviders(timm.ProviderCPU),
 		timm.WithThreads(1), timm.WithInterOpThreads(1), timm.WithProgress(func(done, total uint64) {
 			t.Errorf("progress called for a local folder (%d/%d)", done, total)
 		}))
@@ -424,5 +426,96 @@ func TestCloseWhileInferring(t *testing.T) {
 	t.Logf("%d infers completed, %d refused with ErrClosed", completed.Load(), refused.Load())
 	if _, err := m.Infer(r.input, r.inputShape); !errors.Is(err, timm.ErrClosed) {
 		t.Fatalf("after Close: %v, want ErrClosed", err)
+	}
+}
+
+// featureMapRef is one features_only reference of a fixture's meta.json.
+type featureMapRef struct {
+	Kwargs  map[string]any `json:"kwargs"`
+	Input   *string        `json:"input"`
+	Outputs []struct {
+		File  string  `json:"file"`
+		Shape []int64 `json:"shape"`
+	} `json:"outputs"`
+	FeatureInfo []struct {
+		NumChs    int    `json:"num_chs"`
+		Reduction int    `json:"reduction"`
+		Module    string `json:"module"`
+	} `json:"feature_info"`
+}
+
+func TestInferOutputsMatchesTimmFeaturesOnly(t *testing.T) {
+	var index struct {
+		Fixtures []fixture `json:"fixtures"`
+	}
+	data, err := os.ReadFile(filepath.Join(fixturesDir(t), "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &index); err != nil {
+		t.Fatal(err)
+	}
+	var f fixture
+	for _, c := range index.Fixtures {
+		if c.Name == "convnext_atto-small" {
+			f = c
+		}
+	}
+	if f.Name == "" {
+		t.Fatal("no convnext_atto-small fixture")
+	}
+	dir := filepath.Join(fixturesDir(t), f.Reference)
+	var meta struct {
+		FeatureMaps []featureMapRef `json:"feature_maps"`
+	}
+	data, err = os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &meta); err != nil {
+		t.Fatal(err)
+	}
+	// The first reference: timm's default out_indices on the fixture's own input.
+	want := meta.FeatureMaps[0]
+	if len(want.Kwargs) != 0 || want.Input != nil {
+		t.Fatalf("the first reference should use the defaults: %+v", want.Kwargs)
+	}
+	r := f.reference(t)
+	m := mustCreate(t, f.spec(t), timm.WithOutput(timm.OutputFeatureMaps))
+	if got := m.OutputCount(); got != len(want.Outputs) {
+		t.Fatalf("OutputCount = %d, want %d", got, len(want.Outputs))
+	}
+	info, err := m.FeatureInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, fi := range info {
+		w := want.FeatureInfo[i]
+		if fi.Channels != w.NumChs || fi.Reduction != w.Reduction || fi.Module != w.Module {
+			t.Errorf("feature_info[%d] = %+v, timm's %+v", i, fi, w)
+		}
+	}
+	maps, err := m.InferOutputs(r.input, r.inputShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, got := range maps {
+		ref := readF32(t, filepath.Join(dir, want.Outputs[i].File))
+		if fmt.Sprint(got.Shape) != fmt.Sprint(want.Outputs[i].Shape) {
+			t.Errorf("map %d shape %v, timm's %v", i, got.Shape, want.Outputs[i].Shape)
+			continue
+		}
+		scale := 1e-12
+		for _, v := range ref {
+			scale = math.Max(scale, math.Abs(float64(v)))
+		}
+		if d := maxAbsDiff(t, got.Data, ref) / scale; d > 1e-4 {
+			t.Errorf("map %d differs from timm by %g (relative)", i, d)
+		}
+	}
+	// Infer refuses a model with several outputs and names InferOutputs' C call.
+	if _, err := m.Infer(r.input, r.inputShape); !errors.Is(err, timm.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "timm_infer_outputs") {
+		t.Errorf("Infer on a feature-map model: %v", err)
 	}
 }

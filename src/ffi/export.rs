@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::boundary::{guard_status, str_arg};
-use super::{model_arg, TimmModel};
+use super::model::{model_arg, TimmModel};
 use crate::error::{Error, Result, TimmStatus};
 use crate::export;
 

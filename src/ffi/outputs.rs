@@ -4,7 +4,7 @@
 use std::os::raw::c_char;
 
 use super::boundary::{guard, guard_status};
-use super::{input_slice, model_arg, TimmModel, MAX_NDIM};
+use super::model::{input_slice, model_arg, TimmModel, MAX_NDIM};
 use crate::error::{Error, TimmStatus};
 
 /// The number of outputs `model` returns: 1 for logits and features, one per feature map for

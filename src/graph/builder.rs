@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use super::budget::Budget;
-use super::spatial::{Spatial, Step};
+use super::spatial::{Fit, Spatial, Step};
 use super::{rng, Attr, FeatureInfo, InitData, Initializer, Node, Request, Value};
 use crate::error::{Error, Result};
 use crate::weights::{DType, Weights};
@@ -62,8 +62,8 @@ pub struct Builder<'w> {
     pub(crate) taps: Vec<Tap>,
     pub(crate) default_out_indices: Option<Vec<i64>>,
     spatial: HashMap<Value, Spatial>,
-    /// The most reduced spatial size seen: an input it maps to nothing is too small.
-    pub(crate) deepest: Option<Spatial>,
+    /// Every spatial chain recorded: an input one of them maps to nothing is too small.
+    pub(crate) fit: Fit,
     pub(crate) budget: Budget,
     request: Request,
     /// Request fields the family read; one it never read is refused as unsupported.
@@ -123,7 +123,7 @@ impl<'w> Builder<'w> {
             taps: Vec::new(),
             default_out_indices: None,
             spatial,
-            deepest: None,
+            fit: Fit::default(),
             budget,
             request,
             consumed: HashSet::new(),
@@ -455,13 +455,7 @@ impl<'w> Builder<'w> {
                 )))
             }
         }
-        if self
-            .deepest
-            .as_ref()
-            .is_none_or(|d| s.reduction() >= d.reduction())
-        {
-            self.deepest = Some(s.clone());
-        }
+        self.fit.push(s.clone());
         self.spatial.insert(y.clone(), s);
         Ok(())
     }

@@ -14,7 +14,6 @@ pub mod budget;
 pub mod builder;
 pub mod families;
 pub mod layers;
-pub mod legacy;
 pub mod rng;
 pub mod spatial;
 pub mod tables;
@@ -171,8 +170,8 @@ pub struct Graph {
     pub feature_info: Vec<FeatureInfo>,
     /// Parameters in the graph (the budget's count).
     pub params: u64,
-    /// The deepest spatial size the graph tracks, to refuse inputs that are too small.
-    pub min_input: Option<Spatial>,
+    /// The spatial chains the graph tracks, to refuse inputs that are too small.
+    pub min_input: spatial::Fit,
 }
 
 /// A family of timm architectures built natively: one per timm model module.
@@ -358,7 +357,7 @@ fn finish(b: Builder, outputs: Vec<(Value, OutputShape)>, feature_info: Vec<Feat
     let input_name = b.input().name().to_string();
     let input_chw = b.input_chw();
     let params = b.budget.params;
-    let min_input = b.deepest.clone();
+    let min_input = b.fit.clone();
     let mut nodes = b.nodes;
     let mut graph_outputs = Vec::new();
     for (i, (v, shape)) in outputs.into_iter().enumerate() {

@@ -166,3 +166,23 @@ mod tests {
         assert_eq!(Spatial::input().then(p).eval(8), None);
     }
 }
+
+/// Every spatial chain a graph tracks: an input side fits when none of them maps it to nothing
+/// (the shortcut and the branch of a block can shrink differently).
+#[derive(Debug, Clone, Default)]
+pub struct Fit(Vec<Spatial>);
+
+impl Fit {
+    pub fn push(&mut self, s: Spatial) {
+        self.0.push(s);
+    }
+
+    pub fn fits(&self, n: usize) -> bool {
+        self.0.iter().all(|s| s.eval(n).is_some())
+    }
+
+    /// The smallest side that fits (up to 8192).
+    pub fn least(&self) -> usize {
+        (1..=8192).find(|&n| self.fits(n)).unwrap_or(8192)
+    }
+}

@@ -19,8 +19,14 @@ pub struct BnStats {
 impl BnStats {
     /// Reads `weight`, `bias`, `running_mean`, `running_var` of the current scope.
     pub fn read(b: &mut Builder, ch: usize, eps: f32) -> Result<Self> {
+        Self::read_init(b, ch, eps, Init::Ones)
+    }
+
+    /// [`BnStats::read`] with the weight initialised by `weight_init` when there are no weights
+    /// (timm's `zero_init_last` zeroes the last BatchNorm of each residual branch).
+    pub fn read_init(b: &mut Builder, ch: usize, eps: f32, weight_init: Init) -> Result<Self> {
         Ok(BnStats {
-            weight: b.read("weight", &[ch], Init::Ones)?,
+            weight: b.read("weight", &[ch], weight_init)?,
             bias: b.read("bias", &[ch], Init::Zeros)?,
             mean: b.read("running_mean", &[ch], Init::Zeros)?,
             var: b.read("running_var", &[ch], Init::Ones)?,

@@ -71,6 +71,7 @@ pub struct DeviceIo {
 // SAFETY: allocators from CreateAllocator are thread-safe (ORT's arena locks); the pool is
 // behind a mutex; the CUDA functions are thread-safe.
 unsafe impl Send for DeviceIo {}
+// SAFETY: as for Send above.
 unsafe impl Sync for DeviceIo {}
 
 impl Drop for DeviceIo {
@@ -113,6 +114,7 @@ impl DeviceIo {
         sys::check(unsafe {
             (api.SessionGetMemoryInfoForInputs)(session.ptr(), in_info.as_mut_ptr(), 1)
         })?;
+        // SAFETY: a live session; `in_info` has room for its one input.
         sys::check(unsafe {
             (api.SessionGetMemoryInfoForOutputs)(session.ptr(), out_info.as_mut_ptr(), n_out)
         })?;
@@ -148,6 +150,7 @@ impl DeviceIo {
         let out_alloc = match alloc(out_info[0]) {
             Ok(a) => a,
             Err(e) => {
+                // SAFETY: releases the allocator created just above, once, on this error path.
                 unsafe { (api.ReleaseAllocator)(in_alloc.as_ptr()) };
                 return Err(e);
             }
@@ -187,6 +190,7 @@ impl DeviceIo {
             })?;
             let v = sys::OwnedValue::from_raw(v)?;
             let mut data = std::ptr::null_mut();
+            // SAFETY: `v` is a live tensor that ORT allocated; the pointer is used while `v` lives.
             sys::check(unsafe { (api.GetTensorMutableData)(v.ptr(), &mut data) })?;
             Ok((v, data))
         };
@@ -209,6 +213,7 @@ impl DeviceIo {
         sys::check(unsafe {
             (api.BindInput)(b.io.as_ptr(), self.input_name.as_ptr(), b.input.ptr())
         })?;
+        // SAFETY: the binding, the NUL-terminated name and the value are live for the call.
         sys::check(unsafe {
             (api.BindOutput)(b.io.as_ptr(), self.output_name.as_ptr(), b.output.ptr())
         })?;

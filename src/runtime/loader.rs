@@ -52,7 +52,7 @@ pub fn environment(requested: Option<&Path>) -> Result<&'static Environment> {
                 let loaded = LOADED.get_or_init(|| Loaded { env, path });
                 return Ok(&loaded.env);
             }
-            Err(e) => tried.push(format!("  {origin}: {e}")),
+            Err(e) => tried.push(format!("  {origin}: {}", load_error_text(&e))),
         }
     }
     Err(Error::runtime(format!(
@@ -110,6 +110,21 @@ fn check_same(l: &Loaded, requested: Option<&Path>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// ort's load error with the loader's own reason: ort prints only "dlopen failed" and keeps
+/// dlerror()'s text ("cannot open shared object file", "invalid ELF header", a missing
+/// dependency) as the error's source.
+fn load_error_text(e: &ort::LoadDynamicError) -> String {
+    match e {
+        ort::LoadDynamicError::Dlopen { error, path } => {
+            let reason = std::error::Error::source(error)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| error.to_string());
+            format!("failed to load `{}`: {reason}", path.display())
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Where to look, in order. An explicit choice (option or env) is the only candidate: falling

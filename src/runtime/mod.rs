@@ -7,5 +7,6 @@ pub mod log;
 pub mod providers;
 pub mod session;
 pub mod sys;
+pub mod values;
 
 pub use session::{Keep, OptLevel, Session, SessionOptions};

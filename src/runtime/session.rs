@@ -16,13 +16,13 @@ use super::device::DeviceIo;
 use super::loader;
 use super::providers::{self, Provider, ProviderOptions, Target};
 use super::sys::{self, OwnedValue};
+use super::values;
 use crate::error::{Error, Result};
 use crate::graph::{Attr, Graph, InitData, OutputShape, MS_DOMAIN, MS_OPSET, OPSET};
-use crate::weights::{DType, Weights};
+use crate::weights::Weights;
 
 /// Below this size a weight is copied rather than viewed: ORT treats tiny tensors as
 /// constants it may rewrite, and the view would save nothing.
-const MIN_VIEW_BYTES: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptLevel {
@@ -49,7 +49,7 @@ pub struct SessionOptions {
 #[derive(Default)]
 pub struct Keep {
     pub values: Vec<OwnedValue>,
-    /// 8-byte aligned copies backing some views (weights converted to f32).
+    /// 8-byte aligned copies backing some of `values` (bound weights read or converted).
     pub buffers: Vec<Vec<u64>>,
 }
 
@@ -72,14 +72,39 @@ pub struct Session {
     max_batch: Option<usize>,
 }
 
+/// A safetensors tensor that replaces a model.onnx initializer of the same name, checked by
+/// the caller against the initializer's dims and type.
+pub struct Bound<'a> {
+    pub name: String,
+    pub weights: &'a Weights,
+    pub info: &'a crate::weights::TensorInfo,
+    pub dims: Vec<i64>,
+    pub elem: ort_sys::ONNXTensorElementDataType,
+}
+
 impl Session {
-    /// Loads an ONNX file; `bindings` replace initializers whose data is external (by name).
-    pub fn from_onnx_file(
-        path: &Path,
+    /// Loads a model.onnx from its bytes (`info` is what [`crate::onnx::scan`] read from them,
+    /// so the file is read once); its external data files are found in `folder`. `bound`
+    /// replaces initializers whose data lives in a safetensors file (by name).
+    ///
+    /// The weights in `bound` must outlive the session (the model owns both, session first).
+    pub fn from_onnx(
+        model: &[u8],
+        info: &crate::onnx::ModelInfo,
+        folder: &Path,
         opts: &SessionOptions,
-        bindings: Vec<(String, OwnedValue)>,
-        keep: Keep,
+        bound: &[Bound<'_>],
     ) -> Result<Self> {
+        let mut buffers = Vec::new();
+        let bindings: Vec<(String, OwnedValue)> = bound
+            .iter()
+            .map(|b| {
+                let to = values::CopyTo::Caller(&mut buffers);
+                // SAFETY: the caller keeps the weights alive for the session (see above).
+                let v = unsafe { values::weight_value(b.weights, b.info, &b.dims, b.elem, to)? };
+                Ok((b.name.clone(), v.value))
+            })
+            .collect::<Result<_>>()?;
         let names: Vec<CString> = bindings
             .iter()
             .map(|(n, _)| {
@@ -91,8 +116,17 @@ impl Session {
         let name_ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
         let value_ptrs: Vec<*const ort_sys::OrtValue> =
             bindings.iter().map(|(_, v)| v.ptr() as *const _).collect();
+        let folder_text = folder.to_str().ok_or_else(|| {
+            Error::invalid_argument(format!("model folder {} is not UTF-8", folder.display()))
+        })?;
         let make_builder = || {
             let mut builder = builder(opts)?;
+            // A model loaded from memory finds its external data files relative to this.
+            providers::add_config(
+                &mut builder,
+                "session.model_external_initializers_file_folder_path",
+                folder_text,
+            )?;
             if !name_ptrs.is_empty() {
                 // SAFETY: arrays of equal length; the values stay alive in `keep` for the session's lifetime.
                 sys::check(unsafe {
@@ -107,21 +141,12 @@ impl Session {
             Ok(builder)
         };
         // TensorRT's profile needs the image input's name before the session exists.
-        let input_name = if opts.providers.providers.contains(&Provider::TensorRt) {
-            std::fs::read(path)
-                .ok()
-                .and_then(|b| crate::onnx::scan(&b).ok())
-                .and_then(|info| {
-                    info.inputs
-                        .into_iter()
-                        .find(|i| !info.initializers.iter().any(|t| &t.name == i))
-                })
-        } else {
-            None
-        };
+        let input_name = info
+            .inputs
+            .iter()
+            .find(|i| !info.initializers.iter().any(|t| &t.name == *i));
         let identity = |h: &mut Sha256| -> Result<()> {
-            let bytes = std::fs::read(path).map_err(|e| Error::from_io(&e, "cannot read", path))?;
-            h.update(&bytes);
+            h.update(model);
             for (name, value) in &bindings {
                 h.update(name.as_bytes());
                 h.update(sys::tensor_bytes(value)?);
@@ -129,20 +154,22 @@ impl Session {
             Ok(())
         };
         let target = Target {
-            input_name: input_name.as_deref(),
+            input_name: input_name.map(String::as_str),
             input_chw: opts.image_chw,
             identity: &identity,
         };
         let created = providers::create_session(&opts.providers, &target, make_builder, |b| {
-            b.commit_from_file(path).map_err(|e| {
+            b.commit_from_memory(model).map_err(|e| {
                 Error::runtime(format!(
                     "ONNX Runtime could not load {}: {e}",
-                    path.display()
+                    folder.join("model.onnx").display()
                 ))
             })
         })?;
-        let mut keep = keep;
-        keep.values.extend(bindings.into_iter().map(|(_, v)| v));
+        let keep = Keep {
+            values: bindings.into_iter().map(|(_, v)| v).collect(),
+            buffers,
+        };
         Self::wrap(created, keep, &opts.providers, false)
     }
 
@@ -238,42 +265,25 @@ impl Session {
                     let info = w.get(name).ok_or_else(|| {
                         Error::invalid_model(format!("weights have no tensor `{name}`"))
                     })?;
-                    let elem = match info.dtype {
-                        DType::F32 => sys::F32,
-                        DType::F16 => sys::F16,
-                        DType::BF16 => sys::BF16,
-                        DType::F64 => sys::F64,
-                        other => {
-                            return Err(Error::invalid_model(format!(
-                                "weight `{name}` has dtype {other:?}; expected float"
-                            )))
-                        }
+                    let elem = values::element_type(info.dtype).ok_or_else(|| {
+                        Error::invalid_model(format!(
+                            "weight `{name}` has dtype {:?}; expected float",
+                            info.dtype
+                        ))
+                    })?;
+                    // SAFETY: the mapping outlives the session (the model owns both, session first).
+                    let v = unsafe {
+                        values::weight_value(w, info, &init.dims, elem, values::CopyTo::Ort)?
                     };
-                    match w.mapped(info) {
-                        Some(bytes)
-                            if bytes.len() >= MIN_VIEW_BYTES
-                                && (bytes.as_ptr() as usize).is_multiple_of(info.dtype.size()) =>
-                        {
-                            // SAFETY: the mapping outlives the session (the model owns both, session first).
-                            (
-                                unsafe {
-                                    sys::tensor_over(bytes.as_ptr(), bytes.len(), &init.dims, elem)?
-                                },
-                                true,
-                            )
-                        }
-                        // Read straight into memory ORT owns and frees: one copy, and the file can go away.
-                        _ => owned_initializer(&init.dims, elem, info.end - info.start, |dst| {
-                            w.read(info, dst)
-                        })?,
-                    }
+                    (v.value, v.external)
                 }
                 InitData::F32(v) => {
                     let bytes = as_bytes_f32(v);
-                    owned_initializer(&init.dims, sys::F32, bytes.len(), |dst| {
+                    let v = values::owned(&init.dims, sys::F32, bytes.len(), |dst| {
                         dst.copy_from_slice(bytes);
                         Ok(())
-                    })?
+                    })?;
+                    (v.value, v.external)
                 }
                 InitData::I64(v) => (
                     sys::tensor_copy(as_bytes_i64(v), &init.dims, sys::I64)?,
@@ -293,6 +303,7 @@ impl Session {
                 )
             };
             if !status.0.is_null() {
+                // SAFETY: `raw` was created by the failed call and is released once.
                 unsafe { (ort::api().ReleaseValue)(raw) };
             }
             sys::check(status)?;
@@ -473,6 +484,7 @@ impl Session {
                 sys::F32,
             )?
         };
+        // SAFETY: `output` is a live, writable f32 buffer of exactly that many bytes for the run.
         let out_v = unsafe {
             sys::tensor_over(
                 output.as_mut_ptr() as *const u8,
@@ -501,6 +513,7 @@ impl Session {
         if outputs[0] != out_v.ptr() {
             // ORT allocated its own output instead of using ours; never happens with a matching
             // shape, but do not leak it if it does.
+            // SAFETY: ORT handed us this value; we release it once.
             unsafe { (ort::api().ReleaseValue)(outputs[0]) };
             return Err(Error::internal(
                 "ONNX Runtime did not write into the caller's output buffer",
@@ -582,26 +595,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-}
-
-/// An initializer in memory ORT owns, and whether to hand it over as external data.
-///
-/// Large tensors go as external data with a deleter: measured on resnet50 (copy mode, level
-/// `all`), handing them over as graph-owned data made ORT copy every weight into its graph and
-/// keep the originals after the optimizer rewrote them (peak RSS ~4x the weights, RSS after load
-/// ~2.7x); see bench/README-section.md. Tiny ones stay graph-owned: ORT requires at least
-/// `MIN_VIEW_BYTES` for external data, and shape inference reads small constants.
-fn owned_initializer(
-    dims: &[i64],
-    elem: ort_sys::ONNXTensorElementDataType,
-    bytes: usize,
-    fill: impl FnOnce(&mut [u8]) -> Result<()>,
-) -> Result<(OwnedValue, bool)> {
-    if bytes >= MIN_VIEW_BYTES {
-        Ok((sys::tensor_filled_owned(dims, elem, bytes, fill)?, true))
-    } else {
-        Ok((sys::tensor_filled(dims, elem, bytes, fill)?, false))
     }
 }
 

@@ -36,6 +36,7 @@ pub struct OwnedValue(NonNull<OrtValue>);
 // SAFETY: an OrtValue is plain data plus a pointer to its buffer; ORT allows using one from any
 // thread, and we never mutate one that is shared.
 unsafe impl Send for OwnedValue {}
+// SAFETY: as for Send above.
 unsafe impl Sync for OwnedValue {}
 
 impl OwnedValue {
@@ -64,7 +65,9 @@ impl Drop for OwnedValue {
 }
 
 struct MemInfo(NonNull<ort_sys::OrtMemoryInfo>);
+// SAFETY: an OrtMemoryInfo is immutable after creation and ORT allows sharing it across threads.
 unsafe impl Send for MemInfo {}
+// SAFETY: as for Send above.
 unsafe impl Sync for MemInfo {}
 
 fn cpu_memory_info() -> Result<*const ort_sys::OrtMemoryInfo> {
@@ -127,6 +130,7 @@ pub fn tensor_filled(
     // SAFETY: the default allocator is process-global and never freed.
     check(unsafe { (api.GetAllocatorWithDefaultOptions)(&mut alloc) })?;
     let mut out = std::ptr::null_mut();
+    // SAFETY: ORT writes the new value's pointer; `alloc` is the process-global default allocator.
     check(unsafe {
         (api.CreateTensorAsOrtValue)(alloc, shape.as_ptr(), shape.len(), elem, &mut out)
     })?;
@@ -137,6 +141,7 @@ pub fn tensor_filled(
         return Ok(value);
     }
     let mut dst = std::ptr::null_mut();
+    // SAFETY: `value` is a live tensor; ORT writes its data pointer.
     check(unsafe { (api.GetTensorMutableData)(value.ptr(), &mut dst) })?;
     // SAFETY: ORT allocated prod(shape) x element size bytes; callers pass exactly that size.
     fill(unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, bytes) })?;
@@ -182,6 +187,7 @@ pub fn tensor_filled_owned(
         return Err(e);
     }
     let mut out = std::ptr::null_mut();
+    // SAFETY: frees what `alloc_fn` returned, once, with the same allocator.
     let status = unsafe {
         (api.CreateTensorWithDataAndDeleterAsOrtValue)(
             alloc,
@@ -232,9 +238,11 @@ pub fn tensor_bytes(value: &OwnedValue) -> Result<&[u8]> {
     // SAFETY: a live tensor; the slice borrows `value`, which owns or views the data.
     check(unsafe { (api.GetTensorSizeInBytes)(value.ptr(), &mut len) })?;
     let mut data = std::ptr::null_mut();
+    // SAFETY: `value` is a live tensor; ORT writes its data pointer.
     check(unsafe { (api.GetTensorMutableData)(value.ptr(), &mut data) })?;
     if len == 0 || data.is_null() {
         return Ok(&[]);
     }
+    // SAFETY: ORT's buffer of `len` bytes lives as long as `value`, which the slice borrows.
     Ok(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
 }

@@ -64,10 +64,12 @@ impl ModelFolder {
             Some(p) => Error::unsupported(format!(
                 "{} holds only pickled weights ({}); this library never unpickles files. Convert them once with Python: \
                  `import torch, safetensors.torch; sd = torch.load('{}', map_location='cpu', weights_only=True); \
-                 safetensors.torch.save_file(sd, 'model.safetensors')` (or re-save with timm's save_for_hf(..., safe_serialization=True))",
+                 safetensors.torch.save_file(sd, '{}')` (or re-save with timm's save_for_hf(..., safe_serialization=True))",
                 self.dir.display(),
                 p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                p.display()
+                p.display(),
+                // Into the model folder, where this library looks, not the shell's directory.
+                self.dir.join("model.safetensors").display()
             )),
             None => Error::not_found(format!("{} has no weights file (model.safetensors)", self.dir.display())),
         })

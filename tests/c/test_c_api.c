@@ -44,8 +44,8 @@ static float *read_f32(const char *dir, const char *name, size_t *count) {
 static TimmModel *open_model(const char *folder) {
     char spec[4200];
     snprintf(spec, sizeof spec, "local:%s", folder);
-    TimmModel *m = timm_create_model(spec, true);
-    if (!m) { fprintf(stderr, "timm_create_model(%s): %s\n", spec, timm_last_error()); exit(1); }
+    TimmModel *m = NULL;
+    if (timm_model_create(spec, true, NULL, &m) != TIMM_OK) { fprintf(stderr, "timm_model_create(%s): %s\n", spec, timm_last_error()); exit(1); }
     return m;
 }
 
@@ -85,24 +85,30 @@ static int cmd_check(int argc, char **argv) {
     return failures;
 }
 
-static int expect_fail(TimmModel *m, TimmStatus want, const char *needle, const char *what) {
+/* Creates `spec` with timm_model_create and checks the failure by its returned status alone;
+ * the message only has to name `needle`. `*out` must be NULL after a failure. */
+static int expect_fail(const char *spec, const TimmOptions *options, TimmStatus want, const char *needle, const char *what) {
+    TimmModel *m = (TimmModel *)&failures; /* not NULL: the call must clear it */
+    TimmStatus got = timm_model_create(spec, true, options, &m);
     const char *err = timm_last_error();
-    CHECK(m == NULL, "%s: expected failure", what);
-    CHECK(strncmp(err, timm_status_name(want), strlen(timm_status_name(want))) == 0, "%s: want %s, got '%s'", what, timm_status_name(want), err);
+    CHECK(got == want, "%s: want %s, got %s ('%s')", what, timm_status_name(want), timm_status_name(got), err);
+    CHECK(m == NULL, "%s: *out is not NULL after a failure", what);
     CHECK(strstr(err, needle) != NULL, "%s: message '%s' lacks '%s'", what, err, needle);
-    if (m) timm_free(m);
+    if (got == TIMM_OK) timm_free(m);
+    /* The NULL-returning wrapper fails the same way. */
+    CHECK(options != NULL || timm_create_model(spec, true) == NULL, "%s: timm_create_model succeeded", what);
     return 0;
 }
 
 static int cmd_errors(const char *folder) {
     /* Spec and folder errors. */
-    expect_fail(timm_create_model(NULL, true), TIMM_ERR_INVALID_ARGUMENT, "NULL", "NULL spec");
-    expect_fail(timm_create_model("", true), TIMM_ERR_INVALID_ARGUMENT, "empty", "empty spec");
-    expect_fail(timm_create_model("\xff\xfe", true), TIMM_ERR_INVALID_ARGUMENT, "UTF-8", "non-UTF-8 spec");
-    expect_fail(timm_create_model("s3://bucket/x", true), TIMM_ERR_INVALID_ARGUMENT, "hf-hub:", "unknown prefix");
-    expect_fail(timm_create_model("C:\\models\\x", true), TIMM_ERR_INVALID_ARGUMENT, "local:", "drive letter");
-    expect_fail(timm_create_model("local:", true), TIMM_ERR_INVALID_ARGUMENT, "empty path", "empty path");
-    expect_fail(timm_create_model("local:/nonexistent/timm/model", true), TIMM_ERR_NOT_FOUND, "/nonexistent/timm/model", "missing folder");
+    expect_fail(NULL, NULL, TIMM_ERR_INVALID_ARGUMENT, "NULL", "NULL spec");
+    expect_fail("", NULL, TIMM_ERR_INVALID_ARGUMENT, "empty", "empty spec");
+    expect_fail("\xff\xfe", NULL, TIMM_ERR_INVALID_ARGUMENT, "UTF-8", "non-UTF-8 spec");
+    expect_fail("s3://bucket/x", NULL, TIMM_ERR_INVALID_ARGUMENT, "hf-hub:", "unknown prefix");
+    expect_fail("C:\\models\\x", NULL, TIMM_ERR_INVALID_ARGUMENT, "local:", "drive letter");
+    expect_fail("local:", NULL, TIMM_ERR_INVALID_ARGUMENT, "empty path", "empty path");
+    expect_fail("local:/nonexistent/timm/model", NULL, TIMM_ERR_NOT_FOUND, "/nonexistent/timm/model", "missing folder");
 
     /* Options. */
     TimmOptions *o = timm_options_new();
@@ -114,8 +120,9 @@ static int cmd_errors(const char *folder) {
     CHECK(timm_options_set(o, "intra_op_threads", "1") == TIMM_OK, "%s", timm_last_error());
     char spec[4200];
     snprintf(spec, sizeof spec, "local:%s", folder);
-    TimmModel *m = timm_create_model_with_options(spec, true, o);
-    CHECK(m != NULL, "with options: %s", timm_last_error());
+    CHECK(timm_model_create(spec, true, o, NULL) == TIMM_ERR_INVALID_ARGUMENT, "NULL out accepted");
+    TimmModel *m = NULL;
+    CHECK(timm_model_create(spec, true, o, &m) == TIMM_OK && m != NULL, "with options: %s", timm_last_error());
     timm_options_free(o);
     timm_options_free(o); /* double free: detected, ignored */
     CHECK(strstr(timm_last_error(), "double free") != NULL, "options double free not reported: %s", timm_last_error());
@@ -227,8 +234,7 @@ static int cmd_threads(const char *folder, const char *ref) {
 static int cmd_no_runtime(const char *folder) {
     char spec[4200];
     snprintf(spec, sizeof spec, "local:%s", folder);
-    TimmModel *m = timm_create_model(spec, true);
-    expect_fail(m, TIMM_ERR_RUNTIME, "Tried", "missing runtime");
+    expect_fail(spec, NULL, TIMM_ERR_RUNTIME, "Tried", "missing runtime");
     CHECK(strstr(timm_last_error(), "TIMM_ORT_LIBRARY") != NULL, "message should name TIMM_ORT_LIBRARY: %s", timm_last_error());
     printf("no-runtime message: %s\n", timm_last_error());
     return failures;

@@ -41,9 +41,9 @@ int main(int argc, char **argv) {
   snprintf(logits_path, sizeof logits_path, "%s/reference/%s/logits.f32", argv[1], argv[2]);
 
   printf("libtimm %s\n", timm_version());
-  TimmModel *model = timm_create_model(spec, true);
-  if (!model) {
-    fprintf(stderr, "timm_create_model: %s\n", timm_last_error());
+  TimmModel *model = NULL;
+  if (timm_model_create(spec, true, NULL, &model) != TIMM_OK) {
+    fprintf(stderr, "timm_model_create: %s\n", timm_last_error());
     return 1;
   }
 

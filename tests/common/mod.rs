@@ -177,15 +177,23 @@ impl CModel {
                 return Err(e);
             }
         }
-        let m = timm_create_model_with_options(spec.as_ptr(), pretrained, opts);
+        let mut m = std::ptr::null_mut();
+        let st = timm_model_create(spec.as_ptr(), pretrained, opts, &mut m);
         timm_options_free(opts);
-        if m.is_null() {
+        if st != TimmStatus::TIMM_OK {
+            assert!(
+                m.is_null(),
+                "a failed timm_model_create left a model in *out"
+            );
             // The message must say what went wrong.
             let message = last_error();
-            assert!(!message.is_empty(), "NULL model without a message");
-            let status = status_from_message(&message);
-            return Err(CError { status, message });
+            assert!(!message.is_empty(), "{st:?} without a message");
+            return Err(CError {
+                status: st,
+                message,
+            });
         }
+        assert!(!m.is_null(), "TIMM_OK without a model");
         Ok(CModel(m))
     }
 
@@ -223,26 +231,6 @@ impl Drop for CModel {
     fn drop(&mut self) {
         timm_free(self.0);
     }
-}
-
-/// `timm_last_error` starts with the status name; read it back for functions that return NULL.
-pub fn status_from_message(msg: &str) -> TimmStatus {
-    use TimmStatus::*;
-    for s in [
-        TIMM_ERR_INVALID_ARGUMENT,
-        TIMM_ERR_NOT_FOUND,
-        TIMM_ERR_INVALID_MODEL,
-        TIMM_ERR_UNSUPPORTED,
-        TIMM_ERR_RUNTIME,
-        TIMM_ERR_IO,
-        TIMM_ERR_BUFFER_TOO_SMALL,
-        TIMM_ERR_INTERNAL,
-    ] {
-        if msg.starts_with(s.name()) {
-            return s;
-        }
-    }
-    panic!("last error does not start with a status name: {msg}")
 }
 
 /// Runs a fixture's reference input in the given mode and checks logits (and features when

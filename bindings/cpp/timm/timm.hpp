@@ -14,6 +14,8 @@
 
 #include <timm.h>
 
+#include "options.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -63,16 +65,6 @@ inline std::string last_error() {
 
 inline void check(TimmStatus status) {
   if (status != TIMM_OK) throw_last(status);
-}
-
-// Functions that return NULL report the status only as the message prefix "STATUS_NAME: ".
-inline TimmStatus status_from_message(const std::string& msg) {
-  for (int32_t s = TIMM_ERR_INVALID_ARGUMENT; s <= TIMM_ERR_INTERNAL; ++s) {
-    const std::string name = timm_status_name(s);
-    if (msg.compare(0, name.size(), name) == 0 && msg.size() > name.size() && msg[name.size()] == ':')
-      return static_cast<TimmStatus>(s);
-  }
-  return TIMM_ERR_INTERNAL;
 }
 
 [[noreturn]] inline void invalid_argument(const std::string& what) {
@@ -177,11 +169,13 @@ struct Class {
 // Download progress of hf-hub: models: bytes done and total of the file being fetched.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
-// Model creation options (see timm_options_set for the keys). Move-only.
+// Model creation options (see timm_options_set for the keys). Move-only. Each option has a
+// typed setter (options.hpp, generated from the library's table of options); set() takes any.
 //
 //   timm::Options opts;
-//   opts.set("intra_op_threads", "2").set("graph_optimization_level", "all");
-class Options {
+//   opts.intra_op_threads(2).graph_optimization_level(timm::GraphOptimizationLevel::All);
+//   opts.set("seed", "7");
+class Options : public detail::OptionSetters<Options> {
  public:
   Options() : handle_(timm_options_new()) {
     if (!handle_) throw std::bad_alloc();
@@ -262,18 +256,31 @@ class Options {
   std::unique_ptr<ProgressHolder> progress_;
 };
 
+// One output of Model::infer_outputs: a row-major tensor and its shape (NCHW for a feature map).
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+// timm's feature_info of one feature map (output=feature_maps).
+struct FeatureInfo {
+  size_t channels = 0;
+  size_t reduction = 0;  // the map's input stride
+  std::string module;    // timm's module name: layer2, stages.1, blocks.11, ...
+};
+
 // A loaded model. Move-only; frees the C model on destruction.
 class Model {
  public:
   // Loads `spec` (local:<folder>, hf-hub:org/name[@rev], or a timm name; see
-  // timm_create_model). Throws timm::Error, e.g. TIMM_ERR_NOT_FOUND for a missing folder.
-  explicit Model(const std::string& spec, bool pretrained = true, const Options& options = {})
-      : handle_(timm_create_model_with_options(detail::c_str(spec, "model spec"), pretrained, options.get())) {
+  // timm_model_create). Throws timm::Error, e.g. TIMM_ERR_NOT_FOUND for a missing folder.
+  explicit Model(const std::string& spec, bool pretrained = true, const Options& options = {}) : handle_(nullptr) {
+    const TimmStatus status = timm_model_create(detail::c_str(spec, "model spec"), pretrained, options.get(), &handle_);
     std::exception_ptr progress_error = options.take_progress_error();
-    if (!handle_) {
+    if (status != TIMM_OK) {
       const std::string msg = detail::last_error();
       if (progress_error) std::rethrow_exception(progress_error);
-      throw Error(detail::status_from_message(msg), msg);
+      throw Error(status, msg.empty() ? std::string(timm_status_name(static_cast<int32_t>(status))) : msg);
     }
     if (progress_error) {
       timm_free(std::exchange(handle_, nullptr));
@@ -329,6 +336,60 @@ class Model {
                                detail::shape_string(shape) + " needs " + std::to_string(*n));
     std::vector<float> out(static_cast<size_t>(shape[0]) * output_dim());
     infer(input.data(), shape, out.data(), out.size());
+    return out;
+  }
+
+  // Outputs the model returns: 1 for logits and features, one per map with output=feature_maps.
+  size_t output_count() const noexcept { return timm_model_output_count(handle_); }
+
+  // The shape output `index` has for an input of `input_shape` (NCHW).
+  std::vector<int64_t> output_shape(size_t index, const std::vector<int64_t>& input_shape) const {
+    std::array<int64_t, 8> dims{};
+    size_t ndim = 0;
+    detail::check(timm_model_output_shape(handle_, index, input_shape.data(), input_shape.size(), dims.data(),
+                                          dims.size(), &ndim));
+    return std::vector<int64_t>(dims.begin(), dims.begin() + static_cast<std::ptrdiff_t>(ndim));
+  }
+
+  // Runs a batch into caller buffers: outputs[i] holds lens[i] floats of output i. Thread-safe.
+  void infer_outputs(const float* input, const std::vector<int64_t>& shape, float* const* outputs,
+                     const size_t* lens, size_t count) const {
+    detail::check(timm_infer_outputs(handle_, input, shape.data(), shape.size(), outputs, lens, count));
+  }
+
+  // Runs a batch and returns every output, shaped (the feature maps of output=feature_maps).
+  std::vector<Tensor> infer_outputs(const std::vector<float>& input, const std::vector<int64_t>& shape) const {
+    const std::optional<size_t> n = detail::element_count(shape);
+    if (!n || shape.empty())
+      detail::invalid_argument("input shape " + detail::shape_string(shape) + " is not a valid NCHW shape");
+    if (*n != input.size())
+      detail::invalid_argument("input has " + std::to_string(input.size()) + " floats but shape " +
+                               detail::shape_string(shape) + " needs " + std::to_string(*n));
+    std::vector<Tensor> out(output_count());
+    std::vector<float*> ptrs;
+    std::vector<size_t> lens;
+    for (size_t i = 0; i < out.size(); i++) {
+      out[i].shape = output_shape(i, shape);
+      const std::optional<size_t> len = detail::element_count(out[i].shape);
+      if (!len) detail::invalid_argument("output " + std::to_string(i) + " has no valid shape");
+      out[i].data.resize(*len);
+      ptrs.push_back(out[i].data.data());
+      lens.push_back(out[i].data.size());
+    }
+    infer_outputs(input.data(), shape, ptrs.data(), lens.data(), out.size());
+    return out;
+  }
+
+  // timm's feature_info of each output (empty unless output=feature_maps).
+  std::vector<FeatureInfo> feature_info() const {
+    std::vector<FeatureInfo> out;
+    for (size_t i = 0; i < output_count(); i++) {
+      FeatureInfo f;
+      const char* module = nullptr;
+      if (timm_model_feature_info(handle_, i, &f.channels, &f.reduction, &module) != TIMM_OK) return {};
+      f.module = module ? module : "";
+      out.push_back(std::move(f));
+    }
     return out;
   }
 

@@ -9,9 +9,7 @@ pub mod resnet;
 pub mod vgg;
 pub mod vit;
 
-// The five first families still build on the older helpers while they move to `layers`.
-pub(crate) use super::legacy as layers;
-pub(crate) use super::{Attr, Builder, Family, Init, OutputKind, Value};
+pub(crate) use super::{Builder, Family, Init, OutputKind, Value};
 
 /// Every family this build knows, in matching order.
 pub static ALL: &[&Family] = &[
@@ -24,21 +22,3 @@ pub static ALL: &[&Family] = &[
     &vgg::FAMILY,
     &inception_v3::FAMILY,
 ];
-
-/// Adapts a family written against `(builder, config, output)`: feature maps build the
-/// classifier graph, whose trunk carries the taps.
-pub(crate) fn with_output(
-    b: &mut Builder,
-    cfg: &crate::config::ModelConfig,
-    f: fn(
-        &mut Builder,
-        &crate::config::ModelConfig,
-        OutputKind,
-    ) -> crate::error::Result<(Value, usize)>,
-) -> crate::error::Result<(Value, usize)> {
-    let o = match b.output() {
-        OutputKind::FeatureMaps => OutputKind::Logits,
-        o => o,
-    };
-    f(b, cfg, o)
-}

@@ -205,6 +205,21 @@ pub fn conv_bn(
     c: Conv,
     eps: f32,
 ) -> Result<Value> {
+    conv_bn_init(b, x, conv, bn, c, eps, Init::Ones)
+}
+
+/// [`conv_bn`] whose BatchNorm weight starts at `bn_weight_init` when there are no weights:
+/// timm's `zero_init_last` (the last BatchNorm of a residual branch zeroed, so a freshly made
+/// network starts as its shortcuts).
+pub fn conv_bn_init(
+    b: &mut Builder,
+    x: &Value,
+    conv: &str,
+    bn: &str,
+    c: Conv,
+    eps: f32,
+    bn_weight_init: Init,
+) -> Result<Value> {
     let shape = c.weight_shape();
     let (w, bias) = {
         let s = &mut b.scope(conv);
@@ -212,7 +227,7 @@ pub fn conv_bn(
         let bias = s.read_opt("bias", &[c.out_ch], Init::Zeros, c.bias)?;
         (w, bias)
     };
-    let stats = transforms::BnStats::read(&mut b.scope(bn), c.out_ch, eps)?;
+    let stats = transforms::BnStats::read_init(&mut b.scope(bn), c.out_ch, eps, bn_weight_init)?;
     let (w, bias) = transforms::fold_bn(w, bias, &stats);
     let wv = b.tensor(&format!("{conv}.weight"), w, &shape)?;
     let bv = b.tensor(&format!("{conv}.bias"), bias, &[c.out_ch])?;

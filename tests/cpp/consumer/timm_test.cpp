@@ -168,6 +168,17 @@ TEST(Model, OptionsAreApplied) {
   auto chained = timm::Options().set("graph", "onnx").set("graph_optimization_level", "all").threads(1);
   const timm::Model model(spec_of(resnet()), true, chained);
   EXPECT_LE(max_abs_diff(model.infer(r.input, r.input_shape), r.logits), kTolerance);
+
+  // The typed setters (generated from the library's table of options) reach the library:
+  // output=features changes what infer returns (one model, since each costs seconds under valgrind).
+  auto typed = timm::Options()
+                   .graph(timm::Graph::Native)
+                   .graph_optimization_level(timm::GraphOptimizationLevel::Basic)
+                   .intra_op_threads(1)
+                   .weights_memory(timm::WeightsMemory::Copy)
+                   .providers({timm::Provider::CPU})
+                   .output(timm::Output::Features);
+  EXPECT_NE(timm::Model(spec_of(resnet()), true, typed).output_dim(), model.output_dim());
 }
 
 TEST(Model, ProgressCallbackIsNotCalledForLocalFolders) {
@@ -399,4 +410,46 @@ TEST(Threads, ConcurrentInferEqualsSequential) {
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(mismatches, std::vector<int>(4, 0));
+}
+
+TEST(Backbone, FeatureMapsMatchTimmFeaturesOnly) {
+  // convnext_atto-small's first features_only reference: timm's default out_indices (all four
+  // stages) on the fixture's own input, maps in fmap0_<i>.f32.
+  const FixtureInfo* f = nullptr;
+  for (const auto& c : kFixtures)
+    if (std::string(c.name) == "convnext_atto-small") f = &c;
+  ASSERT_NE(f, nullptr);
+  const Reference r = reference_of(*f);
+  auto opts = test_options();
+  opts.output(timm::Output::FeatureMaps);
+  const timm::Model model(spec_of(*f), true, opts);
+  ASSERT_EQ(model.output_count(), 4u);
+  const std::vector<timm::FeatureInfo> info = model.feature_info();
+  ASSERT_EQ(info.size(), 4u);
+  size_t last_reduction = 0;
+  for (const auto& fi : info) {
+    EXPECT_EQ(fi.module.rfind("stages.", 0), 0u) << fi.module;
+    EXPECT_GT(fi.reduction, last_reduction);
+    last_reduction = fi.reduction;
+  }
+  const std::vector<timm::Tensor> maps = model.infer_outputs(r.input, r.input_shape);
+  ASSERT_EQ(maps.size(), 4u);
+  for (size_t i = 0; i < maps.size(); ++i) {
+    const std::vector<float> want =
+        read_f32(fixtures_dir() + "/" + f->reference + "/fmap0_" + std::to_string(i) + ".f32");
+    ASSERT_EQ(maps[i].shape.size(), 4u);
+    EXPECT_EQ(maps[i].shape[0], r.input_shape[0]);
+    EXPECT_EQ(static_cast<size_t>(maps[i].shape[1]), info[i].channels);
+    float scale = 1e-12f;
+    for (float v : want) scale = std::max(scale, std::fabs(v));
+    EXPECT_LE(max_abs_diff(maps[i].data, want) / scale, kTolerance) << "map " << i;
+  }
+  // timm_infer refuses a model with several outputs and names timm_infer_outputs.
+  try {
+    model.infer(r.input, r.input_shape);
+    ADD_FAILURE() << "infer on a feature-map model must throw";
+  } catch (const timm::Error& e) {
+    EXPECT_EQ(e.status(), TIMM_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("timm_infer_outputs"), std::string::npos) << e.what();
+  }
 }

@@ -1,0 +1,2 @@
+"""timm modules of the `resnet` family (src/graph/families/resnet.rs)."""
+MODULES = ['resnet']
