@@ -1,11 +1,16 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
 pub mod convnext;
+pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
 pub mod regnet;
 pub mod resnet;
 pub mod swin_transformer;
+pub mod inception_v3;
+pub mod regnet;
+pub mod resnet;
+pub mod vgg;
 pub mod vit;
 
 pub(crate) use super::{Builder, Family, Init, OutputKind, Value};
@@ -19,4 +24,7 @@ pub static ALL: &[&Family] = &[
     &vit::FAMILY,
     &swin_transformer::FAMILY,
     &eva::FAMILY,
+    &densenet::FAMILY,
+    &vgg::FAMILY,
+    &inception_v3::FAMILY,
 ];

@@ -232,3 +232,57 @@ pub fn global_pool_nlc(
         }
     }
 }
+
+/// timm's `BlurPool2d(channels, filt_size, stride)`: reflect padding by `get_padding(filt_size,
+/// stride)`, then a depthwise conv with the binomial filter (`C(n-1, k) / 2^(n-1)`, outer
+/// product), computed here as timm computes its non-persistent `filt` buffer.
+pub fn blur_pool2d(
+    b: &mut Builder,
+    x: &Value,
+    channels: usize,
+    filt_size: usize,
+    stride: usize,
+) -> Result<Value> {
+    let pad = ((stride - 1) + (filt_size - 1)) / 2;
+    let n = filt_size - 1;
+    let mut coeffs = vec![1.0f64; filt_size];
+    for k in 1..filt_size {
+        coeffs[k] = coeffs[k - 1] * (n + 1 - k) as f64 / k as f64;
+    }
+    let norm = (1u64 << n) as f64;
+    let filt: Vec<f32> = (0..channels)
+        .flat_map(|_| {
+            coeffs
+                .iter()
+                .flat_map(|&r| coeffs.iter().map(move |&c| (r / norm * (c / norm)) as f32))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let fs = filt_size as i64;
+    let w = b.const_f32(filt, &[channels as i64, 1, fs, fs]);
+    let p = pad as i64;
+    let pads = b.ints(&[0, 0, p, p, 0, 0, p, p]);
+    let padded = b.op(
+        "Pad",
+        &[x, &pads],
+        vec![("mode", Attr::Str("reflect".into()))],
+    );
+    let y = b.op(
+        "Conv",
+        &[&padded, &w],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![fs, fs])),
+            ("strides", Attr::Ints(vec![stride as i64; 2])),
+            ("group", Attr::Int(channels as i64)),
+        ],
+    );
+    let step = Step::Window {
+        k: filt_size,
+        stride,
+        pad: 2 * pad,
+        dilation: 1,
+        ceil: false,
+    };
+    b.set_spatial(&y, x, step, channels)?;
+    Ok(y)
+}

@@ -1,0 +1,2 @@
+"""timm module `densenet` (src/graph/families/densenet.rs)."""
+MODULES = ["densenet"]

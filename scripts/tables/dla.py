@@ -1,0 +1,2 @@
+"""timm module `dla` (src/graph/families/dla.rs)."""
+MODULES = ["dla"]

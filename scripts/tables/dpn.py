@@ -1,0 +1,2 @@
+"""timm module `dpn` (src/graph/families/dpn.rs)."""
+MODULES = ["dpn"]

@@ -1,0 +1,2 @@
+"""timm module `vgg` (src/graph/families/vgg.rs)."""
+MODULES = ["vgg"]

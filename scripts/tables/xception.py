@@ -1,0 +1,2 @@
+"""timm module `xception` (src/graph/families/xception.rs)."""
+MODULES = ["xception"]
