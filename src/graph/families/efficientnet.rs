@@ -15,7 +15,7 @@ use super::super::layers::{
     self, act, conv2d, make_divisible, mlp::linear_2d, norm::Norm, py_round, Conv, Pad,
 };
 use super::super::tables::Table;
-use super::{Attr, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::timm_args;

@@ -4,16 +4,14 @@ pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
-pub mod regnet;
-pub mod resnet;
-pub mod swin_transformer;
 pub mod inception_v3;
 pub mod regnet;
 pub mod resnet;
+pub mod swin_transformer;
 pub mod vgg;
 pub mod vit;
 
-pub(crate) use super::{Builder, Family, Init, OutputKind, Value};
+use super::Family;
 
 /// Every family this build knows, in matching order.
 pub static ALL: &[&Family] = &[
