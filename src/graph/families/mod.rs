@@ -2,6 +2,7 @@
 
 pub mod convnext;
 pub mod efficientnet;
+pub mod maxxvit;
 pub mod regnet;
 pub mod resnet;
 pub mod vit;
@@ -17,6 +18,7 @@ pub static ALL: &[&Family] = &[
     &convnext::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
+    &maxxvit::FAMILY,
 ];
 
 /// Adapts a family written against `(builder, config, output)`: feature maps build the
