@@ -15,9 +15,9 @@ use super::super::layers::{
     self, act, conv2d, make_divisible, mlp::linear_2d, norm::Norm, py_round, Conv, Pad,
 };
 use super::super::tables::Table;
-use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 pub const FAMILY: Family = Family {

@@ -5,6 +5,7 @@ pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
 pub mod inception_v3;
+pub mod maxxvit;
 pub mod regnet;
 pub mod resnet;
 pub mod swin_transformer;
@@ -25,4 +26,5 @@ pub static ALL: &[&Family] = &[
     &densenet::FAMILY,
     &vgg::FAMILY,
     &inception_v3::FAMILY,
+    &maxxvit::FAMILY,
 ];

@@ -5,6 +5,7 @@
 pub mod act;
 pub mod attention;
 pub mod conv;
+pub mod grid_window;
 pub mod heads;
 pub mod mlp;
 pub mod norm;
@@ -12,6 +13,7 @@ pub mod ops;
 pub mod patch_embed;
 pub mod pool;
 pub mod pos_embed;
+pub mod pos_embed_rel;
 pub mod rope;
 pub mod se;
 pub mod window;
