@@ -4,6 +4,7 @@ pub mod convnext;
 pub mod efficientnet;
 pub mod regnet;
 pub mod resnet;
+pub mod vision_transformer_relpos;
 pub mod vit;
 
 // The five first families still build on the older helpers while they move to `layers`.
@@ -17,6 +18,7 @@ pub static ALL: &[&Family] = &[
     &convnext::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
+    &vision_transformer_relpos::FAMILY,
 ];
 
 /// Adapts a family written against `(builder, config, output)`: feature maps build the

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod patch_embed;
 pub mod pool;
 pub mod pos_embed;
+pub mod pos_embed_rel;
 pub mod se;
 
 pub use act::act;
