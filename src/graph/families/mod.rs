@@ -10,6 +10,7 @@ pub mod regnet;
 pub mod resnet;
 pub mod swin_transformer;
 pub mod vgg;
+pub mod vision_transformer_relpos;
 pub mod vit;
 
 use super::Family;
@@ -27,4 +28,5 @@ pub static ALL: &[&Family] = &[
     &vgg::FAMILY,
     &inception_v3::FAMILY,
     &maxxvit::FAMILY,
+    &vision_transformer_relpos::FAMILY,
 ];
