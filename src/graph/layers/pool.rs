@@ -232,3 +232,62 @@ pub fn global_pool_nlc(
         }
     }
 }
+
+/// timm's `BlurPool2d(channels, filt_size, stride, pad_mode)`: padding `get_padding(filt_size,
+/// stride)` (`reflect` or `constant`), then a depthwise conv with the fixed binomial filter timm
+/// computes at init (`C(n-1, k) / 2^(n-1)`, outer product) — a buffer timm does not save.
+pub fn blur_pool2d(
+    b: &mut Builder,
+    x: &Value,
+    channels: usize,
+    filt_size: usize,
+    stride: usize,
+    reflect: bool,
+) -> Result<Value> {
+    if filt_size < 2 || stride == 0 {
+        return Err(Error::invalid_model(format!(
+            "BlurPool2d needs filt_size > 1 and stride > 0 (got {filt_size}, {stride})"
+        )));
+    }
+    let n = filt_size - 1;
+    let coeffs: Vec<f64> = (0..filt_size)
+        .map(|k| binomial(n, k) / f64::powi(2.0, n as i32))
+        .collect();
+    let filt: Vec<f32> = (0..channels)
+        .flat_map(|_| {
+            coeffs
+                .iter()
+                .flat_map(|a| coeffs.iter().map(move |c| (a * c) as f32))
+        })
+        .collect();
+    let k = filt_size as i64;
+    let w = b.const_f32(filt, &[channels as i64, 1, k, k]);
+    let p = (stride - 1 + n) / 2;
+    let pi = p as i64;
+    let pads = b.ints(&[0, 0, pi, pi, 0, 0, pi, pi]);
+    let mode = if reflect { "reflect" } else { "constant" };
+    let padded = b.op("Pad", &[x, &pads], vec![("mode", Attr::Str(mode.into()))]);
+    let y = b.op(
+        "Conv",
+        &[&padded, &w],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![k, k])),
+            ("strides", Attr::Ints(vec![stride as i64; 2])),
+            ("group", Attr::Int(channels as i64)),
+        ],
+    );
+    let step = Step::Window {
+        k: filt_size,
+        stride,
+        pad: 2 * p,
+        dilation: 1,
+        ceil: false,
+    };
+    b.set_spatial(&y, x, step, channels)?;
+    Ok(y)
+}
+
+/// `math.comb(n, k)`.
+fn binomial(n: usize, k: usize) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
+}
