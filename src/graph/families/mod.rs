@@ -4,6 +4,7 @@ pub mod convnext;
 pub mod efficientnet;
 pub mod regnet;
 pub mod resnet;
+pub mod resnetv2;
 pub mod vit;
 
 pub(crate) use super::{Builder, Family, Init, OutputKind, Value};
@@ -11,6 +12,7 @@ pub(crate) use super::{Builder, Family, Init, OutputKind, Value};
 /// Every family this build knows, in matching order.
 pub static ALL: &[&Family] = &[
     &resnet::FAMILY,
+    &resnetv2::FAMILY,
     &efficientnet::FAMILY,
     &convnext::FAMILY,
     &regnet::FAMILY,
