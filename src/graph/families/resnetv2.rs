@@ -549,15 +549,15 @@ mod tests {
             match ResNetV2::from_config(&cfg, None) {
                 Ok(_) => built += 1,
                 Err(e) => {
-                    assert!(
-                        arch.ends_with("_evos") || arch.ends_with("_frn"),
-                        "{arch}: {e:?}"
-                    );
+                    let known = ["_evos", "_frn", "_bit"].iter().any(|t| arch.ends_with(t));
+                    assert!(known, "{arch}: {e:?}");
                     assert_eq!(e.status(), TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}");
                     let why = if arch.ends_with("_evos") {
                         "EvoNorm"
-                    } else {
+                    } else if arch.ends_with("_frn") {
                         "FilterResponseNorm"
+                    } else {
+                        "StdConv2d"
                     };
                     assert!(e.message().contains(why), "{arch}: {}", e.message());
                 }
