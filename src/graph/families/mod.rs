@@ -8,6 +8,7 @@ pub mod inception_v3;
 pub mod maxxvit;
 pub mod regnet;
 pub mod resnet;
+pub mod resnetv2;
 pub mod swin_transformer;
 pub mod vgg;
 pub mod vision_transformer_relpos;
@@ -18,6 +19,7 @@ use super::Family;
 /// Every family this build knows, in matching order.
 pub static ALL: &[&Family] = &[
     &resnet::FAMILY,
+    &resnetv2::FAMILY,
     &efficientnet::FAMILY,
     &convnext::FAMILY,
     &regnet::FAMILY,

@@ -116,10 +116,11 @@ pub fn effective_se(
     Ok(b.op("Mul", &[x, &g], vec![]))
 }
 
-/// timm's ECA kernel size for `channels` (`gamma=2, beta=1`): odd `|log2(C)/2 + 1/2|`.
+/// timm's ECA kernel size for `channels` (`gamma=2, beta=1`): `t = int(|log2(C) + beta| /
+/// gamma)`, made odd, at least 3.
 pub fn eca_kernel(channels: usize, gamma: f64, beta: f64) -> usize {
-    let t = (((channels as f64).log2() + beta) / gamma).abs() as usize;
-    t.max(if t.is_multiple_of(2) { t + 1 } else { t })
+    let t = (((channels as f64).log2() + beta).abs() / gamma) as usize;
+    3.max(if t.is_multiple_of(2) { t + 1 } else { t })
 }
 
 /// `EcaModule` (zero padding) or `CecaModule` (`circular`): a 1-D conv across the pooled
@@ -157,4 +158,25 @@ pub fn eca(b: &mut Builder, x: &Value, k: usize, circular: bool, gate: &str) -> 
     // [N, 1, C] -> [N, C, 1, 1]
     let g = super::reshape(b, &g, &[0, -1, 1, 1]);
     Ok(b.op("Mul", &[x, &g], vec![]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eca_kernel;
+
+    #[test]
+    fn eca_kernel_is_timms_odd_size_of_at_least_three() {
+        // timm: t = int(abs(log2(C) + 1) / 2); max(t if t % 2 else t + 1, 3)
+        for (c, k) in [
+            (4, 3),
+            (16, 3),
+            (64, 3),
+            (128, 5),
+            (256, 5),
+            (1024, 5),
+            (2048, 7),
+        ] {
+            assert_eq!(eca_kernel(c, 2.0, 1.0), k, "{c} channels");
+        }
+    }
 }
