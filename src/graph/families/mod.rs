@@ -1,5 +1,6 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
+pub mod byobnet;
 pub mod convnext;
 pub mod efficientnet;
 pub mod regnet;
@@ -15,4 +16,5 @@ pub static ALL: &[&Family] = &[
     &convnext::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
+    &byobnet::FAMILY,
 ];
