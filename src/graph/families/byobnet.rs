@@ -18,7 +18,9 @@ use crate::graph::args::{self, Args};
 use crate::graph::layers::heads::{fc, norm_mlp_head};
 use crate::graph::layers::pool::{avg_pool2d_same_s1, global_pool, Pool2d, PoolKind};
 use crate::graph::layers::se::{eca, eca_kernel, global_context, GlobalContextCfg, SqueezeExcite};
-use crate::graph::layers::{self, act, conv2d, conv_norm_act, make_divisible, py_round, Conv, Norm};
+use crate::graph::layers::{
+    self, act, conv2d, conv_norm_act, make_divisible, py_round, Conv, Norm,
+};
 use crate::graph::tables::Table;
 use crate::graph::transforms::{fold_bn, identity_branch, sum_branches, BnStats, Branch};
 use crate::graph::{Builder, Family, Init, OutputKind, Value};
@@ -109,9 +111,15 @@ timm_args! {
 /// An attention module (`get_attn`) of a block.
 #[derive(Debug, Clone)]
 enum Attn {
-    Se { rd_ratio: f64, rd_divisor: usize },
+    Se {
+        rd_ratio: f64,
+        rd_divisor: usize,
+    },
     /// The kernel follows the channels (`EcaModule(channels, gamma, beta)`).
-    Eca { gamma: f64, beta: f64 },
+    Eca {
+        gamma: f64,
+        beta: f64,
+    },
     Gc(GcArgs),
 }
 
@@ -149,7 +157,11 @@ impl GroupSize {
     fn at(self, chs: usize, idx: usize) -> Option<usize> {
         match self {
             GroupSize::Fixed(g) => g,
-            GroupSize::EverySecond(groups) => Some(if (idx + 1) % 2 == 0 { chs / groups } else { 0 }),
+            GroupSize::EverySecond(groups) => Some(if (idx + 1).is_multiple_of(2) {
+                chs / groups
+            } else {
+                0
+            }),
         }
     }
 }
@@ -173,9 +185,10 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     })?;
     let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
     let r = ByobArgs::read(&a)?;
-    let norm_ok = r.norm_layer.as_str().is_some_and(|n| {
-        matches!(Norm::from_timm(n, None), Ok(Norm::Batch { .. }))
-    });
+    let norm_ok = r
+        .norm_layer
+        .as_str()
+        .is_some_and(|n| matches!(Norm::from_timm(n, None), Ok(Norm::Batch { .. })));
     if !norm_ok {
         return Err(a.unsupported(
             "norm_layer",
@@ -215,7 +228,10 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         attn: resolve_attn(&a, r.attn_layer.as_deref(), r.attn_kwargs.as_object())?,
     };
     if let Some(aa) = r.aa_layer.as_deref().filter(|s| !s.is_empty()) {
-        if !matches!(aa.to_ascii_lowercase().replace(['_', '-'], "").as_str(), "avg" | "avgpool") {
+        if !matches!(
+            aa.to_ascii_lowercase().replace(['_', '-'], "").as_str(),
+            "avg" | "avgpool"
+        ) {
             return Err(a.unsupported("aa_layer", "only average-pool anti-aliasing is implemented"));
         }
     }
@@ -223,7 +239,10 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let wf = r.width_factor;
 
     // Stem (`get_layer_fns(cfg, allow_aa=False)`).
-    let stem_layers = Layers { aa: false, ..stage_layers.clone() };
+    let stem_layers = Layers {
+        aa: false,
+        ..stage_layers.clone()
+    };
     let in_chs = cfg.pretrained_cfg.input_size[0];
     let stem_chs: Vec<usize> = match &r.stem_chs {
         Json::Array(v) => v
@@ -231,7 +250,11 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
             .map(|c| c.as_f64().map(|c| py_round(c * wf) as usize))
             .collect::<Option<_>>()
             .ok_or_else(|| a.unsupported("stem_chs", "a number or a list of numbers"))?,
-        v => vec![py_round(v.as_f64().ok_or_else(|| a.unsupported("stem_chs", "a number"))? * wf) as usize],
+        v => vec![py_round(
+            v.as_f64()
+                .ok_or_else(|| a.unsupported("stem_chs", "a number"))?
+                * wf,
+        ) as usize],
     };
     let (mut x, mut taps) = stem(
         &mut b.scope("stem"),
@@ -316,14 +339,30 @@ fn head(
     if r.head_type == "mlp" {
         let s = &mut b.scope("head");
         let classes = cfg.num_classes;
-        return norm_mlp_head(s, x, width, pool, &BN, r.head_hidden_size, &r.act_layer, classes, features);
+        return norm_mlp_head(
+            s,
+            x,
+            width,
+            pool,
+            &BN,
+            r.head_hidden_size,
+            &r.act_layer,
+            classes,
+            features,
+        );
     }
     let pooled = global_pool(b, x, pool);
     let width = width * pool.multiplier();
     if features || cfg.num_classes == 0 {
         return Ok((pooled, width));
     }
-    let logits = fc(&mut b.scope("head"), &pooled, width, cfg.num_classes, Init::Normal(0.01))?;
+    let logits = fc(
+        &mut b.scope("head"),
+        &pooled,
+        width,
+        cfg.num_classes,
+        Init::Normal(0.01),
+    )?;
     Ok((logits, cfg.num_classes))
 }
 
@@ -355,14 +394,28 @@ fn stem(
             let c = [3 * out / 8, out / 2, out];
             stem_stack(b, &x, in_chs, &c, 3, 3, pool, l)?
         }
-        t if t.contains("deep") => stem_stack(b, &x, in_chs, &decay_chs(out, 3, 1.0), 3, 3, pool, l)?,
+        t if t.contains("deep") => {
+            stem_stack(b, &x, in_chs, &decay_chs(out, 3, 1.0), 3, 3, pool, l)?
+        }
         t if t.contains("rep") => {
-            let io = BlockIo { in_chs, out_chs: out, stride: 2, dilation: (1, 1), group_size: None };
+            let io = BlockIo {
+                in_chs,
+                out_chs: out,
+                stride: 2,
+                dilation: (1, 1),
+                group_size: None,
+            };
             let y = rep_vgg_block(b, &x, &io, 3, l)?;
             single(b, y)
         }
         t if t.contains("one") => {
-            let io = BlockIo { in_chs, out_chs: out, stride: 2, dilation: (1, 1), group_size: None };
+            let io = BlockIo {
+                in_chs,
+                out_chs: out,
+                stride: 2,
+                dilation: (1, 1),
+                group_size: None,
+            };
             let y = mobile_one_block(b, &x, &io, 3, 1, l)?;
             single(b, y)
         }
@@ -383,7 +436,10 @@ fn stem(
 
 /// `Stem`'s `[round(out_chs * chs_decay ** i) for i in range(num_rep)][::-1]`.
 fn decay_chs(out: usize, n: usize, decay: f64) -> Vec<usize> {
-    (0..n).rev().map(|i| py_round(out as f64 * decay.powi(i as i32)) as usize).collect()
+    (0..n)
+        .rev()
+        .map(|i| py_round(out as f64 * decay.powi(i as i32)) as usize)
+        .collect()
 }
 
 /// timm's `Stem`: `conv1..convN` (the first `N - num_act` without norm and act), the first strided,
@@ -471,10 +527,14 @@ fn basic_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Resul
     let mid = make_divisible(io.out_chs as f64 * bc.br, 8, 0.9);
     let groups = num_groups(io.group_size, mid)?;
     let attn_last = bc.kw.attn_last.unwrap_or(true);
-    let c1 = Conv::new(io.in_chs, mid, k).stride(io.stride).dilation(io.dilation.0);
+    let c1 = Conv::new(io.in_chs, mid, k)
+        .stride(io.stride)
+        .dilation(io.dilation.0);
     let y = cna(&mut b.scope("conv1_kxk"), x, c1, true, l)?;
     let y = attn_at(&mut b.scope("attn"), &y, mid, l, !attn_last)?;
-    let c2 = Conv::new(mid, io.out_chs, k).dilation(io.dilation.1).groups(groups);
+    let c2 = Conv::new(mid, io.out_chs, k)
+        .dilation(io.dilation.1)
+        .groups(groups);
     let y = cna(&mut b.scope("conv2_kxk"), &y, c2, false, l)?;
     let y = attn_at(&mut b.scope("attn_last"), &y, io.out_chs, l, attn_last)?;
     residual(b, x, &y, io, l, bc.kw.linear_out)
@@ -487,15 +547,32 @@ fn bottleneck_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> 
     let mid = make_divisible(base as f64 * bc.br, 8, 0.9);
     let groups = num_groups(io.group_size, mid)?;
     let attn_last = kw.attn_last.unwrap_or(false);
-    let y = cna(&mut b.scope("conv1_1x1"), x, Conv::new(io.in_chs, mid, 1), true, l)?;
-    let c2 = Conv::new(mid, mid, k).stride(io.stride).dilation(io.dilation.0).groups(groups);
+    let y = cna(
+        &mut b.scope("conv1_1x1"),
+        x,
+        Conv::new(io.in_chs, mid, 1),
+        true,
+        l,
+    )?;
+    let c2 = Conv::new(mid, mid, k)
+        .stride(io.stride)
+        .dilation(io.dilation.0)
+        .groups(groups);
     let mut y = cna(&mut b.scope("conv2_kxk"), &y, c2, true, l)?;
     if kw.extra_conv {
-        let c = Conv::new(mid, mid, k).dilation(io.dilation.1).groups(groups);
+        let c = Conv::new(mid, mid, k)
+            .dilation(io.dilation.1)
+            .groups(groups);
         y = cna(&mut b.scope("conv2b_kxk"), &y, c, true, l)?;
     }
     let y = attn_at(&mut b.scope("attn"), &y, mid, l, !attn_last)?;
-    let y = cna(&mut b.scope("conv3_1x1"), &y, Conv::new(mid, io.out_chs, 1), false, l)?;
+    let y = cna(
+        &mut b.scope("conv3_1x1"),
+        &y,
+        Conv::new(mid, io.out_chs, 1),
+        false,
+        l,
+    )?;
     let y = attn_at(&mut b.scope("attn_last"), &y, io.out_chs, l, attn_last)?;
     residual(b, x, &y, io, l, kw.linear_out)
 }
@@ -506,9 +583,18 @@ fn dark_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Result
     let mid = make_divisible(io.out_chs as f64 * bc.br, 8, 0.9);
     let groups = num_groups(io.group_size, mid)?;
     let attn_last = bc.kw.attn_last.unwrap_or(true);
-    let y = cna(&mut b.scope("conv1_1x1"), x, Conv::new(io.in_chs, mid, 1), true, l)?;
+    let y = cna(
+        &mut b.scope("conv1_1x1"),
+        x,
+        Conv::new(io.in_chs, mid, 1),
+        true,
+        l,
+    )?;
     let y = attn_at(&mut b.scope("attn"), &y, mid, l, !attn_last)?;
-    let c2 = Conv::new(mid, io.out_chs, k).stride(io.stride).dilation(io.dilation.0).groups(groups);
+    let c2 = Conv::new(mid, io.out_chs, k)
+        .stride(io.stride)
+        .dilation(io.dilation.0)
+        .groups(groups);
     let y = cna(&mut b.scope("conv2_kxk"), &y, c2, false, l)?;
     let y = attn_at(&mut b.scope("attn_last"), &y, io.out_chs, l, attn_last)?;
     residual(b, x, &y, io, l, bc.kw.linear_out)
@@ -520,10 +606,19 @@ fn edge_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Result
     let mid = make_divisible(io.out_chs as f64 * bc.br, 8, 0.9);
     let groups = num_groups(io.group_size, mid)?;
     let attn_last = bc.kw.attn_last.unwrap_or(false);
-    let c1 = Conv::new(io.in_chs, mid, k).stride(io.stride).dilation(io.dilation.0).groups(groups);
+    let c1 = Conv::new(io.in_chs, mid, k)
+        .stride(io.stride)
+        .dilation(io.dilation.0)
+        .groups(groups);
     let y = cna(&mut b.scope("conv1_kxk"), x, c1, true, l)?;
     let y = attn_at(&mut b.scope("attn"), &y, mid, l, !attn_last)?;
-    let y = cna(&mut b.scope("conv2_1x1"), &y, Conv::new(mid, io.out_chs, 1), false, l)?;
+    let y = cna(
+        &mut b.scope("conv2_1x1"),
+        &y,
+        Conv::new(mid, io.out_chs, 1),
+        false,
+        l,
+    )?;
     let y = attn_at(&mut b.scope("attn_last"), &y, io.out_chs, l, attn_last)?;
     residual(b, x, &y, io, l, bc.kw.linear_out)
 }
@@ -567,7 +662,9 @@ fn shortcut(b: &mut Builder, x: &Value, io: &BlockIo, l: &Layers) -> Result<Opti
             } else if avg_stride == 1 {
                 avg_pool2d_same_s1(b, x, 2, io.in_chs)?
             } else {
-                let p = Pool2d::new(2, avg_stride, 0).ceil(true).count_include_pad(false);
+                let p = Pool2d::new(2, avg_stride, 0)
+                    .ceil(true)
+                    .count_include_pad(false);
                 p.avg(b, x, io.in_chs)?
             };
             Some(cna(&mut b.scope("conv"), &pooled, conv, false, l)?)
@@ -577,13 +674,7 @@ fn shortcut(b: &mut Builder, x: &Value, io: &BlockIo, l: &Layers) -> Result<Opti
 
 /// `RepVggBlock`: kxk + 1x1 + identity BatchNorm branches (or timm's fused `reparam_conv`),
 /// folded into one kxk conv at load; attention, activation.
-fn rep_vgg_block(
-    b: &mut Builder,
-    x: &Value,
-    io: &BlockIo,
-    k: usize,
-    l: &Layers,
-) -> Result<Value> {
+fn rep_vgg_block(b: &mut Builder, x: &Value, io: &BlockIo, k: usize, l: &Layers) -> Result<Value> {
     let groups = num_groups(io.group_size, io.in_chs)?;
     let conv = Conv::new(io.in_chs, io.out_chs, k)
         .stride(io.stride)
@@ -593,7 +684,9 @@ fn rep_vgg_block(
     let y = if b.has_weight("reparam_conv.weight") {
         conv2d(&mut b.scope("reparam_conv"), x, conv)?
     } else {
-        let c1 = Conv::new(io.in_chs, io.out_chs, 1).stride(io.stride).groups(groups);
+        let c1 = Conv::new(io.in_chs, io.out_chs, 1)
+            .stride(io.stride)
+            .groups(groups);
         let kxk = conv_bn_branch(&mut b.scope("conv_kxk"), conv)?;
         let mut branches = vec![kxk, conv_bn_branch(&mut b.scope("conv_1x1"), c1)?];
         let (d0, d1) = io.dilation;
@@ -618,16 +711,25 @@ fn mobile_one_block(
     l: &Layers,
 ) -> Result<Value> {
     let groups = num_groups(io.group_size, io.in_chs)?;
-    let conv = Conv::new(io.in_chs, io.out_chs, k).stride(io.stride).groups(groups).bias(true);
+    let conv = Conv::new(io.in_chs, io.out_chs, k)
+        .stride(io.stride)
+        .groups(groups)
+        .bias(true);
     let y = if b.has_weight("reparam_conv.weight") {
-        conv2d(&mut b.scope("reparam_conv"), x, conv.dilation(io.dilation.0))?
+        conv2d(
+            &mut b.scope("reparam_conv"),
+            x,
+            conv.dilation(io.dilation.0),
+        )?
     } else {
         let mut branches = Vec::new();
         for i in 0..num_conv_branches {
             branches.push(conv_bn_branch(&mut b.scope("conv_kxk").scope(i), conv)?);
         }
         if k > 1 {
-            let c = Conv::new(io.in_chs, io.out_chs, 1).stride(io.stride).groups(groups);
+            let c = Conv::new(io.in_chs, io.out_chs, 1)
+                .stride(io.stride)
+                .groups(groups);
             branches.push(conv_bn_branch(&mut b.scope("conv_scale"), c)?);
         }
         let (d0, d1) = io.dilation;
@@ -646,7 +748,11 @@ fn conv_bn_branch(b: &mut Builder, c: Conv) -> Result<Branch> {
     let w = b.scope("conv").read("weight", &c.weight_shape(), c.init)?;
     let bn = BnStats::read(&mut b.scope("bn"), c.out_ch, 1e-5)?;
     let (weight, bias) = fold_bn(w, None, &bn);
-    Ok(Branch { weight, bias, k: c.kernel.0 })
+    Ok(Branch {
+        weight,
+        bias,
+        k: c.kernel.0,
+    })
 }
 
 /// The branches summed into one conv (timm's `reparameterize`).
@@ -676,7 +782,13 @@ fn cna(b: &mut Builder, x: &Value, c: Conv, apply_act: bool, l: &Layers) -> Resu
 /// The block's attention layer in this scope, when `here` (the block's `attn` or `attn_last`).
 fn attn_at(b: &mut Builder, x: &Value, ch: usize, l: &Layers, here: bool) -> Result<Value> {
     match (&l.attn, here) {
-        (Some(Attn::Se { rd_ratio, rd_divisor }), true) => {
+        (
+            Some(Attn::Se {
+                rd_ratio,
+                rd_divisor,
+            }),
+            true,
+        ) => {
             let rd = make_divisible(ch as f64 * rd_ratio, *rd_divisor, 0.0);
             SqueezeExcite::se_module(ch, rd).apply(b, x)
         }
@@ -717,12 +829,15 @@ enum Downsample {
     None,
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // configuration
 
 /// `get_attn(name)` with its kwargs; `bat` and other attention types are refused.
-fn resolve_attn(a: &Args, name: Option<&str>, kwargs: Option<&Map<String, Json>>) -> Result<Option<Attn>> {
+fn resolve_attn(
+    a: &Args,
+    name: Option<&str>,
+    kwargs: Option<&Map<String, Json>>,
+) -> Result<Option<Attn>> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(None);
     };
@@ -731,11 +846,17 @@ fn resolve_attn(a: &Args, name: Option<&str>, kwargs: Option<&Map<String, Json>>
     Ok(Some(match name {
         "se" => {
             let s = SeArgs::read(&ka)?;
-            Attn::Se { rd_ratio: s.rd_ratio, rd_divisor: s.rd_divisor }
+            Attn::Se {
+                rd_ratio: s.rd_ratio,
+                rd_divisor: s.rd_divisor,
+            }
         }
         "eca" => {
             let e = EcaArgs::read(&ka)?;
-            Attn::Eca { gamma: e.gamma, beta: e.beta }
+            Attn::Eca {
+                gamma: e.gamma,
+                beta: e.beta,
+            }
         }
         // `gca` is `partial(GlobalContext, fuse_add=True, fuse_scale=False)`.
         "gc" | "gca" => {
@@ -748,9 +869,9 @@ fn resolve_attn(a: &Args, name: Option<&str>, kwargs: Option<&Map<String, Json>>
         }
         other => {
             return Err(Error::unsupported(format!(
-                "`{}`: attention layer `{other}` is not implemented natively (se, eca, gc, gca are)",
-                a.arch()
-            )))
+            "`{}`: attention layer `{other}` is not implemented natively (se, eca, gc, gca are)",
+            a.arch()
+        )))
         }
     }))
 }
@@ -785,11 +906,21 @@ fn resolve_blocks(a: &Args, r: &ByobArgs, model: &Layers) -> Result<Vec<Vec<Bloc
                     resolve_attn(a, name, kw)?
                 };
             }
-            if blk.self_attn_layer.as_deref().is_some_and(|s| !s.is_empty()) {
-                return Err(bad("self-attention blocks are byoanet's (not part of this family)"));
+            if blk
+                .self_attn_layer
+                .as_deref()
+                .is_some_and(|s| !s.is_empty())
+            {
+                return Err(bad(
+                    "self-attention blocks are byoanet's (not part of this family)",
+                ));
             }
             let empty = Map::new();
-            let kw = blk.block_kwargs.as_object().or(r.block_kwargs.as_object()).unwrap_or(&empty);
+            let kw = blk
+                .block_kwargs
+                .as_object()
+                .or(r.block_kwargs.as_object())
+                .unwrap_or(&empty);
             let kw = BlockKwargs::read(&Args::new(a.arch(), None, kw))?;
             if kw.inference_mode && !matches!(kind.as_str(), "rep" | "one") {
                 return Err(bad("inference_mode is a RepVGG / MobileOne argument"));
@@ -801,8 +932,9 @@ fn resolve_blocks(a: &Args, r: &ByobArgs, model: &Layers) -> Result<Vec<Vec<Bloc
                     _ => return Err(bad("gs as {\"groups\": n} (RepVGG's rule) or a number")),
                 },
                 v => GroupSize::Fixed(Some(
-                    v.as_u64().filter(|&g| g <= args::MAX_INT).ok_or_else(|| bad("gs as a number"))?
-                        as usize,
+                    v.as_u64()
+                        .filter(|&g| g <= args::MAX_INT)
+                        .ok_or_else(|| bad("gs as a number"))? as usize,
                 )),
             };
             let cfg = BlockCfg {

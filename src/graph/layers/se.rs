@@ -191,7 +191,10 @@ pub fn global_context(b: &mut Builder, x: &Value, c: &GlobalContextCfg) -> Resul
     let mlp = |b: &mut Builder, name: &str| {
         let m = super::mlp::MlpCfg::new(ch, c.rd_channels, "relu")
             .norm(Some(super::Norm::Layer { eps: 1e-6 }));
-        let m = super::mlp::MlpCfg { init: Init::DefaultUniform, ..m };
+        let m = super::mlp::MlpCfg {
+            init: Init::DefaultUniform,
+            ..m
+        };
         super::mlp::conv_mlp(&mut b.scope(name), &context, &m)
     };
     let mut y = x.clone();
