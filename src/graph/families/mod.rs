@@ -1,5 +1,6 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
+pub mod byobnet;
 pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
@@ -31,4 +32,5 @@ pub static ALL: &[&Family] = &[
     &inception_v3::FAMILY,
     &maxxvit::FAMILY,
     &vision_transformer_relpos::FAMILY,
+    &byobnet::FAMILY,
 ];

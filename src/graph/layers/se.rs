@@ -160,6 +160,56 @@ pub fn eca(b: &mut Builder, x: &Value, k: usize, circular: bool, gate: &str) -> 
     Ok(b.op("Mul", &[x, &g], vec![]))
 }
 
+/// timm's `GlobalContext` settings (GCNet): `rd_channels` is
+/// `make_divisible(channels * rd_ratio, rd_divisor, round_limit=0)`.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalContextCfg {
+    pub channels: usize,
+    pub rd_channels: usize,
+    /// Softmax attention pooling (`conv_attn`) instead of the mean.
+    pub use_attn: bool,
+    pub fuse_add: bool,
+    pub fuse_scale: bool,
+}
+
+/// timm's `GlobalContext`: context pooled by a softmax over `conv_attn`'s map (or the mean),
+/// then `x * sigmoid(mlp_scale(ctx))` and / or `x + mlp_add(ctx)`, each a `ConvMlp` with
+/// `LayerNorm2d` and ReLU.
+pub fn global_context(b: &mut Builder, x: &Value, c: &GlobalContextCfg) -> Result<Value> {
+    let ch = c.channels;
+    let context = if c.use_attn {
+        let conv = Conv::new(ch, 1, 1).pad(Pad::Sym(0)).bias(true);
+        let a = conv2d(&mut b.scope("conv_attn"), x, conv)?;
+        let a = super::reshape(b, &a, &[0, -1, 1]);
+        let a = b.op("Softmax", &[&a], vec![("axis", Attr::Int(1))]);
+        let xs = super::reshape(b, x, &[0, ch as i64, -1]);
+        let ctx = b.op("MatMul", &[&xs, &a], vec![]);
+        super::reshape(b, &ctx, &[0, ch as i64, 1, 1])
+    } else {
+        super::reduce_mean(b, x, &[2, 3], true)
+    };
+    let mlp = |b: &mut Builder, name: &str| {
+        let m = super::mlp::MlpCfg::new(ch, c.rd_channels, "relu")
+            .norm(Some(super::Norm::Layer { eps: 1e-6 }));
+        let m = super::mlp::MlpCfg {
+            init: Init::DefaultUniform,
+            ..m
+        };
+        super::mlp::conv_mlp(&mut b.scope(name), &context, &m)
+    };
+    let mut y = x.clone();
+    if c.fuse_scale {
+        let s = mlp(b, "mlp_scale")?;
+        let g = act(b, "sigmoid", &s)?;
+        y = b.op("Mul", &[&y, &g], vec![]);
+    }
+    if c.fuse_add {
+        let s = mlp(b, "mlp_add")?;
+        y = b.op("Add", &[&y, &s], vec![]);
+    }
+    Ok(y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::eca_kernel;
