@@ -7,12 +7,9 @@ use timm::TimmStatus;
 
 const TOL: f32 = 1e-4;
 
-/// The fixtures the native graph builds (BiT's StdConv2d is refused for now).
+/// The fixtures of the family (BiT's StdConv2d is refused for now: no fixture).
 fn native_fixtures() -> Vec<Fixture> {
     fixtures_of_family("resnetv2")
-        .into_iter()
-        .filter(|f| !f.name.contains("_bit"))
-        .collect()
 }
 
 #[test]
