@@ -12,6 +12,7 @@ pub mod resnet;
 pub mod resnetv2;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
+pub mod swin_transformer_v2_cr;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
@@ -28,6 +29,7 @@ pub static ALL: &[&Family] = &[
     &vit::FAMILY,
     &swin_transformer::FAMILY,
     &swin_transformer_v2::FAMILY,
+    &swin_transformer_v2_cr::FAMILY,
     &eva::FAMILY,
     &densenet::FAMILY,
     &vgg::FAMILY,

@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
-use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks};
+use crate::graph::layers::attention::{attention_core, normalize_heads, AttnCfg, Hooks};
 use crate::graph::layers::heads::classifier_head;
 use crate::graph::layers::mlp::{linear, linear_nobias, mlp, MlpCfg};
 use crate::graph::layers::patch_embed::{patch_embed, PatchEmbedCfg};
@@ -27,7 +27,7 @@ use crate::graph::layers::window::{self, WindowGeom};
 use crate::graph::layers::{self, Norm};
 use crate::graph::spatial::{Spatial, Step};
 use crate::graph::tables::Table;
-use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/swin_transformer_v2.json"));
@@ -339,8 +339,8 @@ fn window_attention(
     let ls = b.read("logit_scale", &[heads, 1, 1], Init::Const(10f32.ln()))?;
     let ls: Vec<f32> = ls.iter().map(|s| s.min(100f32.ln()).exp()).collect();
     let ls = b.tensor("logit_scale", ls, &[heads, 1])?;
-    let q = l2_normalize_heads(b, &parts[0], heads, hd, Some(&ls));
-    let k = l2_normalize_heads(b, &parts[1], heads, hd, None);
+    let q = normalize_heads(b, &parts[0], heads, hd, Some(&ls));
+    let k = normalize_heads(b, &parts[1], heads, hd, None);
     let rel = cpb_mlp_bias(b, g.win, (st.pretrained, st.pretrained), heads)?;
     let bias = window::window_attn_bias(b, &rel, mask, like, heads, g.area());
     let mut c = AttnCfg::new(d, heads);
@@ -351,27 +351,6 @@ fn window_attention(
     };
     let y = attention_core(b, &q, &k, &parts[2], &c, &hooks)?;
     linear(&mut b.scope("proj"), &y, d, d, true, init)
-}
-
-/// `F.normalize(t, dim=-1)` of each head of `t` `[N, L, heads·hd]` (`t / max(‖t‖, 1e-12)`),
-/// times a per-head `scale` `[heads, 1]` when given; returns `[N, L, heads·hd]`.
-fn l2_normalize_heads(
-    b: &mut Builder,
-    t: &Value,
-    heads: usize,
-    hd: usize,
-    scale: Option<&Value>,
-) -> Value {
-    let t = layers::reshape(b, t, &[0, 0, heads as i64, hd as i64]);
-    let axes = b.ints(&[-1]);
-    let norm = b.op("ReduceL2", &[&t, &axes], vec![("keepdims", Attr::Int(1))]);
-    let eps = b.scalar(1e-12);
-    let norm = b.op("Max", &[&norm, &eps], vec![]);
-    let mut y = b.op("Div", &[&t, &norm], vec![]);
-    if let Some(s) = scale {
-        y = layers::mul(b, &y, s);
-    }
-    layers::reshape(b, &y, &[0, 0, (heads * hd) as i64])
 }
 
 #[cfg(test)]

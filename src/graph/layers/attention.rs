@@ -258,3 +258,24 @@ pub fn diff_attention(
     };
     linear(&mut b.scope("proj"), &y, dim, dim, c.proj_bias, c.init)
 }
+
+/// Cosine attention's `F.normalize(t, dim=-1)` (Swin v2) of each head of `t` `[N, L, heads·hd]` (`t / max(‖t‖, 1e-12)`),
+/// times a per-head `scale` `[heads, 1]` when given; returns `[N, L, heads·hd]`.
+pub fn normalize_heads(
+    b: &mut Builder,
+    t: &Value,
+    heads: usize,
+    hd: usize,
+    scale: Option<&Value>,
+) -> Value {
+    let t = reshape(b, t, &[0, 0, heads as i64, hd as i64]);
+    let axes = b.ints(&[-1]);
+    let norm = b.op("ReduceL2", &[&t, &axes], vec![("keepdims", Attr::Int(1))]);
+    let eps = b.scalar(1e-12);
+    let norm = b.op("Max", &[&norm, &eps], vec![]);
+    let mut y = b.op("Div", &[&t, &norm], vec![]);
+    if let Some(s) = scale {
+        y = super::mul(b, &y, s);
+    }
+    reshape(b, &y, &[0, 0, (heads * hd) as i64])
+}

@@ -254,6 +254,38 @@ pub fn cpb_mlp_bias(
     gather_bias(b, &table, &idx, h * w, heads, 0)
 }
 
+/// Swin v2 'cr''s position bias (`swin_transformer_v2_cr.WindowMultiHeadAttention`): the
+/// current scope's `meta_mlp` (timm `Mlp`: `fc1` 2 → `hidden` with bias, ReLU, `fc2` → heads with
+/// bias) evaluated at load on `sign · ln(1 + |Δ|)` of every token pair of the `h × w` window
+/// → `[1, heads, L, L]`.
+pub fn meta_mlp_bias(
+    b: &mut Builder,
+    window: (usize, usize),
+    heads: usize,
+    hidden: usize,
+) -> Result<Value> {
+    let w1 = b.read("meta_mlp.fc1.weight", &[hidden, 2], Init::DefaultUniform)?;
+    let b1 = b.read("meta_mlp.fc1.bias", &[hidden], Init::Zeros)?;
+    let w2 = b.read(
+        "meta_mlp.fc2.weight",
+        &[heads, hidden],
+        Init::DefaultUniform,
+    )?;
+    let b2 = b.read("meta_mlp.fc2.bias", &[heads], Init::Zeros)?;
+    // The MLP of each pair's offset is the MLP of that offset's table row.
+    let coords = gen_relative_log_coords(window, (0, 0), RelPosMlpMode::Cr);
+    let table = coords_mlp(
+        &coords,
+        (&w1, &b1),
+        (&w2, &b2),
+        hidden,
+        heads,
+        RelPosMlpMode::Cr,
+    );
+    let idx = gen_relative_position_index(window.0, window.1, false);
+    gather_bias(b, &table, &idx, window.0 * window.1, heads, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
