@@ -6,6 +6,7 @@ pub mod efficientnet;
 pub mod eva;
 pub mod inception_v3;
 pub mod maxxvit;
+pub mod metaformer;
 pub mod regnet;
 pub mod resnet;
 pub mod swin_transformer;
@@ -27,4 +28,5 @@ pub static ALL: &[&Family] = &[
     &vgg::FAMILY,
     &inception_v3::FAMILY,
     &maxxvit::FAMILY,
+    &metaformer::FAMILY,
 ];
