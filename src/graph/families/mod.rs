@@ -4,6 +4,7 @@ pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
+pub mod inception_next;
 pub mod inception_v3;
 pub mod maxxvit;
 pub mod metaformer;
@@ -29,4 +30,5 @@ pub static ALL: &[&Family] = &[
     &inception_v3::FAMILY,
     &maxxvit::FAMILY,
     &metaformer::FAMILY,
+    &inception_next::FAMILY,
 ];
