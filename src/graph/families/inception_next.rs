@@ -254,7 +254,7 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Cfg> {
             "model_args depths {depths:?} and dims {dims:?} must list the same, positive stages"
         )));
     }
-    if v.norm_layer.to_ascii_lowercase() != "batchnorm2d" {
+    if !v.norm_layer.eq_ignore_ascii_case("batchnorm2d") {
         return Err(a.unsupported("norm_layer", "the native InceptionNeXt builds batchnorm2d"));
     }
     let mixer = mixer(&v.token_mixers).ok_or_else(|| {
