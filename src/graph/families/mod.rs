@@ -5,8 +5,10 @@ pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
+pub mod inception_next;
 pub mod inception_v3;
 pub mod maxxvit;
+pub mod metaformer;
 pub mod regnet;
 pub mod resnet;
 pub mod resnetv2;
@@ -33,4 +35,6 @@ pub static ALL: &[&Family] = &[
     &maxxvit::FAMILY,
     &vision_transformer_relpos::FAMILY,
     &byobnet::FAMILY,
+    &metaformer::FAMILY,
+    &inception_next::FAMILY,
 ];
