@@ -4,7 +4,9 @@ pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
+pub mod inception_resnet_v2;
 pub mod inception_v3;
+pub mod inception_v4;
 pub mod maxxvit;
 pub mod regnet;
 pub mod resnet;
@@ -26,5 +28,7 @@ pub static ALL: &[&Family] = &[
     &densenet::FAMILY,
     &vgg::FAMILY,
     &inception_v3::FAMILY,
+    &inception_v4::FAMILY,
+    &inception_resnet_v2::FAMILY,
     &maxxvit::FAMILY,
 ];
