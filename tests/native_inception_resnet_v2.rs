@@ -36,13 +36,7 @@ fn feature_info_names_timms_modules() {
     let modules: Vec<&str> = info.iter().map(|(_, _, m)| m.as_str()).collect();
     assert_eq!(
         modules,
-        [
-            "conv2d_2b",
-            "conv2d_4a",
-            "repeat",
-            "repeat_1",
-            "conv2d_7b",
-        ]
+        ["conv2d_2b", "conv2d_4a", "repeat", "repeat_1", "conv2d_7b",]
     );
     let reductions: Vec<usize> = info.iter().map(|(_, r, _)| *r).collect();
     assert_eq!(reductions, [2, 4, 8, 16, 32]);

@@ -92,7 +92,7 @@ fn bad_requests_are_refused() {
 
 #[test]
 fn bare_name_without_weights_builds_runs_and_is_seeded() {
-    // The stem only (out_indices 1): the full network's random init is slow in debug builds.
+    // The stem and Mixed3a (out_indices 1): the full network's random init is slow in debug builds.
     let run = |seed: &str| {
         let opts = [
             ("seed", seed),

@@ -13,6 +13,7 @@ pub mod resnet;
 pub mod swin_transformer;
 pub mod vgg;
 pub mod vit;
+pub mod xception;
 
 use super::Family;
 
@@ -31,4 +32,5 @@ pub static ALL: &[&Family] = &[
     &inception_v4::FAMILY,
     &inception_resnet_v2::FAMILY,
     &maxxvit::FAMILY,
+    &xception::FAMILY,
 ];
