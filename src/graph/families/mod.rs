@@ -14,6 +14,7 @@ pub mod swin_transformer;
 pub mod vgg;
 pub mod vit;
 pub mod xception;
+pub mod xception_aligned;
 
 use super::Family;
 
@@ -33,4 +34,5 @@ pub static ALL: &[&Family] = &[
     &inception_resnet_v2::FAMILY,
     &maxxvit::FAMILY,
     &xception::FAMILY,
+    &xception_aligned::FAMILY,
 ];
