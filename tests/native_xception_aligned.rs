@@ -17,7 +17,12 @@ fn xception_aligned_fixtures_match_timm_natively() {
     for name in FIXTURES {
         let f = fixture(name);
         let r = reference(&f);
-        check_fixture(&f, "native", &[("graph", "native")], TOL * largest(&r.logits));
+        check_fixture(
+            &f,
+            "native",
+            &[("graph", "native")],
+            TOL * largest(&r.logits),
+        );
         check_features(&f, TOL * largest(&r.features));
     }
 }
