@@ -102,6 +102,62 @@ fn c_program_reproduces_timm_logits_for_every_fixture_folder() {
 }
 
 #[test]
+fn c_program_gets_timms_feature_maps_for_every_family() {
+    // For every fixture with features_only references: the default out_indices and the first
+    // custom configuration, through timm_infer_outputs from C.
+    let dir = fixtures_dir();
+    let mut families = std::collections::BTreeSet::new();
+    for f in fixtures() {
+        // timm's Swin features_only maps are NHWC; its own test compares them permuted.
+        if f.family == "swin_transformer" {
+            continue;
+        }
+        let refs = feature_map_refs(&f);
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(&f.reference).join("meta.json")).unwrap(),
+        )
+        .unwrap();
+        for (k, r) in refs.iter().enumerate().take(2) {
+            let entry = &meta["feature_maps"][k];
+            let input = match entry["input"].as_str() {
+                Some(file) => dir.join(&f.reference).join(file),
+                None => dir.join(&f.reference).join("input.f32"),
+            };
+            let shape: Vec<String> = r.input_shape.iter().map(|d| d.to_string()).collect();
+            let opts: Vec<String> = r
+                .options
+                .iter()
+                .filter(|(k, _)| k != "output")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let mut args = vec![
+                "fmaps".to_string(),
+                f.folder("native").unwrap().display().to_string(),
+                input.display().to_string(),
+                shape.join(","),
+                if opts.is_empty() {
+                    "-".into()
+                } else {
+                    opts.join(";")
+                },
+            ];
+            for o in entry["outputs"].as_array().unwrap() {
+                args.push(
+                    dir.join(&f.reference)
+                        .join(o["file"].as_str().unwrap())
+                        .display()
+                        .to_string(),
+                );
+            }
+            let (ok, _) = run(&args, &[]);
+            assert!(ok, "{} feature maps {k}: C program failed", f.name);
+            families.insert(f.family.clone());
+        }
+    }
+    assert!(families.len() >= 5, "feature maps checked for {families:?}");
+}
+
+#[test]
 fn c_program_error_paths_return_statuses_and_messages() {
     let f = fixture("test_resnet");
     let (ok, text) = run(

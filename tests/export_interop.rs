@@ -96,11 +96,11 @@ fn case_json(c: &Case, dir: &Path) -> serde_json::Value {
     let r = fixtures_dir().join(&f.reference);
     let rf = reference(f);
     let native = c.mode == "native";
-    // Convolutional families declare free height and width: run them at another size too
+    // Families that declare free height and width (convnets): run them at another size too
     // (a multiple of the largest stride, 32, as timm needs for its stride-2 paths to agree).
     // Transformers with fixed-size position tables or window masks take one size.
-    let fixed_size = ["vit", "foundation", "swin_transformer"].contains(&f.family.as_str());
-    let other = (native && !fixed_size)
+    let any_size = timm::graph::family_for(&f.arch).is_some_and(|fam| fam.any_size);
+    let other = (native && any_size)
         .then(|| serde_json::json!([rf.input_shape[2] + 32, rf.input_shape[3] + 64]));
     serde_json::json!({
         "name": name,

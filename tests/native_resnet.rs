@@ -240,7 +240,7 @@ fn weights_that_disagree_with_the_architecture_are_invalid_and_name_the_tensor()
 #[test]
 fn unsupported_variants_and_arguments_are_refused_by_name() {
     let f = fixture("resnet18-tiny");
-    let dir = edited_copy(&f, |c| c["model_args"]["aa_layer"] = "blurpool".into());
+    let dir = edited_copy(&f, |c| c["model_args"]["aa_layer"] = "lowpass".into());
     let e = CModel::create(
         &format!("local:{}", dir.display()),
         true,
@@ -249,7 +249,7 @@ fn unsupported_variants_and_arguments_are_refused_by_name() {
     .err()
     .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("blurpool"), "{}", e.message);
+    assert!(e.message.contains("lowpass"), "{}", e.message);
     let _ = std::fs::remove_dir_all(&dir);
 
     let dir = edited_copy(&f, |c| c["model_args"]["frobnicate"] = 3.into());
@@ -275,11 +275,35 @@ fn unsupported_variants_and_arguments_are_refused_by_name() {
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     let _ = std::fs::remove_dir_all(&dir);
 
-    let e = CModel::create("ecaresnet50d", false, &[])
-        .err()
-        .expect("must fail");
+    let dir = edited_copy(&f, |c| {
+        c["model_args"]["block_args"] = serde_json::json!({"attn_layer": "cbam"})
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("ECA"), "{}", e.message);
+    assert!(e.message.contains("attn_layer"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pruned_ecaresnets_take_timms_pruned_widths_without_weights() {
+    // timm's features_only channels for the pruned networks (adapt_model_from_file's widths).
+    for (arch, chans) in [
+        ("ecaresnet50d_pruned", [64, 19, 171, 818, 2022]),
+        ("ecaresnet101d_pruned", [64, 26, 142, 278, 2042]),
+    ] {
+        let m = CModel::create(arch, false, &[("output", "feature_maps")])
+            .unwrap_or_else(|e| panic!("{arch}: {e:?}"));
+        let got: Vec<usize> = m.feature_info().iter().map(|i| i.0).collect();
+        assert_eq!(got, chans, "{arch}");
+        let logits = CModel::create(arch, false, &[("output", "features")]).unwrap();
+        assert_eq!(logits.output_dim(), chans[4], "{arch}");
+    }
 }
 
 /// The fixtures the generator made `features_only` references for.

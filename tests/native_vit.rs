@@ -46,10 +46,14 @@ fn feature_maps_match_timms_features_only() {
         "deit_tiny_distilled",
         "vit_small_patch14_reg4_dinov2",
         "vit_depth3",
+        // MAP head (pruned for the maps), RmsNorm + SwiGLU, GluMlp at another size.
+        "vit_siglip_map",
+        "aimv2_large",
+        "vit_giant_dinov2",
     ] {
         checked += check_feature_maps(&fixture(name), TOL);
     }
-    assert_eq!(checked, 8, "feature-map references");
+    assert_eq!(checked, 11, "feature-map references");
 }
 
 fn feature_maps_err(name: &str, options: &[(&str, &str)]) -> CError {
@@ -112,9 +116,9 @@ fn test_input(n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
         .collect()
 }
 
-fn bare_model_runs(arch: &str, classes: usize, dim: usize) {
-    let input = test_input(1, 3, 224, 224);
-    let shape = [1, 3, 224, 224];
+fn bare_model_runs(arch: &str, size: usize, classes: usize, dim: usize) {
+    let input = test_input(1, 3, size, size);
+    let shape = [1, 3, size as i64, size as i64];
     let run = |seed: &str| {
         let m = CModel::create(arch, false, &[("seed", seed)])
             .unwrap_or_else(|e| panic!("{arch}: {e:?}"));
@@ -144,8 +148,11 @@ fn bare_model_runs(arch: &str, classes: usize, dim: usize) {
 
 #[test]
 fn bare_names_build_full_size_models_with_seeded_weights() {
-    bare_model_runs("vit_tiny_patch16_224", 1000, 192);
-    bare_model_runs("deit_tiny_distilled_patch16_224", 1000, 192);
+    bare_model_runs("vit_tiny_patch16_224", 224, 1000, 192);
+    bare_model_runs("deit_tiny_distilled_patch16_224", 224, 1000, 192);
+    // timm's small test archs: the MAP head, RmsNorm.
+    bare_model_runs("test_vit3", 160, 1000, 96);
+    bare_model_runs("test_vit4", 160, 1000, 96);
 }
 
 /// Copies a fixture's native folder to a temp dir and lets `edit` rewrite its config.json.
@@ -216,25 +223,29 @@ fn weights_that_disagree_with_the_architecture_name_the_tensor() {
 
 #[test]
 fn unsupported_variants_say_what_is_missing() {
-    let dir = edited_copy("deit_tiny", "map", |c| {
-        c["architecture"] = "vit_base_patch16_siglip_224".into()
+    // No pooling: timm returns every token, a native graph one vector per image.
+    let dir = edited_copy("deit_tiny", "nopool", |c| {
+        c["model_args"]["global_pool"] = "".into()
     });
     let e = create_err(&dir);
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("map"), "{}", e.message);
+    assert!(e.message.contains("global_pool"), "{}", e.message);
 
+    // A timm block the module does not have (e.g. another module's block).
     let dir = edited_copy("deit_tiny", "block", |c| {
-        c["model_args"]["block_fn"] = "ResPostBlock".into()
+        c["model_args"]["block_fn"] = "NormFreeBlock".into()
     });
     let e = create_err(&dir);
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("block_fn"), "{}", e.message);
 
-    let e = CModel::create("vit_base_patch16_siglip_224", false, &[])
-        .err()
-        .expect("must fail");
+    // A known layer with an argument the native graph does not implement.
+    let dir = edited_copy("deit_tiny", "swiglu", |c| {
+        c["model_args"]["mlp_layer"] = serde_json::json!({"partial": "swiglu", "align_to": 64})
+    });
+    let e = create_err(&dir);
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("map"), "{}", e.message);
+    assert!(e.message.contains("mlp_layer"), "{}", e.message);
 }
 
 /// CPU time of the calling thread: ORT runs a one-thread session on it, and unlike wall time this

@@ -6,6 +6,7 @@
  *        test_c_api errors <folder>
  *        test_c_api threads <folder> <reference_dir>
  *        test_c_api no-runtime <folder>
+ *        test_c_api fmaps <folder> <input.f32> <N,C,H,W> <key=value;...|-> <map0.f32> [<map1.f32> ...]
  */
 #include <math.h>
 #include <pthread.h>
@@ -100,6 +101,77 @@ static int expect_fail(const char *spec, const TimmOptions *options, TimmStatus 
     /* The NULL-returning wrapper fails the same way. */
     CHECK(options != NULL || timm_create_model(spec, true) == NULL, "%s: timm_create_model succeeded", what);
     return 0;
+}
+
+/* timm's features_only maps through timm_infer_outputs: the model is created with
+ * output=feature_maps plus the given options, each output sized by timm_model_output_shape and
+ * compared with timm's map relative to the map's largest |value|. */
+static int cmd_fmaps(int argc, char **argv) {
+    if (argc < 5) { fprintf(stderr, "fmaps: missing arguments\n"); return 1; }
+    const char *folder = argv[0], *input_path = argv[1], *shape_arg = argv[2], *opts_arg = argv[3];
+    size_t n_maps = (size_t)(argc - 4);
+    TimmOptions *o = timm_options_new();
+    CHECK(timm_options_set(o, "output", "feature_maps") == TIMM_OK, "output: %s", timm_last_error());
+    if (strcmp(opts_arg, "-")) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", opts_arg);
+        for (char *kv = strtok(buf, ";"); kv; kv = strtok(NULL, ";")) {
+            char *eq = strchr(kv, '=');
+            if (!eq) continue;
+            *eq = 0;
+            CHECK(timm_options_set(o, kv, eq + 1) == TIMM_OK, "option %s: %s", kv, timm_last_error());
+        }
+    }
+    char spec[4200];
+    snprintf(spec, sizeof spec, "local:%s", folder);
+    TimmModel *m = NULL;
+    TimmStatus st = timm_model_create(spec, true, o, &m);
+    timm_options_free(o);
+    if (st != TIMM_OK) { fprintf(stderr, "FAIL create %s: %s\n", folder, timm_last_error()); return 1; }
+    CHECK(timm_model_output_count(m) == n_maps, "%s: %zu outputs, timm has %zu maps", folder, timm_model_output_count(m), n_maps);
+    int64_t shape[4];
+    CHECK(sscanf(shape_arg, "%ld,%ld,%ld,%ld", (long *)&shape[0], (long *)&shape[1], (long *)&shape[2], (long *)&shape[3]) == 4, "shape %s", shape_arg);
+    size_t n_in = 0;
+    float *input = read_f32("", input_path, &n_in);
+    float **outs = calloc(n_maps, sizeof(float *));
+    size_t *lens = calloc(n_maps, sizeof(size_t));
+    for (size_t i = 0; i < n_maps && failures == 0; i++) {
+        int64_t dims[8];
+        size_t ndim = 0;
+        CHECK(timm_model_output_shape(m, i, shape, 4, dims, 8, &ndim) == TIMM_OK, "output_shape %zu: %s", i, timm_last_error());
+        CHECK(ndim == 4, "map %zu has %zu dims", i, ndim);
+        lens[i] = 1;
+        for (size_t d = 0; d < ndim; d++) lens[i] *= (size_t)dims[d];
+        outs[i] = calloc(lens[i], sizeof(float));
+        size_t channels = 0, reduction = 0;
+        const char *module = NULL;
+        CHECK(timm_model_feature_info(m, i, &channels, &reduction, &module) == TIMM_OK && module && channels == (size_t)dims[1],
+              "feature_info %zu", i);
+    }
+    if (failures == 0) {
+        st = timm_infer_outputs(m, input, shape, 4, outs, lens, n_maps);
+        CHECK(st == TIMM_OK, "infer_outputs: %s", timm_last_error());
+    }
+    for (size_t i = 0; i < n_maps && failures == 0; i++) {
+        size_t n_ref = 0;
+        float *ref = read_f32("", argv[4 + i], &n_ref);
+        CHECK(n_ref == lens[i], "map %zu: %zu values, timm's has %zu", i, lens[i], n_ref);
+        float scale = 1e-12f, d = 0;
+        for (size_t j = 0; j < n_ref; j++) scale = fabsf(ref[j]) > scale ? fabsf(ref[j]) : scale;
+        for (size_t j = 0; j < n_ref && j < lens[i]; j++) {
+            float e = fabsf(outs[i][j] - ref[j]) / scale;
+            if (!(e <= d)) d = e;
+        }
+        printf("%-60s map %zu rel max|diff| = %.3g\n", folder, i, d);
+        CHECK(d <= 1e-4f, "%s map %zu differs from timm by %g", folder, i, d);
+        free(ref);
+    }
+    for (size_t i = 0; i < n_maps; i++) free(outs[i]);
+    free(outs);
+    free(lens);
+    free(input);
+    timm_free(m);
+    return failures;
 }
 
 static int cmd_errors(const char *folder) {
@@ -248,6 +320,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "errors")) return cmd_errors(argv[2]) ? 1 : 0;
     if (!strcmp(argv[1], "threads") && argc >= 4) return cmd_threads(argv[2], argv[3]) ? 1 : 0;
     if (!strcmp(argv[1], "no-runtime")) return cmd_no_runtime(argv[2]) ? 1 : 0;
+    if (!strcmp(argv[1], "fmaps")) return cmd_fmaps(argc - 2, argv + 2) ? 1 : 0;
     fprintf(stderr, "unknown command %s\n", argv[1]);
     return 2;
 }

@@ -118,7 +118,14 @@ fn features(f: &mut Builder, in_ch: usize, r: &DenseNetArgs, blur: bool) -> Resu
     f.feature(&x, init_features, 2, stem_norm);
     x = if blur {
         let p = Pool2d::new(3, 1, 1).max(f, &x, init_features)?;
-        blur_pool2d(&mut f.scope("pool0").scope(1), &p, init_features, 3, 2)?
+        blur_pool2d(
+            &mut f.scope("pool0").scope(1),
+            &p,
+            init_features,
+            3,
+            2,
+            true,
+        )?
     } else {
         Pool2d::new(3, 2, 1).max(f, &x, init_features)?
     };

@@ -550,9 +550,16 @@ fn attend(
         let r = &mut b.scope("rel_pos");
         match c.rel_pos {
             RelPos::None => None,
-            RelPos::Bias => Some(pos_embed_rel::rel_pos_bias(r, window, heads)?),
+            RelPos::Bias => Some(pos_embed_rel::rel_pos_bias(r, window, heads, 0)?),
             RelPos::BiasTf => Some(pos_embed_rel::rel_pos_bias_tf(r, window, heads)?),
-            RelPos::Mlp(hidden) => Some(pos_embed_rel::rel_pos_mlp(r, window, heads, hidden)?),
+            RelPos::Mlp(hidden) => Some(pos_embed_rel::rel_pos_mlp(
+                r,
+                window,
+                heads,
+                hidden,
+                0,
+                pos_embed_rel::RelPosMlpMode::Cr,
+            )?),
         }
     };
     let cfg = AttnCfg::new(d, heads);

@@ -1,5 +1,6 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
+pub mod byobnet;
 pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
@@ -10,8 +11,10 @@ pub mod inception_v4;
 pub mod maxxvit;
 pub mod regnet;
 pub mod resnet;
+pub mod resnetv2;
 pub mod swin_transformer;
 pub mod vgg;
+pub mod vision_transformer_relpos;
 pub mod vit;
 pub mod xception;
 pub mod xception_aligned;
@@ -21,6 +24,7 @@ use super::Family;
 /// Every family this build knows, in matching order.
 pub static ALL: &[&Family] = &[
     &resnet::FAMILY,
+    &resnetv2::FAMILY,
     &efficientnet::FAMILY,
     &convnext::FAMILY,
     &regnet::FAMILY,
@@ -33,6 +37,8 @@ pub static ALL: &[&Family] = &[
     &inception_v4::FAMILY,
     &inception_resnet_v2::FAMILY,
     &maxxvit::FAMILY,
+    &vision_transformer_relpos::FAMILY,
+    &byobnet::FAMILY,
     &xception::FAMILY,
     &xception_aligned::FAMILY,
 ];

@@ -1,24 +1,25 @@
-//! timm's `resnet.py`: ResNet (B/C/D/S/T stems and shortcuts), ResNeXt, SE-ResNet(X)t, Wide
-//! ResNet, SENet-154, ResNet-RS, average-pool anti-aliased ResNets and `test_resnet`.
+//! timm's `resnet.py`: ResNet (B/C/D/S/T stems and shortcuts), ResNeXt, SE-ResNet(X)t, ECA-ResNet(X)t
+//! (pruned ones included), Wide ResNet, SENet-154, ResNet-RS, GroupNorm ResNet, average-pool and
+//! blur-pool anti-aliased ResNets and `test_resnet`.
 //!
 //! The arguments each entrypoint passes to `ResNet` (and the config.json timm writes for it) come
 //! from the generated table; config.json's `model_args` override them as timm's
 //! `dict(model_args, **kwargs)` does. With a weights file, what the tensors determine (blocks per
 //! stage, BasicBlock vs Bottleneck, SE, deep stem, conv stem pool, avg-down shortcut, shortcut
-//! kernel) is read from them; widths come from the arguments, so weights that disagree with them
-//! fail on the tensor's shape. The table also lists the variants this graph refuses by name (ECA
-//! attention, GroupNorm, blur-pool anti-aliasing, pruned channel counts).
+//! kernel, ECA kernel) is read from them; widths come from the arguments, so weights that disagree
+//! with them fail on the tensor's shape — except for `pruned` architectures, whose every conv width
+//! is the weights' (without weights: timm's pruning file, which the generated table carries).
 
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::{Args, PerStage};
-use crate::graph::layers::conv::conv_bn_init;
+use crate::graph::layers::conv::{conv2d, conv_bn_init};
 use crate::graph::layers::heads::classifier_head;
-use crate::graph::layers::pool::{avg_pool2d_same_s1, Pool2d, PoolKind};
-use crate::graph::layers::se::{rd_channels, SqueezeExcite};
-use crate::graph::layers::{self, conv_bn, Conv, Norm};
+use crate::graph::layers::pool::{avg_pool2d_same_s1, blur_pool2d, Pool2d, PoolKind};
+use crate::graph::layers::se::{eca, eca_kernel, rd_channels, SqueezeExcite};
+use crate::graph::layers::{self, Conv, Norm};
 use crate::graph::spatial::Step;
 use crate::graph::tables::Table;
 use crate::graph::{Builder, Family, Init, OutputKind, Value};
@@ -27,7 +28,7 @@ static TABLE: Table = Table::new(include_str!("../tables/resnet.json"));
 
 pub const FAMILY: Family = Family {
     name: "resnet",
-    examples: "resnet10t..resnet200d with c/d/s/t variants, resnext*, seresnet*, seresnext*, wide_resnet*, senet154, resnetrs*, resnetaa*, test_resnet",
+    examples: "resnet10t..resnet200d with c/d/s/t variants, resnext*, seresnet*, seresnext*, ecaresnet*, wide_resnet*, senet154, resnetrs*, resnetaa*, resnetblur*, resnet50_gn, test_resnet",
     matches: |arch| TABLE.contains(arch),
     build,
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
@@ -42,9 +43,6 @@ const IDENTITY: Step = Step::Window {
     dilation: 1,
     ceil: false,
 };
-
-/// timm's `BatchNorm2d` eps.
-const BN_EPS: f32 = 1e-5;
 
 crate::timm_args! {
     /// `ResNet.__init__`'s keyword arguments, with timm's defaults.
@@ -68,8 +66,8 @@ crate::timm_args! {
         aa_layer: Option<String> = None,
         zero_init_last: bool = true,
         block_args: Option<Json> = None,
-        // `build_model_with_cfg(pruned=True)`: channel counts from timm's pruning files.
-        pruned: bool = false,
+        // `build_model_with_cfg(pruned=True)`; the table holds the pruning file's conv widths.
+        pruned: Option<Json> = None,
     }
 }
 
@@ -86,6 +84,28 @@ impl Block {
             Block::Bottleneck => 4,
         }
     }
+}
+
+/// `aa_layer`: `nn.AvgPool2d` or `BlurPool2d` (reflect padding, or `blurpc`'s zeros).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Aa {
+    Avg,
+    Blur { reflect: bool },
+}
+
+/// `block_args.attn_layer`: `SEModule` with its `rd_ratio`, or `EcaModule` / `CecaModule`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Attn {
+    Se(f64),
+    Eca { circular: bool },
+}
+
+/// Where a pruned network's conv widths come from.
+#[derive(Debug, Clone)]
+enum Pruned {
+    Weights,
+    /// Conv module name → output channels (timm's `_pruned/<arch>.txt`).
+    Table(Map<String, Json>),
 }
 
 /// The network as timm builds it: the arguments, then what the weights show.
@@ -106,10 +126,10 @@ struct ResNet {
     down_kernel_size: usize,
     avg_down: bool,
     act: String,
-    /// `aa_layer=nn.AvgPool2d`.
-    aa: bool,
-    /// `attn_layer='se'`: SEModule's `rd_ratio`.
-    se: Option<f64>,
+    norm: Norm,
+    aa: Option<Aa>,
+    attn: Option<Attn>,
+    pruned: Option<Pruned>,
     pool: PoolKind,
     /// Init of each residual branch's last BatchNorm weight without weights (`zero_init_last`).
     last_bn_init: Init,
@@ -127,32 +147,41 @@ impl ResNet {
         })?;
         let args = Args::new(arch, Some(&entry.args), &cfg.model_args);
         let a = ResNetArgs::read(&args)?;
-        let se = attn_layer(&args, a.block_args.as_ref())?;
-        let aa = match a
-            .aa_layer
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None => false,
-            Some("avgpool2d" | "avgpool" | "avg") => true,
+        let attn = attn_layer(&args, a.block_args.as_ref())?;
+        // timm's `_normalize_aa_layer` keys (a class name lower-cased by the table).
+        let aa_key = a.aa_layer.as_deref().map(|s| {
+            s.to_ascii_lowercase()
+                .replace(['_', '-'], "")
+                .trim_end_matches("2d")
+                .to_string()
+        });
+        let aa = match aa_key.as_deref() {
+            None => None,
+            Some("avgpool" | "avg") => Some(Aa::Avg),
+            Some("blurpool" | "blur") => Some(Aa::Blur { reflect: true }),
+            Some("blurpc") => Some(Aa::Blur { reflect: false }),
             Some(_) => {
                 return Err(args.unsupported(
                     "aa_layer",
-                    "only nn.AvgPool2d anti-aliasing is implemented (BlurPool is not)",
+                    "anti-aliasing is nn.AvgPool2d, BlurPool2d or 'blurpc'",
                 ))
             }
         };
-        if !matches!(Norm::from_timm(&a.norm_layer, None), Ok(Norm::Batch { .. })) {
-            return Err(args.unsupported(
-                "norm_layer",
-                "the native resnet graph implements BatchNorm2d only (not GroupNorm or others)",
-            ));
+        let norm = Norm::from_timm(&a.norm_layer, None)
+            .map_err(|e| args.unsupported("norm_layer", e.message()))?;
+        if norm == Norm::Identity {
+            return Err(args.unsupported("norm_layer", "a ResNet needs a norm layer"));
         }
-        if a.pruned {
+        let pruned = match a.pruned {
+            None | Some(Json::Bool(false)) => None,
+            Some(Json::Bool(true)) => Some(Pruned::Weights),
+            Some(Json::Object(m)) => Some(Pruned::Table(m)),
+            Some(_) => return Err(args.unsupported("pruned", "expected a boolean")),
+        };
+        if pruned.is_some() && a.cardinality != 1 {
             return Err(args.unsupported(
                 "pruned",
-                "pruned channel counts (timm's pruning files) are not implemented",
+                "pruned grouped convs (cardinality > 1) are not implemented",
             ));
         }
         layers::act::canonical(&a.act_layer)?;
@@ -240,8 +269,10 @@ impl ResNet {
             down_kernel_size: a.down_kernel_size,
             avg_down: a.avg_down,
             act: a.act_layer,
+            norm,
             aa,
-            se,
+            attn,
+            pruned,
             pool,
             last_bn_init: if a.zero_init_last {
                 Init::Zeros
@@ -258,10 +289,22 @@ impl ResNet {
         }
         self.deep_stem = b.has_weight("conv1.0.weight");
         self.replace_stem_pool = b.has_weight("maxpool.0.weight");
-        self.se = match b.has_weight("layer1.0.se.fc1.weight") {
-            true => Some(self.se.unwrap_or(1.0 / 16.0)),
-            false => None,
+        self.attn = if b.has_weight("layer1.0.se.fc1.weight") {
+            match self.attn {
+                Some(Attn::Se(r)) => Some(Attn::Se(r)),
+                _ => Some(Attn::Se(1.0 / 16.0)),
+            }
+        } else if b.has_weight("layer1.0.se.conv.weight") {
+            match self.attn {
+                Some(Attn::Eca { circular }) => Some(Attn::Eca { circular }),
+                _ => Some(Attn::Eca { circular: false }),
+            }
+        } else {
+            None
         };
+        if self.pruned.is_some() {
+            self.pruned = Some(Pruned::Weights);
+        }
         for s in 0..self.layers.len() {
             let stage = &mut b.scope(format!("layer{}", s + 1));
             let depth = (0..).take_while(|&i| stage.scope(i).has_weight("conv1.weight"));
@@ -291,10 +334,47 @@ impl ResNet {
         }
         Ok(())
     }
+
+    /// A conv's output width: the argument's, or a pruned network's (`conv` in `b`'s scope).
+    fn width(&self, b: &Builder, conv: &str, default: usize) -> Result<usize> {
+        let width = match &self.pruned {
+            None => return Ok(default),
+            Some(Pruned::Weights) => b.weight_shape(&format!("{conv}.weight")).map(|s| s[0]),
+            Some(Pruned::Table(m)) => m
+                .get(&b.key(conv))
+                .and_then(Json::as_u64)
+                .map(|w| w as usize),
+        };
+        match width {
+            Some(w) if w > 0 => Ok(w),
+            _ => Err(Error::invalid_model(format!(
+                "pruned network: no width for `{}`",
+                b.key(conv)
+            ))),
+        }
+    }
+
+    /// A conv and its norm: BatchNorm folded into the conv, another norm after it.
+    fn conv_norm(
+        &self,
+        b: &mut Builder,
+        x: &Value,
+        names: (&str, &str),
+        c: Conv,
+        init: Init,
+    ) -> Result<Value> {
+        match self.norm {
+            Norm::Batch { eps } => conv_bn_init(b, x, names.0, names.1, c, eps, init),
+            norm => {
+                let y = conv2d(&mut b.scope(names.0), x, c)?;
+                norm.apply_2d(&mut b.scope(names.1), &y, c.out_ch)
+            }
+        }
+    }
 }
 
-/// `block_args.attn_layer`: `'se'` or `partial(SEModule, rd_ratio=r)`; the SE `rd_ratio`.
-fn attn_layer(args: &Args, block_args: Option<&Json>) -> Result<Option<f64>> {
+/// `block_args.attn_layer`: `'se'` / `partial(SEModule, rd_ratio=r)`, `'eca'` or `'ceca'`.
+fn attn_layer(args: &Args, block_args: Option<&Json>) -> Result<Option<Attn>> {
     let Some(block_args) = block_args else {
         return Ok(None);
     };
@@ -318,14 +398,12 @@ fn attn_layer(args: &Args, block_args: Option<&Json>) -> Result<Option<f64>> {
     };
     match name.to_ascii_lowercase().as_str() {
         "" => Ok(None),
-        "se" | "semodule" if rd_ratio > 0.0 && rd_ratio <= 1.0 => Ok(Some(rd_ratio)),
-        "eca" | "ecamodule" | "ceca" | "cecamodule" => Err(args.unsupported(
-            "block_args",
-            "ECA attention (EcaModule) is not implemented by the native resnet graph",
-        )),
+        "se" | "semodule" if rd_ratio > 0.0 && rd_ratio <= 1.0 => Ok(Some(Attn::Se(rd_ratio))),
+        "eca" | "ecamodule" => Ok(Some(Attn::Eca { circular: false })),
+        "ceca" | "cecamodule" => Ok(Some(Attn::Eca { circular: true })),
         _ => Err(args.unsupported(
             "block_args",
-            "the native resnet graph implements attn_layer 'se' only",
+            "the native resnet graph implements attn_layer 'se', 'eca' and 'ceca'",
         )),
     }
 }
@@ -335,8 +413,8 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let mut net = ResNet::from_config(cfg, requested_os)?;
     net.read_weights(b)?;
     let x = b.input();
-    let (x, inplanes) = stem(b, &net, &x)?;
-    let (x, num_features) = make_blocks(b, &net, &x, inplanes)?;
+    let (x, inplanes, ch) = stem(b, &net, &x)?;
+    let (x, num_features) = make_blocks(b, &net, &x, inplanes, ch)?;
     match b.output() {
         // `features_only` drops the head.
         OutputKind::FeatureMaps => Ok((x, num_features)),
@@ -352,51 +430,70 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
 }
 
 /// `conv1` (one 7x7 conv, or the deep stem's three 3x3), `bn1`, `act1`, then the stem pool,
-/// which keeps the name `maxpool` whatever it is.
-fn stem(b: &mut Builder, n: &ResNet, x: &Value) -> Result<(Value, usize)> {
+/// which keeps the name `maxpool` whatever it is. Returns the stem's (timm, actual) widths.
+fn stem(b: &mut Builder, n: &ResNet, x: &Value) -> Result<(Value, usize, usize)> {
     let inplanes = if n.deep_stem { n.stem_width * 2 } else { 64 };
-    let y = if n.deep_stem {
+    let init = Init::Ones;
+    let (y, ch) = if n.deep_stem {
         let (c0, c1) = if n.tiered_stem {
             (3 * (n.stem_width / 4), n.stem_width)
         } else {
             (n.stem_width, n.stem_width)
         };
+        let c0 = n.width(b, "conv1.0", c0)?;
+        let c1 = n.width(b, "conv1.3", c1)?;
+        let ch = n.width(b, "conv1.6", inplanes)?;
         let c = Conv::new(n.in_chans, c0, 3).stride(2);
-        let y = conv_bn(b, x, "conv1.0", "conv1.1", c, BN_EPS)?;
+        let y = n.conv_norm(b, x, ("conv1.0", "conv1.1"), c, init)?;
         let y = layers::act(b, &n.act, &y)?;
-        let y = conv_bn(b, &y, "conv1.3", "conv1.4", Conv::new(c0, c1, 3), BN_EPS)?;
+        let y = n.conv_norm(b, &y, ("conv1.3", "conv1.4"), Conv::new(c0, c1, 3), init)?;
         let y = layers::act(b, &n.act, &y)?;
-        conv_bn(b, &y, "conv1.6", "bn1", Conv::new(c1, inplanes, 3), BN_EPS)?
+        let y = n.conv_norm(b, &y, ("conv1.6", "bn1"), Conv::new(c1, ch, 3), init)?;
+        (y, ch)
     } else {
-        let c = Conv::new(n.in_chans, inplanes, 7).stride(2);
-        conv_bn(b, x, "conv1", "bn1", c, BN_EPS)?
+        let ch = n.width(b, "conv1", inplanes)?;
+        let c = Conv::new(n.in_chans, ch, 7).stride(2);
+        (n.conv_norm(b, x, ("conv1", "bn1"), c, init)?, ch)
     };
     let y = layers::act(b, &n.act, &y)?;
-    b.feature(&y, inplanes, 2, "act1");
+    b.feature(&y, ch, 2, "act1");
 
-    let y = if n.replace_stem_pool && n.aa {
-        // conv, AvgPool2d(2), bn, act: the pool averages each channel without padding, so the
-        // BatchNorm folds into the conv before it.
-        let c = Conv::new(inplanes, inplanes, 3);
-        let y = conv_bn(b, &y, "maxpool.0", "maxpool.2", c, BN_EPS)?;
-        let y = aa_pool(b, &y, 2, inplanes)?;
-        layers::act(b, &n.act, &y)?
-    } else if n.replace_stem_pool {
-        let c = Conv::new(inplanes, inplanes, 3).stride(2);
-        let y = conv_bn(b, &y, "maxpool.0", "maxpool.1", c, BN_EPS)?;
-        layers::act(b, &n.act, &y)?
-    } else if n.aa {
-        aa_pool(b, &y, 2, inplanes)?
-    } else {
-        Pool2d::new(3, 2, 1).max(b, &y, inplanes)?
+    let y = match (n.replace_stem_pool, n.aa) {
+        // conv, anti-aliasing pool, norm, act. A BatchNorm folds into the conv before a pool
+        // that averages each channel with weights summing to one and no zero padding.
+        (true, Some(aa)) => {
+            let c = Conv::new(ch, ch, 3);
+            if matches!(n.norm, Norm::Batch { .. }) && aa != (Aa::Blur { reflect: false }) {
+                let y = n.conv_norm(b, &y, ("maxpool.0", "maxpool.2"), c, init)?;
+                let y = aa_pool(b, aa, &y, 2, ch)?;
+                layers::act(b, &n.act, &y)?
+            } else {
+                let y = conv2d(&mut b.scope("maxpool.0"), &y, c)?;
+                let y = aa_pool(b, aa, &y, 2, ch)?;
+                let y = n.norm.apply_2d(&mut b.scope("maxpool.2"), &y, ch)?;
+                layers::act(b, &n.act, &y)?
+            }
+        }
+        (true, None) => {
+            let c = Conv::new(ch, ch, 3).stride(2);
+            let y = n.conv_norm(b, &y, ("maxpool.0", "maxpool.1"), c, init)?;
+            layers::act(b, &n.act, &y)?
+        }
+        (false, Some(Aa::Avg)) => aa_pool(b, Aa::Avg, &y, 2, ch)?,
+        // MaxPool2d(3, stride 1), then the blur pool strides.
+        (false, Some(aa)) => {
+            let y = Pool2d::new(3, 1, 1).max(b, &y, ch)?;
+            aa_pool(b, aa, &y, 2, ch)?
+        }
+        (false, None) => Pool2d::new(3, 2, 1).max(b, &y, ch)?,
     };
-    Ok((y, inplanes))
+    Ok((y, inplanes, ch))
 }
 
-/// Where a block sits: its input width, stride and dilations, and whether it has the stage's
-/// `downsample` shortcut.
+/// Where a block sits: its input width (a pruned network's actual one), stride and
+/// dilations, and whether it has the stage's `downsample` shortcut.
 struct Geom {
-    inplanes: usize,
+    in_ch: usize,
     planes: usize,
     stride: usize,
     dilation: usize,
@@ -411,6 +508,7 @@ fn make_blocks(
     n: &ResNet,
     x: &Value,
     mut inplanes: usize,
+    mut ch: usize,
 ) -> Result<(Value, usize)> {
     let mut x = x.clone();
     let mut net_stride = 4;
@@ -429,7 +527,7 @@ fn make_blocks(
         let downsample = stride != 1 || inplanes != outplanes;
         for i in 0..n.layers[s] {
             let g = Geom {
-                inplanes,
+                in_ch: ch,
                 planes,
                 stride: if i == 0 { stride } else { 1 },
                 dilation,
@@ -438,65 +536,67 @@ fn make_blocks(
             };
             let stage = &mut b.scope(&name);
             let blk = &mut stage.scope(i);
-            x = match block {
+            (x, ch) = match block {
                 Block::Basic => basic_block(blk, n, &x, &g)?,
                 Block::Bottleneck => bottleneck(blk, n, &x, &g)?,
             };
             prev_dilation = dilation;
             inplanes = outplanes;
         }
-        b.feature(&x, inplanes, net_stride, &name);
+        b.feature(&x, ch, net_stride, &name);
     }
-    Ok((x, inplanes))
+    Ok((x, ch))
 }
 
 /// `BasicBlock`: two 3x3 convs (the first strided, or followed by the anti-aliasing pool).
-fn basic_block(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom) -> Result<Value> {
-    let first = g.planes / n.reduce_first;
-    let out = g.planes;
-    let use_aa = n.aa && (g.stride == 2 || g.first_dilation != g.dilation);
-    let c1 = Conv::new(g.inplanes, first, 3)
-        .stride(if use_aa { 1 } else { g.stride })
+/// Returns the block's output and its width.
+fn basic_block(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom) -> Result<(Value, usize)> {
+    let first = n.width(b, "conv1", g.planes / n.reduce_first)?;
+    let out = n.width(b, "conv2", g.planes)?;
+    let aa =
+        n.aa.filter(|_| g.stride == 2 || g.first_dilation != g.dilation);
+    let c1 = Conv::new(g.in_ch, first, 3)
+        .stride(if aa.is_some() { 1 } else { g.stride })
         .dilation(g.first_dilation);
-    let y = conv_bn(b, x, "conv1", "bn1", c1, BN_EPS)?;
+    let y = n.conv_norm(b, x, ("conv1", "bn1"), c1, Init::Ones)?;
     let y = layers::act(b, &n.act, &y)?;
-    let y = if use_aa {
-        aa_pool(b, &y, g.stride, first)?
-    } else {
-        y
+    let y = match aa {
+        Some(aa) => aa_pool(b, aa, &y, g.stride, first)?,
+        None => y,
     };
     let c2 = Conv::new(first, out, 3).dilation(g.dilation);
-    let y = conv_bn_init(b, &y, "conv2", "bn2", c2, BN_EPS, n.last_bn_init)?;
+    let y = n.conv_norm(b, &y, ("conv2", "bn2"), c2, n.last_bn_init)?;
     let shortcut = shortcut(b, n, x, g, out)?;
-    residual(b, n, &y, &shortcut, out)
+    Ok((residual(b, n, &y, &shortcut, g.planes, out)?, out))
 }
 
 /// `Bottleneck`: 1x1 reduce, grouped 3x3 (strided, or followed by the anti-aliasing pool), 1x1
-/// expand.
-fn bottleneck(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom) -> Result<Value> {
+/// expand. Returns the block's output and its width.
+fn bottleneck(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom) -> Result<(Value, usize)> {
     // int(floor(planes * (base_width / 64)) * cardinality)
     let width = (g.planes * n.base_width / 64) * n.cardinality;
-    let first = width / n.reduce_first;
-    let out = g.planes * 4;
-    let use_aa = n.aa && (g.stride == 2 || g.first_dilation != g.dilation);
-    let c1 = Conv::new(g.inplanes, first, 1);
-    let y = conv_bn(b, x, "conv1", "bn1", c1, BN_EPS)?;
+    let first = n.width(b, "conv1", width / n.reduce_first)?;
+    let width = n.width(b, "conv2", width)?;
+    let out = n.width(b, "conv3", g.planes * 4)?;
+    let aa =
+        n.aa.filter(|_| g.stride == 2 || g.first_dilation != g.dilation);
+    let c1 = Conv::new(g.in_ch, first, 1);
+    let y = n.conv_norm(b, x, ("conv1", "bn1"), c1, Init::Ones)?;
     let y = layers::act(b, &n.act, &y)?;
     let c2 = Conv::new(first, width, 3)
-        .stride(if use_aa { 1 } else { g.stride })
+        .stride(if aa.is_some() { 1 } else { g.stride })
         .dilation(g.first_dilation)
         .groups(n.cardinality);
-    let y = conv_bn(b, &y, "conv2", "bn2", c2, BN_EPS)?;
+    let y = n.conv_norm(b, &y, ("conv2", "bn2"), c2, Init::Ones)?;
     let y = layers::act(b, &n.act, &y)?;
-    let y = if use_aa {
-        aa_pool(b, &y, g.stride, width)?
-    } else {
-        y
+    let y = match aa {
+        Some(aa) => aa_pool(b, aa, &y, g.stride, width)?,
+        None => y,
     };
     let c3 = Conv::new(width, out, 1);
-    let y = conv_bn_init(b, &y, "conv3", "bn3", c3, BN_EPS, n.last_bn_init)?;
+    let y = n.conv_norm(b, &y, ("conv3", "bn3"), c3, n.last_bn_init)?;
     let shortcut = shortcut(b, n, x, g, out)?;
-    residual(b, n, &y, &shortcut, out)
+    Ok((residual(b, n, &y, &shortcut, g.planes * 4, out)?, out))
 }
 
 /// The block's shortcut: `downsample` or the identity.
@@ -508,10 +608,18 @@ fn shortcut(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom, out: usize) -> Res
     }
 }
 
-/// The blocks' common tail: `se`, the shortcut added, the activation.
-fn residual(b: &mut Builder, n: &ResNet, y: &Value, shortcut: &Value, out: usize) -> Result<Value> {
-    let y = match n.se {
-        Some(rd_ratio) => {
+/// The blocks' common tail: `se` (timm builds it for the unpruned width `planes_out`), the
+/// shortcut added, the activation.
+fn residual(
+    b: &mut Builder,
+    n: &ResNet,
+    y: &Value,
+    shortcut: &Value,
+    planes_out: usize,
+    out: usize,
+) -> Result<Value> {
+    let y = match n.attn {
+        Some(Attn::Se(rd_ratio)) => {
             let se = &mut b.scope("se");
             // The weights' reduction width when there are weights.
             let rd = se
@@ -520,6 +628,13 @@ fn residual(b: &mut Builder, n: &ResNet, y: &Value, shortcut: &Value, out: usize
             SqueezeExcite::se_module(out, rd)
                 .init(Init::KaimingFanOut)
                 .apply(se, y)?
+        }
+        Some(Attn::Eca { circular }) => {
+            let se = &mut b.scope("se");
+            let k = se
+                .weight_shape("conv.weight")
+                .map_or_else(|| eca_kernel(planes_out, 2.0, 1.0), |s| s[2]);
+            eca(se, y, k, circular, "sigmoid")?
         }
         None => y.clone(),
     };
@@ -532,7 +647,7 @@ fn residual(b: &mut Builder, n: &ResNet, y: &Value, shortcut: &Value, out: usize
     layers::act(b, &n.act, &sum)
 }
 
-/// `downsample_avg` (pool, 1x1 conv, bn) or `downsample_conv` (conv, bn).
+/// `downsample_avg` (pool, 1x1 conv, norm) or `downsample_conv` (conv, norm).
 fn downsample(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom, out: usize) -> Result<Value> {
     let plain = g.stride == 1 && g.dilation == 1;
     if n.avg_down {
@@ -540,28 +655,31 @@ fn downsample(b: &mut Builder, n: &ResNet, x: &Value, g: &Geom, out: usize) -> R
             x.clone()
         } else if g.dilation > 1 {
             // avg_stride 1 in a dilated stage: AvgPool2dSame(2, 1).
-            avg_pool2d_same_s1(b, x, 2, g.inplanes)?
+            avg_pool2d_same_s1(b, x, 2, g.in_ch)?
         } else {
             Pool2d::new(2, g.stride, 0)
                 .ceil(true)
                 .count_include_pad(false)
-                .avg(b, x, g.inplanes)?
+                .avg(b, x, g.in_ch)?
         };
-        conv_bn(b, &pooled, "1", "2", Conv::new(g.inplanes, out, 1), BN_EPS)
+        let c = Conv::new(g.in_ch, out, 1);
+        n.conv_norm(b, &pooled, ("1", "2"), c, Init::Ones)
     } else {
         let k = if plain { 1 } else { n.down_kernel_size };
         let fd = if k > 1 { g.first_dilation } else { 1 };
-        let c = Conv::new(g.inplanes, out, k).stride(g.stride).dilation(fd);
-        conv_bn(b, x, "0", "1", c, BN_EPS)
+        let c = Conv::new(g.in_ch, out, k).stride(g.stride).dilation(fd);
+        n.conv_norm(b, x, ("0", "1"), c, Init::Ones)
     }
 }
 
-/// timm's `create_aa(nn.AvgPool2d, stride=s)`, i.e. `nn.AvgPool2d(s)` (identity for stride 1).
-fn aa_pool(b: &mut Builder, x: &Value, stride: usize, channels: usize) -> Result<Value> {
-    if stride == 1 {
-        return Ok(x.clone());
+/// timm's `create_aa(aa_layer, channels, stride)`: `nn.AvgPool2d(stride)` (the identity for
+/// stride 1) or `BlurPool2d(channels, filt_size=3, stride)` (which blurs at stride 1 too).
+fn aa_pool(b: &mut Builder, aa: Aa, x: &Value, stride: usize, channels: usize) -> Result<Value> {
+    match aa {
+        Aa::Avg if stride == 1 => Ok(x.clone()),
+        Aa::Avg => Pool2d::new(stride, stride, 0).avg(b, x, channels),
+        Aa::Blur { reflect } => blur_pool2d(b, x, channels, 3, stride, reflect),
     }
-    Pool2d::new(stride, stride, 0).avg(b, x, channels)
 }
 
 #[cfg(test)]
@@ -569,37 +687,41 @@ mod tests {
     use super::*;
     use crate::error::TimmStatus;
 
-    /// timm's resnet.py entrypoints this graph refuses, with the word its message must use.
-    fn refused_for(arch: &str) -> Option<&'static str> {
-        [
-            ("ecaresnet", "ECA"),
-            ("ecaresnext", "ECA"),
-            ("resnetblur", "BlurPool"),
-            ("resnet50_gn", "GroupNorm"),
-        ]
-        .into_iter()
-        .find(|(prefix, _)| arch.starts_with(prefix))
-        .map(|(_, why)| why)
-    }
-
     #[test]
-    fn every_table_architecture_resolves_or_is_refused_with_its_reason() {
+    fn every_table_architecture_resolves() {
         assert_eq!(TABLE.validate(), Ok(TABLE.names().len()));
-        let mut built = 0;
+        assert_eq!(TABLE.names().len(), 81);
         for arch in TABLE.names() {
             let cfg = (FAMILY.default_config)(arch).unwrap();
             let cfg = ModelConfig::parse(cfg.to_string().as_bytes()).unwrap();
-            match (ResNet::from_config(&cfg, None), refused_for(arch)) {
-                (Ok(_), None) => built += 1,
-                (Err(e), Some(why)) => {
-                    assert_eq!(e.status(), TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}");
-                    assert!(e.message().contains(why), "{arch}: {}", e.message());
-                }
-                (r, why) => panic!("{arch}: {:?} (expected refusal: {why:?})", r.err()),
+            if let Err(e) = ResNet::from_config(&cfg, None) {
+                panic!("{arch}: {e:?}");
             }
         }
-        assert!(built >= 65, "only {built} resnet architectures build");
         assert!(!(FAMILY.matches)("resnetv2_50") && (FAMILY.matches)("resnet50"));
+    }
+
+    #[test]
+    fn variants_read_from_the_table() {
+        let net = |arch: &str| {
+            let cfg = TABLE.get(arch).unwrap().config.to_string();
+            ResNet::from_config(&ModelConfig::parse(cfg.as_bytes()).unwrap(), None).unwrap()
+        };
+        assert_eq!(
+            net("ecaresnet50d").attn,
+            Some(Attn::Eca { circular: false })
+        );
+        assert_eq!(net("resnetblur50").aa, Some(Aa::Blur { reflect: true }));
+        assert_eq!(net("resnetaa50").aa, Some(Aa::Avg));
+        assert!(matches!(
+            net("resnet50_gn").norm,
+            Norm::Group { groups: 32, .. }
+        ));
+        assert!(matches!(
+            net("ecaresnet50d_pruned").pruned,
+            Some(Pruned::Table(_))
+        ));
+        assert!(net("ecaresnet50d").pruned.is_none());
     }
 
     #[test]
@@ -625,7 +747,7 @@ mod tests {
         )
         .unwrap();
         let n = ResNet::from_config(&cfg, None).unwrap();
-        assert_eq!(n.se, Some(0.25));
+        assert_eq!(n.attn, Some(Attn::Se(0.25)));
         assert!(n.replace_stem_pool && n.deep_stem && n.avg_down);
     }
 }

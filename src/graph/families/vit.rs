@@ -1,5 +1,9 @@
-//! Vision Transformers: timm's `vision_transformer.py` (`VisionTransformer` with the standard
-//! pre-norm `Block`) and `deit.py` (`VisionTransformerDistilled`).
+//! Vision Transformers: timm's `vision_transformer.py` (`VisionTransformer`) and `deit.py`
+//! (`VisionTransformerDistilled`), every registered architecture: the pre-norm `Block` (with
+//! `Attention` or `DiffAttention`), `ResPostBlock`, `ParallelScalingBlock`,
+//! `DiffParallelScalingBlock`, `ParallelThingsBlock`; `Mlp`, `SwiGLU`, `GluMlp`; LayerNorm /
+//! RmsNorm (also in the patch embedding); token / avg / max pooling or the `map`
+//! (`AttentionPoolLatent`) and `prr` (`AttentionPoolPrr`) heads.
 //!
 //! The graph follows timm's forward: `PatchEmbed`, `_pos_embed` (class / distillation / register
 //! tokens and the learned position embedding, added before or after the prefix tokens per
@@ -21,8 +25,12 @@ use serde_json::{Map, Value as Json};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
-use crate::graph::layers::attention::{attention, AttnCfg, Hooks};
-use crate::graph::layers::mlp::{layer_scale, linear_2d, mlp, MlpCfg};
+use crate::graph::layers::attention::{
+    attention, attention_core, diff_attention, diff_attention_core, diff_lambda, diff_lambda_init,
+    AttnCfg, Hooks,
+};
+use crate::graph::layers::heads::{attention_pool_latent, attention_pool_prr};
+use crate::graph::layers::mlp::{glu_mlp, layer_scale, linear, linear_2d, mlp, swiglu, MlpCfg};
 use crate::graph::layers::patch_embed::{patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
 use crate::graph::layers::pos_embed::{self, Interp, Resample};
@@ -71,7 +79,7 @@ timm_args! {
         dynamic_img_pad: bool = false,
         norm_layer: Json = Json::Null,
         act_layer: Option<String> = None,
-        // Accepted at timm's defaults only (see `design_gap`).
+        // Layer choices, read by `norm_arg`, `mlp_arg` and `block_arg`.
         embed_norm_layer: Json = Json::Null,
         block_fn: Json = Json::Null,
         mlp_layer: Json = Json::Null,
@@ -82,58 +90,156 @@ timm_args! {
     }
 }
 
-/// What of timm's ViT design space an argument map asks for that this graph does not build.
-fn design_gap(args: &Map<String, Json>) -> Option<String> {
-    let is = |k: &str, ok: &[&str]| match args.get(k) {
-        None | Some(Json::Null) => true,
-        Some(Json::String(s)) => ok.contains(&s.as_str()),
-        Some(_) => false,
-    };
-    let show = |k: &str| format!("{k} = {}", args[k]);
-    if !is("global_pool", &["token", "avg", "avgmax", "max"]) {
-        let why = match args["global_pool"].as_str() {
-            Some("") => "no pooling; native graphs return one vector per image",
-            _ => "attention pooling: map / prr heads",
-        };
-        return Some(format!("{} ({why})", show("global_pool")));
+/// A layer argument as the table writes it: a name, or `{"partial": name, kwargs...}`.
+fn layer_arg(v: &Json) -> Option<(String, Map<String, Json>)> {
+    match v {
+        Json::Null => None,
+        Json::String(s) => Some((s.to_ascii_lowercase(), Map::new())),
+        Json::Object(o) => {
+            let name = o.get("partial")?.as_str()?.to_ascii_lowercase();
+            let mut kw = o.clone();
+            kw.remove("partial");
+            Some((name, kw))
+        }
+        _ => Some((v.to_string(), Map::new())),
     }
-    let layernorm = match args.get("norm_layer") {
-        Some(Json::Object(o)) => o.get("partial").and_then(Json::as_str) == Some("layernorm"),
-        _ => is("norm_layer", &["layernorm"]),
+}
+
+/// Keyword arguments of a `partial` other than those `known`.
+fn only_kwargs(a: &Args, key: &str, kw: &Map<String, Json>, known: &[&str]) -> Result<()> {
+    match kw.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(a.unsupported(
+            key,
+            &format!("argument `{k}` of the layer is not supported"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `norm_layer` / `embed_norm_layer`: LayerNorm (eps 1e-6 unless given), RmsNorm, SimpleNorm.
+fn norm_arg(a: &Args, key: &str, v: &Json) -> Result<Option<Norm>> {
+    let Some((name, kw)) = layer_arg(v) else {
+        return Ok(None);
     };
-    let checks: [(bool, &str, &str); 7] = [
-        (layernorm, "norm_layer", "only LayerNorm"),
-        (
-            is("embed_norm_layer", &[]),
-            "embed_norm_layer",
-            "a patch-embedding norm",
-        ),
-        (
-            is("block_fn", &["block"]),
-            "block_fn",
-            "only the pre-norm Block",
-        ),
-        (is("mlp_layer", &["mlp"]), "mlp_layer", "only Mlp"),
-        (
-            is("attn_layer", &["", "attn", "attention"]),
-            "attn_layer",
-            "only standard attention",
-        ),
-        (
-            is("pos_embed", &["", "none", "learn"]),
-            "pos_embed",
-            "learn or none",
-        ),
-        (
-            args.get("use_naflex") != Some(&Json::Bool(true)),
-            "use_naflex",
-            "NaFlexVit",
-        ),
-    ];
-    checks
-        .iter()
-        .find(|(ok, _, _)| !ok)
-        .map(|(_, k, why)| format!("{} ({why})", show(k)))
+    only_kwargs(a, key, &kw, &["eps"])?;
+    let eps = kw.get("eps").and_then(Json::as_f64).map(|e| e as f32);
+    match name.as_str() {
+        "layernorm" | "rmsnorm" | "simplenorm" => Ok(Some(Norm::from_timm(&name, eps)?)),
+        _ => Err(a.unsupported(key, "LayerNorm, RmsNorm or SimpleNorm")),
+    }
+}
+
+/// `mlp_layer`: which of timm's MLPs the blocks use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MlpKind {
+    Mlp,
+    /// `SwiGLU`: separate `fc1_g` / `fc1_x`.
+    SwiGlu,
+    /// `GluMlp` (`SwiGLUPacked` = not `gate_last`): one `fc1`, chunked.
+    Glu {
+        gate_last: bool,
+    },
+}
+
+fn mlp_arg(a: &Args, v: &Json) -> Result<MlpKind> {
+    let Some((name, kw)) = layer_arg(v) else {
+        return Ok(MlpKind::Mlp);
+    };
+    // The block passes its own act_layer, which overrides a partial's.
+    only_kwargs(a, "mlp_layer", &kw, &["act_layer", "gate_last"])?;
+    let gate_last = kw.get("gate_last").and_then(Json::as_bool);
+    Ok(match name.as_str() {
+        "mlp" if kw.is_empty() => MlpKind::Mlp,
+        "swiglu" if kw.keys().all(|k| k == "act_layer") => MlpKind::SwiGlu,
+        "glumlp" => MlpKind::Glu {
+            gate_last: gate_last.unwrap_or(true),
+        },
+        "swiglupacked" => MlpKind::Glu {
+            gate_last: gate_last.unwrap_or(false),
+        },
+        _ => return Err(a.unsupported("mlp_layer", "Mlp, SwiGLU or GluMlp")),
+    })
+}
+
+/// `block_fn` (and `attn_layer`): timm's ViT blocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BlockKind {
+    /// The pre-norm `Block`; `diff` with `attn_layer='diff'` (`DiffAttention`).
+    Block {
+        diff: bool,
+        dual_lambda: bool,
+    },
+    ResPost,
+    ParallelScaling {
+        fuse_out_proj: bool,
+    },
+    DiffParallelScaling {
+        dual_lambda: bool,
+    },
+    ParallelThings {
+        num_parallel: usize,
+    },
+}
+
+fn block_arg(a: &Args, block: &Json, attn: &Json) -> Result<BlockKind> {
+    let (attn_name, attn_kw) = layer_arg(attn).unwrap_or_default();
+    only_kwargs(a, "attn_layer", &attn_kw, &["dual_lambda"])?;
+    let dual = |kw: &Map<String, Json>| kw.get("dual_lambda").and_then(Json::as_bool) == Some(true);
+    let diff = match attn_name.as_str() {
+        "" | "attn" | "attention" => false,
+        "diff" | "diffattention" => true,
+        _ => return Err(a.unsupported("attn_layer", "Attention or DiffAttention")),
+    };
+    let (name, kw) = layer_arg(block).unwrap_or_else(|| ("block".into(), Map::new()));
+    let kind = match name.as_str() {
+        "block" | "respostblock" if !kw.is_empty() => {
+            return Err(a.unsupported("block_fn", "arguments of the block are not supported"))
+        }
+        "block" => BlockKind::Block {
+            diff,
+            dual_lambda: dual(&attn_kw),
+        },
+        "respostblock" => BlockKind::ResPost,
+        "parallelscalingblock" => {
+            only_kwargs(a, "block_fn", &kw, &["fuse_out_proj"])?;
+            BlockKind::ParallelScaling {
+                fuse_out_proj: kw.get("fuse_out_proj").and_then(Json::as_bool) == Some(true),
+            }
+        }
+        "diffparallelscalingblock" => {
+            only_kwargs(a, "block_fn", &kw, &["dual_lambda"])?;
+            BlockKind::DiffParallelScaling {
+                dual_lambda: dual(&kw),
+            }
+        }
+        "parallelthingsblock" => {
+            only_kwargs(a, "block_fn", &kw, &["num_parallel"])?;
+            let n = kw.get("num_parallel").and_then(Json::as_u64).unwrap_or(2);
+            BlockKind::ParallelThings {
+                num_parallel: n.clamp(1, 64) as usize,
+            }
+        }
+        _ => {
+            return Err(a.unsupported("block_fn", "Block, ResPostBlock, ParallelScalingBlock, DiffParallelScalingBlock or ParallelThingsBlock",
+            ))
+        }
+    };
+    // The blocks that take attn_layer build Attention or DiffAttention; the parallel scaling
+    // blocks ignore it, as timm does.
+    if diff && matches!(kind, BlockKind::ResPost | BlockKind::ParallelThings { .. }) {
+        return Err(a.unsupported("attn_layer", "DiffAttention only in the pre-norm Block"));
+    }
+    Ok(kind)
+}
+
+/// `global_pool`: the pooling of `global_pool_nlc` or an attention pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pool {
+    Tokens(TokenPool),
+    /// `map`: `AttentionPoolLatent`.
+    Map,
+    /// `prr`: `AttentionPoolPrr`.
+    Prr,
 }
 
 /// A `VisionTransformer` as timm constructs it from its arguments.
@@ -151,7 +257,12 @@ struct Vit {
     mlp_bias: bool,
     act: String,
     norm: Norm,
+    /// `embed_norm_layer`: the patch embedding's `norm`.
+    embed_norm: Option<Norm>,
+    mlp_kind: MlpKind,
+    block_kind: BlockKind,
     scale_mlp_norm: bool,
+    /// `init_values` as given (`ParallelScalingBlock` keeps a layer scale for 0.0).
     init_values: Option<f32>,
     class_token: bool,
     reg_tokens: usize,
@@ -160,7 +271,7 @@ struct Vit {
     pre_norm: bool,
     final_norm: bool,
     use_fc_norm: bool,
-    pool: TokenPool,
+    pool: Pool,
     pool_include_prefix: bool,
     dynamic_img_size: bool,
     dynamic_img_pad: bool,
@@ -190,18 +301,18 @@ impl Vit {
                 "`{arch}` is not a ViT architecture this build knows"
             ))
         })?;
-        if let Some(why) = design_gap(&entry.args) {
-            return Err(Error::unsupported(format!(
-                "`{arch}` uses {why}, which the native ViT graph does not implement"
-            )));
-        }
-        if let Some(why) = design_gap(&cfg.model_args) {
-            return Err(Error::unsupported(format!(
-                "`{arch}`: model_args {why} is not supported by the native ViT graph"
-            )));
-        }
         let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
         let v = VitArgs::read(&a)?;
+        if !matches!(v.pos_embed.as_str(), "" | "none" | "learn") {
+            return Err(a.unsupported("pos_embed", "learn or none"));
+        }
+        if v.use_naflex == Some(true) {
+            return Err(a.unsupported("use_naflex", "NaFlexVit is another model"));
+        }
+        let norm = norm_arg(&a, "norm_layer", &v.norm_layer)?.unwrap_or(Norm::Layer { eps: 1e-6 });
+        let embed_norm = norm_arg(&a, "embed_norm_layer", &v.embed_norm_layer)?;
+        let mlp_kind = mlp_arg(&a, &v.mlp_layer)?;
+        let block_kind = block_arg(&a, &v.block_fn, &v.attn_layer)?;
 
         let (ph, pw) = pair(&a, "patch_size", &v.patch_size)?;
         if ph != pw {
@@ -230,26 +341,53 @@ impl Vit {
                 "ViT depth, mlp width and the patch grid must be positive",
             ));
         }
-        let eps = match &v.norm_layer {
-            Json::Object(o) => o.get("eps").and_then(Json::as_f64).unwrap_or(1e-6),
-            _ => 1e-6,
+        let pool = match v.global_pool.as_str() {
+            "map" => Pool::Map,
+            "prr" => Pool::Prr,
+            "" => {
+                return Err(a.unsupported(
+                    "global_pool",
+                    "no pooling; native graphs return one vector per image",
+                ))
+            }
+            p => Pool::Tokens(TokenPool::from_timm(p)?),
         };
-        let norm = Norm::Layer { eps: eps as f32 };
-        let pool = TokenPool::from_timm(&v.global_pool)?;
-        let use_fc_norm = v.fc_norm.unwrap_or(pool != TokenPool::Token);
+        let use_fc_norm = v.fc_norm.unwrap_or(matches!(
+            pool,
+            Pool::Tokens(TokenPool::Avg | TokenPool::AvgMax | TokenPool::Max)
+        ));
+        if matches!(
+            block_kind,
+            BlockKind::ParallelScaling { .. } | BlockKind::DiffParallelScaling { .. }
+        ) && (v.scale_attn_norm || v.scale_mlp_norm)
+        {
+            return Err(Error::invalid_model(
+                "ParallelScalingBlock does not support scale norms (timm asserts)",
+            ));
+        }
+        let glu_odd = matches!(mlp_kind, MlpKind::Glu { .. }) && !mlp_hidden.is_multiple_of(2);
+        let diff = matches!(
+            block_kind,
+            BlockKind::Block { diff: true, .. } | BlockKind::DiffParallelScaling { .. }
+        );
+        if glu_odd || (diff && !dim.is_multiple_of(2 * heads)) {
+            return Err(Error::invalid_model(
+                "GluMlp needs an even hidden width, differential attention an even head_dim",
+            ));
+        }
         let distilled = entry
             .config
             .pointer("/pretrained_cfg/classifier")
             .and_then(Json::as_array)
             .is_some_and(|c| c.iter().any(|n| n == "head_dist"));
         let pos_embed = !matches!(v.pos_embed.as_str(), "" | "none");
-        if pool == TokenPool::Token && !v.class_token {
+        if pool == Pool::Tokens(TokenPool::Token) && !v.class_token {
             return Err(Error::invalid_model(
                 "global_pool 'token' needs the class token (class_token=false)",
             ));
         }
         if distilled
-            && (pool != TokenPool::Token
+            && (pool != Pool::Tokens(TokenPool::Token)
                 || !v.class_token
                 || v.reg_tokens > 0
                 || v.no_embed_class
@@ -289,8 +427,11 @@ impl Vit {
             mlp_bias: v.proj_bias,
             act: v.act_layer.unwrap_or_else(|| "gelu".into()),
             norm,
+            embed_norm,
+            mlp_kind,
+            block_kind,
             scale_mlp_norm: v.scale_mlp_norm,
-            init_values: v.init_values.filter(|x| *x != 0.0).map(|x| x as f32),
+            init_values: v.init_values.map(|x| x as f32),
             class_token: v.class_token,
             reg_tokens: v.reg_tokens,
             pos_embed,
@@ -367,7 +508,10 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     };
     let input = b.input();
     let patches = patch_embed(&mut b.scope("patch_embed"), &input, &pe)?;
-    let tokens = layers::nchw_to_tokens(b, &patches, v.dim);
+    let mut tokens = layers::nchw_to_tokens(b, &patches, v.dim);
+    if let Some(n) = &v.embed_norm {
+        tokens = n.apply_last(&mut b.scope("patch_embed").scope("norm"), &tokens, v.dim)?;
+    }
     let mut x = pos_embed_tokens(b, &v, &tokens, &patches, grid, dynamic)?;
     if v.pre_norm {
         x = v.norm.apply_last(&mut b.scope("norm_pre"), &x, v.dim)?;
@@ -375,7 +519,19 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     for i in 0..v.depth {
         let mut blocks = b.scope("blocks");
         let s = &mut blocks.scope(i);
-        x = block(s, &v, &x)?;
+        x = match v.block_kind {
+            BlockKind::Block { diff, dual_lambda } => block(s, &v, &x, i, diff, dual_lambda)?,
+            BlockKind::ResPost => res_post_block(s, &v, &x)?,
+            BlockKind::ParallelScaling { fuse_out_proj } => {
+                parallel_scaling_block(s, &v, &x, fuse_out_proj, None)?
+            }
+            BlockKind::DiffParallelScaling { dual_lambda } => {
+                parallel_scaling_block(s, &v, &x, true, Some((i, dual_lambda)))?
+            }
+            BlockKind::ParallelThings { num_parallel } => {
+                parallel_things_block(s, &v, &x, num_parallel)?
+            }
+        };
         let map = token_map(s, &v, &x, &patches);
         let module = s.path().to_string();
         s.feature(&map, v.dim, p, &module);
@@ -459,24 +615,172 @@ fn expand_batch(b: &mut Builder, tok: &Value, like: &Value, n: usize, d: usize) 
     b.op("Expand", &[tok, &shape], vec![])
 }
 
-/// timm's pre-norm `Block`: `x + ls1(attn(norm1(x)))`, then `x + ls2(mlp(norm2(x)))`.
-fn block(b: &mut Builder, v: &Vit, x: &Value) -> Result<Value> {
-    let d = v.dim;
-    let h = v.norm.apply_last(&mut b.scope("norm1"), x, d)?;
-    let mut y = attention(&mut b.scope("attn"), &h, &v.attn, &Hooks::default())?;
-    if let Some(init) = v.init_values {
-        y = layer_scale(&mut b.scope("ls1"), &y, d, init)?;
-    }
-    let x = layers::add(b, x, &y);
-    let h = v.norm.apply_last(&mut b.scope("norm2"), &x, d)?;
-    let c = MlpCfg::new(d, v.mlp_hidden, &v.act)
+/// The `Mlp` / `SwiGLU` / `GluMlp` of a block (`mlp_layer`) in the current scope.
+fn block_mlp(b: &mut Builder, v: &Vit, x: &Value) -> Result<Value> {
+    let c = MlpCfg::new(v.dim, v.mlp_hidden, &v.act)
         .bias(v.mlp_bias)
         .norm(v.scale_mlp_norm.then_some(v.norm));
-    let mut y = mlp(&mut b.scope("mlp"), &h, &c)?;
-    if let Some(init) = v.init_values {
-        y = layer_scale(&mut b.scope("ls2"), &y, d, init)?;
+    match v.mlp_kind {
+        MlpKind::Mlp => mlp(b, x, &c),
+        MlpKind::SwiGlu => swiglu(b, x, &c),
+        MlpKind::Glu { gate_last } => glu_mlp(b, x, &c, gate_last),
     }
+}
+
+/// `LayerScale` when `init_values` is truthy (the blocks' `if init_values`).
+fn maybe_ls(b: &mut Builder, v: &Vit, name: &str, y: Value) -> Result<Value> {
+    match v.init_values.filter(|x| *x != 0.0) {
+        Some(init) => layer_scale(&mut b.scope(name), &y, v.dim, init),
+        None => Ok(y),
+    }
+}
+
+/// The block's attention (`Attention`, or `DiffAttention` with `attn_layer='diff'`).
+fn block_attn(
+    b: &mut Builder,
+    v: &Vit,
+    x: &Value,
+    depth: usize,
+    diff: bool,
+    dual: bool,
+) -> Result<Value> {
+    if diff {
+        diff_attention(b, x, &v.attn, depth, dual)
+    } else {
+        attention(b, x, &v.attn, &Hooks::default())
+    }
+}
+
+/// timm's pre-norm `Block`: `x + ls1(attn(norm1(x)))`, then `x + ls2(mlp(norm2(x)))`.
+fn block(
+    b: &mut Builder,
+    v: &Vit,
+    x: &Value,
+    depth: usize,
+    diff: bool,
+    dual: bool,
+) -> Result<Value> {
+    let d = v.dim;
+    let h = v.norm.apply_last(&mut b.scope("norm1"), x, d)?;
+    let y = block_attn(&mut b.scope("attn"), v, &h, depth, diff, dual)?;
+    let y = maybe_ls(b, v, "ls1", y)?;
+    let x = layers::add(b, x, &y);
+    let h = v.norm.apply_last(&mut b.scope("norm2"), &x, d)?;
+    let y = block_mlp(&mut b.scope("mlp"), v, &h)?;
+    let y = maybe_ls(b, v, "ls2", y)?;
     Ok(layers::add(b, &x, &y))
+}
+
+/// timm's `ResPostBlock` (post-norm): `x + norm1(attn(x))`, then `x + norm2(mlp(x))`.
+fn res_post_block(b: &mut Builder, v: &Vit, x: &Value) -> Result<Value> {
+    let d = v.dim;
+    let y = attention(&mut b.scope("attn"), x, &v.attn, &Hooks::default())?;
+    let y = v.norm.apply_last(&mut b.scope("norm1"), &y, d)?;
+    let x = layers::add(b, x, &y);
+    let y = block_mlp(&mut b.scope("mlp"), v, &x)?;
+    let y = v.norm.apply_last(&mut b.scope("norm2"), &y, d)?;
+    Ok(layers::add(b, &x, &y))
+}
+
+/// timm's `ParallelScalingBlock` (ViT-22B) and, with `diff = Some((depth, dual_lambda))`,
+/// `DiffParallelScalingBlock`: one `in_proj` for the MLP's fc1 and q, k, v after `in_norm`,
+/// attention and MLP in parallel, `out_proj` over both (or `attn_out_proj` + `mlp_out_proj`),
+/// `x + ls(y)`.
+fn parallel_scaling_block(
+    b: &mut Builder,
+    v: &Vit,
+    x: &Value,
+    fuse_out_proj: bool,
+    diff: Option<(usize, bool)>,
+) -> Result<Value> {
+    let (d, hidden) = (v.dim, v.mlp_hidden);
+    let init = v.attn.init;
+    let y = v.norm.apply_last(&mut b.scope("in_norm"), x, d)?;
+    let y = linear(
+        &mut b.scope("in_proj"),
+        &y,
+        d,
+        hidden + 3 * d,
+        v.attn.qkv_bias,
+        init,
+    )?;
+    let parts = layers::split(b, &y, -1, &[hidden, d, d, d]);
+    let mut x_mlp = parts[0].clone();
+    if !v.attn.qkv_bias {
+        let bias = b.param("mlp_bias", &[hidden], Init::Zeros)?;
+        x_mlp = layers::add(b, &x_mlp, &bias);
+    }
+    let x_attn = match diff {
+        Some((depth, dual)) => {
+            let hd = d / v.attn.heads / 2;
+            let lambda_init = diff_lambda_init(depth);
+            let lambda = diff_lambda(b, hd, dual, lambda_init)?;
+            let qk_norm = v.attn.qk_norm;
+            let heads = v.attn.heads;
+            diff_attention_core(
+                b,
+                &parts[1],
+                &parts[2],
+                &parts[3],
+                heads,
+                hd,
+                qk_norm,
+                lambda,
+                lambda_init,
+            )?
+        }
+        None => attention_core(
+            b,
+            &parts[1],
+            &parts[2],
+            &parts[3],
+            &v.attn,
+            &Hooks::default(),
+        )?,
+    };
+    let x_mlp = layers::act(b, &v.act, &x_mlp)?;
+    let bias = v.attn.proj_bias;
+    let y = if fuse_out_proj {
+        let cat = layers::concat(b, &[&x_attn, &x_mlp], -1);
+        linear(&mut b.scope("out_proj"), &cat, d + hidden, d, bias, init)?
+    } else {
+        let ya = linear(&mut b.scope("attn_out_proj"), &x_attn, d, d, bias, init)?;
+        let ym = linear(&mut b.scope("mlp_out_proj"), &x_mlp, hidden, d, bias, init)?;
+        layers::add(b, &ya, &ym)
+    };
+    // `LayerScale if init_values is not None`.
+    let y = match v.init_values {
+        Some(g) => layer_scale(&mut b.scope("ls"), &y, d, g)?,
+        None => y,
+    };
+    Ok(layers::add(b, x, &y))
+}
+
+/// timm's `ParallelThingsBlock`: `x + Σ attns[j](x)`, then `x + Σ ffns[j](x)`, each branch
+/// `norm`, `attn` / `mlp`, `ls`.
+fn parallel_things_block(b: &mut Builder, v: &Vit, x: &Value, n: usize) -> Result<Value> {
+    let d = v.dim;
+    let mut x = x.clone();
+    for (group, is_attn) in [("attns", true), ("ffns", false)] {
+        let mut sum: Option<Value> = None;
+        for j in 0..n {
+            let mut g = b.scope(group);
+            let s = &mut g.scope(j);
+            let h = v.norm.apply_last(&mut s.scope("norm"), &x, d)?;
+            let y = if is_attn {
+                attention(&mut s.scope("attn"), &h, &v.attn, &Hooks::default())?
+            } else {
+                block_mlp(&mut s.scope("mlp"), v, &h)?
+            };
+            let y = maybe_ls(s, v, "ls", y)?;
+            sum = Some(match sum {
+                Some(acc) => layers::add(s, &acc, &y),
+                None => y,
+            });
+        }
+        x = layers::add(b, &x, &sum.expect("num_parallel >= 1"));
+    }
+    Ok(x)
 }
 
 /// `forward_intermediates`' NCHW map of a block's output: prefix tokens dropped, the patch
@@ -534,7 +838,24 @@ fn head(b: &mut Builder, v: &Vit, cfg: &ModelConfig, x: Value) -> Result<(Value,
         return Ok((layers::mean2(b, &y, &y_dist), classes));
     }
     let n_pre = v.num_prefix_tokens();
-    let mut x = global_pool_nlc(b, &x, v.pool, n_pre, v.pool_include_prefix);
+    let include_prefix = v.pool_include_prefix || v.pool == Pool::Prr;
+    let mut x = match v.pool {
+        Pool::Tokens(p) => global_pool_nlc(b, &x, p, n_pre, include_prefix),
+        Pool::Map | Pool::Prr => {
+            let t = if n_pre > 0 && !include_prefix {
+                layers::slice(b, &x, 1, n_pre as i64, i64::MAX)
+            } else {
+                x
+            };
+            if v.pool == Pool::Map {
+                let s = &mut b.scope("attn_pool");
+                let (heads, act) = (v.attn.heads, v.act.as_str());
+                attention_pool_latent(s, &t, d, heads, v.mlp_hidden, &v.norm, act, true)?
+            } else {
+                attention_pool_prr(b, &t, d, v.attn.heads, v.class_token)?
+            }
+        }
+    };
     if v.final_norm && v.use_fc_norm {
         x = v.norm.apply_last(&mut b.scope("fc_norm"), &x, d)?;
     }
@@ -575,8 +896,8 @@ mod tests {
                 }
             }
         }
-        // timm 1.0.31: 135 of the 179 entrypoints use the standard block.
-        assert_eq!(built, 135);
+        // timm 1.0.31: every one of the 179 entrypoints.
+        assert_eq!(built, 179);
     }
 
     #[test]
@@ -587,11 +908,22 @@ mod tests {
         assert_eq!((v.dim, v.mlp_hidden, v.depth), (64, 239, 12));
         // model_args' pool (and the fc_norm it implies), not config.json's root global_pool.
         assert!(v.use_fc_norm);
-        assert_eq!(v.pool, TokenPool::Avg);
+        assert_eq!(v.pool, Pool::Tokens(TokenPool::Avg));
 
-        json["model_args"] = serde_json::json!({"mlp_layer": "swiglu"});
+        json["model_args"] = serde_json::json!({"mlp_layer": "swiglu", "norm_layer": "rmsnorm", "block_fn": "parallelscalingblock"});
+        let v = Vit::resolve(&parse(&json)).unwrap();
+        assert_eq!(v.mlp_kind, MlpKind::SwiGlu);
+        assert_eq!(v.norm, Norm::Rms { eps: 1e-6 });
+        let fuse_out_proj = false;
+        assert_eq!(v.block_kind, BlockKind::ParallelScaling { fuse_out_proj });
+
+        json["model_args"] = serde_json::json!({"mlp_layer": "convmlp"});
         let e = Vit::resolve(&parse(&json)).unwrap_err();
-        assert!(e.message().contains("mlp_layer"), "{e}");
+        assert!(e.message().contains("mlp_layer = \"convmlp\""), "{e}");
+        json["model_args"] = serde_json::json!({"block_fn": {"partial": "block", "x": 1}});
+        let e = Vit::resolve(&parse(&json)).unwrap_err();
+        assert_eq!(e.status(), crate::TimmStatus::TIMM_ERR_UNSUPPORTED, "{e}");
+        assert!(e.message().contains("block_fn"), "{e}");
 
         json["model_args"] = serde_json::json!({"use_magic": 1});
         let e = Vit::resolve(&parse(&json)).unwrap_err();

@@ -154,3 +154,107 @@ pub fn attention_core(
     let y = transpose(b, &y, &[0, 2, 1, 3]);
     Ok(reshape(b, &y, &[0, 0, c.inner_dim() as i64]))
 }
+
+/// `lambda_full` of timm's `DiffAttention` / `DiffParallelScalingBlock`, computed at load from
+/// the current scope's `lambda_q1`, `lambda_k1`, `lambda_q2`, `lambda_k2` (`[head_dim]`), or
+/// `lambda_a`, `lambda_b` (scalars) with `dual_lambda`:
+/// `exp(Σ q1·k1) − exp(Σ q2·k2) + lambda_init`.
+pub fn diff_lambda(b: &mut Builder, head_dim: usize, dual: bool, lambda_init: f32) -> Result<f32> {
+    let (l1, l2) = if dual {
+        let a = b.read("lambda_a", &[], Init::Zeros)?;
+        let c = b.read("lambda_b", &[], Init::Zeros)?;
+        (a[0].exp(), c[0].exp())
+    } else {
+        let mut dot = |q: &str, k: &str| -> Result<f32> {
+            let q = b.read(q, &[head_dim], Init::Normal(0.1))?;
+            let k = b.read(k, &[head_dim], Init::Normal(0.1))?;
+            Ok(q.iter().zip(&k).map(|(a, b)| a * b).sum::<f32>().exp())
+        };
+        (
+            dot("lambda_q1", "lambda_k1")?,
+            dot("lambda_q2", "lambda_k2")?,
+        )
+    };
+    Ok(l1 - l2 + lambda_init)
+}
+
+/// timm's `DiffAttention` lambda_init for the block at `depth`: `0.8 − 0.6·exp(−0.3·depth)`.
+pub fn diff_lambda_init(depth: usize) -> f32 {
+    (0.8 - 0.6 * (-0.3 * depth as f64).exp()) as f32
+}
+
+/// Differential attention of projected `q`, `k`, `v` (`[N, L, dim]` each, `heads` heads of
+/// `2·head_dim`): q and k split into `2·heads` heads of `head_dim` (`q_norm` / `k_norm` in the
+/// current scope over them when `qk_norm`), `softmax(q1·k1ᵀ) − λ·softmax(q2·k2ᵀ)` applied to v,
+/// then `sub_norm` (RmsNorm eps 1e-5 over `2·head_dim`) scaled by `1 − lambda_init`;
+/// returns `[N, L, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn diff_attention_core(
+    b: &mut Builder,
+    q: &Value,
+    k: &Value,
+    v: &Value,
+    heads: usize,
+    head_dim: usize,
+    qk_norm: Option<Norm>,
+    lambda_full: f32,
+    lambda_init: f32,
+) -> Result<Value> {
+    let (h, hd) = (heads as i64, head_dim as i64);
+    let view = |b: &mut Builder, t: &Value, n: i64, d: i64| {
+        let t = reshape(b, t, &[0, 0, n, d]);
+        transpose(b, &t, &[0, 2, 1, 3])
+    };
+    let mut q = view(b, q, 2 * h, hd);
+    let mut k = view(b, k, 2 * h, hd);
+    let v = view(b, v, h, 2 * hd);
+    if let Some(n) = &qk_norm {
+        q = n.apply_last(&mut b.scope("q_norm"), &q, head_dim)?;
+        k = n.apply_last(&mut b.scope("k_norm"), &k, head_dim)?;
+    }
+    let q = super::scale(b, &q, (head_dim as f32).powf(-0.5));
+    let kt = transpose(b, &k, &[0, 1, 3, 2]);
+    let logits = b.op("MatMul", &[&q, &kt], vec![]);
+    let p = b.op("Softmax", &[&logits], vec![("axis", Attr::Int(-1))]);
+    // [N, 2H, L, L] -> [N, H, 2, L, L]: heads 2h and 2h+1 are the pair.
+    let shape = b.op("Shape", &[&p], vec![("start", Attr::Int(2))]);
+    let nh = b.ints(&[0, h, 2]);
+    let shape = super::concat(b, &[&nh, &shape], 0);
+    let p = b.op("Reshape", &[&p, &shape], vec![]);
+    let parts = super::split(b, &p, 2, &[1, 1]);
+    let lam = b.scalar(lambda_full);
+    let p2 = b.op("Mul", &[&parts[1], &lam], vec![]);
+    let p = b.op("Sub", &[&parts[0], &p2], vec![]);
+    let axis = b.ints(&[2]);
+    let p = b.op("Squeeze", &[&p, &axis], vec![]);
+    let y = b.op("MatMul", &[&p, &v], vec![]);
+    let y = super::rms_norm(&mut b.scope("sub_norm"), &y, 2 * head_dim, 1e-5)?;
+    let y = super::scale(b, &y, 1.0 - lambda_init);
+    let y = transpose(b, &y, &[0, 2, 1, 3]);
+    Ok(reshape(b, &y, &[0, 0, 2 * h * hd]))
+}
+
+/// timm's `DiffAttention` on `[N, L, dim]` (`qkv`, `proj`, the lambdas, `sub_norm` and the
+/// optional `q_norm`, `k_norm`, `norm` in the current scope), for the block at `depth`.
+pub fn diff_attention(
+    b: &mut Builder,
+    x: &Value,
+    c: &AttnCfg,
+    depth: usize,
+    dual_lambda: bool,
+) -> Result<Value> {
+    let dim = c.dim;
+    let hd = dim / c.heads.max(1) / 2;
+    let qkv = linear(&mut b.scope("qkv"), x, dim, 3 * dim, c.qkv_bias, c.init)?;
+    let parts = super::split(b, &qkv, -1, &[dim; 3]);
+    let init = diff_lambda_init(depth);
+    let lambda = diff_lambda(b, hd, dual_lambda, init)?;
+    let y = diff_attention_core(
+        b, &parts[0], &parts[1], &parts[2], c.heads, hd, c.qk_norm, lambda, init,
+    )?;
+    let y = match &c.attn_norm {
+        Some(n) => n.apply_last(&mut b.scope("norm"), &y, dim)?,
+        None => y,
+    };
+    linear(&mut b.scope("proj"), &y, dim, dim, c.proj_bias, c.init)
+}

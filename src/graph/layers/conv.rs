@@ -254,3 +254,38 @@ pub fn conv_norm_act(
         None => Ok(y),
     }
 }
+
+/// timm's `StdConv2d(eps)`: a conv whose weight is standardised per output channel at every
+/// forward, done once here at load (`transforms::standardize`); `weight` (and `bias`) in the
+/// current scope. With `bn` (a BatchNorm after it: its scope beside the conv's, and eps), that
+/// is folded in as well.
+pub fn std_conv_bn(
+    b: &mut Builder,
+    x: &Value,
+    conv: &str,
+    bn: Option<(&str, f32)>,
+    c: Conv,
+    eps: f32,
+) -> Result<Value> {
+    let shape = c.weight_shape();
+    let (mut w, bias) = {
+        let s = &mut b.scope(conv);
+        let w = s.read("weight", &shape, c.init)?;
+        (w, s.read_opt("bias", &[c.out_ch], Init::Zeros, c.bias)?)
+    };
+    transforms::standardize(&mut w, c.out_ch, eps, None, 1.0);
+    let (w, bias) = match bn {
+        Some((scope, bn_eps)) => {
+            let stats = transforms::BnStats::read(&mut b.scope(scope), c.out_ch, bn_eps)?;
+            let (w, bias) = transforms::fold_bn(w, bias, &stats);
+            (w, Some(bias))
+        }
+        None => (w, bias),
+    };
+    let wv = b.tensor(&format!("{conv}.weight"), w, &shape)?;
+    let bv = match bias {
+        Some(bias) => Some(b.tensor(&format!("{conv}.bias"), bias, &[c.out_ch])?),
+        None => None,
+    };
+    c.emit(b, x, &wv, bv.as_ref())
+}

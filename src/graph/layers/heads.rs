@@ -132,3 +132,22 @@ pub fn attention_pool_latent(
     let y = super::add(b, &y, &h);
     Ok(super::token_at(b, &y, 0))
 }
+
+/// timm's `AttentionPoolPrr` (`global_pool='prr'`, patch representation refinement): a
+/// parameter-free self-attention of the tokens with themselves as q, k and v, then the first
+/// token (`token`) or the mean of all tokens (`avg`, when `!token`); returns `[N, dim]`.
+pub fn attention_pool_prr(
+    b: &mut Builder,
+    x: &Value,
+    dim: usize,
+    heads: usize,
+    token: bool,
+) -> Result<Value> {
+    let c = AttnCfg::new(dim, heads);
+    let y = attention_core(b, x, x, x, &c, &Hooks::default())?;
+    Ok(if token {
+        super::token_at(b, &y, 0)
+    } else {
+        super::reduce_mean(b, &y, &[1], false)
+    })
+}

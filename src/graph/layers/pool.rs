@@ -233,45 +233,45 @@ pub fn global_pool_nlc(
     }
 }
 
-/// timm's `BlurPool2d(channels, filt_size, stride)`: reflect padding by `get_padding(filt_size,
-/// stride)`, then a depthwise conv with the binomial filter (`C(n-1, k) / 2^(n-1)`, outer
-/// product), computed here as timm computes its non-persistent `filt` buffer.
+/// timm's `BlurPool2d(channels, filt_size, stride, pad_mode)`: padding `get_padding(filt_size,
+/// stride)` (`reflect` or `constant`), then a depthwise conv with the fixed binomial filter timm
+/// computes at init (`C(n-1, k) / 2^(n-1)`, outer product) — a buffer timm does not save.
 pub fn blur_pool2d(
     b: &mut Builder,
     x: &Value,
     channels: usize,
     filt_size: usize,
     stride: usize,
+    reflect: bool,
 ) -> Result<Value> {
-    let pad = ((stride - 1) + (filt_size - 1)) / 2;
-    let n = filt_size - 1;
-    let mut coeffs = vec![1.0f64; filt_size];
-    for k in 1..filt_size {
-        coeffs[k] = coeffs[k - 1] * (n + 1 - k) as f64 / k as f64;
+    if filt_size < 2 || stride == 0 {
+        return Err(Error::invalid_model(format!(
+            "BlurPool2d needs filt_size > 1 and stride > 0 (got {filt_size}, {stride})"
+        )));
     }
-    let norm = (1u64 << n) as f64;
+    let n = filt_size - 1;
+    let coeffs: Vec<f64> = (0..filt_size)
+        .map(|k| binomial(n, k) / f64::powi(2.0, n as i32))
+        .collect();
     let filt: Vec<f32> = (0..channels)
         .flat_map(|_| {
             coeffs
                 .iter()
-                .flat_map(|&r| coeffs.iter().map(move |&c| (r / norm * (c / norm)) as f32))
-                .collect::<Vec<_>>()
+                .flat_map(|a| coeffs.iter().map(move |c| (a * c) as f32))
         })
         .collect();
-    let fs = filt_size as i64;
-    let w = b.const_f32(filt, &[channels as i64, 1, fs, fs]);
-    let p = pad as i64;
-    let pads = b.ints(&[0, 0, p, p, 0, 0, p, p]);
-    let padded = b.op(
-        "Pad",
-        &[x, &pads],
-        vec![("mode", Attr::Str("reflect".into()))],
-    );
+    let k = filt_size as i64;
+    let w = b.const_f32(filt, &[channels as i64, 1, k, k]);
+    let p = (stride - 1 + n) / 2;
+    let pi = p as i64;
+    let pads = b.ints(&[0, 0, pi, pi, 0, 0, pi, pi]);
+    let mode = if reflect { "reflect" } else { "constant" };
+    let padded = b.op("Pad", &[x, &pads], vec![("mode", Attr::Str(mode.into()))]);
     let y = b.op(
         "Conv",
         &[&padded, &w],
         vec![
-            ("kernel_shape", Attr::Ints(vec![fs, fs])),
+            ("kernel_shape", Attr::Ints(vec![k, k])),
             ("strides", Attr::Ints(vec![stride as i64; 2])),
             ("group", Attr::Int(channels as i64)),
         ],
@@ -279,10 +279,15 @@ pub fn blur_pool2d(
     let step = Step::Window {
         k: filt_size,
         stride,
-        pad: 2 * pad,
+        pad: 2 * p,
         dilation: 1,
         ceil: false,
     };
     b.set_spatial(&y, x, step, channels)?;
     Ok(y)
+}
+
+/// `math.comb(n, k)`.
+fn binomial(n: usize, k: usize) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
 }

@@ -116,10 +116,11 @@ pub fn effective_se(
     Ok(b.op("Mul", &[x, &g], vec![]))
 }
 
-/// timm's ECA kernel size for `channels` (`gamma=2, beta=1`): odd `|log2(C)/2 + 1/2|`.
+/// timm's ECA kernel size for `channels` (`gamma=2, beta=1`): `t = int(|log2(C) + beta| /
+/// gamma)`, made odd, at least 3.
 pub fn eca_kernel(channels: usize, gamma: f64, beta: f64) -> usize {
-    let t = (((channels as f64).log2() + beta) / gamma).abs() as usize;
-    t.max(if t.is_multiple_of(2) { t + 1 } else { t })
+    let t = (((channels as f64).log2() + beta).abs() / gamma) as usize;
+    3.max(if t.is_multiple_of(2) { t + 1 } else { t })
 }
 
 /// `EcaModule` (zero padding) or `CecaModule` (`circular`): a 1-D conv across the pooled
@@ -157,4 +158,75 @@ pub fn eca(b: &mut Builder, x: &Value, k: usize, circular: bool, gate: &str) -> 
     // [N, 1, C] -> [N, C, 1, 1]
     let g = super::reshape(b, &g, &[0, -1, 1, 1]);
     Ok(b.op("Mul", &[x, &g], vec![]))
+}
+
+/// timm's `GlobalContext` settings (GCNet): `rd_channels` is
+/// `make_divisible(channels * rd_ratio, rd_divisor, round_limit=0)`.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalContextCfg {
+    pub channels: usize,
+    pub rd_channels: usize,
+    /// Softmax attention pooling (`conv_attn`) instead of the mean.
+    pub use_attn: bool,
+    pub fuse_add: bool,
+    pub fuse_scale: bool,
+}
+
+/// timm's `GlobalContext`: context pooled by a softmax over `conv_attn`'s map (or the mean),
+/// then `x * sigmoid(mlp_scale(ctx))` and / or `x + mlp_add(ctx)`, each a `ConvMlp` with
+/// `LayerNorm2d` and ReLU.
+pub fn global_context(b: &mut Builder, x: &Value, c: &GlobalContextCfg) -> Result<Value> {
+    let ch = c.channels;
+    let context = if c.use_attn {
+        let conv = Conv::new(ch, 1, 1).pad(Pad::Sym(0)).bias(true);
+        let a = conv2d(&mut b.scope("conv_attn"), x, conv)?;
+        let a = super::reshape(b, &a, &[0, -1, 1]);
+        let a = b.op("Softmax", &[&a], vec![("axis", Attr::Int(1))]);
+        let xs = super::reshape(b, x, &[0, ch as i64, -1]);
+        let ctx = b.op("MatMul", &[&xs, &a], vec![]);
+        super::reshape(b, &ctx, &[0, ch as i64, 1, 1])
+    } else {
+        super::reduce_mean(b, x, &[2, 3], true)
+    };
+    let mlp = |b: &mut Builder, name: &str| {
+        let m = super::mlp::MlpCfg::new(ch, c.rd_channels, "relu")
+            .norm(Some(super::Norm::Layer { eps: 1e-6 }));
+        let m = super::mlp::MlpCfg {
+            init: Init::DefaultUniform,
+            ..m
+        };
+        super::mlp::conv_mlp(&mut b.scope(name), &context, &m)
+    };
+    let mut y = x.clone();
+    if c.fuse_scale {
+        let s = mlp(b, "mlp_scale")?;
+        let g = act(b, "sigmoid", &s)?;
+        y = b.op("Mul", &[&y, &g], vec![]);
+    }
+    if c.fuse_add {
+        let s = mlp(b, "mlp_add")?;
+        y = b.op("Add", &[&y, &s], vec![]);
+    }
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eca_kernel;
+
+    #[test]
+    fn eca_kernel_is_timms_odd_size_of_at_least_three() {
+        // timm: t = int(abs(log2(C) + 1) / 2); max(t if t % 2 else t + 1, 3)
+        for (c, k) in [
+            (4, 3),
+            (16, 3),
+            (64, 3),
+            (128, 5),
+            (256, 5),
+            (1024, 5),
+            (2048, 7),
+        ] {
+            assert_eq!(eca_kernel(c, 2.0, 1.0), k, "{c} channels");
+        }
+    }
 }
