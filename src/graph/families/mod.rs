@@ -6,7 +6,9 @@ pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
 pub mod inception_next;
+pub mod inception_resnet_v2;
 pub mod inception_v3;
+pub mod inception_v4;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod regnet;
@@ -16,6 +18,8 @@ pub mod swin_transformer;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
+pub mod xception;
+pub mod xception_aligned;
 
 use super::Family;
 
@@ -32,9 +36,13 @@ pub static ALL: &[&Family] = &[
     &densenet::FAMILY,
     &vgg::FAMILY,
     &inception_v3::FAMILY,
+    &inception_v4::FAMILY,
+    &inception_resnet_v2::FAMILY,
     &maxxvit::FAMILY,
     &vision_transformer_relpos::FAMILY,
     &byobnet::FAMILY,
     &metaformer::FAMILY,
     &inception_next::FAMILY,
+    &xception::FAMILY,
+    &xception_aligned::FAMILY,
 ];
