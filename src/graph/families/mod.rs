@@ -5,6 +5,7 @@ pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
 pub mod inception_v3;
+pub mod levit;
 pub mod maxxvit;
 pub mod regnet;
 pub mod resnet;
@@ -27,4 +28,5 @@ pub static ALL: &[&Family] = &[
     &vgg::FAMILY,
     &inception_v3::FAMILY,
     &maxxvit::FAMILY,
+    &levit::FAMILY,
 ];
