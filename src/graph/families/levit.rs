@@ -18,6 +18,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::{Args, PerStage};
+use crate::graph::layers::heads::{folded_gemm, norm_linear_folded};
 use crate::graph::layers::{self, conv_bn, Conv};
 use crate::graph::spatial::Step;
 use crate::graph::tables::Table;
@@ -544,24 +545,6 @@ fn attention_downsample(
     proj(b, &y, v, heads * vd, out_dim, Init::Ones)
 }
 
-/// `NormLinear` (`bn` then `linear`) folded at load: `W·diag(s)` and `W·t + b`.
-fn norm_linear_folded(b: &mut Builder, dim: usize, classes: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-    let bn = BnStats::read(&mut b.scope("bn"), dim, BN_EPS)?;
-    let (s, t) = bn.affine();
-    let l = &mut b.scope("linear");
-    let w = l.read("weight", &[classes, dim], Init::TruncNormal(0.02))?;
-    let bias = l.read("bias", &[classes], Init::Zeros)?;
-    let mut fw = Vec::with_capacity(w.len());
-    let mut fb = Vec::with_capacity(classes);
-    for o in 0..classes {
-        let row = &w[o * dim..(o + 1) * dim];
-        fw.extend(row.iter().zip(&s).map(|(&w, &s)| w as f64 * s));
-        let shift: f64 = row.iter().zip(&t).map(|(&w, &t)| w as f64 * t).sum();
-        fb.push(bias[o] as f64 + shift);
-    }
-    Ok((fw, fb))
-}
-
 /// `head` (and `LevitDistilled`'s `head_dist`, the two averaged) on the pooled `[N, dim]`.
 fn head(
     b: &mut Builder,
@@ -570,22 +553,15 @@ fn head(
     classes: usize,
     distilled: bool,
 ) -> Result<(Value, usize)> {
-    let (mut w, mut bias) = norm_linear_folded(&mut b.scope("head"), dim, classes)?;
+    let (mut w, mut bias) = norm_linear_folded(&mut b.scope("head"), dim, classes, BN_EPS)?;
     if distilled {
-        let (w2, b2) = norm_linear_folded(&mut b.scope("head_dist"), dim, classes)?;
+        let (w2, b2) = norm_linear_folded(&mut b.scope("head_dist"), dim, classes, BN_EPS)?;
         w.iter_mut().zip(&w2).for_each(|(a, c)| *a = (*a + c) / 2.0);
         bias.iter_mut()
             .zip(&b2)
             .for_each(|(a, c)| *a = (*a + c) / 2.0);
     }
-    let s = &mut b.scope("head");
-    let wv = s.tensor(
-        "weight",
-        w.iter().map(|&v| v as f32).collect(),
-        &[classes, dim],
-    )?;
-    let bv = s.tensor("bias", bias.iter().map(|&v| v as f32).collect(), &[classes])?;
-    let y = s.op("Gemm", &[x, &wv, &bv], vec![("transB", Attr::Int(1))]);
+    let y = folded_gemm(&mut b.scope("head"), x, &w, &bias)?;
     Ok((y, classes))
 }
 

@@ -3,6 +3,7 @@
 pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
+pub mod efficientvit_msra;
 pub mod eva;
 pub mod inception_v3;
 pub mod levit;
@@ -29,4 +30,5 @@ pub static ALL: &[&Family] = &[
     &inception_v3::FAMILY,
     &maxxvit::FAMILY,
     &levit::FAMILY,
+    &efficientvit_msra::FAMILY,
 ];
