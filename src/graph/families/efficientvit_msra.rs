@@ -100,8 +100,8 @@ impl Msra {
             )));
         }
         let mut stages = Vec::with_capacity(n);
-        for i in 0..n {
-            let downsample = match downs[i].as_array().map(|d| d.as_slice()) {
+        for (i, down) in downs.iter().enumerate() {
+            let downsample = match down.as_array().map(|d| d.as_slice()) {
                 Some([op, s]) if op == "subsample" && s == 2 && i > 0 => true,
                 Some([op, _]) if op == "" && (i == 0 || v.embed_dim[i] == v.embed_dim[i - 1]) => {
                     false

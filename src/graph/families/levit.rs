@@ -205,8 +205,8 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let input = b.input();
     let x = stem(&mut b.scope("stem"), &input, in_ch, &v)?;
     // The stem's own output grid must be the one timm sized the biases for.
-    let grid =
-        (0..v.stem_stride.trailing_zeros()).fold((h, w), |(h, w), _| ((h + 1) / 2, (w + 1) / 2));
+    let grid = (0..v.stem_stride.trailing_zeros())
+        .fold((h, w), |(h, w), _| (h.div_ceil(2), w.div_ceil(2)));
     if grid != res0 || res0.0 == 0 || res0.1 == 0 {
         return Err(Error::invalid_argument(format!(
             "LeViT takes its img_size {}x{} only (attention biases are sized for a {}x{} grid); got a {h}x{w} input",
