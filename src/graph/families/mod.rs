@@ -4,11 +4,13 @@ pub mod byobnet;
 pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
+pub mod efficientvit_msra;
 pub mod eva;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
 pub mod inception_v4;
+pub mod levit;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod regnet;
@@ -45,4 +47,6 @@ pub static ALL: &[&Family] = &[
     &inception_next::FAMILY,
     &xception::FAMILY,
     &xception_aligned::FAMILY,
+    &levit::FAMILY,
+    &efficientvit_msra::FAMILY,
 ];
