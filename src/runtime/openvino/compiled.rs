@@ -36,6 +36,8 @@ pub struct Compiled {
     pub output_dims: Vec<Vec<i64>>,
     /// `OpenVINO:<execution devices>:<precision>` as the compiled model reports them.
     providers: CString,
+    /// This library's `ov_element_type_e` value for f32 (it changed across releases).
+    f32_code: i32,
 }
 
 // SAFETY: OpenVINO's compiled model is thread-safe (requests are created from any thread and
@@ -178,7 +180,9 @@ impl Compiled {
             input_dims,
             output_dims,
             providers: CString::default(),
+            f32_code: 0,
         };
+        out.f32_code = out.input_f32_code()?;
         out.providers = out.report(cfg)?;
         // One request up front: creation problems surface at load, not at the first run.
         let r = out.create_request()?;
@@ -215,6 +219,31 @@ impl Compiled {
         }
         let shown = used.unwrap_or(cfg.precision).name();
         Ok(CString::new(format!("OpenVINO:{devices}:{shown}")).unwrap_or_default())
+    }
+
+    /// The element type of the model's input, which must be float32 (the numbering of
+    /// `ov_element_type_e` differs between OpenVINO releases, so it is read, not assumed).
+    fn input_f32_code(&self) -> Result<i32> {
+        let mut port = ptr::null_mut();
+        let mut ty = -1;
+        // SAFETY: input 0 exists (every graph has its image input); the port is freed once.
+        unsafe {
+            let st = (self.api.compiled_input_by_index)(self.compiled.as_ptr(), 0, &mut port);
+            if st != sys::OK || port.is_null() {
+                return Err(Error::runtime(format!(
+                    "OpenVINO input port: {}",
+                    self.api.error_text(st)
+                )));
+            }
+            (self.api.port_get_element_type)(port, &mut ty);
+            (self.api.port_free)(port);
+        }
+        if !sys::F32_CANDIDATES.contains(&ty) {
+            return Err(Error::invalid_model(format!(
+                "the graph's input has OpenVINO element type {ty}; libtimm feeds float32 images"
+            )));
+        }
+        Ok(ty)
     }
 
     fn property(&self, key: &str) -> Option<String> {
@@ -346,7 +375,7 @@ impl Compiled {
                 }
                 let dims = std::slice::from_raw_parts(shape.dims, shape.rank as usize).to_vec();
                 (api.shape_free)(&mut shape);
-                if ty != sys::F32 || dims != *want {
+                if ty != self.f32_code || dims != *want {
                     return Err(Error::internal(format!(
                         "OpenVINO output {i} is type {ty} with dims {dims:?}; expected float32 {want:?}"
                     )));
@@ -381,7 +410,7 @@ impl Compiled {
                 )));
             }
             let st = (api.tensor_create_from_host_ptr)(
-                sys::F32,
+                self.f32_code,
                 sys::Shape {
                     rank: s.rank,
                     dims: s.dims,

@@ -20,8 +20,13 @@ pub struct OvTensor(c_void);
 pub type Status = i32;
 pub const OK: Status = 0;
 
-/// `ov_element_type_e::F32` (UNDEFINED, DYNAMIC, BOOLEAN, BF16, F16, F32, ...).
-pub const F32: i32 = 5;
+/// `ov_element_type_e::F32`: 4 from OpenVINO 2025 on (UNDEFINED and DYNAMIC merged), 5
+/// before; the backend reads the value from the compiled model's float input instead of
+/// trusting either (see `Compiled::f32_code`).
+pub const F32_CANDIDATES: [i32; 2] = [4, 5];
+
+#[repr(C)]
+pub struct OvPort(c_void);
 
 /// `ov_shape_t`: rank and a dims array owned by OpenVINO when it filled it.
 #[repr(C)]
@@ -72,6 +77,10 @@ pub struct Api {
     pub compiled_get_property:
         unsafe extern "C" fn(*const OvCompiled, *const c_char, *mut *mut c_char) -> Status,
     pub compiled_free: unsafe extern "C" fn(*mut OvCompiled),
+    pub compiled_input_by_index:
+        unsafe extern "C" fn(*const OvCompiled, usize, *mut *mut OvPort) -> Status,
+    pub port_get_element_type: unsafe extern "C" fn(*const OvPort, *mut i32) -> Status,
+    pub port_free: unsafe extern "C" fn(*mut OvPort),
     pub request_set_input_tensor_by_index:
         unsafe extern "C" fn(*mut OvRequest, usize, *const OvTensor) -> Status,
     pub request_infer: unsafe extern "C" fn(*mut OvRequest) -> Status,
@@ -153,6 +162,9 @@ impl Api {
             compiled_create_infer_request: f!("ov_compiled_model_create_infer_request"),
             compiled_get_property: f!("ov_compiled_model_get_property"),
             compiled_free: f!("ov_compiled_model_free"),
+            compiled_input_by_index: f!("ov_compiled_model_input_by_index"),
+            port_get_element_type: f!("ov_port_get_element_type"),
+            port_free: f!("ov_output_const_port_free"),
             request_set_input_tensor_by_index: f!("ov_infer_request_set_input_tensor_by_index"),
             request_infer: f!("ov_infer_request_infer"),
             request_get_output_tensor_by_index: f!("ov_infer_request_get_output_tensor_by_index"),
