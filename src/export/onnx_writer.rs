@@ -314,6 +314,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_memory_encoding_equals_the_inline_file() {
+        let mut graph = Msg::new();
+        graph.str(2, "g");
+        let model = Model {
+            head: model_head(&[("", 17)], &[]),
+            graph,
+            tensors: vec![
+                Tensor::new("a", &[3], FLOAT, Data::Owned(vec![7u8; 12])),
+                Tensor::new(
+                    "b",
+                    &[300],
+                    FLOAT,
+                    Data::Owned((0..1200).map(|i| i as u8).collect()),
+                ),
+            ],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.onnx");
+        write(&model, &p, false).unwrap();
+        assert_eq!(to_bytes(&model).unwrap(), std::fs::read(&p).unwrap());
+    }
+
+    #[test]
     fn inline_model_is_scanned_back() {
         let mut graph = Msg::new();
         graph.str(2, "g");

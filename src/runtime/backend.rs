@@ -121,6 +121,8 @@ impl BackendOptions {
 }
 
 /// A model's runnable form on either backend.
+// One per model, never moved on a hot path: boxing the session would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Engine {
     Ort(Session),
     OpenVino(openvino::Compiled),

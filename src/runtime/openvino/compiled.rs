@@ -40,10 +40,12 @@ pub struct Compiled {
     f32_code: i32,
 }
 
+// SAFETY: OpenVINO's handles may be used from any thread; the core and compiled model are
+// only freed in Drop.
+unsafe impl Send for Compiled {}
 // SAFETY: OpenVINO's compiled model is thread-safe (requests are created from any thread and
 // its CPU plugin serialises runs on a stream); each infer request is used by one thread at a
 // time through `pool`.
-unsafe impl Send for Compiled {}
 unsafe impl Sync for Compiled {}
 
 impl Drop for Compiled {

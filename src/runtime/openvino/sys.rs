@@ -113,6 +113,16 @@ fn dlerror_text() -> String {
     }
 }
 
+/// A symbol address as the function pointer type `T` (pointer-sized, checked).
+///
+/// # Safety
+/// `p` must be a function whose C signature is `T`.
+unsafe fn fn_ptr<T: Copy>(p: *mut c_void) -> T {
+    assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<*mut c_void>());
+    // SAFETY: sizes match (asserted); the caller vouches for the signature.
+    unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) }
+}
+
 impl Api {
     /// Opens `path` (a path, or a bare name for the system loader) and resolves every entry
     /// point; the error says what failed.
@@ -146,8 +156,8 @@ impl Api {
             ($name:literal) => {{
                 let p = sym($name)?;
                 // SAFETY: the symbol is the C API function of that name, whose signature is
-                // the field's type (openvino/c headers); fn pointers are pointer-sized.
-                unsafe { std::mem::transmute::<*mut c_void, _>(p) }
+                // the field's type (openvino/c headers).
+                unsafe { fn_ptr(p) }
             }};
         }
         Ok(Api {
