@@ -168,13 +168,25 @@ impl Model {
         // The graph takes what preprocessing produces: input_size, or test_input_size with
         // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
         let size = data.input_size;
-        let source = match &weights {
-            Some(w) => ParamSource::Weights(w),
-            None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
+        let sopts = session_options(&data, options);
+        let build = || {
+            let source = match &weights {
+                Some(w) => ParamSource::Weights(w),
+                None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
+            };
+            graph::build(&config, source, &request(options), (size[1], size[2]))
         };
-        let g = graph::build(&config, source, &request(options), (size[1], size[2]))?;
-        let session =
-            Session::from_graph(&g, weights.as_deref(), &session_options(&data, options))?;
+        let mut g = build()?;
+        // `None`: ORT refused a cached graph after the graph's data was freed (the entry is
+        // gone now); the second attempt builds and caches it afresh.
+        let session = match Session::from_graph(&mut g, weights.as_deref(), &sopts)? {
+            Some(s) => s,
+            None => {
+                g = build()?;
+                Session::from_graph(&mut g, weights.as_deref(), &sopts)?
+                    .ok_or_else(|| Error::runtime("the optimised-model cache failed twice"))?
+            }
+        };
         let outputs: Vec<OutputShape> = g.outputs.iter().map(|o| o.shape.clone()).collect();
         let output_dim = match &outputs[0] {
             OutputShape::Vector(d) => *d,

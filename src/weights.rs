@@ -109,6 +109,8 @@ pub struct Weights {
     backing: Backing,
     tensors: HashMap<String, TensorInfo>,
     metadata: HashMap<String, String>,
+    /// The mapping (if any) is of the file, not anonymous memory.
+    file_backed: bool,
 }
 
 impl std::fmt::Debug for Weights {
@@ -155,6 +157,7 @@ impl Weights {
             backing,
             tensors,
             metadata,
+            file_backed: true,
         })
     }
 
@@ -178,6 +181,7 @@ impl Weights {
             backing: Backing::Map(map),
             tensors,
             metadata,
+            file_backed: false,
         })
     }
 
@@ -253,6 +257,21 @@ impl Weights {
         let mut v = vec![0u8; info.end - info.start];
         self.read(info, &mut v)?;
         Ok(std::borrow::Cow::Owned(v))
+    }
+
+    /// Drops the mapping's pages from this process's resident set (map mode; nothing in copy
+    /// mode). The data stays valid: a later access faults it in again from the page cache.
+    /// Called once ONNX Runtime holds its own copies or views it rarely reads.
+    pub fn release_pages(&self) {
+        // `from_bytes` maps anonymous memory: DONTNEED would zero it.
+        if !self.file_backed {
+            return;
+        }
+        if let Backing::Map(m) = &self.backing {
+            // SAFETY: a read-only private file mapping: DONTNEED drops only page-table entries,
+            // and a later read sees the same file bytes (the file must not change in map mode).
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
     }
 
     /// Total bytes of tensor data.

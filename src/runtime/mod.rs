@@ -2,6 +2,7 @@
 //! and running them.
 
 pub mod device;
+pub mod graph_cache;
 pub mod loader;
 pub mod log;
 pub mod providers;
