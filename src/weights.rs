@@ -274,6 +274,22 @@ impl Weights {
         }
     }
 
+    /// [`Weights::release_pages`] for one tensor's pages.
+    pub fn release_tensor(&self, info: &TensorInfo) {
+        if !self.file_backed {
+            return;
+        }
+        if let Backing::Map(m) = &self.backing {
+            let page = 4096;
+            let start = info.start / page * page;
+            let end = info.end.div_ceil(page) * page;
+            let len = end.min(m.len()).saturating_sub(start);
+            // SAFETY: as in `release_pages`, on a sub-range of the same file mapping.
+            let _ =
+                unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+        }
+    }
+
     /// Total bytes of tensor data.
     pub fn data_bytes(&self) -> usize {
         self.tensors.values().map(|t| t.end - t.start).sum()
@@ -284,12 +300,15 @@ impl Weights {
         let info = self
             .get(name)
             .ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
-        to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
+        let v = to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
             Error::invalid_model(format!(
                 "tensor `{name}` has dtype {:?}; expected a float tensor",
                 info.dtype
             ))
-        })
+        })?;
+        // The copy is what gets used (e.g. folded into a conv): the mapped pages need not stay.
+        self.release_tensor(info);
+        Ok(v)
     }
 }
 

@@ -321,6 +321,7 @@ pub fn evict(root: &Path, max_bytes: u64, keep: &str) {
 /// Identifies this library's binary (path, size, modification time): a rebuilt library may
 /// build other graphs from the same weights, so its entries are not reused.
 fn binary_identity() -> String {
+    // SAFETY: Dl_info is plain C data (pointers and integers); all-zero is a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the address; `info` is a plain out-parameter.
     let found = unsafe { libc::dladdr(binary_identity as *const libc::c_void, &mut info) };

@@ -792,6 +792,8 @@ fn graph_identity(graph: &Graph, weights: Option<&Weights>, h: &mut Sha256) -> R
                     Error::invalid_model(format!("weights have no tensor `{name}`"))
                 })?;
                 h.update(&w.bytes(info)?);
+                // Hashing must not leave the whole mapping resident.
+                w.release_tensor(info);
             }
             InitData::F32(v) => h.update(as_bytes_f32(v)),
             InitData::I64(v) => h.update(as_bytes_i64(v)),
