@@ -169,17 +169,31 @@ impl Model {
         // The graph takes what preprocessing produces: input_size, or test_input_size with
         // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
         let size = data.input_size;
-        let source = match &weights {
-            Some(w) => ParamSource::Weights(w),
-            None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
+        let build = || {
+            let source = match &weights {
+                Some(w) => ParamSource::Weights(w),
+                None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
+            };
+            graph::build(&config, source, &request(options), (size[1], size[2]))
         };
-        let g = graph::build(&config, source, &request(options), (size[1], size[2]))?;
+        let mut g = build()?;
         let session = match options.backend.backend {
-            Backend::OnnxRuntime => Engine::Ort(Session::from_graph(
-                &g,
-                weights.as_deref(),
-                &session_options(&data, options)?,
-            )?),
+            Backend::OnnxRuntime => {
+                let sopts = session_options(&data, options)?;
+                // `None`: ORT refused a cached graph after the graph's data was freed (the
+                // entry is gone now); the second attempt builds and caches it afresh.
+                Engine::Ort(
+                    match Session::from_graph(&mut g, weights.as_deref(), &sopts)? {
+                        Some(s) => s,
+                        None => {
+                            g = build()?;
+                            Session::from_graph(&mut g, weights.as_deref(), &sopts)?.ok_or_else(
+                                || Error::runtime("the optimised-model cache failed twice"),
+                            )?
+                        }
+                    },
+                )
+            }
             Backend::OpenVino => Engine::openvino_native(
                 &g,
                 weights.as_deref(),

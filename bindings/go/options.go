@@ -172,6 +172,21 @@ func WithCacheDir(v string) Option {
 	return WithOption("cache_dir", v)
 }
 
+// WithGraphCache sets option graph_cache: cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding; default true.
+func WithGraphCache(v bool) Option {
+	return WithOption("graph_cache", strconv.FormatBool(v))
+}
+
+// WithGraphCacheDir sets option graph_cache_dir: folder of the optimised-graph cache; default XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs.
+func WithGraphCacheDir(v string) Option {
+	return WithOption("graph_cache_dir", v)
+}
+
+// WithGraphCacheMaxMb sets option graph_cache_max_mb: bound of the optimised-graph cache in MiB; least recently used entries go first; default 8192.
+func WithGraphCacheMaxMb(v int) Option {
+	return WithOption("graph_cache_max_mb", strconv.Itoa(v))
+}
+
 // WithOffline sets option offline: never use the network for hf-hub: specs; default HF_HUB_OFFLINE.
 func WithOffline(v bool) Option {
 	return WithOption("offline", strconv.FormatBool(v))

@@ -65,6 +65,9 @@ pub extern "C" fn timm_options_new() -> *mut TimmOptions {
 /// - `use_test_size`: true or false; default false. preprocess at the config's test_input_size / test_crop_pct when it has them (timm's validate.py default).
 /// - `weights_memory`: one of copy, map; default copy. copy: weights are read into memory ONNX Runtime owns, the files may change afterwards; map: zero-copy views of a shared mapping, the files must not change while the model lives.
 /// - `cache_dir`: a non-empty path; default HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub. Hugging Face cache folder for hf-hub: specs.
+/// - `graph_cache`: true or false; default true. cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding.
+/// - `graph_cache_dir`: a non-empty path; default XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs. folder of the optimised-graph cache.
+/// - `graph_cache_max_mb`: an integer in 1..=1099511627776; default 8192. bound of the optimised-graph cache in MiB; least recently used entries go first.
 /// - `offline`: true or false; default HF_HUB_OFFLINE. never use the network for hf-hub: specs.
 /// - `endpoint`: an http:// or https:// URL; default HF_ENDPOINT or https://huggingface.co. Hugging Face endpoint URL.
 /// - `token`: any text; default HF_TOKEN or the saved token file. Hugging Face access token; empty = none.

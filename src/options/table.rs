@@ -277,6 +277,27 @@ pub const OPTIONS: &[OptionSpec] = &[
         apply: |m, v| Ok(m.hub.cache_dir = Some(PathBuf::from(v))),
     },
     OptionSpec {
+        key: "graph_cache",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding",
+        apply: |m, v| Ok(m.session.graph_cache.enabled = boolean(v)),
+    },
+    OptionSpec {
+        key: "graph_cache_dir",
+        kind: Kind::Path,
+        default: "XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs",
+        doc: "folder of the optimised-graph cache",
+        apply: |m, v| Ok(m.session.graph_cache.dir = Some(PathBuf::from(v))),
+    },
+    OptionSpec {
+        key: "graph_cache_max_mb",
+        kind: Kind::Int { min: 1, max: 1 << 40 },
+        default: "8192",
+        doc: "bound of the optimised-graph cache in MiB; least recently used entries go first",
+        apply: |m, v| Ok(m.session.graph_cache.max_bytes = int::<u64>(v)? << 20),
+    },
+    OptionSpec {
         key: "offline",
         kind: Kind::Bool,
         default: "HF_HUB_OFFLINE",

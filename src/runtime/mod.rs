@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod device;
+pub mod graph_cache;
 pub mod loader;
 pub mod log;
 pub mod openvino;

@@ -207,6 +207,18 @@ class OptionSetters {
   Self& cache_dir(const std::string& v) & { return self().set("cache_dir", v); }
   Self&& cache_dir(const std::string& v) && { return std::move(self().set("cache_dir", v)); }
 
+  // cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding; default true.
+  Self& graph_cache(bool v) & { return self().set("graph_cache", v ? "true" : "false"); }
+  Self&& graph_cache(bool v) && { return std::move(self().set("graph_cache", v ? "true" : "false")); }
+
+  // folder of the optimised-graph cache; default XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs.
+  Self& graph_cache_dir(const std::string& v) & { return self().set("graph_cache_dir", v); }
+  Self&& graph_cache_dir(const std::string& v) && { return std::move(self().set("graph_cache_dir", v)); }
+
+  // bound of the optimised-graph cache in MiB; least recently used entries go first; default 8192.
+  Self& graph_cache_max_mb(int v) & { return self().set("graph_cache_max_mb", std::to_string(v)); }
+  Self&& graph_cache_max_mb(int v) && { return std::move(self().set("graph_cache_max_mb", std::to_string(v))); }
+
   // never use the network for hf-hub: specs; default HF_HUB_OFFLINE.
   Self& offline(bool v) & { return self().set("offline", v ? "true" : "false"); }
   Self&& offline(bool v) && { return std::move(self().set("offline", v ? "true" : "false")); }
