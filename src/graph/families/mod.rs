@@ -2,6 +2,7 @@
 
 pub mod byobnet;
 pub mod convnext;
+pub mod cspnet;
 pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
@@ -33,4 +34,5 @@ pub static ALL: &[&Family] = &[
     &maxxvit::FAMILY,
     &vision_transformer_relpos::FAMILY,
     &byobnet::FAMILY,
+    &cspnet::FAMILY,
 ];
