@@ -2,6 +2,7 @@
 
 pub mod byobnet;
 pub mod convnext;
+pub mod cspnet;
 pub mod densenet;
 pub mod efficientnet;
 pub mod efficientvit_msra;
@@ -49,4 +50,5 @@ pub static ALL: &[&Family] = &[
     &xception_aligned::FAMILY,
     &levit::FAMILY,
     &efficientvit_msra::FAMILY,
+    &cspnet::FAMILY,
 ];
