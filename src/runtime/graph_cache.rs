@@ -355,6 +355,34 @@ pub fn file_identity(path: &Path) -> String {
 /// The CPU's model and feature flags: ORT picks NCHWc block sizes and packed layouts by them.
 fn cpu_identity() -> String {
     let mut s = std::env::consts::ARCH.to_string();
+    // What the CPU reports to this process (cpuid), which is what ONNX Runtime picks its
+    // kernels and NCHWc block size by; /proc/cpuinfo alone can disagree (emulators such as
+    // valgrind mask features), and a graph optimised for AVX-512 fails on an AVX2 path.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = [
+            ("avx", std::arch::is_x86_feature_detected!("avx")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+            (
+                "avx512bf16",
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+            ),
+        ];
+        for (name, on) in f {
+            if on {
+                s.push('+');
+                s.push_str(name);
+            }
+        }
+    }
     if let Ok(text) = fs::read_to_string("/proc/cpuinfo") {
         for key in ["flags", "Features", "model name"] {
             if let Some(line) = text.lines().find(|l| l.starts_with(key)) {
