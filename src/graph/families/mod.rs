@@ -5,6 +5,7 @@ pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod eva;
+pub mod fastvit;
 pub mod inception_v3;
 pub mod maxxvit;
 pub mod regnet;
@@ -33,4 +34,5 @@ pub static ALL: &[&Family] = &[
     &maxxvit::FAMILY,
     &vision_transformer_relpos::FAMILY,
     &byobnet::FAMILY,
+    &fastvit::FAMILY,
 ];
