@@ -7,6 +7,7 @@ pub mod densenet;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
+pub mod fastvit;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
@@ -51,4 +52,5 @@ pub static ALL: &[&Family] = &[
     &levit::FAMILY,
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
+    &fastvit::FAMILY,
 ];
