@@ -19,6 +19,7 @@ pub mod regnet;
 pub mod resnet;
 pub mod resnetv2;
 pub mod swin_transformer;
+pub mod swin_transformer_v2;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
@@ -36,6 +37,7 @@ pub static ALL: &[&Family] = &[
     &regnet::FAMILY,
     &vit::FAMILY,
     &swin_transformer::FAMILY,
+    &swin_transformer_v2::FAMILY,
     &eva::FAMILY,
     &densenet::FAMILY,
     &vgg::FAMILY,

@@ -175,9 +175,25 @@ pub fn rel_pos_mlp(
         RelPosMlpMode::Swin => vec![0.0; heads],
     };
     let coords = gen_relative_log_coords(window, (0, 0), mode);
+    let table = coords_mlp(&coords, (&w1, &b1), (&w2, &b2), hidden, heads, mode);
+    let idx = gen_relative_position_index(h, w, false);
+    gather_bias(b, &table, &idx, h * w, heads, prefix_tokens)
+}
+
+/// A two-layer ReLU MLP (`fc1` 2 → hidden, `fc2` hidden → heads, weights as nn.Linear stores
+/// them) evaluated on each coordinate pair; `16·sigmoid` on the output in [`RelPosMlpMode::Swin`].
+/// `[coords, heads]`.
+fn coords_mlp(
+    coords: &[[f32; 2]],
+    (w1, b1): (&[f32], &[f32]),
+    (w2, b2): (&[f32], &[f32]),
+    hidden: usize,
+    heads: usize,
+    mode: RelPosMlpMode,
+) -> Vec<f32> {
     let mut table = Vec::with_capacity(coords.len() * heads);
     let mut hid = vec![0.0f32; hidden];
-    for c in &coords {
+    for c in coords {
         for (j, v) in hid.iter_mut().enumerate() {
             *v = (w1[2 * j] * c[0] + w1[2 * j + 1] * c[1] + b1[j]).max(0.0);
         }
@@ -194,8 +210,48 @@ pub fn rel_pos_mlp(
             });
         }
     }
+    table
+}
+
+/// Swin v2's continuous position bias (`swin_transformer_v2.WindowAttention`): the current
+/// scope's `cpb_mlp` (`0`: 2 → 512 with bias, ReLU, `2`: 512 → heads, no bias) evaluated at
+/// load on the log-spaced coordinates of the `h × w` window (normalised by
+/// `pretrained_window` when its height is positive, each side by `max(size − 1, 1)`), gathered
+/// by the relative-position index, `16·sigmoid` → `[1, heads, L, L]`.
+pub fn cpb_mlp_bias(
+    b: &mut Builder,
+    window: (usize, usize),
+    pretrained_window: (usize, usize),
+    heads: usize,
+) -> Result<Value> {
+    const HIDDEN: usize = 512;
+    let w1 = b.read("cpb_mlp.0.weight", &[HIDDEN, 2], Init::TruncNormal(0.02))?;
+    let b1 = b.read("cpb_mlp.0.bias", &[HIDDEN], Init::Zeros)?;
+    let w2 = b.read(
+        "cpb_mlp.2.weight",
+        &[heads, HIDDEN],
+        Init::TruncNormal(0.02),
+    )?;
+    let (h, w) = window;
+    let base = if pretrained_window.0 > 0 {
+        pretrained_window
+    } else {
+        window
+    };
+    // timm divides by max(size - 1, 1): a 1-wide window keeps its single offset 0.
+    let base = (base.0.max(2), base.1.max(2));
+    let coords = gen_relative_log_coords(window, base, RelPosMlpMode::Swin);
+    let zeros = vec![0.0; heads];
+    let table = coords_mlp(
+        &coords,
+        (&w1, &b1),
+        (&w2, &zeros),
+        HIDDEN,
+        heads,
+        RelPosMlpMode::Swin,
+    );
     let idx = gen_relative_position_index(h, w, false);
-    gather_bias(b, &table, &idx, h * w, heads, prefix_tokens)
+    gather_bias(b, &table, &idx, h * w, heads, 0)
 }
 
 #[cfg(test)]

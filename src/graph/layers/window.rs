@@ -83,6 +83,46 @@ pub fn shift_attn_mask(
     Some(mask)
 }
 
+/// An int or an `[h, w]` pair (timm's `to_2tuple`) within the argument bounds.
+pub fn int_pair(j: &serde_json::Value) -> Option<(usize, usize)> {
+    let one = |j: &serde_json::Value| {
+        j.as_u64()
+            .filter(|n| (1..=crate::graph::args::MAX_INT).contains(n))
+            .map(|n| n as usize)
+    };
+    match j {
+        serde_json::Value::Array(hw) if hw.len() == 2 => one(&hw[0]).zip(one(&hw[1])),
+        j => one(j).map(|n| (n, n)),
+    }
+}
+
+/// timm's `resolve_stage_window_sizes` (model_args `window_size`): one window for all `n`
+/// stages, an `(h, w)` pair for all, or one per stage (a list of two ints is one `(h, w)`).
+pub fn resolve_stage_window_sizes(
+    a: &crate::graph::args::Args,
+    v: &serde_json::Value,
+    n: usize,
+) -> crate::error::Result<Vec<(usize, usize)>> {
+    let bad = || {
+        a.unsupported(
+            "window_size",
+            "expected an int, an [h, w] pair or one per stage",
+        )
+    };
+    match v {
+        serde_json::Value::Array(l) if l.len() != 2 || l[0].is_array() => {
+            if l.len() != n {
+                return Err(crate::error::Error::invalid_model(format!(
+                    "model_args window_size has {} entries but the model has {n} stages",
+                    l.len()
+                )));
+            }
+            l.iter().map(|w| int_pair(w).ok_or_else(bad)).collect()
+        }
+        v => Ok(vec![int_pair(v).ok_or_else(bad)?; n]),
+    }
+}
+
 /// Where a block's windows fall: timm's `_calc_window_shift` and the padded map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowGeom {
