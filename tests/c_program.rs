@@ -109,7 +109,7 @@ fn c_program_gets_timms_feature_maps_for_every_family() {
     let mut families = std::collections::BTreeSet::new();
     for f in fixtures() {
         // timm's Swin features_only maps are NHWC; its own test compares them permuted.
-        if f.family == "swin_transformer" {
+        if f.family.starts_with("swin_transformer") {
             continue;
         }
         let refs = feature_map_refs(&f);
