@@ -103,6 +103,9 @@ typedef void (*TimmLogFn)(int level, const char *message, void *user_data);
 // Download progress: bytes done and total of the file being fetched, and the caller's pointer.
 typedef void (*TimmProgressFn)(uint64_t done, uint64_t total, void *user_data);
 
+// `ov_status_e`: 0 is OK, errors are negative.
+typedef int32_t Status;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -265,7 +268,9 @@ const char *timm_model_config_json(const struct TimmModel *model);
 // "CPUExecutionProvider". Read from ONNX Runtime's record of how it partitioned the graph, so
 // a requested GPU provider that was silently replaced by the CPU is not listed. A GPU provider
 // listed together with CPUExecutionProvider means some nodes (often shape computations ONNX
-// Runtime prefers on the CPU) run there. Owned by the model; valid until `timm_free`. NULL if
+// Runtime prefers on the CPU) run there. With option backend=openvino:
+// "OpenVINO:<device>:<precision>" as the compiled model reports them, e.g. "OpenVINO:CPU:bf16".
+// Owned by the model; valid until `timm_free`. NULL if
 // `model` is NULL or not live. Thread-safe.
 const char *timm_model_providers(const struct TimmModel *model);
 
@@ -279,6 +284,10 @@ struct TimmOptions *timm_options_new(void);
 // - `inter_op_threads`: an integer in 0..=1024; default 0. threads across operators; 0 = ONNX Runtime's default.
 // - `graph_optimization_level`: one of disable, basic, extended, all; default all. how far ONNX Runtime rewrites the graph before running it.
 // - `ort_library`: a non-empty path; default see "How ONNX Runtime is found". path of libonnxruntime.so to load (one runtime serves the whole process).
+// - `backend`: one of onnxruntime, openvino; default onnxruntime. the runtime that runs the model: ONNX Runtime, or OpenVINO (bf16 on AMX/AVX512_BF16 CPUs, Intel GPU/NPU; see "The OpenVINO backend").
+// - `precision`: one of fp32, bf16, fp16; default fp32. float precision of the computation, on every backend: fp32 is timm-exact; bf16/fp16 on OpenVINO (CPU bf16 needs AMX or AVX512_BF16), fp16 on ONNX Runtime is TensorRT's fp16.
+// - `device`: one of cpu, gpu, npu, auto; default cpu. OpenVINO's device for backend=openvino: CPU, an Intel GPU or NPU, or OpenVINO's AUTO choice.
+// - `openvino_library`: a non-empty path; default see "The OpenVINO backend". path of OpenVINO's libopenvino_c.so to load for backend=openvino (one runtime serves the whole process).
 // - `output`: one of logits, features, feature_maps; default logits. what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), or timm's features_only backbone maps (timm_infer_outputs).
 // - `out_indices`: any text; default timm's for the architecture. output=feature_maps: comma list of feature_info indices, negative ones counted from the end (timm's out_indices).
 // - `output_stride`: an integer in 8..=32; default 32. 8, 16 or 32: dilate the last stages as timm's output_stride does (families that implement it).
@@ -290,6 +299,9 @@ struct TimmOptions *timm_options_new(void);
 // - `use_test_size`: true or false; default false. preprocess at the config's test_input_size / test_crop_pct when it has them (timm's validate.py default).
 // - `weights_memory`: one of copy, map; default copy. copy: weights are read into memory ONNX Runtime owns, the files may change afterwards; map: zero-copy views of a shared mapping, the files must not change while the model lives.
 // - `cache_dir`: a non-empty path; default HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub. Hugging Face cache folder for hf-hub: specs.
+// - `graph_cache`: true or false; default true. cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding.
+// - `graph_cache_dir`: a non-empty path; default XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs. folder of the optimised-graph cache.
+// - `graph_cache_max_mb`: an integer in 1..=1099511627776; default 8192. bound of the optimised-graph cache in MiB; least recently used entries go first.
 // - `offline`: true or false; default HF_HUB_OFFLINE. never use the network for hf-hub: specs.
 // - `endpoint`: an http:// or https:// URL; default HF_ENDPOINT or https://huggingface.co. Hugging Face endpoint URL.
 // - `token`: any text; default HF_TOKEN or the saved token file. Hugging Face access token; empty = none.
@@ -298,7 +310,7 @@ struct TimmOptions *timm_options_new(void);
 // - `strict_providers`: true or false; default false. fail instead of falling back when a requested GPU provider cannot be used or nodes would run on the CPU.
 // - `cuda_mem_limit`: an integer >= 1; default no limit. CUDA provider memory arena limit in bytes.
 // - `cudnn_conv_algo_search`: one of exhaustive, heuristic, default; default exhaustive. how cuDNN picks convolution algorithms.
-// - `trt_fp16`: true or false; default false. let TensorRT run in float16.
+// - `trt_fp16`: true or false; default false. let TensorRT run in float16 (an alias of precision=fp16 for TensorRT).
 // - `trt_engine_cache_dir`: a non-empty path; default none: engines are rebuilt per process. folder for TensorRT engines and timing caches, kept per model, GPU and version.
 // - `trt_workspace_size`: an integer >= 1; default TensorRT's. TensorRT workspace limit in bytes.
 // - `max_batch`: an integer in 1..=4096; default 32. largest batch of the TensorRT optimisation profile.

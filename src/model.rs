@@ -10,6 +10,7 @@ use crate::graph::{self, FeatureInfo, OutputKind, OutputShape, ParamSource};
 use crate::onnx;
 use crate::options::{GraphChoice, ModelOptions};
 use crate::preprocess::{self, CropMode, DataConfig, Interpolation, RgbImage};
+use crate::runtime::backend::{Backend, Engine};
 use crate::runtime::session::Bound;
 use crate::runtime::{sys, Session};
 use crate::source::{hub, ModelFolder};
@@ -25,7 +26,7 @@ pub enum GraphKind {
 
 pub struct Model {
     // Dropped first: the session may read the mapped weights until it is gone.
-    session: Session,
+    session: Engine,
     _weights: Vec<Arc<Weights>>,
     config: ModelConfig,
     graph_kind: GraphKind,
@@ -73,7 +74,7 @@ impl Model {
         let spec = spec::parse(spec_text)?;
         // Load the runtime first: a missing runtime is the most common setup error, and weights
         // are bound to ORT tensors while the folder is read.
-        crate::runtime::loader::environment(options.session.ort_library.as_deref())?;
+        options.backend.load_runtime(&options.session)?;
         match spec {
             Spec::Local(dir) => Self::from_folder(&dir, pretrained, options),
             // timm: a bare `arch.tag` with pretrained weights is the Hub repo `timm/arch.tag`.
@@ -168,13 +169,40 @@ impl Model {
         // The graph takes what preprocessing produces: input_size, or test_input_size with
         // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
         let size = data.input_size;
-        let source = match &weights {
-            Some(w) => ParamSource::Weights(w),
-            None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
+        let build = || {
+            let source = match &weights {
+                Some(w) => ParamSource::Weights(w),
+                None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
+            };
+            graph::build(&config, source, &request(options), (size[1], size[2]))
         };
-        let g = graph::build(&config, source, &request(options), (size[1], size[2]))?;
-        let session =
-            Session::from_graph(&g, weights.as_deref(), &session_options(&data, options))?;
+        let mut g = build()?;
+        let session = match options.backend.backend {
+            Backend::OnnxRuntime => {
+                let sopts = session_options(&data, options)?;
+                // `None`: ORT refused a cached graph after the graph's data was freed (the
+                // entry is gone now); the second attempt builds and caches it afresh.
+                Engine::Ort(
+                    match Session::from_graph(&mut g, weights.as_deref(), &sopts)? {
+                        Some(s) => s,
+                        None => {
+                            g = build()?;
+                            Session::from_graph(&mut g, weights.as_deref(), &sopts)?.ok_or_else(
+                                || Error::runtime("the optimised-model cache failed twice"),
+                            )?
+                        }
+                    },
+                )
+            }
+            Backend::OpenVino => Engine::openvino_native(
+                &g,
+                weights.as_deref(),
+                &config.architecture,
+                size,
+                &options.backend,
+                &options.session,
+            )?,
+        };
         let outputs: Vec<OutputShape> = g.outputs.iter().map(|o| o.shape.clone()).collect();
         let output_dim = match &outputs[0] {
             OutputShape::Vector(d) => *d,
@@ -211,6 +239,21 @@ impl Model {
             return Err(Error::unsupported(
                 "options output=features and output=feature_maps need the native graph (model.onnx ends in the classifier); set option graph=native",
             ));
+        }
+        if options.backend.backend == Backend::OpenVino {
+            let engine = Engine::openvino_folder(path, &options.backend, &options.session)?;
+            let num_classes = config.num_classes;
+            let mut model = Self::finish(
+                engine,
+                Vec::new(),
+                config,
+                data,
+                GraphKind::Onnx,
+                options,
+                num_classes,
+            )?;
+            model.onnx_file = Some(path.to_path_buf());
+            return Ok(model);
         }
         // Read once: scanned here, handed to ORT from memory, hashed for TensorRT's engine cache.
         let (mut file, _) = crate::files::open_regular(path, "cannot open", Error::invalid_model)?;
@@ -258,13 +301,13 @@ impl Model {
                 bound_tensor(w.expect("opened above"), init)
             })
             .collect::<Result<Vec<_>>>()?;
-        let session = Session::from_onnx(
+        let session = Engine::Ort(Session::from_onnx(
             &bytes,
             &info,
             &folder.dir,
-            &session_options(&data, options),
+            &session_options(&data, options)?,
             &bound,
-        )?;
+        )?);
         drop(bound);
         // In copy mode ORT owns every byte now; only mapped weights must outlive the session.
         let weights = opened
@@ -287,7 +330,7 @@ impl Model {
     }
 
     fn finish(
-        session: Session,
+        session: Engine,
         weights: Vec<Arc<Weights>>,
         config: ModelConfig,
         data_config: DataConfig,
@@ -296,7 +339,7 @@ impl Model {
         output_dim: usize,
     ) -> Result<Model> {
         let [c, h, w] = data_config.input_size;
-        let sd = &session.input_dims;
+        let sd = session.input_dims();
         let dim = |i: usize| {
             if sd[i] > 0 {
                 Some(sd[i] as usize)
@@ -324,7 +367,7 @@ impl Model {
                 }
             }
         }
-        let out_static = session.output_dims[0][1];
+        let out_static = session.output_dims()[0][1];
         if out_static > 0 && out_static as usize != output_dim {
             return Err(Error::invalid_model(format!(
                 "the graph outputs {out_static} values per image but config.json says num_classes = {output_dim}"
@@ -389,7 +432,8 @@ impl Model {
     pub fn options(&self) -> &ModelOptions {
         &self.options
     }
-    /// The ONNX Runtime providers that run nodes of this model, comma-separated.
+    /// The ONNX Runtime providers that run nodes of this model, comma-separated, or
+    /// `OpenVINO:<device>:<precision>` on backend=openvino.
     pub fn providers(&self) -> &std::ffi::CStr {
         self.session.providers()
     }
@@ -688,11 +732,15 @@ pub(crate) fn request(options: &ModelOptions) -> graph::Request {
     }
 }
 
-/// Session options plus the image size the model will be fed (TensorRT's profile shapes).
-fn session_options(data: &DataConfig, options: &ModelOptions) -> crate::runtime::SessionOptions {
-    let mut s = options.session.clone();
+/// ONNX Runtime's session options (precision applied) plus the image size the model will be
+/// fed (TensorRT's profile shapes).
+fn session_options(
+    data: &DataConfig,
+    options: &ModelOptions,
+) -> Result<crate::runtime::SessionOptions> {
+    let mut s = options.backend.ort_session(&options.session)?;
     s.image_chw = Some(data.input_size);
-    s
+    Ok(s)
 }
 
 /// timm's `resolve_data_config` for the model's pretrained cfg (at option `input_size` when set).

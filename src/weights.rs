@@ -109,6 +109,8 @@ pub struct Weights {
     backing: Backing,
     tensors: HashMap<String, TensorInfo>,
     metadata: HashMap<String, String>,
+    /// The mapping (if any) is of the file, not anonymous memory.
+    file_backed: bool,
 }
 
 impl std::fmt::Debug for Weights {
@@ -155,6 +157,7 @@ impl Weights {
             backing,
             tensors,
             metadata,
+            file_backed: true,
         })
     }
 
@@ -178,6 +181,7 @@ impl Weights {
             backing: Backing::Map(map),
             tensors,
             metadata,
+            file_backed: false,
         })
     }
 
@@ -245,6 +249,30 @@ impl Weights {
         }
     }
 
+    /// Feeds a tensor's raw bytes to `f` in pieces of at most 4 MiB: from the mapping, or read
+    /// through one small buffer, so hashing a large tensor never needs a copy of it.
+    pub fn for_each_chunk(&self, info: &TensorInfo, mut f: impl FnMut(&[u8])) -> Result<()> {
+        const CHUNK: usize = 4 << 20;
+        if let Some(b) = self.mapped(info) {
+            b.chunks(CHUNK).for_each(f);
+            return Ok(());
+        }
+        let mut buf = vec![0u8; CHUNK.min(info.end - info.start)];
+        let mut at = info.start;
+        while at < info.end {
+            let n = CHUNK.min(info.end - at);
+            let part = TensorInfo {
+                start: at,
+                end: at + n,
+                ..info.clone()
+            };
+            self.read(&part, &mut buf[..n])?;
+            f(&buf[..n]);
+            at += n;
+        }
+        Ok(())
+    }
+
     /// A tensor's raw bytes, borrowed from the mapping or read into a new buffer.
     pub fn bytes(&self, info: &TensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
         if let Some(b) = self.mapped(info) {
@@ -253,6 +281,37 @@ impl Weights {
         let mut v = vec![0u8; info.end - info.start];
         self.read(info, &mut v)?;
         Ok(std::borrow::Cow::Owned(v))
+    }
+
+    /// Drops the mapping's pages from this process's resident set (map mode; nothing in copy
+    /// mode). The data stays valid: a later access faults it in again from the page cache.
+    /// Called once ONNX Runtime holds its own copies or views it rarely reads.
+    pub fn release_pages(&self) {
+        // `from_bytes` maps anonymous memory: DONTNEED would zero it.
+        if !self.file_backed {
+            return;
+        }
+        if let Backing::Map(m) = &self.backing {
+            // SAFETY: a read-only private file mapping: DONTNEED drops only page-table entries,
+            // and a later read sees the same file bytes (the file must not change in map mode).
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    /// [`Weights::release_pages`] for one tensor's pages.
+    pub fn release_tensor(&self, info: &TensorInfo) {
+        if !self.file_backed {
+            return;
+        }
+        if let Backing::Map(m) = &self.backing {
+            let page = 4096;
+            let start = info.start / page * page;
+            let end = info.end.div_ceil(page) * page;
+            let len = end.min(m.len()).saturating_sub(start);
+            // SAFETY: as in `release_pages`, on a sub-range of the same file mapping.
+            let _ =
+                unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+        }
     }
 
     /// Total bytes of tensor data.
@@ -265,12 +324,15 @@ impl Weights {
         let info = self
             .get(name)
             .ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
-        to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
+        let v = to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
             Error::invalid_model(format!(
                 "tensor `{name}` has dtype {:?}; expected a float tensor",
                 info.dtype
             ))
-        })
+        })?;
+        // The copy is what gets used (e.g. folded into a conv): the mapped pages need not stay.
+        self.release_tensor(info);
+        Ok(v)
     }
 }
 

@@ -142,6 +142,17 @@ fn cases() -> Vec<Case> {
                 &["could not allocate", "bad_alloc"],
             )
         },
+        // A one-block ViT whose qkv weight alone needs 3.2 GB of seeded random weights, under a
+        // 1.5 GiB limit: the builder's own allocations must fail as a status too (a failed Rust
+        // allocation would abort the host).
+        Case {
+            address_space: 3 * GIB / 2,
+            ..case(
+                "random_weights_allocation_fails",
+                TIMM_ERR_RUNTIME,
+                &["cannot allocate memory for parameter"],
+            )
+        },
         case("nothing_written_outside_the_cache", TIMM_OK, &[]),
     ]
 }
@@ -487,7 +498,18 @@ fn run_case(name: &str, dir: &Path) -> Result<(), CError> {
         }
         "ort_allocation_fails" => {
             let m = huge_classifier(dir);
-            create(&local(&m), &[("graph", "native")]).map(drop)
+            // Without the optimised-model cache, whose key would first hash the 2 GiB.
+            create(&local(&m), &[("graph", "native"), ("graph_cache", "false")]).map(drop)
+        }
+        "random_weights_allocation_fails" => {
+            let m = folder_copy(dir, "test_vit", "native");
+            let p = m.join("config.json");
+            let mut c: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            c["model_args"]["embed_dim"] = (1 << 14).into();
+            c["model_args"]["depth"] = 1.into();
+            std::fs::write(&p, c.to_string()).unwrap();
+            CModel::create(&local(&m), false, &[]).map(drop)
         }
         "nothing_written_outside_the_cache" => {
             let cache = dir.join("cache");

@@ -38,6 +38,56 @@ func WithORTLibrary(v string) Option {
 	return WithOption("ort_library", v)
 }
 
+// Backend is a value of option backend.
+type Backend string
+
+// The values of option backend.
+const (
+	BackendOnnxruntime Backend = "onnxruntime"
+	BackendOpenvino    Backend = "openvino"
+)
+
+// WithBackend sets option backend: the runtime that runs the model: ONNX Runtime, or OpenVINO (bf16 on AMX/AVX512_BF16 CPUs, Intel GPU/NPU; see "The OpenVINO backend"); default onnxruntime.
+func WithBackend(v Backend) Option {
+	return WithOption("backend", string(v))
+}
+
+// Precision is a value of option precision.
+type Precision string
+
+// The values of option precision.
+const (
+	PrecisionFp32 Precision = "fp32"
+	PrecisionBf16 Precision = "bf16"
+	PrecisionFP16 Precision = "fp16"
+)
+
+// WithPrecision sets option precision: float precision of the computation, on every backend: fp32 is timm-exact; bf16/fp16 on OpenVINO (CPU bf16 needs AMX or AVX512_BF16), fp16 on ONNX Runtime is TensorRT's fp16; default fp32.
+func WithPrecision(v Precision) Option {
+	return WithOption("precision", string(v))
+}
+
+// Device is a value of option device.
+type Device string
+
+// The values of option device.
+const (
+	DeviceCPU  Device = "cpu"
+	DeviceGpu  Device = "gpu"
+	DeviceNpu  Device = "npu"
+	DeviceAuto Device = "auto"
+)
+
+// WithDevice sets option device: OpenVINO's device for backend=openvino: CPU, an Intel GPU or NPU, or OpenVINO's AUTO choice; default cpu.
+func WithDevice(v Device) Option {
+	return WithOption("device", string(v))
+}
+
+// WithOpenvinoLibrary sets option openvino_library: path of OpenVINO's libopenvino_c.so to load for backend=openvino (one runtime serves the whole process); default see "The OpenVINO backend".
+func WithOpenvinoLibrary(v string) Option {
+	return WithOption("openvino_library", v)
+}
+
 // Output is a value of option output.
 type Output string
 
@@ -122,6 +172,21 @@ func WithCacheDir(v string) Option {
 	return WithOption("cache_dir", v)
 }
 
+// WithGraphCache sets option graph_cache: cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding; default true.
+func WithGraphCache(v bool) Option {
+	return WithOption("graph_cache", strconv.FormatBool(v))
+}
+
+// WithGraphCacheDir sets option graph_cache_dir: folder of the optimised-graph cache; default XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs.
+func WithGraphCacheDir(v string) Option {
+	return WithOption("graph_cache_dir", v)
+}
+
+// WithGraphCacheMaxMb sets option graph_cache_max_mb: bound of the optimised-graph cache in MiB; least recently used entries go first; default 8192.
+func WithGraphCacheMaxMb(v int) Option {
+	return WithOption("graph_cache_max_mb", strconv.Itoa(v))
+}
+
 // WithOffline sets option offline: never use the network for hf-hub: specs; default HF_HUB_OFFLINE.
 func WithOffline(v bool) Option {
 	return WithOption("offline", strconv.FormatBool(v))
@@ -186,7 +251,7 @@ func WithCuDNNConvAlgoSearch(v CuDNNConvAlgoSearch) Option {
 	return WithOption("cudnn_conv_algo_search", string(v))
 }
 
-// WithTRTFP16 sets option trt_fp16: let TensorRT run in float16; default false.
+// WithTRTFP16 sets option trt_fp16: let TensorRT run in float16 (an alias of precision=fp16 for TensorRT); default false.
 func WithTRTFP16(v bool) Option {
 	return WithOption("trt_fp16", strconv.FormatBool(v))
 }

@@ -171,17 +171,39 @@ fn export_native(
     let cfg = model.config();
     let weights = model.native_weights();
     let opts = model.options();
-    let [c, h, w] = model.input_size().map(|d| d as i64);
+    let [_, h, w] = model.input_size();
     let source = match weights {
         Some(w) => ParamSource::Weights(w),
         None => ParamSource::Random(graph::rng::Rng::new(opts.seed)),
     };
-    let g = graph::build(
-        cfg,
-        source,
-        &crate::model::request(opts),
-        (h as usize, w as usize),
-    )?;
+    let g = graph::build(cfg, source, &crate::model::request(opts), (h, w))?;
+    let native = native_onnx(&g, weights, &cfg.architecture, model.input_size(), meta)?;
+    let external_data = onnx_writer::write(&native.model, path, external)?;
+    Ok(Exported {
+        input: native.input,
+        outputs: native.outputs,
+        external_data,
+    })
+}
+
+/// A native graph as a standard ONNX model, ready for the writer (to a file, or to memory for
+/// engines that read ONNX bytes, such as the OpenVINO backend).
+pub struct NativeOnnx<'a> {
+    pub input: Io,
+    pub outputs: Vec<Io>,
+    pub model: onnx_writer::Model<'a>,
+}
+
+/// Rewrites native graph `g` (built at `chw`) to portable opset-17 ONNX; weight tensors borrow
+/// from `weights` and are written in their stored type.
+pub fn native_onnx<'a>(
+    g: &Graph,
+    weights: Option<&'a Weights>,
+    architecture: &str,
+    chw: [usize; 3],
+    meta: &[(String, String)],
+) -> Result<NativeOnnx<'a>> {
+    let [c, h, w] = chw.map(|d| d as i64);
     let spatial = |v: i64, name: &str| {
         if g.input_chw[1].is_none() {
             Dim::Symbolic(name.into())
@@ -198,7 +220,7 @@ fn export_native(
             spatial(w, "width"),
         ],
     };
-    let outputs = graph_outputs(&g);
+    let outputs = graph_outputs(g);
 
     let known = portable::Known {
         dims: g
@@ -235,7 +257,7 @@ fn export_native(
     for n in &p.nodes {
         graph_msg.msg(1, &onnx_writer::node(n));
     }
-    graph_msg.str(2, &cfg.architecture);
+    graph_msg.str(2, architecture);
     graph_msg.msg(11, &onnx_writer::value_info(&input));
     for o in &outputs {
         graph_msg.msg(12, &onnx_writer::value_info(o));
@@ -263,16 +285,15 @@ fn export_native(
         };
         tensors.push(Tensor::new(&k.name, &k.dims, ty, Data::Owned(bytes)));
     }
-    let m = onnx_writer::Model {
+    let model = onnx_writer::Model {
         head: onnx_writer::model_head(&[("", portable::OPSET)], meta),
         graph: graph_msg,
         tensors,
     };
-    let external_data = onnx_writer::write(&m, path, external)?;
-    Ok(Exported {
+    Ok(NativeOnnx {
         input,
         outputs,
-        external_data,
+        model,
     })
 }
 

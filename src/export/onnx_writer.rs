@@ -275,6 +275,36 @@ pub fn write(model: &Model, path: &Path, external: bool) -> Result<bool> {
     Ok(external)
 }
 
+/// Encodes `model` in memory with every tensor inline (for engines that take model bytes).
+/// Fails above protobuf's 2 GiB limit, where only a file with external data can hold it.
+pub fn to_bytes(model: &Model) -> Result<Vec<u8>> {
+    let mut headers = Vec::with_capacity(model.tensors.len());
+    let mut graph_len = model.graph.buf.len();
+    for t in &model.tensors {
+        let mut h = t.header.buf.clone();
+        h.extend_from_slice(&len_prefix(9, t.data.len()));
+        let l = h.len() + t.data.len();
+        graph_len += 1 + varint_len(l as u64) + l;
+        headers.push(h);
+    }
+    let total = model.head.buf.len() + 1 + varint_len(graph_len as u64) + graph_len;
+    if total as u64 > i32::MAX as u64 {
+        return Err(Error::unsupported(format!(
+            "the model is {total} bytes as one ONNX message, over protobuf's 2 GiB limit"
+        )));
+    }
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&model.head.buf);
+    out.extend_from_slice(&len_prefix(7, graph_len));
+    out.extend_from_slice(&model.graph.buf);
+    for (t, h) in model.tensors.iter().zip(&headers) {
+        out.extend_from_slice(&len_prefix(5, h.len() + t.data.len()));
+        out.extend_from_slice(h);
+        out.extend_from_slice(&t.data.bytes()?);
+    }
+    Ok(out)
+}
+
 fn create(path: &Path) -> Result<File> {
     File::create(path).map_err(|e| Error::from_io(&e, "cannot create", path))
 }
@@ -282,6 +312,29 @@ fn create(path: &Path) -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_memory_encoding_equals_the_inline_file() {
+        let mut graph = Msg::new();
+        graph.str(2, "g");
+        let model = Model {
+            head: model_head(&[("", 17)], &[]),
+            graph,
+            tensors: vec![
+                Tensor::new("a", &[3], FLOAT, Data::Owned(vec![7u8; 12])),
+                Tensor::new(
+                    "b",
+                    &[300],
+                    FLOAT,
+                    Data::Owned((0..1200).map(|i| i as u8).collect()),
+                ),
+            ],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.onnx");
+        write(&model, &p, false).unwrap();
+        assert_eq!(to_bytes(&model).unwrap(), std::fs::read(&p).unwrap());
+    }
 
     #[test]
     fn inline_model_is_scanned_back() {

@@ -294,7 +294,9 @@ pub extern "C" fn timm_model_config_json(model: *const TimmModel) -> *const c_ch
 /// "CPUExecutionProvider". Read from ONNX Runtime's record of how it partitioned the graph, so
 /// a requested GPU provider that was silently replaced by the CPU is not listed. A GPU provider
 /// listed together with CPUExecutionProvider means some nodes (often shape computations ONNX
-/// Runtime prefers on the CPU) run there. Owned by the model; valid until `timm_free`. NULL if
+/// Runtime prefers on the CPU) run there. With option backend=openvino:
+/// "OpenVINO:<device>:<precision>" as the compiled model reports them, e.g. "OpenVINO:CPU:bf16".
+/// Owned by the model; valid until `timm_free`. NULL if
 /// `model` is NULL or not live. Thread-safe.
 #[no_mangle]
 pub extern "C" fn timm_model_providers(model: *const TimmModel) -> *const c_char {

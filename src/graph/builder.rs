@@ -271,7 +271,9 @@ impl<'w> Builder<'w> {
                 }
             }
             ParamSource::Random(rng) if !dry => {
-                let data = rng.init(init, shape);
+                let data = rng
+                    .try_init(init, shape)
+                    .ok_or_else(|| no_memory(&key, shape))?;
                 self.initializers.push(Initializer {
                     name: stored.0.to_string(),
                     dims,
@@ -306,10 +308,19 @@ impl<'w> Builder<'w> {
                 if dry {
                     Ok(vec![0.0; shape.iter().product()])
                 } else {
+                    // The copy and its conversion must not abort the host when memory is short.
+                    let n: usize = shape.iter().product();
+                    let mut probe: Vec<f32> = Vec::new();
+                    probe
+                        .try_reserve_exact(n.saturating_mul(2))
+                        .map_err(|_| no_memory(&key, shape))?;
+                    drop(probe);
                     w.to_f32(&key)
                 }
             }
-            ParamSource::Random(rng) if !dry => Ok(rng.init(init, shape)),
+            ParamSource::Random(rng) if !dry => rng
+                .try_init(init, shape)
+                .ok_or_else(|| no_memory(&key, shape)),
             ParamSource::Random(_) | ParamSource::Shapes => Ok(vec![0.0; shape.iter().product()]),
         }
     }
@@ -513,6 +524,12 @@ impl<'w> Builder<'w> {
         let key = self.key(name);
         self.used.insert(key);
     }
+}
+
+fn no_memory(key: &str, shape: &[usize]) -> Error {
+    Error::runtime(format!(
+        "cannot allocate memory for parameter `{key}` {shape:?}: the process is out of memory (or under an address-space limit)"
+    ))
 }
 
 fn check_weight(w: &Weights, key: &str, shape: &[usize]) -> Result<DType> {

@@ -31,37 +31,47 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
+    /// Values for a parameter of `shape`, following timm's init for that kind of parameter;
+    /// `None` when the memory cannot be had (an allocation failure must not abort the host).
+    pub fn try_init(&mut self, init: Init, shape: &[usize]) -> Option<Vec<f32>> {
+        let n: usize = shape.iter().product();
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).ok()?;
+        self.fill(init, shape, &mut v);
+        Some(v)
+    }
+
     /// Values for a parameter of `shape`, following timm's init for that kind of parameter.
     pub fn init(&mut self, init: Init, shape: &[usize]) -> Vec<f32> {
+        let mut v = Vec::with_capacity(shape.iter().product());
+        self.fill(init, shape, &mut v);
+        v
+    }
+
+    fn fill(&mut self, init: Init, shape: &[usize], out: &mut Vec<f32>) {
         let n: usize = shape.iter().product();
         // PyTorch's fan computation: dim 0 is out, dim 1 is in, the rest is the receptive field.
         let receptive: usize = shape.iter().skip(2).product::<usize>().max(1);
         let fan_in = shape.get(1).copied().unwrap_or(1) * receptive;
         let fan_out = shape.first().copied().unwrap_or(1) * receptive;
         match init {
-            Init::Zeros => vec![0.0; n],
-            Init::Ones => vec![1.0; n],
-            Init::Const(c) => vec![c; n],
-            Init::Normal(std) => (0..n)
-                .map(|_| (self.normal() * std as f64) as f32)
-                .collect(),
-            Init::TruncNormal(std) => (0..n)
-                .map(|_| loop {
-                    let x = self.normal();
-                    if x.abs() <= 2.0 {
-                        break (x * std as f64) as f32;
-                    }
-                })
-                .collect(),
+            Init::Zeros => out.resize(n, 0.0),
+            Init::Ones => out.resize(n, 1.0),
+            Init::Const(c) => out.resize(n, c),
+            Init::Normal(std) => out.extend((0..n).map(|_| (self.normal() * std as f64) as f32)),
+            Init::TruncNormal(std) => out.extend((0..n).map(|_| loop {
+                let x = self.normal();
+                if x.abs() <= 2.0 {
+                    break (x * std as f64) as f32;
+                }
+            })),
             Init::KaimingFanOut => {
                 let std = (2.0 / fan_out.max(1) as f64).sqrt();
-                (0..n).map(|_| (self.normal() * std) as f32).collect()
+                out.extend((0..n).map(|_| (self.normal() * std) as f32))
             }
             Init::DefaultUniform => {
                 let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                (0..n)
-                    .map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32)
-                    .collect()
+                out.extend((0..n).map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32))
             }
         }
     }

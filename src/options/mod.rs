@@ -56,6 +56,8 @@ pub enum GraphChoice {
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
     pub session: SessionOptions,
+    /// backend, precision, OpenVINO device and library.
+    pub backend: crate::runtime::backend::BackendOptions,
     pub output: OutputKind,
     pub graph: GraphChoice,
     pub seed: u64,
@@ -82,6 +84,7 @@ impl Default for ModelOptions {
     fn default() -> Self {
         ModelOptions {
             session: SessionOptions::default(),
+            backend: Default::default(),
             output: OutputKind::Logits,
             graph: GraphChoice::Auto,
             seed: 0,

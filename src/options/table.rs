@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use super::{GraphChoice, ModelOptions};
 use crate::graph::OutputKind;
+use crate::runtime::backend::{Backend, OvDevice, Precision};
 use crate::runtime::providers::{self, ConvAlgoSearch};
 use crate::runtime::OptLevel;
 use crate::weights::WeightsMode;
@@ -99,6 +100,58 @@ pub const OPTIONS: &[OptionSpec] = &[
         default: "see \"How ONNX Runtime is found\"",
         doc: "path of libonnxruntime.so to load (one runtime serves the whole process)",
         apply: |m, v| Ok(m.session.ort_library = Some(PathBuf::from(v))),
+    },
+    OptionSpec {
+        key: "backend",
+        kind: Kind::Enum(&["onnxruntime", "openvino"]),
+        default: "onnxruntime",
+        doc: "the runtime that runs the model: ONNX Runtime, or OpenVINO (bf16 on AMX/AVX512_BF16 CPUs, Intel GPU/NPU; see \"The OpenVINO backend\")",
+        apply: |m, v| {
+            m.backend.backend = match v {
+                "onnxruntime" => Backend::OnnxRuntime,
+                "openvino" => Backend::OpenVino,
+                _ => return Err(v.into()),
+            };
+            Ok(())
+        },
+    },
+    OptionSpec {
+        key: "precision",
+        kind: Kind::Enum(&["fp32", "bf16", "fp16"]),
+        default: "fp32",
+        doc: "float precision of the computation, on every backend: fp32 is timm-exact; bf16/fp16 on OpenVINO (CPU bf16 needs AMX or AVX512_BF16), fp16 on ONNX Runtime is TensorRT's fp16",
+        apply: |m, v| {
+            m.backend.precision = match v {
+                "fp32" => Precision::Fp32,
+                "bf16" => Precision::Bf16,
+                "fp16" => Precision::Fp16,
+                _ => return Err(v.into()),
+            };
+            Ok(())
+        },
+    },
+    OptionSpec {
+        key: "device",
+        kind: Kind::Enum(&["cpu", "gpu", "npu", "auto"]),
+        default: "cpu",
+        doc: "OpenVINO's device for backend=openvino: CPU, an Intel GPU or NPU, or OpenVINO's AUTO choice",
+        apply: |m, v| {
+            m.backend.device = match v {
+                "cpu" => OvDevice::Cpu,
+                "gpu" => OvDevice::Gpu,
+                "npu" => OvDevice::Npu,
+                "auto" => OvDevice::Auto,
+                _ => return Err(v.into()),
+            };
+            Ok(())
+        },
+    },
+    OptionSpec {
+        key: "openvino_library",
+        kind: Kind::Path,
+        default: "see \"The OpenVINO backend\"",
+        doc: "path of OpenVINO's libopenvino_c.so to load for backend=openvino (one runtime serves the whole process)",
+        apply: |m, v| Ok(m.backend.openvino_library = Some(PathBuf::from(v))),
     },
     OptionSpec {
         key: "output",
@@ -224,6 +277,27 @@ pub const OPTIONS: &[OptionSpec] = &[
         apply: |m, v| Ok(m.hub.cache_dir = Some(PathBuf::from(v))),
     },
     OptionSpec {
+        key: "graph_cache",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding",
+        apply: |m, v| Ok(m.session.graph_cache.enabled = boolean(v)),
+    },
+    OptionSpec {
+        key: "graph_cache_dir",
+        kind: Kind::Path,
+        default: "XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs",
+        doc: "folder of the optimised-graph cache",
+        apply: |m, v| Ok(m.session.graph_cache.dir = Some(PathBuf::from(v))),
+    },
+    OptionSpec {
+        key: "graph_cache_max_mb",
+        kind: Kind::Int { min: 1, max: 1 << 40 },
+        default: "8192",
+        doc: "bound of the optimised-graph cache in MiB; least recently used entries go first",
+        apply: |m, v| Ok(m.session.graph_cache.max_bytes = int::<u64>(v)? << 20),
+    },
+    OptionSpec {
         key: "offline",
         kind: Kind::Bool,
         default: "HF_HUB_OFFLINE",
@@ -295,7 +369,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         key: "trt_fp16",
         kind: Kind::Bool,
         default: "false",
-        doc: "let TensorRT run in float16",
+        doc: "let TensorRT run in float16 (an alias of precision=fp16 for TensorRT)",
         apply: |m, v| Ok(m.session.providers.trt_fp16 = boolean(v)),
     },
     OptionSpec {

@@ -179,7 +179,7 @@ fn version_key(p: &Path) -> Vec<u64> {
 
 /// The directory of the binary that holds this code (libtimm.so, or the executable it is
 /// statically linked into).
-fn own_dir() -> Option<PathBuf> {
+pub(crate) fn own_dir() -> Option<PathBuf> {
     // SAFETY: dladdr only reads loader tables; `info` is fully written when it returns non-zero.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();

@@ -13,6 +13,7 @@ use ort::AsPointer;
 use sha2::{Digest, Sha256};
 
 use super::device::DeviceIo;
+use super::graph_cache;
 use super::loader;
 use super::providers::{self, Provider, ProviderOptions, Target};
 use super::sys::{self, OwnedValue};
@@ -43,6 +44,8 @@ pub struct SessionOptions {
     pub providers: ProviderOptions,
     /// `[C, H, W]` of the images the model will be fed (TensorRT's profile shapes).
     pub image_chw: Option<[usize; 3]>,
+    /// The optimised-model cache of native graphs.
+    pub graph_cache: graph_cache::CacheOptions,
 }
 
 /// Data ORT reads in place for the session's lifetime: views over the caller's or our memory.
@@ -175,38 +178,135 @@ impl Session {
 
     /// Builds a session from a native graph through ORT's Model Editor API. Weights are handed
     /// over as views of the mapped file where alignment allows (no copy in this library).
+    ///
+    /// With weights from a folder on CPU, ORT's optimised graph is cached (see
+    /// [`graph_cache`]): a later load maps it instead of rebuilding. The graph's computed
+    /// weights are released as soon as ORT holds them (or the cache does), so `graph` comes back
+    /// without them. `Ok(None)`: a cache entry was refused after they were released; the entry
+    /// is gone, build the graph again and retry (which rebuilds the entry).
     pub fn from_graph(
-        graph: &Graph,
+        graph: &mut Graph,
         weights: Option<&Weights>,
         opts: &SessionOptions,
-    ) -> Result<Self> {
-        let identity = |h: &mut Sha256| graph_identity(graph, weights, h);
+    ) -> Result<Option<Self>> {
+        // One attempt only on CPU: then the graph's data may be freed while ORT takes it.
+        let cpu_only = !opts.providers.wants_gpu();
+        let cache = if cpu_only && weights.is_some() {
+            let parts = cache_parts(opts);
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            graph_cache::Cache::new(
+                &opts.graph_cache,
+                |h| graph_identity(graph, weights, h),
+                &parts,
+            )
+            .unwrap_or_else(|e| {
+                super::log::warn(&format!("optimised-model cache unused: {}", e.message()));
+                None
+            })
+        } else {
+            None
+        };
+        // Hashing read every mapped weight: give those pages back before ORT maps its own.
+        if let Some(w) = weights {
+            w.release_pages();
+        }
+        if let Some(c) = &cache {
+            if let Some(hit) = c.lookup() {
+                release_computed(graph);
+                return match Self::from_cached(&hit.model, graph, opts) {
+                    Ok(s) => Ok(Some(s)),
+                    Err(e) => {
+                        super::log::warn(&format!(
+                            "ONNX Runtime refused the cached optimised model {} ({}); rebuilding it",
+                            hit.model.display(),
+                            e.message()
+                        ));
+                        c.discard();
+                        Ok(None)
+                    }
+                };
+            }
+        }
+        let pending = cache.as_ref().and_then(|c| {
+            c.begin()
+                .map_err(|e| {
+                    super::log::warn(&format!("optimised-model cache unused: {}", e.message()))
+                })
+                .ok()
+        });
         let chw = graph.input_chw;
         let input_chw = match (opts.image_chw, chw) {
             (Some(s), _) => Some(s),
             (None, [Some(c), Some(h), Some(w)]) => Some([c as usize, h as usize, w as usize]),
             _ => None,
         };
+        let input_name = graph.input_name.clone();
+        // TensorRT hashes the graph (lazily, before any commit); commits may free its data.
+        let graph = std::cell::RefCell::new(graph);
+        let identity = |h: &mut Sha256| graph_identity(&graph.borrow(), weights, h);
         let target = Target {
-            input_name: Some(&graph.input_name),
+            input_name: Some(&input_name),
             input_chw,
             identity: &identity,
         };
+        let save = pending.as_ref().map(|p| p.model_path());
         let created = providers::create_session(
             &opts.providers,
             &target,
-            || builder(opts),
-            |b| Self::commit_graph(graph, weights, b),
+            || {
+                let b = builder(opts)?;
+                match &save {
+                    Some(path) => save_optimized(b, path),
+                    None => Ok(b),
+                }
+            },
+            |b| Self::commit_graph(&mut graph.borrow_mut(), weights, b, cpu_only),
         )?;
-        Self::wrap(created, Keep::default(), &opts.providers, true)
+        if let (Some(c), Some(p)) = (&cache, pending) {
+            if let Err(e) = c.publish(p) {
+                super::log::warn(&format!(
+                    "optimised-model cache not written: {}",
+                    e.message()
+                ));
+            }
+        }
+        if let Some(w) = weights {
+            w.release_pages();
+        }
+        Self::wrap(created, Keep::default(), &opts.providers, true).map(Some)
+    }
+
+    /// A session from a cached optimised model: ORT maps its weights (and prepacked blobs)
+    /// from the entry's data file and runs no graph optimisation again.
+    fn from_cached(model: &Path, graph: &Graph, opts: &SessionOptions) -> Result<Self> {
+        let mut b = builder(opts)?
+            .with_optimization_level(GraphOptimizationLevel::Disable)
+            .map_err(|e| Error::runtime(format!("ONNX Runtime session options: {e}")))?;
+        let session = b
+            .commit_from_file(model)
+            .map_err(|e| Error::runtime(e.to_string()))?;
+        let assigned = vec![Provider::Cpu.ort_name().to_string()];
+        let created = providers::Created {
+            session,
+            assigned,
+            registered: Vec::new(),
+        };
+        let s = Self::wrap(created, Keep::default(), &opts.providers, true)?;
+        if s.output_names.len() != graph.outputs.len() {
+            return Err(Error::runtime(
+                "the cached model's outputs differ from the graph's",
+            ));
+        }
+        Ok(s)
     }
 
     /// Builds the editor model for `graph` and creates the session from it. Called once per
     /// attempt: ORT consumes the model, so a retry with other providers builds it again.
     fn commit_graph(
-        graph: &Graph,
+        graph: &mut Graph,
         weights: Option<&Weights>,
         builder: &mut SessionBuilder,
+        release: bool,
     ) -> Result<ort::session::Session> {
         let mut g = editor::Graph::new()?;
         let [c, h, w] = graph.input_chw;
@@ -256,7 +356,7 @@ impl Session {
             .collect();
         g.set_outputs(outputs)?;
 
-        for init in &graph.initializers {
+        for init in &mut graph.initializers {
             let (value, external) = match &init.data {
                 InitData::Weight(name) => {
                     let w = weights.ok_or_else(|| {
@@ -283,6 +383,11 @@ impl Session {
                         dst.copy_from_slice(bytes);
                         Ok(())
                     })?;
+                    // ORT holds its copy now; with no retry ahead ours is freed at once, so
+                    // computed weights (folded BatchNorm) never exist twice.
+                    if release {
+                        init.data = InitData::F32(Vec::new());
+                    }
                     (v.value, v.external)
                 }
                 InitData::I64(v) => (
@@ -598,6 +703,50 @@ impl Session {
     }
 }
 
+/// Computed weights the graph no longer needs (ORT or the cache holds them).
+fn release_computed(graph: &mut Graph) {
+    for init in &mut graph.initializers {
+        if let InitData::F32(v) = &mut init.data {
+            *v = Vec::new();
+        }
+    }
+}
+
+/// What the optimised graph depends on besides the model: the runtime, provider and level.
+fn cache_parts(opts: &SessionOptions) -> Vec<String> {
+    let lib = loader::loaded_path()
+        .map(graph_cache::file_identity)
+        .unwrap_or_default();
+    vec![
+        lib,
+        format!("{:?}", opts.providers.providers),
+        format!("{:?}", opts.opt_level.unwrap_or(OptLevel::All)),
+    ]
+}
+
+/// Asks ORT to save the optimised graph to `path` with every initializer in one external data
+/// file a later load maps. Prepacked weights are not saved with it
+/// (`session.save_external_prepacked_constant_initializers`): ORT 1.31 crashes running some
+/// such models (convnext_large_mlp's head), so a cached load packs again.
+fn save_optimized(b: SessionBuilder, path: &Path) -> Result<SessionBuilder> {
+    let mut b = b
+        .with_optimized_model_path(path)
+        .map_err(|e| Error::runtime(format!("ONNX Runtime session options: {e}")))?;
+    for (k, v) in [
+        (
+            "session.optimized_model_external_initializers_file_name",
+            graph_cache::DATA_FILE,
+        ),
+        (
+            "session.optimized_model_external_initializers_min_size_in_bytes",
+            "128",
+        ),
+    ] {
+        providers::add_config(&mut b, k, v)?;
+    }
+    Ok(b)
+}
+
 fn builder(opts: &SessionOptions) -> Result<SessionBuilder> {
     let env = loader::environment(opts.ort_library.as_deref())?;
     let rt = |e: ort::Error<SessionBuilder>| {
@@ -642,7 +791,9 @@ fn graph_identity(graph: &Graph, weights: Option<&Weights>, h: &mut Sha256) -> R
                 let info = w.get(name).ok_or_else(|| {
                     Error::invalid_model(format!("weights have no tensor `{name}`"))
                 })?;
-                h.update(&w.bytes(info)?);
+                w.for_each_chunk(info, |c| h.update(c))?;
+                // Hashing must not leave the whole mapping resident.
+                w.release_tensor(info);
             }
             InitData::F32(v) => h.update(as_bytes_f32(v)),
             InitData::I64(v) => h.update(as_bytes_i64(v)),

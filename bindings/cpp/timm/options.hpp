@@ -23,6 +23,42 @@ inline const char* option_value(GraphOptimizationLevel v) noexcept {
   return "";
 }
 
+// Values of option `backend`.
+enum class Backend { Onnxruntime, Openvino };
+
+inline const char* option_value(Backend v) noexcept {
+  switch (v) {
+    case Backend::Onnxruntime: return "onnxruntime";
+    case Backend::Openvino: return "openvino";
+  }
+  return "";
+}
+
+// Values of option `precision`.
+enum class Precision { Fp32, Bf16, FP16 };
+
+inline const char* option_value(Precision v) noexcept {
+  switch (v) {
+    case Precision::Fp32: return "fp32";
+    case Precision::Bf16: return "bf16";
+    case Precision::FP16: return "fp16";
+  }
+  return "";
+}
+
+// Values of option `device`.
+enum class Device { CPU, Gpu, Npu, Auto };
+
+inline const char* option_value(Device v) noexcept {
+  switch (v) {
+    case Device::CPU: return "cpu";
+    case Device::Gpu: return "gpu";
+    case Device::Npu: return "npu";
+    case Device::Auto: return "auto";
+  }
+  return "";
+}
+
 // Values of option `output`.
 enum class Output { Logits, Features, FeatureMaps };
 
@@ -111,6 +147,22 @@ class OptionSetters {
   Self& ort_library(const std::string& v) & { return self().set("ort_library", v); }
   Self&& ort_library(const std::string& v) && { return std::move(self().set("ort_library", v)); }
 
+  // the runtime that runs the model: ONNX Runtime, or OpenVINO (bf16 on AMX/AVX512_BF16 CPUs, Intel GPU/NPU; see "The OpenVINO backend"); default onnxruntime.
+  Self& backend(Backend v) & { return self().set("backend", option_value(v)); }
+  Self&& backend(Backend v) && { return std::move(self().set("backend", option_value(v))); }
+
+  // float precision of the computation, on every backend: fp32 is timm-exact; bf16/fp16 on OpenVINO (CPU bf16 needs AMX or AVX512_BF16), fp16 on ONNX Runtime is TensorRT's fp16; default fp32.
+  Self& precision(Precision v) & { return self().set("precision", option_value(v)); }
+  Self&& precision(Precision v) && { return std::move(self().set("precision", option_value(v))); }
+
+  // OpenVINO's device for backend=openvino: CPU, an Intel GPU or NPU, or OpenVINO's AUTO choice; default cpu.
+  Self& device(Device v) & { return self().set("device", option_value(v)); }
+  Self&& device(Device v) && { return std::move(self().set("device", option_value(v))); }
+
+  // path of OpenVINO's libopenvino_c.so to load for backend=openvino (one runtime serves the whole process); default see "The OpenVINO backend".
+  Self& openvino_library(const std::string& v) & { return self().set("openvino_library", v); }
+  Self&& openvino_library(const std::string& v) && { return std::move(self().set("openvino_library", v)); }
+
   // what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), or timm's features_only backbone maps (timm_infer_outputs); default logits.
   Self& output(Output v) & { return self().set("output", option_value(v)); }
   Self&& output(Output v) && { return std::move(self().set("output", option_value(v))); }
@@ -155,6 +207,18 @@ class OptionSetters {
   Self& cache_dir(const std::string& v) & { return self().set("cache_dir", v); }
   Self&& cache_dir(const std::string& v) && { return std::move(self().set("cache_dir", v)); }
 
+  // cache ONNX Runtime's optimised graph of a native model (CPU) so later loads map it instead of rebuilding; default true.
+  Self& graph_cache(bool v) & { return self().set("graph_cache", v ? "true" : "false"); }
+  Self&& graph_cache(bool v) && { return std::move(self().set("graph_cache", v ? "true" : "false")); }
+
+  // folder of the optimised-graph cache; default XDG_CACHE_HOME/timm/graphs or ~/.cache/timm/graphs.
+  Self& graph_cache_dir(const std::string& v) & { return self().set("graph_cache_dir", v); }
+  Self&& graph_cache_dir(const std::string& v) && { return std::move(self().set("graph_cache_dir", v)); }
+
+  // bound of the optimised-graph cache in MiB; least recently used entries go first; default 8192.
+  Self& graph_cache_max_mb(int v) & { return self().set("graph_cache_max_mb", std::to_string(v)); }
+  Self&& graph_cache_max_mb(int v) && { return std::move(self().set("graph_cache_max_mb", std::to_string(v))); }
+
   // never use the network for hf-hub: specs; default HF_HUB_OFFLINE.
   Self& offline(bool v) & { return self().set("offline", v ? "true" : "false"); }
   Self&& offline(bool v) && { return std::move(self().set("offline", v ? "true" : "false")); }
@@ -187,7 +251,7 @@ class OptionSetters {
   Self& cudnn_conv_algo_search(CuDNNConvAlgoSearch v) & { return self().set("cudnn_conv_algo_search", option_value(v)); }
   Self&& cudnn_conv_algo_search(CuDNNConvAlgoSearch v) && { return std::move(self().set("cudnn_conv_algo_search", option_value(v))); }
 
-  // let TensorRT run in float16; default false.
+  // let TensorRT run in float16 (an alias of precision=fp16 for TensorRT); default false.
   Self& trt_fp16(bool v) & { return self().set("trt_fp16", v ? "true" : "false"); }
   Self&& trt_fp16(bool v) && { return std::move(self().set("trt_fp16", v ? "true" : "false")); }
 

@@ -16,13 +16,13 @@ use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks};
 use crate::graph::layers::heads::attention_pool_latent;
 use crate::graph::layers::mlp::{glu_mlp, linear, linear_2d, mlp, swiglu, MlpCfg};
-use crate::graph::layers::patch_embed::{patch_embed, PatchEmbedCfg};
+use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
 use crate::graph::layers::pos_embed::{self, Resample};
 use crate::graph::layers::rope::{self, GridType, RopeConsts, RopeGrid};
 use crate::graph::layers::{self, Norm};
 use crate::graph::tables::Table;
-use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/eva.json"));
@@ -406,7 +406,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         let mut blocks = b.scope("blocks");
         let s = &mut blocks.scope(i);
         x = block(s, &v, &x, r)?;
-        let map = token_map(s, &v, &x, &patches);
+        let map = patch_embed::token_map(s, &x, v.num_prefix_tokens(), &patches);
         let module = s.path().to_string();
         s.feature(&map, v.dim, p, &module);
     }
@@ -445,32 +445,16 @@ fn pos_embed_tokens(b: &mut Builder, v: &Eva, x: &Value, grid: (usize, usize)) -
     } else {
         None
     };
-    let mut x = x.clone();
-    if let (true, Some(pe)) = (v.no_embed_class, &pos) {
-        x = layers::add(b, &x, pe);
-    }
-    if !prefix.is_empty() {
-        let refs: Vec<&Value> = prefix.iter().collect();
-        let tok = layers::concat(b, &refs, 1);
-        let tok = expand_batch(b, &tok, &x, v.num_prefix_tokens(), d);
-        x = layers::concat(b, &[&tok, &x], 1);
-    }
-    if let (false, Some(pe)) = (v.no_embed_class, &pos) {
-        x = layers::add(b, &x, pe);
-    }
-    Ok(x)
-}
-
-/// `[1, n, d]` tokens broadcast over the batch of `like`.
-fn expand_batch(b: &mut Builder, tok: &Value, like: &Value, n: usize, d: usize) -> Value {
-    let batch = b.op(
-        "Shape",
-        &[like],
-        vec![("start", Attr::Int(0)), ("end", Attr::Int(1))],
-    );
-    let rest = b.ints(&[n as i64, d as i64]);
-    let shape = layers::concat(b, &[&batch, &rest], 0);
-    b.op("Expand", &[tok, &shape], vec![])
+    // DeiT III / big_vision (`no_embed_class`): the embedding covers the patches only.
+    Ok(patch_embed::prefix_and_pos(
+        b,
+        x,
+        &prefix,
+        v.num_prefix_tokens(),
+        pos.as_ref(),
+        v.no_embed_class,
+        d,
+    ))
 }
 
 /// `EvaAttention` / `AttentionRope`: q, k, v projections (fused `qkv` with EVA's `q_bias` /
@@ -579,30 +563,6 @@ fn block(b: &mut Builder, v: &Eva, x: &Value, r: Option<&RopeConsts>) -> Result<
     let y = block_mlp(b, v, &h)?;
     let y = gamma(b, v, "gamma_2", y)?;
     Ok(layers::add(b, &x, &y))
-}
-
-/// `forward_intermediates`' NCHW map of a block's output: prefix tokens dropped, the patch
-/// tokens on the patch grid, spatial size tracked.
-fn token_map(b: &mut Builder, v: &Eva, x: &Value, patches: &Value) -> Value {
-    let n_pre = v.num_prefix_tokens();
-    let t = if n_pre > 0 {
-        layers::slice(b, x, 1, n_pre as i64, i64::MAX)
-    } else {
-        x.clone()
-    };
-    let t = layers::transpose(b, &t, &[0, 2, 1]);
-    let hw = b.op(
-        "Shape",
-        &[patches],
-        vec![("start", Attr::Int(2)), ("end", Attr::Int(4))],
-    );
-    let nd = b.ints(&[0, 0]);
-    let shape = layers::concat(b, &[&nd, &hw], 0);
-    let map = b.op("Reshape", &[&t, &shape], vec![]);
-    if let Some(s) = b.spatial(patches).cloned() {
-        b.assign_spatial(&map, s);
-    }
-    map
 }
 
 /// `norm`, `pool` (token pools or the attention pool), `fc_norm` and the head.

@@ -2,11 +2,19 @@
 
 pub mod byobnet;
 pub mod convnext;
+pub mod cspnet;
 pub mod densenet;
 pub mod efficientnet;
+pub mod efficientvit_msra;
 pub mod eva;
+pub mod fastvit;
+pub mod inception_next;
+pub mod inception_resnet_v2;
 pub mod inception_v3;
+pub mod inception_v4;
+pub mod levit;
 pub mod maxxvit;
+pub mod metaformer;
 pub mod regnet;
 pub mod resnet;
 pub mod resnetv2;
@@ -16,6 +24,8 @@ pub mod swin_transformer_v2_cr;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
+pub mod xception;
+pub mod xception_aligned;
 
 use super::Family;
 
@@ -34,7 +44,17 @@ pub static ALL: &[&Family] = &[
     &densenet::FAMILY,
     &vgg::FAMILY,
     &inception_v3::FAMILY,
+    &inception_v4::FAMILY,
+    &inception_resnet_v2::FAMILY,
     &maxxvit::FAMILY,
     &vision_transformer_relpos::FAMILY,
     &byobnet::FAMILY,
+    &metaformer::FAMILY,
+    &inception_next::FAMILY,
+    &xception::FAMILY,
+    &xception_aligned::FAMILY,
+    &levit::FAMILY,
+    &efficientvit_msra::FAMILY,
+    &cspnet::FAMILY,
+    &fastvit::FAMILY,
 ];

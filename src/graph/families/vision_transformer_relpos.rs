@@ -14,12 +14,12 @@ use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention, AttnCfg, Hooks};
 use crate::graph::layers::mlp::{layer_scale, linear_2d, mlp, MlpCfg};
-use crate::graph::layers::patch_embed::{patch_embed, PatchEmbedCfg};
+use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
 use crate::graph::layers::pos_embed_rel::{rel_pos_bias, rel_pos_mlp, RelPosMlpMode};
 use crate::graph::layers::{self, Norm};
 use crate::graph::tables::Table;
-use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/vision_transformer_relpos.json"));
@@ -216,7 +216,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let n_pre = usize::from(m.class_token);
     if m.class_token {
         let cls = b.param("cls_token", &[1, 1, m.dim], Init::Normal(1e-6))?;
-        let cls = expand_batch(b, &cls, &x, m.dim);
+        let cls = patch_embed::expand_batch(b, &cls, &x, 1, m.dim);
         x = layers::concat(b, &[&cls, &x], 1);
     }
     let shared = if m.shared_rel_pos {
@@ -241,7 +241,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         } else {
             block(s, &m, &x, bias)?
         };
-        let map = token_map(s, &x, n_pre, &patches);
+        let map = patch_embed::token_map(s, &x, n_pre, &patches);
         let module = s.path().to_string();
         s.feature(&map, m.dim, p, &module);
     }
@@ -257,18 +257,6 @@ fn relative_bias(b: &mut Builder, m: &Model, grid: (usize, usize), n_pre: usize)
         RelPos::Mlp { hidden, mode } => rel_pos_mlp(b, grid, heads, hidden, n_pre, mode),
         RelPos::Bias => rel_pos_bias(b, grid, heads, n_pre),
     }
-}
-
-/// `[1, 1, d]` broadcast over the batch of `like`.
-fn expand_batch(b: &mut Builder, tok: &Value, like: &Value, d: usize) -> Value {
-    let batch = b.op(
-        "Shape",
-        &[like],
-        vec![("start", Attr::Int(0)), ("end", Attr::Int(1))],
-    );
-    let rest = b.ints(&[1, d as i64]);
-    let shape = layers::concat(b, &[&batch, &rest], 0);
-    b.op("Expand", &[tok, &shape], vec![])
 }
 
 /// `RelPosAttention` in scope `attn`: timm's attention with the relative bias on its logits.
@@ -314,28 +302,6 @@ fn res_post_block(b: &mut Builder, m: &Model, x: &Value, bias: Value) -> Result<
     let y = block_mlp(b, m, &x)?;
     let y = m.norm.apply_last(&mut b.scope("norm2"), &y, d)?;
     Ok(layers::add(b, &x, &y))
-}
-
-/// `forward_intermediates`' NCHW map: prefix tokens dropped, laid out on the patch grid.
-fn token_map(b: &mut Builder, x: &Value, n_pre: usize, patches: &Value) -> Value {
-    let t = if n_pre > 0 {
-        layers::slice(b, x, 1, n_pre as i64, i64::MAX)
-    } else {
-        x.clone()
-    };
-    let t = layers::transpose(b, &t, &[0, 2, 1]);
-    let hw = b.op(
-        "Shape",
-        &[patches],
-        vec![("start", Attr::Int(2)), ("end", Attr::Int(4))],
-    );
-    let nd = b.ints(&[0, 0]);
-    let shape = layers::concat(b, &[&nd, &hw], 0);
-    let map = b.op("Reshape", &[&t, &shape], vec![]);
-    if let Some(s) = b.spatial(patches).cloned() {
-        b.assign_spatial(&map, s);
-    }
-    map
 }
 
 /// `norm`, `forward_head`'s pooling, `fc_norm` and `head`.

@@ -31,12 +31,12 @@ use crate::graph::layers::attention::{
 };
 use crate::graph::layers::heads::{attention_pool_latent, attention_pool_prr};
 use crate::graph::layers::mlp::{glu_mlp, layer_scale, linear, linear_2d, mlp, swiglu, MlpCfg};
-use crate::graph::layers::patch_embed::{patch_embed, PatchEmbedCfg};
+use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
 use crate::graph::layers::pos_embed::{self, Interp, Resample};
 use crate::graph::layers::{self, Norm};
 use crate::graph::tables::Table;
-use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/vit.json"));
@@ -532,7 +532,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
                 parallel_things_block(s, &v, &x, num_parallel)?
             }
         };
-        let map = token_map(s, &v, &x, &patches);
+        let map = patch_embed::token_map(s, &x, v.num_prefix_tokens(), &patches);
         let module = s.path().to_string();
         s.feature(&map, v.dim, p, &module);
     }
@@ -586,33 +586,16 @@ fn pos_embed_tokens(
         None
     };
 
-    let mut x = x.clone();
-    if let (true, Some(pe)) = (v.no_embed_class, &pos) {
-        // DeiT III / big_vision: the embedding covers the patches only.
-        x = layers::add(b, &x, pe);
-    }
-    if !prefix.is_empty() {
-        let refs: Vec<&Value> = prefix.iter().collect();
-        let tok = layers::concat(b, &refs, 1);
-        let tok = expand_batch(b, &tok, &x, v.num_prefix_tokens(), d);
-        x = layers::concat(b, &[&tok, &x], 1);
-    }
-    if let (false, Some(pe)) = (v.no_embed_class, &pos) {
-        x = layers::add(b, &x, pe);
-    }
-    Ok(x)
-}
-
-/// `[1, n, d]` tokens broadcast over the batch of `like`.
-fn expand_batch(b: &mut Builder, tok: &Value, like: &Value, n: usize, d: usize) -> Value {
-    let batch = b.op(
-        "Shape",
-        &[like],
-        vec![("start", Attr::Int(0)), ("end", Attr::Int(1))],
-    );
-    let rest = b.ints(&[n as i64, d as i64]);
-    let shape = layers::concat(b, &[&batch, &rest], 0);
-    b.op("Expand", &[tok, &shape], vec![])
+    // DeiT III / big_vision (`no_embed_class`): the embedding covers the patches only.
+    Ok(patch_embed::prefix_and_pos(
+        b,
+        x,
+        &prefix,
+        v.num_prefix_tokens(),
+        pos.as_ref(),
+        v.no_embed_class,
+        d,
+    ))
 }
 
 /// The `Mlp` / `SwiGLU` / `GluMlp` of a block (`mlp_layer`) in the current scope.
@@ -781,30 +764,6 @@ fn parallel_things_block(b: &mut Builder, v: &Vit, x: &Value, n: usize) -> Resul
         x = layers::add(b, &x, &sum.expect("num_parallel >= 1"));
     }
     Ok(x)
-}
-
-/// `forward_intermediates`' NCHW map of a block's output: prefix tokens dropped, the patch
-/// tokens laid out on the patch grid (`patches`' `[N, D, gh, gw]`), spatial size tracked.
-fn token_map(b: &mut Builder, v: &Vit, x: &Value, patches: &Value) -> Value {
-    let n_pre = v.num_prefix_tokens();
-    let t = if n_pre > 0 {
-        layers::slice(b, x, 1, n_pre as i64, i64::MAX)
-    } else {
-        x.clone()
-    };
-    let t = layers::transpose(b, &t, &[0, 2, 1]);
-    let hw = b.op(
-        "Shape",
-        &[patches],
-        vec![("start", Attr::Int(2)), ("end", Attr::Int(4))],
-    );
-    let nd = b.ints(&[0, 0]);
-    let shape = layers::concat(b, &[&nd, &hw], 0);
-    let map = b.op("Reshape", &[&t, &shape], vec![]);
-    if let Some(s) = b.spatial(patches).cloned() {
-        b.assign_spatial(&map, s);
-    }
-    map
 }
 
 /// `norm`, pooling, `fc_norm` and the head (DeiT: both heads, averaged).

@@ -23,6 +23,8 @@ pub const NAMES: &[&str] = &[
     "hard_mish",
     "sigmoid",
     "tanh",
+    "squared_relu",
+    "star_relu",
     "identity",
 ];
 
@@ -50,6 +52,8 @@ pub fn canonical(name: &str) -> Result<&'static str> {
         "hard_mish" | "hardmish" => "hard_mish",
         "sigmoid" => "sigmoid",
         "tanh" => "tanh",
+        "squared_relu" | "squaredrelu" => "squared_relu",
+        "star_relu" | "starrelu" => "star_relu",
         "identity" | "" | "none" => "identity",
         _ => {
             return Err(Error::unsupported(format!(
@@ -61,7 +65,8 @@ pub fn canonical(name: &str) -> Result<&'static str> {
     Ok(c)
 }
 
-/// The activation `name` applied to `x`. `prelu` reads its `weight` in the current scope.
+/// The activation `name` applied to `x`. `prelu` reads its `weight`, `star_relu` its `scale` and
+/// `bias` in the current scope.
 pub fn act(b: &mut Builder, name: &str, x: &Value) -> Result<Value> {
     Ok(match canonical(name)? {
         "relu" => b.op("Relu", &[x], vec![]),
@@ -107,6 +112,12 @@ pub fn act(b: &mut Builder, name: &str, x: &Value) -> Result<Value> {
         }
         "sigmoid" => b.op("Sigmoid", &[x], vec![]),
         "tanh" => b.op("Tanh", &[x], vec![]),
+        // MetaFormer's SquaredReLU: relu(x)².
+        "squared_relu" => {
+            let r = b.op("Relu", &[x], vec![]);
+            b.op("Mul", &[&r, &r], vec![])
+        }
+        "star_relu" => star_relu(b, x)?,
         _ => x.clone(),
     })
 }
@@ -128,4 +139,15 @@ pub fn clip(b: &mut Builder, x: &Value, lo: f32, hi: f32) -> Value {
     let lo = b.scalar(lo);
     let hi = b.scalar(hi);
     b.op("Clip", &[x, &lo, &hi], vec![])
+}
+
+/// MetaFormer's `StarReLU`: `scale · relu(x)² + bias`, with the learnable one-element `scale`
+/// and `bias` of the current scope.
+pub fn star_relu(b: &mut Builder, x: &Value) -> Result<Value> {
+    let s = b.param("scale", &[1], Init::Ones)?;
+    let bias = b.param("bias", &[1], Init::Zeros)?;
+    let r = b.op("Relu", &[x], vec![]);
+    let sq = b.op("Mul", &[&r, &r], vec![]);
+    let y = b.op("Mul", &[&sq, &s], vec![]);
+    Ok(b.op("Add", &[&y, &bias], vec![]))
 }

@@ -151,3 +151,53 @@ pub fn attention_pool_prr(
         super::reduce_mean(b, &y, &[1], false)
     })
 }
+
+/// timm's `NormLinear` (LeViT, EfficientViT-MSRA heads: `bn` = `BatchNorm1d` over the input, then
+/// `linear`) folded at load into one `[classes, dim]` weight and bias (in f64): `W·diag(s)` and
+/// `W·t + b` for the BatchNorm's `x·s + t`.
+pub fn norm_linear_folded(
+    b: &mut Builder,
+    dim: usize,
+    classes: usize,
+    eps: f32,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let bn = crate::graph::transforms::BnStats::read(&mut b.scope("bn"), dim, eps)?;
+    let (s, t) = bn.affine();
+    let l = &mut b.scope("linear");
+    let w = l.read("weight", &[classes, dim], Init::TruncNormal(0.02))?;
+    let bias = l.read("bias", &[classes], Init::Zeros)?;
+    let mut fw = Vec::with_capacity(w.len());
+    let mut fb = Vec::with_capacity(classes);
+    for o in 0..classes {
+        let row = &w[o * dim..(o + 1) * dim];
+        fw.extend(row.iter().zip(&s).map(|(&w, &s)| w as f64 * s));
+        let shift: f64 = row.iter().zip(&t).map(|(&w, &t)| w as f64 * t).sum();
+        fb.push(bias[o] as f64 + shift);
+    }
+    Ok((fw, fb))
+}
+
+/// [`norm_linear_folded`] applied to `[N, dim]` as one Gemm.
+pub fn norm_linear(
+    b: &mut Builder,
+    x: &Value,
+    dim: usize,
+    classes: usize,
+    eps: f32,
+) -> Result<Value> {
+    let (w, bias) = norm_linear_folded(b, dim, classes, eps)?;
+    folded_gemm(b, x, &w, &bias)
+}
+
+/// `x @ w.T + bias` for a load-time `[out, in]` weight in f64 (`weight` / `bias` in scope).
+pub fn folded_gemm(b: &mut Builder, x: &Value, w: &[f64], bias: &[f64]) -> Result<Value> {
+    let out = bias.len();
+    let dim = w.len() / out.max(1);
+    let wv = b.tensor("weight", w.iter().map(|&v| v as f32).collect(), &[out, dim])?;
+    let bv = b.tensor("bias", bias.iter().map(|&v| v as f32).collect(), &[out])?;
+    Ok(b.op(
+        "Gemm",
+        &[x, &wv, &bv],
+        vec![("transB", crate::graph::Attr::Int(1))],
+    ))
+}

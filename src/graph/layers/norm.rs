@@ -140,16 +140,45 @@ pub fn layer_norm_2d(b: &mut Builder, x: &Value, ch: usize, eps: f32) -> Result<
     Ok(super::nhwc_to_nchw(b, &y))
 }
 
+/// [`layer_norm_2d`] with or without its `bias` (MetaFormer's `LayerNorm2dNoBias`).
+pub fn layer_norm_2d_affine(
+    b: &mut Builder,
+    x: &Value,
+    ch: usize,
+    eps: f32,
+    bias: bool,
+) -> Result<Value> {
+    let t = super::nchw_to_nhwc(b, x);
+    let y = layer_norm_affine(b, &t, ch, eps, bias)?;
+    Ok(super::nhwc_to_nchw(b, &y))
+}
+
 /// `nn.GroupNorm` (timm's `GroupNorm`, `GroupNorm1` with one group): normalised per group as
 /// InstanceNormalization over `[N, G, -1]`, then the per-channel affine.
 pub fn group_norm(b: &mut Builder, x: &Value, groups: usize, ch: usize, eps: f32) -> Result<Value> {
+    group_norm_affine(b, x, groups, ch, eps, true)
+}
+
+/// [`group_norm`] with or without its `bias` (MetaFormer's `GroupNorm1NoBias`).
+pub fn group_norm_affine(
+    b: &mut Builder,
+    x: &Value,
+    groups: usize,
+    ch: usize,
+    eps: f32,
+    bias: bool,
+) -> Result<Value> {
     if groups == 0 || !ch.is_multiple_of(groups) {
         return Err(Error::invalid_model(format!(
             "GroupNorm with {groups} groups over {ch} channels"
         )));
     }
     let w = b.param("weight", &[ch], Init::Ones)?;
-    let bias = b.param("bias", &[ch], Init::Zeros)?;
+    let bias = if bias {
+        Some(b.param("bias", &[ch], Init::Zeros)?)
+    } else {
+        None
+    };
     let shape = b.op("Shape", &[x], vec![]);
     let g = super::reshape(b, x, &[0, groups as i64, -1]);
     let ones = b.const_f32(vec![1.0; groups], &[groups as i64]);
@@ -161,8 +190,11 @@ pub fn group_norm(b: &mut Builder, x: &Value, groups: usize, ch: usize, eps: f32
     );
     let y = b.op("Reshape", &[&n, &shape], vec![]);
     let w = super::per_channel(b, &w, ch);
-    let bias = super::per_channel(b, &bias, ch);
     let y = b.op("Mul", &[&y, &w], vec![]);
+    let Some(bias) = bias else {
+        return Ok(y);
+    };
+    let bias = super::per_channel(b, &bias, ch);
     Ok(b.op("Add", &[&y, &bias], vec![]))
 }
 

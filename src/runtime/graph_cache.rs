@@ -1,0 +1,526 @@
+//! The optimised-model cache: ONNX Runtime's optimised graph of a native model, saved once with
+//! its initializers (and prepacked weights) in an external data file, so a later load maps that
+//! file instead of rebuilding, re-optimising and re-packing every weight.
+//!
+//! An entry is a folder `<root>/<key>/` holding `model.onnx`, `weights.bin` and `manifest.json`
+//! (written last, so an entry without it is incomplete). The key hashes everything the saved
+//! graph depends on: the model (its graph and every weight byte, i.e. the folder's content),
+//! this library's binary, the ONNX Runtime library, the providers, the optimisation level and
+//! the CPU's features (ORT's NCHWc layout and prepacked blobs are specific to the CPU).
+//!
+//! Concurrency: an entry is written into a private temporary folder and published with one
+//! `rename`; a process that loses the race discards its own copy. Readers never see partial
+//! entries. A corrupt entry (sizes or graph hash disagree with the manifest, or ORT refuses it)
+//! is moved aside atomically and rebuilt. The cache is bounded: after a write, least recently
+//! used entries are removed until the total fits.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Bumped when the entry layout or what the key covers changes.
+const FORMAT: &str = "timm-graph-cache-1";
+pub const MODEL_FILE: &str = "model.onnx";
+pub const DATA_FILE: &str = "weights.bin";
+const MANIFEST: &str = "manifest.json";
+/// Default bound on the cache's total size.
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
+
+/// What the options ask of the cache.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub enabled: bool,
+    /// `None`: the user's cache folder (`$XDG_CACHE_HOME/timm/graphs`, `~/.cache/timm/graphs`).
+    pub dir: Option<PathBuf>,
+    pub max_bytes: u64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            enabled: true,
+            dir: None,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl CacheOptions {
+    /// The cache root, or `None` when disabled or no cache folder can be found.
+    pub fn root(&self) -> Option<PathBuf> {
+        if !self.enabled {
+            return None;
+        }
+        if let Some(d) = &self.dir {
+            return Some(d.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| PathBuf::from(h).join(".cache"))
+            })?;
+        Some(base.join("timm").join("graphs"))
+    }
+}
+
+/// One model's place in the cache.
+pub struct Cache {
+    root: PathBuf,
+    key: String,
+    max_bytes: u64,
+}
+
+/// A complete, checked entry: the model file to load.
+pub struct Hit {
+    pub model: PathBuf,
+}
+
+/// An entry being written: ORT saves into `dir`, then [`Pending::publish`] moves it in place.
+pub struct Pending {
+    dir: PathBuf,
+    published: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    format: String,
+    key: String,
+    model_bytes: u64,
+    model_sha256: String,
+    data_bytes: u64,
+}
+
+impl Cache {
+    /// `identity` feeds the model's own identity (graph and weights) into the key; `parts` are
+    /// the settings the optimised graph depends on.
+    pub fn new(
+        opts: &CacheOptions,
+        identity: impl FnOnce(&mut Sha256) -> Result<()>,
+        parts: &[&str],
+    ) -> Result<Option<Cache>> {
+        let Some(root) = opts.root() else {
+            return Ok(None);
+        };
+        let mut h = Sha256::new();
+        h.update(FORMAT.as_bytes());
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p.as_bytes());
+        }
+        h.update(binary_identity().as_bytes());
+        h.update(cpu_identity().as_bytes());
+        identity(&mut h)?;
+        Ok(Some(Cache {
+            root,
+            key: hex(&h.finalize()),
+            max_bytes: opts.max_bytes,
+        }))
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn entry(&self) -> PathBuf {
+        self.root.join(&self.key)
+    }
+
+    /// The entry when it is complete and consistent. A corrupt one is moved aside (so the
+    /// caller rebuilds it); a missing one is simply a miss.
+    pub fn lookup(&self) -> Option<Hit> {
+        let dir = self.entry();
+        if !dir.exists() {
+            return None;
+        }
+        match check_entry(&dir, &self.key) {
+            Ok(model) => {
+                // Recently used: eviction removes the oldest first.
+                if let Ok(f) = fs::File::options().write(true).open(dir.join(MANIFEST)) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+                Some(Hit { model })
+            }
+            Err(why) => {
+                super::log::warn(&format!(
+                    "optimised-model cache entry {} is unusable ({why}); rebuilding it",
+                    dir.display()
+                ));
+                self.discard();
+                None
+            }
+        }
+    }
+
+    /// Moves the entry aside and removes it (an ORT refusal of a checked entry lands here too).
+    /// Atomic against other processes: only one `rename` wins, the others find nothing.
+    pub fn discard(&self) {
+        let trash = self.root.join(format!(".trash-{}", unique()));
+        if fs::rename(self.entry(), &trash).is_ok() {
+            let _ = fs::remove_dir_all(&trash);
+        }
+    }
+
+    /// A private folder for ORT to save the optimised model into.
+    pub fn begin(&self) -> Result<Pending> {
+        let dir = self.root.join(format!(".tmp-{}", unique()));
+        fs::create_dir_all(&dir).map_err(|e| Error::from_io(&e, "cannot create", &dir))?;
+        Ok(Pending {
+            dir,
+            published: false,
+        })
+    }
+
+    /// Publishes what ORT saved into `pending`, then trims the cache to its bound.
+    pub fn publish(&self, mut pending: Pending) -> Result<()> {
+        let model = pending.dir.join(MODEL_FILE);
+        let bytes = fs::read(&model).map_err(|e| Error::from_io(&e, "cannot read", &model))?;
+        let data = pending.dir.join(DATA_FILE);
+        // ORT writes no data file when no initializer reaches the size threshold.
+        let data_bytes = match fs::metadata(&data) {
+            Ok(m) => m.len(),
+            Err(_) => {
+                fs::File::create(&data).map_err(|e| Error::from_io(&e, "cannot create", &data))?;
+                0
+            }
+        };
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            key: self.key.clone(),
+            model_bytes: bytes.len() as u64,
+            model_sha256: hex(&Sha256::digest(&bytes)),
+            data_bytes,
+        };
+        let text = serde_json::to_vec(&manifest).map_err(|e| Error::internal(e.to_string()))?;
+        let mpath = pending.dir.join(MANIFEST);
+        let mut f =
+            fs::File::create(&mpath).map_err(|e| Error::from_io(&e, "cannot create", &mpath))?;
+        f.write_all(&text)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::from_io(&e, "cannot write", &mpath))?;
+        for name in [MODEL_FILE, DATA_FILE] {
+            let p = pending.dir.join(name);
+            if let Ok(f) = fs::File::open(&p) {
+                let _ = f.sync_all();
+            }
+        }
+        match fs::rename(&pending.dir, self.entry()) {
+            Ok(()) => pending.published = true,
+            // Another process published the same entry first: keep theirs, ours is dropped.
+            Err(_) if self.entry().join(MANIFEST).exists() => {}
+            Err(e) => return Err(Error::from_io(&e, "cannot publish", &self.entry())),
+        }
+        evict(&self.root, self.max_bytes, &self.key);
+        Ok(())
+    }
+}
+
+impl Pending {
+    /// Where ORT saves the optimised graph; its external data goes next to it as [`DATA_FILE`].
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(MODEL_FILE)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn check_entry(dir: &Path, key: &str) -> std::result::Result<PathBuf, String> {
+    let text = fs::read(dir.join(MANIFEST)).map_err(|e| format!("no manifest: {e}"))?;
+    let m: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("manifest unreadable: {e}"))?;
+    if m.format != FORMAT || m.key != key {
+        return Err("manifest of another format or key".into());
+    }
+    let model = dir.join(MODEL_FILE);
+    let mut bytes = Vec::new();
+    fs::File::open(&model)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| format!("model file: {e}"))?;
+    if bytes.len() as u64 != m.model_bytes || hex(&Sha256::digest(&bytes)) != m.model_sha256 {
+        return Err("model file differs from its manifest".into());
+    }
+    let data = fs::metadata(dir.join(DATA_FILE)).map_err(|e| format!("data file: {e}"))?;
+    if data.len() != m.data_bytes {
+        return Err(format!(
+            "data file has {} bytes, the manifest says {}",
+            data.len(),
+            m.data_bytes
+        ));
+    }
+    Ok(model)
+}
+
+/// Removes least recently used entries (and stale temporary folders) until the cache holds at
+/// most `max_bytes`; `keep` (just written) is never removed.
+pub fn evict(root: &Path, max_bytes: u64, keep: &str) {
+    let Ok(rd) = fs::read_dir(root) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let mut entries = Vec::new();
+    let mut total = 0u64;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if name.starts_with('.') {
+            // A writer that died leaves its temporary folder; an hour is far longer than a save.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d.as_secs() > 3600);
+            if old {
+                let _ = fs::remove_dir_all(&path);
+            }
+            continue;
+        }
+        let size: u64 = fs::read_dir(&path)
+            .map(|r| {
+                r.flatten()
+                    .filter_map(|f| f.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let used = fs::metadata(path.join(MANIFEST))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        total += size;
+        entries.push((used, name, path, size));
+    }
+    entries.sort();
+    for (_, name, path, size) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if name == keep {
+            continue;
+        }
+        let trash = root.join(format!(".trash-{}", unique()));
+        if fs::rename(&path, &trash).is_ok() {
+            let _ = fs::remove_dir_all(&trash);
+        }
+        total = total.saturating_sub(size);
+    }
+}
+
+/// Identifies this library's binary (path, size, modification time): a rebuilt library may
+/// build other graphs from the same weights, so its entries are not reused.
+fn binary_identity() -> String {
+    // SAFETY: Dl_info is plain C data (pointers and integers); all-zero is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address; `info` is a plain out-parameter.
+    let found = unsafe { libc::dladdr(binary_identity as *const libc::c_void, &mut info) };
+    let path = if found != 0 && !info.dli_fname.is_null() {
+        // SAFETY: dladdr returns a NUL-terminated path that lives as long as the object.
+        let c = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+        PathBuf::from(c.to_string_lossy().into_owned())
+    } else {
+        std::env::current_exe().unwrap_or_default()
+    };
+    file_identity(&path) + env!("CARGO_PKG_VERSION")
+}
+
+/// Path, size and modification time of a file (the ONNX Runtime library, this library).
+pub fn file_identity(path: &Path) -> String {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let (len, mtime) = fs::metadata(&path)
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            (m.len(), t)
+        })
+        .unwrap_or((0, 0));
+    format!("{}|{len}|{mtime}|", path.display())
+}
+
+/// The CPU's model and feature flags: ORT picks NCHWc block sizes and packed layouts by them.
+fn cpu_identity() -> String {
+    let mut s = std::env::consts::ARCH.to_string();
+    // What the CPU reports to this process (cpuid), which is what ONNX Runtime picks its
+    // kernels and NCHWc block size by; /proc/cpuinfo alone can disagree (emulators such as
+    // valgrind mask features), and a graph optimised for AVX-512 fails on an AVX2 path.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = [
+            ("avx", std::arch::is_x86_feature_detected!("avx")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+            (
+                "avx512bf16",
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+            ),
+        ];
+        for (name, on) in f {
+            if on {
+                s.push('+');
+                s.push_str(name);
+            }
+        }
+    }
+    if let Ok(text) = fs::read_to_string("/proc/cpuinfo") {
+        for key in ["flags", "Features", "model name"] {
+            if let Some(line) = text.lines().find(|l| l.starts_with(key)) {
+                s.push('|');
+                s.push_str(line);
+            }
+        }
+    }
+    s
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{t}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(root: &Path, id: &[u8]) -> Cache {
+        let opts = CacheOptions {
+            enabled: true,
+            dir: Some(root.to_path_buf()),
+            max_bytes: DEFAULT_MAX_BYTES,
+        };
+        Cache::new(
+            &opts,
+            |h| {
+                h.update(id);
+                Ok(())
+            },
+            &["cpu"],
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn write_entry(c: &Cache, data: &[u8]) {
+        let p = c.begin().unwrap();
+        fs::write(p.model_path(), b"graph").unwrap();
+        fs::write(p.dir.join(DATA_FILE), data).unwrap();
+        c.publish(p).unwrap();
+    }
+
+    #[test]
+    fn disabled_cache_has_no_root() {
+        let o = CacheOptions {
+            enabled: false,
+            ..Default::default()
+        };
+        assert!(o.root().is_none());
+    }
+
+    #[test]
+    fn published_entry_is_found_and_other_identities_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cache(d.path(), b"a");
+        assert!(c.lookup().is_none());
+        write_entry(&c, b"0123456789");
+        assert!(c.lookup().is_some());
+        assert!(cache(d.path(), b"b").lookup().is_none());
+        // No temporary folder is left behind.
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn truncated_data_file_is_discarded() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cache(d.path(), b"a");
+        write_entry(&c, b"0123456789");
+        let data = d.path().join(c.key()).join(DATA_FILE);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+        assert!(c.lookup().is_none());
+        assert!(!d.path().join(c.key()).exists());
+    }
+
+    #[test]
+    fn altered_model_file_is_discarded() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cache(d.path(), b"a");
+        write_entry(&c, b"0123456789");
+        fs::write(d.path().join(c.key()).join(MODEL_FILE), b"grapH").unwrap();
+        assert!(c.lookup().is_none());
+    }
+
+    #[test]
+    fn losing_a_publish_race_keeps_the_first_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cache(d.path(), b"a");
+        let first = c.begin().unwrap();
+        let second = c.begin().unwrap();
+        for p in [&first, &second] {
+            fs::write(p.model_path(), b"graph").unwrap();
+            fs::write(p.dir.join(DATA_FILE), b"xy").unwrap();
+        }
+        c.publish(first).unwrap();
+        c.publish(second).unwrap();
+        assert!(c.lookup().is_some());
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "the loser's temporary folder is removed");
+    }
+
+    #[test]
+    fn eviction_removes_oldest_entries_beyond_the_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let old = cache(d.path(), b"old");
+        write_entry(&old, &[0u8; 1000]);
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options()
+            .write(true)
+            .open(d.path().join(old.key()).join(MANIFEST))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        let mut new = cache(d.path(), b"new");
+        new.max_bytes = 1500;
+        write_entry(&new, &[0u8; 1000]);
+        assert!(new.lookup().is_some());
+        assert!(old.lookup().is_none(), "the least recently used entry goes");
+    }
+}

@@ -1,0 +1,151 @@
+//! The optimised-model cache through the C ABI: a cached load computes timm's logits, a corrupt
+//! entry is rebuilt, a changed folder gets its own entry, and processes racing to write one entry
+//! all succeed and leave one complete entry.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const TOL: f32 = 1e-4;
+const RACE_DIR: &str = "TIMM_TEST_GRAPH_CACHE_RACE_DIR";
+
+fn native() -> Fixture {
+    fixture("test_convnext")
+}
+
+fn entries(cache: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(cache)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Loads `spec` with the cache in `cache` and checks the logits against the fixture's.
+fn load_and_check(spec: &str, cache: &Path) {
+    let f = native();
+    let r = reference(&f);
+    let dir = cache.to_str().unwrap();
+    let m = CModel::create(spec, true, &[("graph", "native"), ("graph_cache_dir", dir)])
+        .unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+    let out = m.infer(&r.input, &r.input_shape).unwrap();
+    let d = max_abs_diff(&out, &r.logits);
+    assert!(d <= TOL, "{spec}: logits differ from timm by {d}");
+}
+
+#[test]
+fn second_load_reuses_the_entry_and_matches_timm() {
+    let cache = tempfile::tempdir().unwrap();
+    let spec = native().spec("native");
+    load_and_check(&spec, cache.path());
+    let first = entries(cache.path());
+    assert_eq!(first.len(), 1, "one entry after the first load: {first:?}");
+    let model = first[0].join("model.onnx");
+    let written = std::fs::metadata(&model).unwrap().modified().unwrap();
+    load_and_check(&spec, cache.path());
+    assert_eq!(entries(cache.path()), first);
+    assert_eq!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        written,
+        "a cached load does not rewrite the entry"
+    );
+}
+
+#[test]
+fn graph_cache_false_writes_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    CModel::create(
+        &native().spec("native"),
+        true,
+        &[
+            ("graph", "native"),
+            ("graph_cache", "false"),
+            ("graph_cache_dir", dir),
+        ],
+    )
+    .unwrap();
+    assert!(entries(cache.path()).is_empty());
+}
+
+#[test]
+fn truncated_or_garbled_entry_is_rebuilt() {
+    let cache = tempfile::tempdir().unwrap();
+    let spec = native().spec("native");
+    load_and_check(&spec, cache.path());
+    let entry = entries(cache.path()).remove(0);
+    let data = entry.join("weights.bin");
+    let size = std::fs::metadata(&data).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(size / 2)
+        .unwrap();
+    load_and_check(&spec, cache.path());
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), size, "rebuilt");
+    std::fs::write(entry.join("model.onnx"), b"not a model").unwrap();
+    load_and_check(&spec, cache.path());
+    assert_ne!(
+        std::fs::read(entry.join("model.onnx")).unwrap(),
+        b"not a model"
+    );
+}
+
+#[test]
+fn changed_weights_get_their_own_entry() {
+    let cache = tempfile::tempdir().unwrap();
+    let src = native().folder("native").unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(name), copy.path().join(name)).unwrap();
+    }
+    let spec = format!("local:{}", copy.path().display());
+    load_and_check(&spec, cache.path());
+    // Nudge the last float of the file (a weight) by one ulp: the logits barely move.
+    let st = copy.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    let n = bytes.len();
+    bytes[n - 4] ^= 1;
+    std::fs::write(&st, &bytes).unwrap();
+    load_and_check(&spec, cache.path());
+    assert_eq!(
+        entries(cache.path()).len(),
+        2,
+        "the changed folder has a new key"
+    );
+}
+
+#[test]
+fn processes_racing_on_one_entry_all_load_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "race_helper_loads_into_the_given_cache",
+                ])
+                .env(RACE_DIR, cache.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a racing load failed");
+    }
+    let e = entries(cache.path());
+    assert_eq!(e.len(), 1, "one entry, no temporary folders left: {e:?}");
+    load_and_check(&native().spec("native"), cache.path());
+}
+
+/// Run by `processes_racing_on_one_entry_all_load_it` in child processes.
+#[test]
+#[ignore = "a child process of processes_racing_on_one_entry_all_load_it"]
+fn race_helper_loads_into_the_given_cache() {
+    let dir = PathBuf::from(std::env::var_os(RACE_DIR).expect("run by the race test"));
+    load_and_check(&native().spec("native"), &dir);
+}
