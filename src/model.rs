@@ -176,32 +176,54 @@ impl Model {
             };
             graph::build(&config, source, &request(options), (size[1], size[2]))
         };
-        let mut g = build()?;
-        let session = match options.backend.backend {
+        let (session, g) = match options.backend.backend {
             Backend::OnnxRuntime => {
                 let sopts = session_options(&data, options)?;
-                // `None`: ORT refused a cached graph after the graph's data was freed (the
-                // entry is gone now); the second attempt builds and caches it afresh.
-                Engine::Ort(
-                    match Session::from_graph(&mut g, weights.as_deref(), &sopts)? {
-                        Some(s) => s,
-                        None => {
-                            g = build()?;
-                            Session::from_graph(&mut g, weights.as_deref(), &sopts)?.ok_or_else(
-                                || Error::runtime("the optimised-model cache failed twice"),
-                            )?
-                        }
-                    },
-                )
+                let req = request(options);
+                // Keyed by what the graph is built from, so a hit needs no graph data at all.
+                let cache = weights.as_deref().and_then(|w| {
+                    Session::graph_cache_for(&sopts, |h| {
+                        source_identity(h, &config, &req, &sopts, w)
+                    })
+                });
+                let hit = match (&cache, &weights) {
+                    (Some(c), Some(w)) => {
+                        let shapes = graph::build_shapes(
+                            &config,
+                            ParamSource::Weights(w),
+                            &req,
+                            (size[1], size[2]),
+                        )?;
+                        Session::from_cache_hit(c, &shapes, &sopts).map(|s| (s, shapes))
+                    }
+                    _ => None,
+                };
+                match hit {
+                    Some((s, shapes)) => (Engine::Ort(s), shapes),
+                    None => {
+                        let mut g = build()?;
+                        let s = Session::from_graph(
+                            &mut g,
+                            weights.as_deref(),
+                            &sopts,
+                            cache.as_ref(),
+                        )?;
+                        (Engine::Ort(s), g)
+                    }
+                }
             }
-            Backend::OpenVino => Engine::openvino_native(
-                &g,
-                weights.as_deref(),
-                &config.architecture,
-                size,
-                &options.backend,
-                &options.session,
-            )?,
+            Backend::OpenVino => {
+                let g = build()?;
+                let e = Engine::openvino_native(
+                    &g,
+                    weights.as_deref(),
+                    &config.architecture,
+                    size,
+                    &options.backend,
+                    &options.session,
+                )?;
+                (e, g)
+            }
         };
         let outputs: Vec<OutputShape> = g.outputs.iter().map(|o| o.shape.clone()).collect();
         let output_dim = match &outputs[0] {
@@ -741,6 +763,29 @@ fn session_options(
     let mut s = options.backend.ort_session(&options.session)?;
     s.image_chw = Some(data.input_size);
     Ok(s)
+}
+
+/// What a native graph is built from, for the optimised-model cache's key: the parsed config,
+/// the output request, the input size and the weights' content (sha256, remembered by the
+/// file's identity, see `graph_cache::weights_digest`).
+fn source_identity(
+    h: &mut sha2::Sha256,
+    config: &ModelConfig,
+    request: &graph::Request,
+    sopts: &crate::runtime::SessionOptions,
+    weights: &Weights,
+) -> Result<()> {
+    use sha2::Digest;
+    let root = sopts.graph_cache.root();
+    let digest = crate::runtime::graph_cache::weights_digest(root.as_deref(), weights)?;
+    h.update(
+        format!(
+            "native|{config:?}|{request:?}|{:?}|{digest}",
+            sopts.image_chw
+        )
+        .as_bytes(),
+    );
+    Ok(())
 }
 
 /// timm's `resolve_data_config` for the model's pretrained cfg (at option `input_size` when set).

@@ -111,6 +111,9 @@ pub struct Weights {
     metadata: HashMap<String, String>,
     /// The mapping (if any) is of the file, not anonymous memory.
     file_backed: bool,
+    /// What identifies this version of the file (see [`Weights::file_identity`]).
+    identity: Option<String>,
+    len: u64,
 }
 
 impl std::fmt::Debug for Weights {
@@ -136,6 +139,7 @@ impl Weights {
             ))
         };
         let n = check_prefix(path, &file, len)?;
+        let identity = file.metadata().ok().map(|m| stat_identity(&m));
         let mut header = vec![0u8; n as usize];
         file.read_exact_at(&mut header, 8)
             .map_err(|e| Error::from_io(&e, "cannot read weights header", path))?;
@@ -158,6 +162,8 @@ impl Weights {
             tensors,
             metadata,
             file_backed: true,
+            identity,
+            len,
         })
     }
 
@@ -182,6 +188,8 @@ impl Weights {
             tensors,
             metadata,
             file_backed: false,
+            identity: None,
+            len: bytes.len() as u64,
         })
     }
 
@@ -269,6 +277,38 @@ impl Weights {
             self.read(&part, &mut buf[..n])?;
             f(&buf[..n]);
             at += n;
+        }
+        Ok(())
+    }
+
+    /// Device, inode, size, modification and status-change times of the opened file (taken
+    /// from the open handle, so it names the bytes this object reads). Any write changes the
+    /// status-change time, which no user tool sets, so an unchanged identity means unchanged
+    /// content (git's index relies on the same). `None` for in-memory weights.
+    pub fn file_identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    /// Feeds the whole file (header and data) to `f` in pieces of at most 4 MiB, through one
+    /// small buffer or from the mapping, whose pages are released afterwards.
+    pub fn for_each_file_chunk(&self, mut f: impl FnMut(&[u8])) -> Result<()> {
+        const CHUNK: usize = 4 << 20;
+        match &self.backing {
+            Backing::Map(m) => {
+                m.chunks(CHUNK).for_each(f);
+                self.release_pages();
+            }
+            Backing::File(file) => {
+                let mut buf = vec![0u8; CHUNK.min(self.len as usize)];
+                let mut at = 0u64;
+                while at < self.len {
+                    let n = (CHUNK as u64).min(self.len - at) as usize;
+                    file.read_exact_at(&mut buf[..n], at)
+                        .map_err(|e| Error::from_io(&e, "cannot read weights", &self.path))?;
+                    f(&buf[..n]);
+                    at += n as u64;
+                }
+            }
         }
         Ok(())
     }
@@ -361,6 +401,20 @@ pub fn to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
 
 /// Reads the 8-byte header length and the first header byte with plain reads, so an absurd
 /// length is refused before anything is allocated for it; returns the header length.
+fn stat_identity(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
+}
+
 fn check_prefix(path: &Path, file: &File, len: u64) -> Result<u64> {
     let bad = |why: String| {
         Error::invalid_model(format!(

@@ -13,9 +13,15 @@ fn native() -> Fixture {
     fixture("test_convnext")
 }
 
+/// The cache's entries (folders named by their 64-hex key).
 fn entries(cache: &Path) -> Vec<PathBuf> {
+    let is_key = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
     let mut v: Vec<PathBuf> = std::fs::read_dir(cache)
-        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .map(|r| r.flatten().map(|e| e.path()).filter(is_key).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -117,6 +123,57 @@ fn changed_weights_get_their_own_entry() {
 }
 
 #[test]
+fn a_rewrite_that_restores_size_and_mtime_still_gets_a_new_entry() {
+    // The remembered weights digest is found by the file's identity; ctime changes with every
+    // write, so restoring the modification time (cp -p, rsync -t) cannot hide new bytes.
+    let cache = tempfile::tempdir().unwrap();
+    let src = native().folder("native").unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(name), copy.path().join(name)).unwrap();
+    }
+    let spec = format!("local:{}", copy.path().display());
+    load_and_check(&spec, cache.path());
+    let st = copy.path().join("model.safetensors");
+    let mtime = std::fs::metadata(&st).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&st).unwrap();
+    let n = bytes.len();
+    bytes[n - 4] ^= 1;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
+        f.write_all(&bytes).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&st).unwrap().modified().unwrap(), mtime);
+    load_and_check(&spec, cache.path());
+    assert_eq!(
+        entries(cache.path()).len(),
+        2,
+        "the rewritten file has a new key"
+    );
+}
+
+#[test]
+fn identical_copies_of_a_folder_share_one_entry() {
+    // The key holds the weights' content hash, not their path.
+    let cache = tempfile::tempdir().unwrap();
+    load_and_check(&native().spec("native"), cache.path());
+    let src = native().folder("native").unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(name), copy.path().join(name)).unwrap();
+    }
+    load_and_check(&format!("local:{}", copy.path().display()), cache.path());
+    assert_eq!(
+        entries(cache.path()).len(),
+        1,
+        "{:?}",
+        entries(cache.path())
+    );
+}
+
+#[test]
 fn processes_racing_on_one_entry_all_load_it() {
     let cache = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -138,7 +195,14 @@ fn processes_racing_on_one_entry_all_load_it() {
         assert!(c.wait().unwrap().success(), "a racing load failed");
     }
     let e = entries(cache.path());
-    assert_eq!(e.len(), 1, "one entry, no temporary folders left: {e:?}");
+    assert_eq!(e.len(), 1, "one entry: {e:?}");
+    let left: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary folders left: {left:?}");
     load_and_check(&native().spec("native"), cache.path());
 }
 

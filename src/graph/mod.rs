@@ -212,6 +212,46 @@ pub fn build(
     request: &Request,
     nominal_hw: (usize, usize),
 ) -> Result<Graph> {
+    let (family, input_chw) = resolve(cfg, request, nominal_hw)?;
+    let context = |e: Error| e.context(format!("building `{}`", cfg.architecture));
+    let dry_source = match &source {
+        ParamSource::Weights(w) => ParamSource::Weights(w),
+        _ => ParamSource::Shapes,
+    };
+    build_with(
+        family, cfg, dry_source, true, request, input_chw, nominal_hw,
+    )
+    .map_err(context)?;
+    build_with(family, cfg, source, false, request, input_chw, nominal_hw).map_err(context)
+}
+
+/// The graph [`build`] makes, without any weight data: its nodes, outputs, feature maps and
+/// smallest input (what a session loaded from the optimised-model cache still needs), checked
+/// against the budget. Reads only the weights' shapes.
+pub fn build_shapes(
+    cfg: &ModelConfig,
+    source: ParamSource<'_>,
+    request: &Request,
+    nominal_hw: (usize, usize),
+) -> Result<Graph> {
+    let (family, input_chw) = resolve(cfg, request, nominal_hw)?;
+    let dry_source = match &source {
+        ParamSource::Weights(w) => ParamSource::Weights(w),
+        _ => ParamSource::Shapes,
+    };
+    build_with(
+        family, cfg, dry_source, true, request, input_chw, nominal_hw,
+    )
+    .map_err(|e| e.context(format!("building `{}`", cfg.architecture)))
+}
+
+/// The family building `cfg.architecture` and the graph's input `[C, H, W]` (free H, W for
+/// families that take any size).
+fn resolve(
+    cfg: &ModelConfig,
+    request: &Request,
+    nominal_hw: (usize, usize),
+) -> Result<(&'static Family, [Option<i64>; 3])> {
     let family = family_for(&cfg.architecture).ok_or_else(|| {
         Error::unsupported(format!(
             "architecture `{}` has no native graph builder; supported families: {}",
@@ -230,16 +270,7 @@ pub fn build(
     } else {
         [Some(in_c), None, None]
     };
-    let context = |e: Error| e.context(format!("building `{}`", cfg.architecture));
-    let dry_source = match &source {
-        ParamSource::Weights(w) => ParamSource::Weights(w),
-        _ => ParamSource::Shapes,
-    };
-    build_with(
-        family, cfg, dry_source, true, request, input_chw, nominal_hw,
-    )
-    .map_err(context)?;
-    build_with(family, cfg, source, false, request, input_chw, nominal_hw).map_err(context)
+    Ok((family, input_chw))
 }
 
 fn build_with(

@@ -28,6 +28,10 @@ const FORMAT: &str = "timm-graph-cache-1";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const DATA_FILE: &str = "weights.bin";
 const MANIFEST: &str = "manifest.json";
+/// Folder of remembered weights digests (see [`weights_digest`]); never an entry.
+const DIGESTS: &str = "digests";
+/// Remembered digests kept; the oldest go first (each is one small file).
+const MAX_DIGESTS: usize = 4096;
 /// Default bound on the cache's total size.
 pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 
@@ -263,6 +267,77 @@ fn check_entry(dir: &Path, key: &str) -> std::result::Result<PathBuf, String> {
     Ok(model)
 }
 
+/// The sha256 of a weights file, its content hash in the key. Hashing every byte costs more
+/// than the rest of a cached load, so the digest is remembered under the cache root by the
+/// file's path and identity ([`Weights::file_identity`]: device, inode, size, mtime, ctime):
+/// a later load of the unchanged file reads one small file instead. A changed file has another
+/// identity and is hashed again. In-memory weights are hashed every time.
+pub fn weights_digest(root: Option<&Path>, w: &crate::weights::Weights) -> Result<String> {
+    let memo = match (root, w.file_identity()) {
+        (Some(root), Some(id)) => {
+            let path = fs::canonicalize(w.path()).unwrap_or_else(|_| w.path().to_path_buf());
+            let mut h = Sha256::new();
+            h.update(path.as_os_str().as_encoded_bytes());
+            h.update(b"\0");
+            h.update(id.as_bytes());
+            Some(root.join(DIGESTS).join(&hex(&h.finalize())[..40]))
+        }
+        _ => None,
+    };
+    if let Some(m) = &memo {
+        let mut text = String::new();
+        let read = fs::File::open(m).and_then(|f| f.take(128).read_to_string(&mut text));
+        let text = text.trim();
+        if read.is_ok() && text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // Recently used: trimming removes the oldest first.
+            if let Ok(f) = fs::File::options().write(true).open(m) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+            return Ok(text.to_string());
+        }
+    }
+    let mut h = Sha256::new();
+    w.for_each_file_chunk(|c| h.update(c))?;
+    let digest = hex(&h.finalize());
+    if let Some(m) = &memo {
+        // Best effort, atomic: a reader sees the whole digest or no file.
+        let dir = m.parent().expect("memo path has a parent");
+        let tmp = dir.join(format!(".tmp-{}", unique()));
+        let written = fs::create_dir_all(dir)
+            .and_then(|_| fs::write(&tmp, &digest))
+            .and_then(|_| fs::rename(&tmp, m));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    Ok(digest)
+}
+
+/// Keeps the newest [`MAX_DIGESTS`] remembered digests (and drops stale temporary files).
+fn trim_digests(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut memos: Vec<(SystemTime, PathBuf)> = rd
+        .flatten()
+        .map(|e| {
+            let t = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            (t, e.path())
+        })
+        .collect();
+    if memos.len() <= MAX_DIGESTS {
+        return;
+    }
+    memos.sort();
+    let excess = memos.len() - MAX_DIGESTS;
+    for (_, p) in memos.into_iter().take(excess) {
+        let _ = fs::remove_file(p);
+    }
+}
+
 /// Removes least recently used entries (and stale temporary folders) until the cache holds at
 /// most `max_bytes`; `keep` (just written) is never removed.
 pub fn evict(root: &Path, max_bytes: u64, keep: &str) {
@@ -275,6 +350,10 @@ pub fn evict(root: &Path, max_bytes: u64, keep: &str) {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
+        if name == DIGESTS {
+            trim_digests(&path);
+            continue;
+        }
         if name.starts_with('.') {
             // A writer that died leaves its temporary folder; an hour is far longer than a save.
             let old = e
@@ -432,6 +511,58 @@ mod tests {
         )
         .unwrap()
         .unwrap()
+    }
+
+    fn safetensors(value: f32) -> Vec<u8> {
+        let header = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header);
+        b.extend_from_slice(&value.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn weights_digest_is_remembered_until_the_file_changes() {
+        use crate::weights::{Weights, WeightsMode};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let file = dir.path().join("model.safetensors");
+        fs::write(&file, safetensors(1.0)).unwrap();
+        let open = || Weights::open(&file, WeightsMode::Copy).unwrap();
+        let real = weights_digest(Some(&root), &open()).unwrap();
+        assert_eq!(real, hex(&Sha256::digest(fs::read(&file).unwrap())));
+        assert_eq!(weights_digest(None, &open()).unwrap(), real);
+        // While the file is unchanged the remembered digest is used, not the bytes.
+        let memos: Vec<_> = fs::read_dir(root.join(DIGESTS))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(memos.len(), 1);
+        let planted = "ab".repeat(32);
+        fs::write(memos[0].path(), &planted).unwrap();
+        assert_eq!(weights_digest(Some(&root), &open()).unwrap(), planted);
+        // A rewrite changes the identity: hashed again.
+        fs::write(&file, safetensors(2.0)).unwrap();
+        let new = weights_digest(Some(&root), &open()).unwrap();
+        assert_eq!(new, hex(&Sha256::digest(fs::read(&file).unwrap())));
+        assert_ne!(new, real);
+        // A garbled memo is ignored.
+        for m in fs::read_dir(root.join(DIGESTS)).unwrap().flatten() {
+            fs::write(m.path(), "garbage").unwrap();
+        }
+        assert_eq!(weights_digest(Some(&root), &open()).unwrap(), new);
+    }
+
+    #[test]
+    fn eviction_keeps_the_digests_folder_and_bounds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join(DIGESTS);
+        fs::create_dir_all(&d).unwrap();
+        for i in 0..MAX_DIGESTS + 3 {
+            fs::write(d.join(format!("{i:040}")), "x").unwrap();
+        }
+        evict(dir.path(), 0, "none");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), MAX_DIGESTS);
     }
 
     fn write_entry(c: &Cache, data: &[u8]) {

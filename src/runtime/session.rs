@@ -176,58 +176,64 @@ impl Session {
         Self::wrap(created, keep, &opts.providers, false)
     }
 
+    /// The optimised-model cache entry of a native model on CPU (see [`graph_cache`]). `source`
+    /// feeds what the graph is built from (config, request, the weights' content) into the key,
+    /// so a later load can find the entry before building anything. `None` on GPU providers,
+    /// with the cache disabled, or when no cache folder is usable (a warning says why).
+    pub fn graph_cache_for(
+        opts: &SessionOptions,
+        source: impl FnOnce(&mut Sha256) -> Result<()>,
+    ) -> Option<graph_cache::Cache> {
+        if opts.providers.wants_gpu() {
+            return None;
+        }
+        let parts = cache_parts(opts);
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        graph_cache::Cache::new(&opts.graph_cache, source, &parts).unwrap_or_else(|e| {
+            super::log::warn(&format!("optimised-model cache unused: {}", e.message()));
+            None
+        })
+    }
+
+    /// A session from the cache's entry when it has a usable one; `graph` is the model's
+    /// shape-only graph (its outputs are checked against the entry). An entry ORT refuses is
+    /// discarded, so the caller's build rewrites it.
+    pub fn from_cache_hit(
+        cache: &graph_cache::Cache,
+        graph: &Graph,
+        opts: &SessionOptions,
+    ) -> Option<Self> {
+        let hit = cache.lookup()?;
+        match Self::from_cached(&hit.model, graph, opts) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                super::log::warn(&format!(
+                    "ONNX Runtime refused the cached optimised model {} ({}); rebuilding it",
+                    hit.model.display(),
+                    e.message()
+                ));
+                cache.discard();
+                None
+            }
+        }
+    }
+
     /// Builds a session from a native graph through ORT's Model Editor API. Weights are handed
     /// over as views of the mapped file where alignment allows (no copy in this library).
     ///
-    /// With weights from a folder on CPU, ORT's optimised graph is cached (see
-    /// [`graph_cache`]): a later load maps it instead of rebuilding. The graph's computed
-    /// weights are released as soon as ORT holds them (or the cache does), so `graph` comes back
-    /// without them. `Ok(None)`: a cache entry was refused after they were released; the entry
-    /// is gone, build the graph again and retry (which rebuilds the entry).
+    /// With `cache` (a miss of [`Session::from_cache_hit`]), ORT's optimised graph is saved into
+    /// it for later loads. On CPU the graph's computed weights are released as soon as ORT
+    /// holds them, so `graph` comes back without them.
     pub fn from_graph(
         graph: &mut Graph,
         weights: Option<&Weights>,
         opts: &SessionOptions,
-    ) -> Result<Option<Self>> {
+        cache: Option<&graph_cache::Cache>,
+    ) -> Result<Self> {
         // One attempt only on CPU: then the graph's data may be freed while ORT takes it.
         let cpu_only = !opts.providers.wants_gpu();
-        let cache = if cpu_only && weights.is_some() {
-            let parts = cache_parts(opts);
-            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-            graph_cache::Cache::new(
-                &opts.graph_cache,
-                |h| graph_identity(graph, weights, h),
-                &parts,
-            )
-            .unwrap_or_else(|e| {
-                super::log::warn(&format!("optimised-model cache unused: {}", e.message()));
-                None
-            })
-        } else {
-            None
-        };
-        // Hashing read every mapped weight: give those pages back before ORT maps its own.
-        if let Some(w) = weights {
-            w.release_pages();
-        }
-        if let Some(c) = &cache {
-            if let Some(hit) = c.lookup() {
-                release_computed(graph);
-                return match Self::from_cached(&hit.model, graph, opts) {
-                    Ok(s) => Ok(Some(s)),
-                    Err(e) => {
-                        super::log::warn(&format!(
-                            "ONNX Runtime refused the cached optimised model {} ({}); rebuilding it",
-                            hit.model.display(),
-                            e.message()
-                        ));
-                        c.discard();
-                        Ok(None)
-                    }
-                };
-            }
-        }
-        let pending = cache.as_ref().and_then(|c| {
+        let cache = cache.filter(|_| cpu_only && weights.is_some());
+        let pending = cache.and_then(|c| {
             c.begin()
                 .map_err(|e| {
                     super::log::warn(&format!("optimised-model cache unused: {}", e.message()))
@@ -262,7 +268,7 @@ impl Session {
             },
             |b| Self::commit_graph(&mut graph.borrow_mut(), weights, b, cpu_only),
         )?;
-        if let (Some(c), Some(p)) = (&cache, pending) {
+        if let (Some(c), Some(p)) = (cache, pending) {
             if let Err(e) = c.publish(p) {
                 super::log::warn(&format!(
                     "optimised-model cache not written: {}",
@@ -273,7 +279,7 @@ impl Session {
         if let Some(w) = weights {
             w.release_pages();
         }
-        Self::wrap(created, Keep::default(), &opts.providers, true).map(Some)
+        Self::wrap(created, Keep::default(), &opts.providers, true)
     }
 
     /// A session from a cached optimised model: ORT maps its weights (and prepacked blobs)
@@ -700,15 +706,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-}
-
-/// Computed weights the graph no longer needs (ORT or the cache holds them).
-fn release_computed(graph: &mut Graph) {
-    for init in &mut graph.initializers {
-        if let InitData::F32(v) = &mut init.data {
-            *v = Vec::new();
-        }
     }
 }
 
