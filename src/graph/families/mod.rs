@@ -16,6 +16,7 @@ pub mod levit;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod regnet;
+pub mod res2net;
 pub mod resnet;
 pub mod resnetv2;
 pub mod swin_transformer;
@@ -57,4 +58,5 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &res2net::FAMILY,
 ];
