@@ -17,6 +17,7 @@ pub mod maxxvit;
 pub mod metaformer;
 pub mod regnet;
 pub mod res2net;
+pub mod resnest;
 pub mod resnet;
 pub mod resnetv2;
 pub mod swin_transformer;
@@ -59,4 +60,5 @@ pub static ALL: &[&Family] = &[
     &cspnet::FAMILY,
     &fastvit::FAMILY,
     &res2net::FAMILY,
+    &resnest::FAMILY,
 ];
