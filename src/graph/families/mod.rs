@@ -20,6 +20,7 @@ pub mod res2net;
 pub mod resnest;
 pub mod resnet;
 pub mod resnetv2;
+pub mod senet;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -59,6 +60,7 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &senet::FAMILY,
     &res2net::FAMILY,
     &resnest::FAMILY,
 ];
