@@ -21,6 +21,7 @@ pub mod resnest;
 pub mod resnet;
 pub mod resnetv2;
 pub mod senet;
+pub mod sknet;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -60,6 +61,7 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &sknet::FAMILY,
     &senet::FAMILY,
     &res2net::FAMILY,
     &resnest::FAMILY,

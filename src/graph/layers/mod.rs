@@ -17,6 +17,7 @@ pub mod pos_embed_rel;
 pub mod resnet_parts;
 pub mod rope;
 pub mod se;
+pub mod selective_kernel;
 pub mod split_attn;
 pub mod window;
 
