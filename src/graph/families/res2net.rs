@@ -83,14 +83,14 @@ impl Res2Net {
         };
         let mut spo: Vec<Value> = Vec::with_capacity(self.scale);
         let mut sp = spx[0].clone();
-        for i in 0..num_scales {
+        for (i, part) in spx.iter().enumerate().take(num_scales) {
             sp = if i == 0 || is_first {
-                spx[i].clone()
+                part.clone()
             } else {
-                let s = crate::graph::layers::add(b, &sp, &spx[i]);
+                let s = crate::graph::layers::add(b, &sp, part);
                 b.set_spatial(
                     &s,
-                    &spx[i],
+                    part,
                     crate::graph::layers::resnet_parts::IDENTITY,
                     width,
                 )?;

@@ -53,18 +53,18 @@ crate::timm_args! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
     /// `SEBottleneck` (SENet-154): 1x1 to planes·2, strided grouped 3x3 to planes·4, 1x1.
-    SeBottleneck,
+    Senet154Bottleneck,
     /// `SEResNetBottleneck`: strided 1x1 to planes, 3x3, 1x1 to planes·4.
-    SeResNetBottleneck,
+    ResNetBottleneck,
     /// `SEResNeXtBottleneck`: 1x1 to floor(planes·4/64)·groups, strided grouped 3x3, 1x1.
-    SeResNeXtBottleneck,
+    ResNeXtBottleneck,
     /// `SEResNetBlock`: two 3x3 convs (the first strided).
-    SeResNetBlock,
+    ResNetBasic,
 }
 
 impl Block {
     fn expansion(self) -> usize {
-        if self == Block::SeResNetBlock {
+        if self == Block::ResNetBasic {
             1
         } else {
             4
@@ -98,10 +98,10 @@ impl SeNet {
         let args = Args::new(arch, Some(&entry.args), &cfg.model_args);
         let a = SeNetArgs::read(&args)?;
         let block = match a.block.as_str() {
-            "sebottleneck" => Block::SeBottleneck,
-            "seresnetbottleneck" => Block::SeResNetBottleneck,
-            "seresnextbottleneck" => Block::SeResNeXtBottleneck,
-            "seresnetblock" => Block::SeResNetBlock,
+            "sebottleneck" => Block::Senet154Bottleneck,
+            "seresnetbottleneck" => Block::ResNetBottleneck,
+            "seresnextbottleneck" => Block::ResNeXtBottleneck,
+            "seresnetblock" => Block::ResNetBasic,
             _ => {
                 return Err(args.unsupported(
                     "block",
@@ -176,7 +176,7 @@ impl SeNet {
                 )));
             }
             // The block's output width is planes · expansion.
-            let last = if self.block == Block::SeResNetBlock {
+            let last = if self.block == Block::ResNetBasic {
                 "0.conv2.weight"
             } else {
                 "0.conv3.weight"
@@ -240,7 +240,7 @@ fn block(
     let out = planes * n.block.expansion();
     let g = n.groups;
     let y = match n.block {
-        Block::SeResNetBlock => {
+        Block::ResNetBasic => {
             let y = conv_bn_k(b, x, ("conv1", "bn1"), (in_ch, planes), 3, stride, 1, 1)?;
             let y = act(b, "relu", &y)?;
             let y = conv_bn_k(b, &y, ("conv2", "bn2"), (planes, planes), 3, 1, 1, g)?;
@@ -248,8 +248,8 @@ fn block(
         }
         bottleneck => {
             let (w1, w2, s1, s2) = match bottleneck {
-                Block::SeBottleneck => (planes * 2, planes * 4, 1, stride),
-                Block::SeResNetBottleneck => (planes, planes, stride, 1),
+                Block::Senet154Bottleneck => (planes * 2, planes * 4, 1, stride),
+                Block::ResNetBottleneck => (planes, planes, stride, 1),
                 _ => {
                     let w = (planes * 4 / 64) * g;
                     (w, w, 1, stride)
@@ -374,7 +374,7 @@ mod tests {
         }
         let c = TABLE.get("legacy_senet154").unwrap().config.to_string();
         let n = SeNet::from_config(&ModelConfig::parse(c.as_bytes()).unwrap()).unwrap();
-        assert_eq!(n.block, Block::SeBottleneck);
+        assert_eq!(n.block, Block::Senet154Bottleneck);
         assert!(n.input_3x3 && n.inplanes == 128 && n.ds_kernel == 3 && n.ds_padding == 1);
     }
 }

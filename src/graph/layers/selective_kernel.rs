@@ -55,7 +55,7 @@ pub fn selective_kernel(b: &mut Builder, x: &Value, c: &SelectiveKernelCfg) -> R
     }
     let groups = c.groups.min(c.out_ch);
     let in_ch = if c.split_input {
-        if c.in_ch % n != 0 {
+        if !c.in_ch.is_multiple_of(n) {
             return Err(Error::invalid_model(format!(
                 "SelectiveKernel: {} input channels do not split across {n} paths",
                 c.in_ch

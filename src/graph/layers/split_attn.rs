@@ -29,7 +29,7 @@ pub struct SplitAttnCfg {
 /// ReLU, `fc2`, the radix softmax.
 pub fn split_attn(b: &mut Builder, x: &Value, c: &SplitAttnCfg) -> Result<Value> {
     let (r, g) = (c.radix, c.groups);
-    if r == 0 || g == 0 || c.out_ch % g != 0 || c.attn_ch % g != 0 {
+    if r == 0 || g == 0 || !c.out_ch.is_multiple_of(g) || !c.attn_ch.is_multiple_of(g) {
         return Err(Error::invalid_model(format!(
             "SplitAttn: radix {r} and groups {g} must be positive and divide {} and {} channels",
             c.out_ch, c.attn_ch
