@@ -16,8 +16,12 @@ pub mod levit;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod regnet;
+pub mod res2net;
+pub mod resnest;
 pub mod resnet;
 pub mod resnetv2;
+pub mod senet;
+pub mod sknet;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -57,4 +61,8 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &sknet::FAMILY,
+    &senet::FAMILY,
+    &res2net::FAMILY,
+    &resnest::FAMILY,
 ];

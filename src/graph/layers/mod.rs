@@ -14,8 +14,11 @@ pub mod patch_embed;
 pub mod pool;
 pub mod pos_embed;
 pub mod pos_embed_rel;
+pub mod resnet_parts;
 pub mod rope;
 pub mod se;
+pub mod selective_kernel;
+pub mod split_attn;
 pub mod window;
 
 pub use act::act;

@@ -1,0 +1,3 @@
+"""timm modules of the `resnest` family (src/graph/families/resnest.rs)."""
+
+MODULES = ['resnest']

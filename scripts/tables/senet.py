@@ -1,0 +1,3 @@
+"""timm modules of the `senet` family (src/graph/families/senet.rs)."""
+
+MODULES = ['senet']

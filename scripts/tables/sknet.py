@@ -1,0 +1,3 @@
+"""timm modules of the `sknet` family (src/graph/families/sknet.rs)."""
+
+MODULES = ['sknet']
