@@ -16,6 +16,7 @@ pub mod pos_embed;
 pub mod pos_embed_rel;
 pub mod rope;
 pub mod se;
+pub mod std_conv;
 pub mod window;
 
 pub use act::act;
