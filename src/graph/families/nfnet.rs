@@ -282,8 +282,10 @@ impl NfNet {
             )));
         }
         if a.ch_div == 0
-            || !(a.width_factor > 0.0)
-            || !(a.bottle_ratio > 0.0)
+            || a.width_factor.is_nan()
+            || a.width_factor <= 0.0
+            || a.bottle_ratio.is_nan()
+            || a.bottle_ratio <= 0.0
             || a.group_size == Some(0)
         {
             return Err(Error::invalid_model(format!(
