@@ -15,6 +15,7 @@ pub mod inception_v4;
 pub mod levit;
 pub mod maxxvit;
 pub mod metaformer;
+pub mod nfnet;
 pub mod regnet;
 pub mod res2net;
 pub mod resnest;
@@ -65,4 +66,5 @@ pub static ALL: &[&Family] = &[
     &senet::FAMILY,
     &res2net::FAMILY,
     &resnest::FAMILY,
+    &nfnet::FAMILY,
 ];

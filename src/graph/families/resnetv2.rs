@@ -1,5 +1,5 @@
-//! timm's `resnetv2.py`: pre-activation ResNet V2 — BiT (`resnetv2_*x*_bit`: `StdConv2d`,
-//! GroupNorm, the 'fixed' stem pool), the BatchNorm ResNet-V2s (`resnetv2_18..152d`, basic and
+//! timm's `resnetv2.py`: pre-activation ResNet V2 — BiT (`resnetv2_*x*_bit`: `StdConv2d` with
+//! eps 1e-8, GroupNorm, the 'fixed' stem's zero pad before the max pool), the BatchNorm ResNet-V2s (`resnetv2_18..152d`, basic and
 //! bottleneck blocks, deep / tiered stems, avg-down shortcuts), `resnetv2_50d_gn`, and the
 //! non-pre-activation bottleneck (`preact=False`).
 //!
@@ -156,14 +156,6 @@ impl ResNetV2 {
                 ))
             }
         };
-        if std_eps.is_some() {
-            // The graph built with the load-time standardisation does not yet match timm (BiT
-            // logits off by ~4e-2, feature maps rejected by ONNX Runtime): refused until fixed.
-            return Err(args.unsupported(
-                "conv_layer",
-                "StdConv2d (BiT) is not yet supported by the native resnetv2 graph",
-            ));
-        }
         let stem_type = a.stem_type.as_str();
         if !["", "fixed", "deep", "deep_fixed", "tiered"].contains(&stem_type) {
             return Err(args.unsupported(
@@ -357,9 +349,19 @@ fn stem(b: &mut Builder, n: &ResNetV2, x: &Value) -> Result<(Value, &'static str
 fn stem_pool(b: &mut Builder, n: &ResNetV2, y: &Value) -> Result<Value> {
     let out = n.stem_chs;
     if n.fixed_pad {
-        // nn.ConstantPad2d(1, 0.) then MaxPool2d(3, 2): the zeros take part in the max.
-        let pads = b.ints(&[0, 0, 1, 1, 0, 0, 1, 1]);
-        let p = b.op("Pad", &[y, &pads], vec![]);
+        // nn.ConstantPad2d(1, 0.) then MaxPool2d(3, 2): the zeros take part in the max. Written
+        // as zero rows and columns concatenated around the map, not as an ONNX Pad: ONNX
+        // Runtime's Pad fusion folds a zero Pad into the MaxPool's pads, which pad with -inf
+        // (wrong wherever a border window is all negative), and breaks the graph when the
+        // padded map is also a feature output.
+        let zeros = |b: &mut Builder, v: &Value, axis: i64| {
+            let edge = layers::slice(b, v, axis, 0, 1);
+            layers::scale(b, &edge, 0.0)
+        };
+        let z = zeros(b, y, 2);
+        let p = layers::concat(b, &[&z, y, &z], 2);
+        let z = zeros(b, &p, 3);
+        let p = layers::concat(b, &[&z, &p, &z], 3);
         let grow = Step::Window {
             k: 1,
             stride: 1,
@@ -549,20 +551,34 @@ mod tests {
             match ResNetV2::from_config(&cfg, None) {
                 Ok(_) => built += 1,
                 Err(e) => {
-                    let known = ["_evos", "_frn", "_bit"].iter().any(|t| arch.ends_with(t));
+                    let known = ["_evos", "_frn"].iter().any(|t| arch.ends_with(t));
                     assert!(known, "{arch}: {e:?}");
                     assert_eq!(e.status(), TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}");
                     let why = if arch.ends_with("_evos") {
                         "EvoNorm"
-                    } else if arch.ends_with("_frn") {
-                        "FilterResponseNorm"
                     } else {
-                        "StdConv2d"
+                        "FilterResponseNorm"
                     };
                     assert!(e.message().contains(why), "{arch}: {}", e.message());
                 }
             }
         }
-        assert_eq!(built, TABLE.names().len() - 8);
+        assert_eq!(built, TABLE.names().len() - 2);
+    }
+
+    #[test]
+    fn bit_is_stdconv_with_eps_1e8_groupnorm_32_and_the_fixed_stem() {
+        let cfg = (FAMILY.default_config)("resnetv2_50x1_bit").unwrap();
+        let cfg = ModelConfig::parse(cfg.to_string().as_bytes()).unwrap();
+        let n = ResNetV2::from_config(&cfg, None).unwrap();
+        assert_eq!(n.std_eps, Some(1e-8));
+        assert_eq!(
+            n.norm,
+            NormAct::Group {
+                groups: 32,
+                eps: 1e-5
+            }
+        );
+        assert!(n.fixed_pad && n.preact && !n.deep_stem);
     }
 }

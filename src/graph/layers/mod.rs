@@ -19,6 +19,7 @@ pub mod rope;
 pub mod se;
 pub mod selective_kernel;
 pub mod split_attn;
+pub mod std_conv;
 pub mod window;
 
 pub use act::act;
