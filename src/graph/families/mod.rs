@@ -4,6 +4,7 @@ pub mod byobnet;
 pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
+pub mod dla;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
@@ -57,4 +58,5 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &dla::FAMILY,
 ];
