@@ -5,6 +5,7 @@ pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
 pub mod dla;
+pub mod dpn;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
@@ -59,4 +60,5 @@ pub static ALL: &[&Family] = &[
     &cspnet::FAMILY,
     &fastvit::FAMILY,
     &dla::FAMILY,
+    &dpn::FAMILY,
 ];
