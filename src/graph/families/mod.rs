@@ -26,6 +26,7 @@ pub mod swin_transformer_v2_cr;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
+pub mod vovnet;
 pub mod xception;
 pub mod xception_aligned;
 
@@ -61,4 +62,5 @@ pub static ALL: &[&Family] = &[
     &fastvit::FAMILY,
     &dla::FAMILY,
     &dpn::FAMILY,
+    &vovnet::FAMILY,
 ];
