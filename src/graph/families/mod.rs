@@ -20,6 +20,7 @@ pub mod metaformer;
 pub mod regnet;
 pub mod resnet;
 pub mod resnetv2;
+pub mod selecsls;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -63,4 +64,5 @@ pub static ALL: &[&Family] = &[
     &dla::FAMILY,
     &dpn::FAMILY,
     &vovnet::FAMILY,
+    &selecsls::FAMILY,
 ];
