@@ -4,6 +4,8 @@ pub mod byobnet;
 pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
+pub mod dla;
+pub mod dpn;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
@@ -23,12 +25,14 @@ pub mod resnet;
 pub mod resnetv2;
 pub mod senet;
 pub mod sknet;
+pub mod selecsls;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
+pub mod vovnet;
 pub mod xception;
 pub mod xception_aligned;
 
@@ -67,4 +71,8 @@ pub static ALL: &[&Family] = &[
     &res2net::FAMILY,
     &resnest::FAMILY,
     &nfnet::FAMILY,
+    &dla::FAMILY,
+    &dpn::FAMILY,
+    &vovnet::FAMILY,
+    &selecsls::FAMILY,
 ];

@@ -4,6 +4,7 @@
 
 pub mod act;
 pub mod attention;
+pub mod classifier;
 pub mod conv;
 pub mod grid_window;
 pub mod heads;

@@ -1,0 +1,2 @@
+"""timm module `selecsls` (src/graph/families/selecsls.rs)."""
+MODULES = ["selecsls"]

@@ -1,0 +1,2 @@
+"""timm module `vovnet` (src/graph/families/vovnet.rs)."""
+MODULES = ["vovnet"]
