@@ -10,6 +10,7 @@ pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
 pub mod fastvit;
+pub mod hrnet;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
@@ -29,6 +30,7 @@ pub mod selecsls;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
+pub mod tresnet;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
@@ -75,4 +77,6 @@ pub static ALL: &[&Family] = &[
     &dpn::FAMILY,
     &vovnet::FAMILY,
     &selecsls::FAMILY,
+    &hrnet::FAMILY,
+    &tresnet::FAMILY,
 ];

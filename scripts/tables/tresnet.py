@@ -1,0 +1,2 @@
+"""timm module `tresnet` (src/graph/families/tresnet.rs)."""
+MODULES = ['tresnet']
