@@ -8,6 +8,7 @@ pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
 pub mod fastvit;
+pub mod ghostnet;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
@@ -57,4 +58,5 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &ghostnet::FAMILY,
 ];

@@ -14,6 +14,7 @@ pub mod patch_embed;
 pub mod pool;
 pub mod pos_embed;
 pub mod pos_embed_rel;
+pub mod reparam;
 pub mod rope;
 pub mod se;
 pub mod window;
