@@ -19,6 +19,7 @@ pub mod metaformer;
 pub mod regnet;
 pub mod resnet;
 pub mod resnetv2;
+pub mod rexnet;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -59,4 +60,5 @@ pub static ALL: &[&Family] = &[
     &cspnet::FAMILY,
     &fastvit::FAMILY,
     &ghostnet::FAMILY,
+    &rexnet::FAMILY,
 ];
