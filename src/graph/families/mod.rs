@@ -17,6 +17,7 @@ pub mod levit;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod regnet;
+pub mod repvit;
 pub mod resnet;
 pub mod resnetv2;
 pub mod rexnet;
@@ -61,4 +62,5 @@ pub static ALL: &[&Family] = &[
     &fastvit::FAMILY,
     &ghostnet::FAMILY,
     &rexnet::FAMILY,
+    &repvit::FAMILY,
 ];
