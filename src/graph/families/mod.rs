@@ -9,6 +9,7 @@ pub mod efficientvit_msra;
 pub mod eva;
 pub mod fastvit;
 pub mod ghostnet;
+pub mod hgnet;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
@@ -63,4 +64,5 @@ pub static ALL: &[&Family] = &[
     &ghostnet::FAMILY,
     &rexnet::FAMILY,
     &repvit::FAMILY,
+    &hgnet::FAMILY,
 ];
