@@ -385,7 +385,7 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Net> {
         "v3" => Version::V3,
         _ => return Err(a.unsupported("version", "timm's GhostNet versions are v1, v2, v3")),
     };
-    if !(v.width > 0.0) {
+    if v.width.is_nan() || v.width <= 0.0 {
         return Err(Error::invalid_model(format!(
             "`{arch}`: width must be positive"
         )));

@@ -186,10 +186,10 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<(Net, PoolKind)> {
         });
     }
     let bad = |what: &str| Error::invalid_model(format!("`{arch}`: model_args {what}"));
-    if !(v.width_mult > 0.0 && v.width_mult <= 100.0) {
+    if v.width_mult.is_nan() || v.width_mult <= 0.0 || v.width_mult > 100.0 {
         return Err(bad("width_mult must be in (0, 100]"));
     }
-    if !(v.depth_mult > 0.0 && v.depth_mult <= 100.0) {
+    if v.depth_mult.is_nan() || v.depth_mult <= 0.0 || v.depth_mult > 100.0 {
         return Err(bad("depth_mult must be in (0, 100]"));
     }
     if v.ch_div == 0 || !(0.0..=1.0).contains(&v.se_ratio) {
