@@ -11,6 +11,8 @@ pub mod efficientvit_msra;
 pub mod eva;
 pub mod fastvit;
 pub mod hrnet;
+pub mod ghostnet;
+pub mod hgnet;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
@@ -27,6 +29,10 @@ pub mod resnetv2;
 pub mod senet;
 pub mod sknet;
 pub mod selecsls;
+pub mod repvit;
+pub mod resnet;
+pub mod resnetv2;
+pub mod rexnet;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -79,4 +85,8 @@ pub static ALL: &[&Family] = &[
     &selecsls::FAMILY,
     &hrnet::FAMILY,
     &tresnet::FAMILY,
+    &ghostnet::FAMILY,
+    &rexnet::FAMILY,
+    &repvit::FAMILY,
+    &hgnet::FAMILY,
 ];

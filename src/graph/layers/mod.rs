@@ -16,6 +16,7 @@ pub mod pool;
 pub mod pos_embed;
 pub mod pos_embed_rel;
 pub mod resnet_parts;
+pub mod reparam;
 pub mod rope;
 pub mod se;
 pub mod selective_kernel;

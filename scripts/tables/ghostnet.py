@@ -1,0 +1,2 @@
+"""timm modules of the `ghostnet` family (src/graph/families/ghostnet.rs)."""
+MODULES = ['ghostnet']

@@ -1,0 +1,2 @@
+"""timm modules of the `repvit` family (src/graph/families/repvit.rs)."""
+MODULES = ['repvit']
