@@ -1,5 +1,6 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
+pub mod beit;
 pub mod byobnet;
 pub mod convnext;
 pub mod cspnet;
@@ -57,4 +58,5 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &beit::FAMILY,
 ];
