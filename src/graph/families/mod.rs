@@ -2,6 +2,7 @@
 
 pub mod beit;
 pub mod byobnet;
+pub mod cait;
 pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
@@ -59,4 +60,5 @@ pub static ALL: &[&Family] = &[
     &cspnet::FAMILY,
     &fastvit::FAMILY,
     &beit::FAMILY,
+    &cait::FAMILY,
 ];
