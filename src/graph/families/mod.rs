@@ -28,6 +28,7 @@ pub mod vision_transformer_relpos;
 pub mod vit;
 pub mod xception;
 pub mod xception_aligned;
+pub mod xcit;
 
 use super::Family;
 
@@ -61,4 +62,5 @@ pub static ALL: &[&Family] = &[
     &fastvit::FAMILY,
     &beit::FAMILY,
     &cait::FAMILY,
+    &xcit::FAMILY,
 ];
