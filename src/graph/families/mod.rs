@@ -1,6 +1,8 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
+pub mod beit;
 pub mod byobnet;
+pub mod cait;
 pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
@@ -43,6 +45,7 @@ pub mod vit;
 pub mod vovnet;
 pub mod xception;
 pub mod xception_aligned;
+pub mod xcit;
 
 use super::Family;
 
@@ -89,4 +92,7 @@ pub static ALL: &[&Family] = &[
     &rexnet::FAMILY,
     &repvit::FAMILY,
     &hgnet::FAMILY,
+    &beit::FAMILY,
+    &cait::FAMILY,
+    &xcit::FAMILY,
 ];

@@ -1,0 +1,2 @@
+"""timm modules of the `cait` family (src/graph/families/cait.rs)."""
+MODULES = ['cait']
