@@ -3,6 +3,7 @@
 //! them inside the module, so a family calls `conv2d(&mut b.scope("conv1"), &x, c)`.
 
 pub mod act;
+pub mod adaptive_pool;
 pub mod attention;
 pub mod conv;
 pub mod grid_window;
@@ -16,6 +17,7 @@ pub mod pos_embed;
 pub mod pos_embed_rel;
 pub mod rope;
 pub mod se;
+pub mod sr_attention;
 pub mod window;
 
 pub use act::act;
