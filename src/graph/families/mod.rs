@@ -22,6 +22,7 @@ pub mod resnetv2;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
+pub mod twins;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
@@ -59,4 +60,5 @@ pub static ALL: &[&Family] = &[
     &cspnet::FAMILY,
     &fastvit::FAMILY,
     &pvt_v2::FAMILY,
+    &twins::FAMILY,
 ];
