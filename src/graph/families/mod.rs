@@ -22,6 +22,7 @@ pub mod resnetv2;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
+pub mod tiny_vit;
 pub mod twins;
 pub mod vgg;
 pub mod vision_transformer_relpos;
@@ -61,4 +62,5 @@ pub static ALL: &[&Family] = &[
     &fastvit::FAMILY,
     &pvt_v2::FAMILY,
     &twins::FAMILY,
+    &tiny_vit::FAMILY,
 ];
