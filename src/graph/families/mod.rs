@@ -4,6 +4,7 @@ pub mod byobnet;
 pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
+pub mod edgenext;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
@@ -63,4 +64,5 @@ pub static ALL: &[&Family] = &[
     &pvt_v2::FAMILY,
     &twins::FAMILY,
     &tiny_vit::FAMILY,
+    &edgenext::FAMILY,
 ];

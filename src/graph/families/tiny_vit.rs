@@ -160,22 +160,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let in_ch = cfg.pretrained_cfg.input_size[0];
     let input = b.input();
     let d0 = t.dims[0];
-    let mut x = {
-        let pe = &mut b.scope("patch_embed");
-        let y = conv_norm(
-            &mut pe.scope("conv1"),
-            &input,
-            in_ch,
-            d0 / 2,
-            3,
-            2,
-            1,
-            Init::Ones,
-        )?;
-        let y = layers::act(pe, &t.act, &y)?;
-        let y = conv_norm(&mut pe.scope("conv2"), &y, d0 / 2, d0, 3, 2, 1, Init::Ones)?;
-        y
-    };
+    let mut x = patch_embed(&mut b.scope("patch_embed"), &input, in_ch, d0, &t.act)?;
     let mut reduction = 4;
     // stages.0: MBConvs.
     {
@@ -232,6 +217,13 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         cfg.num_classes,
         features,
     )
+}
+
+/// `PatchEmbed`: two 3×3 stride-2 `ConvNorm`s, the activation between.
+fn patch_embed(b: &mut Builder, x: &Value, in_ch: usize, d0: usize, act: &str) -> Result<Value> {
+    let y = conv_norm(&mut b.scope("conv1"), x, in_ch, d0 / 2, 3, 2, 1, Init::Ones)?;
+    let y = layers::act(b, act, &y)?;
+    conv_norm(&mut b.scope("conv2"), &y, d0 / 2, d0, 3, 2, 1, Init::Ones)
 }
 
 /// `MBConv`: 1×1 expand, 3×3 depthwise, 1×1 project (its BatchNorm zero-initialised), the
