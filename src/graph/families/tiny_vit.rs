@@ -180,7 +180,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     }
     let (mut h, mut w) = b.image_size();
     for _ in 0..2 {
-        (h, w) = ((h + 1) / 2, (w + 1) / 2);
+        (h, w) = (h.div_ceil(2), w.div_ceil(2));
     }
     let mut prev = d0;
     for i in 1..t.dims.len() {
@@ -188,7 +188,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         let s = &mut ss.scope(i);
         let dim = t.dims[i];
         x = patch_merging(&mut s.scope("downsample"), &x, prev, dim, &t.act)?;
-        (h, w) = ((h + 1) / 2, (w + 1) / 2);
+        (h, w) = (h.div_ceil(2), w.div_ceil(2));
         reduction *= 2;
         let spatial: Spatial = s
             .spatial(&x)
