@@ -8,6 +8,7 @@ pub mod cspnet;
 pub mod densenet;
 pub mod dla;
 pub mod dpn;
+pub mod edgenext;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
@@ -23,6 +24,7 @@ pub mod levit;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod nfnet;
+pub mod pvt_v2;
 pub mod regnet;
 pub mod res2net;
 pub mod resnest;
@@ -39,6 +41,8 @@ pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
 pub mod tresnet;
+pub mod tiny_vit;
+pub mod twins;
 pub mod vgg;
 pub mod vision_transformer_relpos;
 pub mod vit;
@@ -95,4 +99,8 @@ pub static ALL: &[&Family] = &[
     &beit::FAMILY,
     &cait::FAMILY,
     &xcit::FAMILY,
+    &pvt_v2::FAMILY,
+    &twins::FAMILY,
+    &tiny_vit::FAMILY,
+    &edgenext::FAMILY,
 ];

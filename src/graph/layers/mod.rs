@@ -3,6 +3,7 @@
 //! them inside the module, so a family calls `conv2d(&mut b.scope("conv1"), &x, c)`.
 
 pub mod act;
+pub mod adaptive_pool;
 pub mod attention;
 pub mod classifier;
 pub mod conv;
@@ -22,6 +23,7 @@ pub mod se;
 pub mod selective_kernel;
 pub mod split_attn;
 pub mod std_conv;
+pub mod sr_attention;
 pub mod window;
 
 pub use act::act;

@@ -1,0 +1,2 @@
+"""timm modules of the `twins` family (src/graph/families/twins.rs)."""
+MODULES = ['twins']
