@@ -15,6 +15,7 @@ pub mod inception_v4;
 pub mod levit;
 pub mod maxxvit;
 pub mod metaformer;
+pub mod mlp_mixer;
 pub mod regnet;
 pub mod resnet;
 pub mod resnetv2;
@@ -57,4 +58,5 @@ pub static ALL: &[&Family] = &[
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
+    &mlp_mixer::FAMILY,
 ];
