@@ -1,6 +1,7 @@
 //! One file per timm model module, holding that module's structure; registered once in [`ALL`].
 
 pub mod byobnet;
+pub mod convmixer;
 pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
@@ -59,4 +60,5 @@ pub static ALL: &[&Family] = &[
     &cspnet::FAMILY,
     &fastvit::FAMILY,
     &mlp_mixer::FAMILY,
+    &convmixer::FAMILY,
 ];
