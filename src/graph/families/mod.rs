@@ -14,6 +14,7 @@ pub mod inception_resnet_v2;
 pub mod inception_v3;
 pub mod inception_v4;
 pub mod levit;
+pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
@@ -61,4 +62,5 @@ pub static ALL: &[&Family] = &[
     &fastvit::FAMILY,
     &mlp_mixer::FAMILY,
     &convmixer::FAMILY,
+    &mambaout::FAMILY,
 ];
