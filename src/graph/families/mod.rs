@@ -21,6 +21,7 @@ pub mod mlp_mixer;
 pub mod regnet;
 pub mod resnet;
 pub mod resnetv2;
+pub mod starnet;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -63,4 +64,5 @@ pub static ALL: &[&Family] = &[
     &mlp_mixer::FAMILY,
     &convmixer::FAMILY,
     &mambaout::FAMILY,
+    &starnet::FAMILY,
 ];
