@@ -8,6 +8,7 @@ pub mod densenet;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
+pub mod fasternet;
 pub mod fastvit;
 pub mod inception_next;
 pub mod inception_resnet_v2;
@@ -65,4 +66,5 @@ pub static ALL: &[&Family] = &[
     &convmixer::FAMILY,
     &mambaout::FAMILY,
     &starnet::FAMILY,
+    &fasternet::FAMILY,
 ];
