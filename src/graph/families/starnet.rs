@@ -76,8 +76,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         let s = &mut b.scope("stem");
         let conv = Conv::new(in_chans, STEM_CHS, 3).stride(2).pad(Pad::Sym(1));
         let x = conv_bn_block(&mut s.scope(0), &input, conv)?;
-        let x = act(s, &c.act, &x)?;
-        x
+        act(s, &c.act, &x)?
     };
     let mut x = x;
     let mut prev = STEM_CHS;
