@@ -3,6 +3,7 @@
 pub mod beit;
 pub mod byobnet;
 pub mod cait;
+pub mod convmixer;
 pub mod convnext;
 pub mod cspnet;
 pub mod densenet;
@@ -12,6 +13,7 @@ pub mod edgenext;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
+pub mod fasternet;
 pub mod fastvit;
 pub mod hrnet;
 pub mod ghostnet;
@@ -21,10 +23,12 @@ pub mod inception_resnet_v2;
 pub mod inception_v3;
 pub mod inception_v4;
 pub mod levit;
+pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod nfnet;
 pub mod pvt_v2;
+pub mod mlp_mixer;
 pub mod regnet;
 pub mod res2net;
 pub mod resnest;
@@ -37,6 +41,7 @@ pub mod repvit;
 pub mod resnet;
 pub mod resnetv2;
 pub mod rexnet;
+pub mod starnet;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -103,4 +108,9 @@ pub static ALL: &[&Family] = &[
     &twins::FAMILY,
     &tiny_vit::FAMILY,
     &edgenext::FAMILY,
+    &mlp_mixer::FAMILY,
+    &convmixer::FAMILY,
+    &mambaout::FAMILY,
+    &starnet::FAMILY,
+    &fasternet::FAMILY,
 ];

@@ -1,0 +1,2 @@
+"""timm modules of the `convmixer` family (src/graph/families/convmixer.rs)."""
+MODULES = ['convmixer']
