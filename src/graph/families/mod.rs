@@ -38,8 +38,6 @@ pub mod senet;
 pub mod sknet;
 pub mod selecsls;
 pub mod repvit;
-pub mod resnet;
-pub mod resnetv2;
 pub mod rexnet;
 pub mod starnet;
 pub mod swin_transformer;
