@@ -34,7 +34,7 @@ fn feature_maps_match_timm_features_only() {
 
 #[test]
 fn feature_info_is_timms_cfg_taps() {
-    let f = fixture("selecsls60-narrow");
+    let f = fixture("selecsls60-narrow-f16");
     let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
     let info = m.feature_info();
     let modules: Vec<&str> = info.iter().map(|(_, _, m)| m.as_str()).collect();

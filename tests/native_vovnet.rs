@@ -11,7 +11,7 @@ const TOL: f32 = 1e-4;
 fn every_vovnet_fixture_matches_timm_natively() {
     let fixtures = fixtures_of_family("vovnet");
     assert!(
-        fixtures.len() >= 4,
+        fixtures.len() >= 3,
         "only {} vovnet fixtures",
         fixtures.len()
     );
