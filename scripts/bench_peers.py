@@ -6,12 +6,16 @@ the generator venv's python, which pins the same onnxruntime 1.31.1 libtimm load
     bench_peers.py load-ort ONNX             onnxruntime.InferenceSession on an ONNX file (weights embedded)
     bench_peers.py run-ort ONNX REF_DIR THREADS PHASE...
     bench_peers.py run-torch FOLDER REF_DIR THREADS PHASE...
+    bench_peers.py run-ov ONNX REF_DIR THREADS PRECISION PHASE...   (OpenVINO's Python API, CPU)
 
 `run-*` mirror benches/driver.c: load once, then for each PHASE = BATCH:WARMUP:RUNS:CONCURRENCY,
 CONCURRENCY Python threads share one session / module (both release the GIL while computing), each
 times RUNS calls after WARMUP, on a batch that repeats the reference images; the output is checked
 against timm's reference logits. THREADS is the intra-op thread count (ORT intra_op_num_threads,
-torch.set_num_threads); 0 = the library's default.
+torch.set_num_threads, OpenVINO INFERENCE_NUM_THREADS); 0 = the library's default. run-ov compiles the
+export for OpenVINO's CPU device with INFERENCE_PRECISION_HINT=PRECISION (f32 or bf16), one stream,
+the LATENCY hint and one infer request per calling thread; it runs in the bench venv (.venv-bench/,
+openvino pinned as scripts/fetch-openvino pins the runtime libtimm loads).
 Output: one JSON object on stdout, with the same keys as the driver's.
 """
 import json
@@ -111,6 +115,17 @@ def run(kind, path, ref, threads, phases):
         sess = ort_session(path, threads)
         shape = [d if isinstance(d, int) else None for d in sess.get_inputs()[0].shape]
         name = sess.get_inputs()[0].name
+    elif kind == 'ov':
+        import openvino as ov
+        precision = phases.pop(0)
+        core = ov.Core()
+        ov_model = core.read_model(path)
+        cfg = {'INFERENCE_PRECISION_HINT': precision, 'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1'}
+        if threads:
+            cfg['INFERENCE_NUM_THREADS'] = str(threads)
+        compiled = core.compile_model(ov_model, 'CPU', cfg)
+        shape = [d.get_length() if d.is_static else None for d in ov_model.inputs[0].get_partial_shape()]
+        local = threading.local()
     else:
         import torch
         import timm
@@ -131,6 +146,12 @@ def run(kind, path, ref, threads, phases):
         if kind == 'ort':
             def call():
                 return sess.run(None, {name: x})[0]
+        elif kind == 'ov':
+            def call():
+                if not hasattr(local, 'req'):
+                    local.req = compiled.create_infer_request()
+                local.req.infer({0: x})
+                return np.array(local.req.get_output_tensor(0).data)
         else:
             xt = torch.from_numpy(x)
 
@@ -155,6 +176,8 @@ def main():
         load_ort(args[1])
     elif len(args) >= 5 and args[0] in ('run-ort', 'run-torch'):
         run(args[0][4:], args[1], args[2], args[3], args[4:])
+    elif len(args) >= 6 and args[0] == 'run-ov':
+        run('ov', args[1], args[2], args[3], args[4:])
     else:
         sys.exit(__doc__)
 

@@ -5,6 +5,9 @@ Contenders, on the same machine in one run, alternating:
   libtimm       benches/driver.c through the C ABI on the release libtimm.so (native graph)
   ort-python    onnxruntime.InferenceSession on timm's own ONNX export (weights embedded)
   timm-eager    timm PyTorch eager (torch.inference_mode)
+With --openvino-python (scripts/bench passes it unless --no-openvino), the OpenVINO backend too, at all
+cores: libtimm with backend=openvino against OpenVINO's own Python API on timm's export, at fp32 and,
+on CPUs with native bf16 (AMX or AVX512_BF16), at bf16; elsewhere libtimm's refusal of bf16 is checked.
 
 Every measurement is a fresh process (loads start from nothing, RSS belongs to one model). Results:
 <out>/<stamp>.json (every sample), <out>/<stamp>.csv (one row per metric), <out>/latest.{json,csv},
@@ -30,6 +33,23 @@ DEMO = 'tf_efficientnet_lite0.in1k'
 MODELS = ['resnet50', 'efficientnet_b0', 'vit_small_patch16_224', 'convnext_tiny', 'mobilenetv3_large_100', DEMO]
 QUICK_MODELS = ['resnet50', 'mobilenetv3_large_100']
 RUNNERS = ('libtimm', 'ort-python', 'timm-eager')
+OV_MODELS = ['resnet50', 'convnext_tiny', 'vit_base_patch16_224', 'efficientnet_b0', 'mobilenetv3_large_100']
+
+
+def cpu_flags():
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('flags'):
+                return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_native_bf16():
+    """What OpenVINO's CPU plugin needs for bf16 inference (and what libtimm checks)."""
+    f = cpu_flags()
+    return 'amx_bf16' in f or 'avx512_bf16' in f
 
 
 def log(msg):
@@ -202,6 +222,40 @@ class Bench:
                     log(f'  {m:<28} {c:<11} threads={threads}: ' + ', '.join(
                         f'b{p["batch"]}x{p["concurrency"]} {median(p["lat_ms"]):.1f}ms' for p in out['phases']))
 
+    def openvino(self, m):
+        """libtimm backend=openvino against OpenVINO's Python API on timm's export, all cores, batch 1
+        latency and batch 32 throughput, fp32 and (where the CPU has it) bf16; contenders alternate."""
+        q = self.a
+        ncores = os.cpu_count()
+        spec = f'local:{self.folder(m)}'
+        phases = [f'1:{q.warmup}:{q.runs}:1', f'32:1:{q.batch_runs}:1']
+        precisions = ['fp32', 'bf16'] if has_native_bf16() else ['fp32']
+        if 'bf16' not in precisions:
+            # The CPU lacks native bf16: libtimm must refuse it, never emulate it silently.
+            r = subprocess.run(self.driver('load', spec, 'backend=openvino', 'precision=bf16'), capture_output=True,
+                               text=True, env=self.env, cwd=REPO)
+            refused = r.returncode != 0 and 'bf16' in r.stderr
+            self.add(m, 'libtimm-ov-bf16', 'bf16_refused_without_native_bf16', 1.0 if refused else 0.0, '',
+                     note=r.stderr.strip().splitlines()[-1][:200] if r.stderr.strip() else '')
+            log(f'  {m}: CPU without AMX/AVX512_BF16; libtimm bf16 refused: {refused}')
+        for rep in range(q.repeats):
+            for prec in precisions:
+                ov_prec = 'f32' if prec == 'fp32' else 'bf16'
+                runs = {
+                    f'libtimm-ov-{prec}': self.driver('run', spec, self.ref(m), *phases, f'intra_op_threads={ncores}',
+                                                      'backend=openvino', f'precision={prec}'),
+                    f'ov-python-{prec}': [self.a.openvino_python, str(REPO / 'scripts' / 'bench_peers.py'), 'run-ov',
+                                          str(self.onnx(m)), str(self.ref(m)), str(ncores), ov_prec, *phases],
+                }
+                order = list(runs) if rep % 2 == 0 else list(runs)[::-1]
+                for c in order:
+                    out = self.proc(runs[c], f'{m} run {c}')
+                    for ph in out['phases']:
+                        ph['threads'] = ncores
+                        self._phases.setdefault((m, c, ncores, ph['batch'], ph['concurrency']), []).append(ph)
+                    log(f'  {m:<28} {c:<16} threads={ncores}: ' + ', '.join(
+                        f'b{p["batch"]}x{p["concurrency"]} {median(p["lat_ms"]):.1f}ms' for p in out['phases']))
+
     def summarize_speed(self):
         for (m, c, threads, batch, conc), phs in self._phases.items():
             lat = [x for p in phs for x in p['lat_ms']]
@@ -232,6 +286,11 @@ class Bench:
         for m in self.a.models:
             log(f'{m}: speed')
             self.speed(m)
+        if self.a.openvino_python:
+            self.env['TIMM_OPENVINO_LIBRARY'] = self.a.openvino_library
+            for m in [m for m in self.a.models if m in OV_MODELS]:
+                log(f'{m}: openvino')
+                self.openvino(m)
         self.summarize_speed()
         self.elapsed = time.time() - started
 
@@ -288,6 +347,15 @@ def ratios(records, models, ncores, base_kb):
             tt = get(records, m, 'libtimm', 'throughput', threads=ncores, batch=1, concurrency=c)
             add(m, f'throughput {c} callers vs ort-python', tt,
                 get(records, m, 'ort-python', 'throughput', threads=ncores, batch=1, concurrency=c), 1.0, False)
+        for prec, bound_lat in (('fp32', 1.0), ('bf16', 1.0)):
+            lt = get(records, m, f'libtimm-ov-{prec}', 'latency_median', threads=ncores, batch=1, concurrency=1)
+            add(m, f'openvino {prec} latency b1 {ncores}T vs ov-python', lt,
+                get(records, m, f'ov-python-{prec}', 'latency_median', threads=ncores, batch=1, concurrency=1),
+                bound_lat, True)
+            tt = get(records, m, f'libtimm-ov-{prec}', 'throughput', threads=ncores, batch=32, concurrency=1)
+            add(m, f'openvino {prec} throughput b32 {ncores}T vs ov-python', tt,
+                get(records, m, f'ov-python-{prec}', 'throughput', threads=ncores, batch=32, concurrency=1), 1.0,
+                False)
         lw = get(records, m, 'libtimm', 'load_warm')
         add(m, 'load warm vs timm-python', lw, get(records, m, 'timm-python', 'load_warm'), 1 / 20, True)
         add(m, 'load warm vs ort-python', lw, get(records, m, 'ort-python', 'load_warm'), 1.0, True)
@@ -346,6 +414,34 @@ def markdown(res):
                        for n in (2, 4) for c in RUNNERS]
         L.append('| ' + ' | '.join(cells) + ' |')
     L.append('')
+    ov = [c for c in ('libtimm-ov-fp32', 'ov-python-fp32', 'libtimm-ov-bf16', 'ov-python-bf16')
+          if any(r['contender'] == c for r in recs)]
+    if ov:
+        flags = cpu_flags()
+        feats = ', '.join(f for f in ('amx_bf16', 'amx_tile', 'avx512_bf16', 'avx512f') if f in flags) or 'none of them'
+        L.append(f'OpenVINO backend ({ncores} threads): latency at batch 1 (median / p99, ms) and throughput at '
+                 f'batch 32 (images/s). CPU bf16 features (amx_bf16, amx_tile, avx512_bf16, avx512f): {feats}.')
+        L.append('')
+        hdr = ['model', *(f'{c} lat' for c in ov), *(f'{c} b32' for c in ov)]
+        L.append('| ' + ' | '.join(hdr) + ' |')
+        L.append('|' + '---|' * len(hdr))
+        for m in models:
+            if m not in OV_MODELS:
+                continue
+            cells = [m]
+            for c in ov:
+                med = get(recs, m, c, 'latency_median', threads=ncores, batch=1, concurrency=1)
+                p99 = get(recs, m, c, 'latency_p99', threads=ncores, batch=1, concurrency=1)
+                cells.append(f'{fmt(med)} / {fmt(p99)}')
+            cells += [fmt(get(recs, m, c, 'throughput', threads=ncores, batch=32, concurrency=1)) for c in ov]
+            L.append('| ' + ' | '.join(cells) + ' |')
+        refused = [r for r in recs if r['metric'] == 'bf16_refused_without_native_bf16']
+        if refused:
+            ok = all(r['value'] == 1.0 for r in refused)
+            L.append('')
+            L.append(f'bf16 not measured: this CPU has no native bf16. libtimm refused `precision=bf16` on every '
+                     f'model: {"yes" if ok else "**no**"} ({refused[0]["note"]}).')
+        L.append('')
     L.append('Load (fresh process each; timm-python includes `import timm`, ort-python is the '
              '`InferenceSession` call after `import onnxruntime`, libtimm is the `timm_create_model` call, '
              'which also loads the ORT library) and memory (MiB):')
@@ -430,6 +526,8 @@ def main():
     ap.add_argument('--python', required=True, help='python with torch, timm, onnxruntime (the generator venv)')
     ap.add_argument('--ort-library', required=True)
     ap.add_argument('--cold', choices=['auto', 'none'], default='auto')
+    ap.add_argument('--openvino-python', help='python with openvino (the bench venv); enables the OpenVINO rows')
+    ap.add_argument('--openvino-library', help="libopenvino_c.so that libtimm's backend=openvino loads")
     args = ap.parse_args()
     quick = args.quick
     args.models = args.models.split(',') if args.models else (QUICK_MODELS if quick else MODELS)
@@ -452,7 +550,7 @@ def main():
         'note': 'The machine was shared with other engineers running builds and tests, so absolute times are '
                 'noisy; contenders alternate and figures are medians.',
         'cold_method': b.cold_method, 'elapsed_s': b.elapsed, 'models': args.models,
-        'baseline_kb': b.base_kb, 'records': b.records,
+        'baseline_kb': b.base_kb, 'records': b.records, 'cpu_flags_bf16': has_native_bf16(),
         'settings': {k: getattr(args, k) for k in ('warmup', 'runs', 'batch_runs', 'repeats', 'load_reps', 'cold_reps')},
     }
     res['ratios'] = ratios(b.records, args.models, os.cpu_count(), b.base_kb)
