@@ -263,11 +263,11 @@ fn block(
     Ok(b.op("Relu", &[&y], vec![]))
 }
 
-/// timm's `ClassifierHead`: global pool (`'fast'` is the average), `head.fc` (init
+/// timm's `ClassifierHead`: global pool (default `'fast'`, the average), `head.fc` (init
 /// normal(0, 0.01)).
 fn head(b: &mut Builder, cfg: &ModelConfig, x: &Value, ch: usize) -> Result<(Value, usize)> {
     let name = cfg.global_pool.as_deref().unwrap_or("fast");
-    let pool = PoolKind::from_timm(if name == "fast" { "avg" } else { name })?;
+    let pool = PoolKind::from_timm(name)?;
     if pool == PoolKind::None {
         return Err(Error::unsupported(
             "global_pool '' (unpooled features) is not supported by the native TResNet graph",

@@ -18,7 +18,11 @@ pub enum PoolKind {
 
 impl PoolKind {
     pub fn from_timm(name: &str) -> Result<PoolKind> {
-        let n = name.strip_prefix("fast").unwrap_or(name);
+        // timm's SelectAdaptivePool2d: `fast` alone is the fast average, `fast<kind>` that kind.
+        let n = match name {
+            "fast" => "avg",
+            _ => name.strip_prefix("fast").unwrap_or(name),
+        };
         Ok(match n {
             "avg" => PoolKind::Avg,
             "max" => PoolKind::Max,
@@ -290,4 +294,19 @@ pub fn blur_pool2d(
 /// `math.comb(n, k)`.
 fn binomial(n: usize, k: usize) -> f64 {
     (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_pools_are_timms() {
+        assert_eq!(PoolKind::from_timm("fast").unwrap(), PoolKind::Avg);
+        assert_eq!(PoolKind::from_timm("fastavg").unwrap(), PoolKind::Avg);
+        assert_eq!(PoolKind::from_timm("fastmax").unwrap(), PoolKind::Max);
+        assert_eq!(PoolKind::from_timm("fastcatavgmax").unwrap(), PoolKind::CatAvgMax);
+        assert_eq!(PoolKind::from_timm("").unwrap(), PoolKind::None);
+        assert!(PoolKind::from_timm("fastest").is_err());
+    }
 }
