@@ -16,14 +16,14 @@ pub mod patch_embed;
 pub mod pool;
 pub mod pos_embed;
 pub mod pos_embed_rel;
-pub mod resnet_parts;
 pub mod reparam;
+pub mod resnet_parts;
 pub mod rope;
 pub mod se;
 pub mod selective_kernel;
 pub mod split_attn;
-pub mod std_conv;
 pub mod sr_attention;
+pub mod std_conv;
 pub mod window;
 
 pub use act::act;

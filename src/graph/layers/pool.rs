@@ -305,7 +305,10 @@ mod tests {
         assert_eq!(PoolKind::from_timm("fast").unwrap(), PoolKind::Avg);
         assert_eq!(PoolKind::from_timm("fastavg").unwrap(), PoolKind::Avg);
         assert_eq!(PoolKind::from_timm("fastmax").unwrap(), PoolKind::Max);
-        assert_eq!(PoolKind::from_timm("fastcatavgmax").unwrap(), PoolKind::CatAvgMax);
+        assert_eq!(
+            PoolKind::from_timm("fastcatavgmax").unwrap(),
+            PoolKind::CatAvgMax
+        );
         assert_eq!(PoolKind::from_timm("").unwrap(), PoolKind::None);
         assert!(PoolKind::from_timm("fastest").is_err());
     }
