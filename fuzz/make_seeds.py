@@ -3,19 +3,27 @@
 
 Standard library only. The image seeds (fuzz/seeds/image/) are 24x16 and 9x7 reductions of
 tests/fixtures/images made once with the `image` crate; they are not regenerated here.
-Run from anywhere: python3 fuzz/make_seeds.py
+Run from anywhere: python3 fuzz/make_seeds.py [target ...]   (default: every target)
 """
 import json
 import pathlib
 import shutil
 import struct
+import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "fuzz" / "seeds"
 MODELS = ROOT / "tests" / "fixtures" / "models"
 
 
+ONLY = set(sys.argv[1:])
+
+
 def reset(target):
+    """The target's emptied seed folder; a scratch folder when the command line names others."""
+    if ONLY and target not in ONLY:
+        return pathlib.Path(tempfile.mkdtemp())
     d = SEEDS / target
     if d.exists():
         shutil.rmtree(d)
@@ -113,6 +121,58 @@ def main():
         # tenfold while no native family exists to read them.
         weights = reduced(p / "model.safetensors")
         (d / f"{p.name}.bin").write_bytes(struct.pack("<I", len(cfg)) + cfg + weights)
+
+    hub_seeds(reset("hub_response"), MODELS / "test_resnet")
+
+
+SEP = b"\0SEP\0"
+
+
+def hub_seeds(d, fixture):
+    """Response sequences for hub_response: HEAD config.json, HEAD model.safetensors, GET
+    config.json, GET model.safetensors, as the Hub answers them (a CDN redirect for the LFS file),
+    and variations the client must refuse or survive."""
+    import hashlib
+    cfg = (fixture / "config.json").read_bytes()
+    st = reduced(fixture / "model.safetensors")
+    commit = hashlib.sha1(b"fuzz").hexdigest()
+    git = hashlib.sha1(b"blob %d\0" % len(cfg) + cfg).hexdigest()
+    lfs = hashlib.sha256(st).hexdigest()
+
+    def resp(status, headers, body=b""):
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
+
+    head_cfg = resp("200 OK", [("X-Repo-Commit", commit), ("ETag", f'"{git}"'), ("Content-Length", len(cfg))])
+    head_st = resp("302 Found", [("X-Repo-Commit", commit), ("X-Linked-Etag", f'"{lfs}"'),
+                                 ("X-Linked-Size", len(st)), ("Location", "https://cdn-lfs.example/x/model.safetensors"),
+                                 ("Content-Length", 0)])
+    get_cfg = resp("200 OK", [("Content-Length", len(cfg)), ("Connection", "close")], cfg)
+    get_st = resp("200 OK", [("Content-Length", len(st)), ("Connection", "close")], st)
+    seqs = {
+        "ok": [head_cfg, head_st, get_cfg, get_st],
+        "same-origin-redirect": [resp("307 Temporary Redirect", [("Location", "/timm/renamed/resolve/main/config.json")]),
+                                 head_cfg, head_st, get_cfg, get_st],
+        "truncated-weights-then-resume": [head_cfg, head_st, get_cfg,
+                                          resp("200 OK", [("Content-Length", len(st))], st[: len(st) // 2]),
+                                          resp("206 Partial Content", [("Content-Length", len(st) - len(st) // 2),
+                                                                       ("Content-Range", f"bytes {len(st) // 2}-{len(st) - 1}/{len(st)}")],
+                                               st[len(st) // 2:])],
+        "wrong-bytes": [head_cfg, head_st, get_cfg, get_st[:-4] + b"XXXX"],
+        "chunked": [head_cfg, head_st, get_cfg,
+                    resp("200 OK", [("Transfer-Encoding", "chunked")], b"%x\r\n" % len(st) + st + b"\r\n0\r\n\r\n")],
+        "repo-not-found": [resp("404 Not Found", [("X-Error-Code", "RepoNotFound")])],
+        "no-weights": [head_cfg, resp("404 Not Found", [("X-Repo-Commit", commit)]), resp("404 Not Found", [("X-Repo-Commit", commit)])],
+        "pickle-only": [head_cfg, resp("404 Not Found", [("X-Repo-Commit", commit)]),
+                        resp("200 OK", [("X-Repo-Commit", commit), ("ETag", f'"{lfs}"'), ("Content-Length", 10)])],
+        "unauthorized": [resp("401 Unauthorized", [("X-Error-Code", "GatedRepo")])],
+        "not-a-hub": [resp("200 OK", [("Content-Length", 2)], b"{}")],
+        "huge-size": [head_cfg, resp("200 OK", [("X-Repo-Commit", commit), ("X-Linked-Etag", f'"{lfs}"'), ("X-Linked-Size", 1 << 50)])],
+        "redirect-loop": [resp("302 Found", [("Location", "/loop")])] * 12,
+        "garbage": [b"\x00\xffnot http at all\r\n\r\n"],
+    }
+    for name, seq in seqs.items():
+        (d / f"{name}.bin").write_bytes(SEP.join(seq))
 
 
 if __name__ == "__main__":
