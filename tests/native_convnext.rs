@@ -206,12 +206,31 @@ fn unknown_variants_and_arguments_are_unsupported() {
     assert!(e.message.contains("mlp_ratio"), "{}", e.message);
     let _ = std::fs::remove_dir_all(&dir);
 
+    // timm's `fast` pool is its average: the same logits as the fixture's `avg`.
     let dir = edited_copy("convnext_atto-small", "pool", |c| {
         c["global_pool"] = "fast".into();
         c["model_args"]["global_pool"] = "fast".into();
     });
-    let e = CModel::create(
+    let m = CModel::create(
         &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .unwrap_or_else(|e| panic!("global_pool fast: {e:?}"));
+    let r = reference(&fixture("convnext_atto-small"));
+    let d = max_abs_diff(&m.infer(&r.input, &r.input_shape).unwrap(), &r.logits);
+    assert!(
+        d <= 1e-4 * r.logits.iter().fold(1f32, |a, v| a.max(v.abs())),
+        "{d}"
+    );
+    drop(m);
+    // A pool timm does not have is refused, naming the key.
+    let dir2 = edited_copy("convnext_atto-small", "pool2", |c| {
+        c["global_pool"] = "lp".into();
+        c["model_args"]["global_pool"] = "lp".into();
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir2.display()),
         true,
         &[("graph", "native")],
     )
@@ -220,6 +239,7 @@ fn unknown_variants_and_arguments_are_unsupported() {
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("global_pool"), "{}", e.message);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
 }
 
 // ---------------------------------------------------------------------------------------------

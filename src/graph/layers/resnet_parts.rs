@@ -42,7 +42,7 @@ crate::timm_args! {
 }
 
 /// A spatial step that keeps the size (element-wise ops after a conv chain).
-pub const IDENTITY: Step = Step::Window {
+pub(crate) const IDENTITY: Step = Step::Window {
     k: 1,
     stride: 1,
     pad: 0,
