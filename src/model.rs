@@ -187,15 +187,14 @@ impl Model {
                     })
                 });
                 let hit = match (&cache, &weights) {
-                    (Some(c), Some(w)) => {
-                        let shapes = graph::build_shapes(
+                    (Some(c), Some(w)) => Session::from_cache_hit(c, &sopts, || {
+                        graph::build_shapes(
                             &config,
                             ParamSource::Weights(w),
                             &req,
                             (size[1], size[2]),
-                        )?;
-                        Session::from_cache_hit(c, &shapes, &sopts).map(|s| (s, shapes))
-                    }
+                        )
+                    })?,
                     _ => None,
                 };
                 match hit {

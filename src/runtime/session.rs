@@ -195,17 +195,20 @@ impl Session {
         })
     }
 
-    /// A session from the cache's entry when it has a usable one; `graph` is the model's
-    /// shape-only graph (its outputs are checked against the entry). An entry ORT refuses is
-    /// discarded, so the caller's build rewrites it.
+    /// A session from the cache's entry when it has a usable one, with the model's shape-only
+    /// graph (`shapes`, built only on a hit; its outputs are checked against the entry). An
+    /// entry ORT refuses is discarded, so the caller's build rewrites it.
     pub fn from_cache_hit(
         cache: &graph_cache::Cache,
-        graph: &Graph,
         opts: &SessionOptions,
-    ) -> Option<Self> {
-        let hit = cache.lookup()?;
-        match Self::from_cached(&hit.model, graph, opts) {
-            Ok(s) => Some(s),
+        shapes: impl FnOnce() -> Result<Graph>,
+    ) -> Result<Option<(Self, Graph)>> {
+        let Some(hit) = cache.lookup() else {
+            return Ok(None);
+        };
+        let graph = shapes()?;
+        match Self::from_cached(&hit.model, &graph, opts) {
+            Ok(s) => Ok(Some((s, graph))),
             Err(e) => {
                 super::log::warn(&format!(
                     "ONNX Runtime refused the cached optimised model {} ({}); rebuilding it",
@@ -213,7 +216,7 @@ impl Session {
                     e.message()
                 ));
                 cache.discard();
-                None
+                Ok(None)
             }
         }
     }

@@ -20,7 +20,6 @@ use crate::graph::layers::heads::classifier_head;
 use crate::graph::layers::pool::{avg_pool2d_same_s1, blur_pool2d, Pool2d, PoolKind};
 use crate::graph::layers::se::{eca, eca_kernel, rd_channels, SqueezeExcite};
 use crate::graph::layers::{self, Conv, Norm};
-use crate::graph::spatial::Step;
 use crate::graph::tables::Table;
 use crate::graph::{Builder, Family, Init, OutputKind, Value};
 
@@ -33,15 +32,6 @@ pub const FAMILY: Family = Family {
     build,
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
     any_size: true,
-};
-
-/// A spatial step that keeps the size.
-const IDENTITY: Step = Step::Window {
-    k: 1,
-    stride: 1,
-    pad: 0,
-    dilation: 1,
-    ceil: false,
 };
 
 crate::timm_args! {
@@ -643,7 +633,7 @@ fn residual(
     // floor-mode anti-aliasing pools are what an input can be too small for, is the deepest
     // spatial chain the builder checks inputs against (the shortcut's ceil-mode pools never
     // empty a map).
-    b.set_spatial(&sum, &y, IDENTITY, out)?;
+    b.set_spatial(&sum, &y, layers::resnet_parts::IDENTITY, out)?;
     layers::act(b, &n.act, &sum)
 }
 
