@@ -1,0 +1,139 @@
+//! byobnet (GENet / RepVGG / MobileOne / RegNetZ / byob ResNets) native graphs through the C ABI,
+//! against timm's logits, pooled features and features_only maps.
+
+use crate::common::*;
+use timm::TimmStatus;
+
+const TOL: f32 = 1e-4;
+
+#[test]
+fn every_byobnet_fixture_matches_timm_natively() {
+    // RepVGG and MobileOne folders hold timm's unfused branches; the graph folds them at load.
+    let fixtures = fixtures_of_family("byobnet");
+    assert!(
+        fixtures.len() >= 6,
+        "only {} byobnet fixtures",
+        fixtures.len()
+    );
+    for f in &fixtures {
+        // Relative to the largest value, as the full-size check compares: the calibrated
+        // BatchNorm of every branch makes a many-branch MobileOne's activations grow to ~1e4,
+        // where f32 summation order alone moves the logits by more than 1e-4 absolute.
+        let r = reference(f);
+        let scale = |v: &[f32]| v.iter().fold(1f32, |m, x| m.max(x.abs()));
+        check_fixture(f, "native", &[("graph", "native")], TOL * scale(&r.logits));
+        let d = check_features(f, TOL * scale(&r.features));
+        eprintln!("{:<24} features max|diff| = {d:.3e}", f.name);
+    }
+}
+
+/// The fixtures with `features_only` references (meta.json `feature_maps`).
+const FEATURE_FIXTURES: [&str; 3] = ["test_byobnet", "repvgg_b1g4-small", "regnetz_d8-small"];
+
+#[test]
+fn feature_maps_match_timm_features_only() {
+    // Default out_indices, [1, -1] and [0, -2], output_stride 16 and 8 (dilated stages),
+    // inputs of other sizes: values, shapes from timm_model_output_shape and feature_info.
+    for name in FEATURE_FIXTURES {
+        let f = fixture(name);
+        assert!(check_feature_maps(&f, TOL) >= 2, "{name}: no feature_maps");
+    }
+}
+
+#[test]
+fn feature_info_names_the_stem_tap_and_final_conv() {
+    // A tiered stem without pool taps its second conv (before the last stride); the last map is
+    // timm's `final_conv` entry.
+    let f = fixture("regnetz_d8-small");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let info = m.feature_info();
+    let modules: Vec<&str> = info.iter().map(|(_, _, m)| m.as_str()).collect();
+    assert_eq!(
+        modules,
+        [
+            "stem.conv2",
+            "stages.0",
+            "stages.1",
+            "stages.2",
+            "final_conv"
+        ]
+    );
+    let reductions: Vec<usize> = info.iter().map(|(_, r, _)| *r).collect();
+    assert_eq!(reductions, [2, 4, 8, 16, 32]);
+}
+
+#[test]
+fn out_of_range_indices_and_other_output_strides_are_invalid_arguments() {
+    let f = fixture("test_byobnet");
+    for (k, v) in [
+        ("out_indices", "5"),
+        ("out_indices", "-6"),
+        ("output_stride", "4"),
+    ] {
+        let e = CModel::create(
+            &f.spec("native"),
+            true,
+            &[("output", "feature_maps"), (k, v)],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{k}={v} must fail"));
+        assert_eq!(
+            e.status,
+            TimmStatus::TIMM_ERR_INVALID_ARGUMENT,
+            "{k}={v}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn an_input_too_small_is_an_invalid_argument() {
+    let f = fixture("test_byobnet");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    for shape in [[1, 3, 0, 8], [1, 3, 8, 0]] {
+        let e = m
+            .output_shape(0, &shape)
+            .expect_err("empty input must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    }
+}
+
+#[test]
+fn bare_names_without_weights_build_run_and_are_seeded() {
+    let run = |arch: &str, seed: &str| {
+        let m = CModel::create(arch, false, &[("seed", seed), ("input_size", "64x64")])
+            .unwrap_or_else(|e| panic!("{arch}: {e:?}"));
+        assert_eq!(m.output_dim(), 1000, "{arch}");
+        let x: Vec<f32> = (0..3 * 64 * 64)
+            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+            .collect();
+        m.infer(&x, &[1, 3, 64, 64]).unwrap()
+    };
+    let a = run("repvgg_a0", "1");
+    assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
+    assert_eq!(
+        a,
+        run("repvgg_a0", "1"),
+        "same seed must give the same network"
+    );
+    assert_ne!(
+        a,
+        run("repvgg_a0", "2"),
+        "another seed must give another network"
+    );
+    for arch in ["mobileone_s0", "gernet_s", "resnet32ts"] {
+        assert!(run(arch, "0").iter().all(|v| v.is_finite()), "{arch}");
+    }
+}
+
+#[test]
+fn variants_not_built_are_unsupported_with_the_reason() {
+    for (arch, needle) in [
+        ("regnetz_b16_evos", "EvoNorm"),
+        ("resnet50_clip", "attention-pool"),
+        ("bat_resnext26ts", "bat"),
+    ] {
+        let e = CModel::create(arch, false, &[]).err().expect("must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}: {e:?}");
+        assert!(e.message.contains(needle), "{arch}: {}", e.message);
+    }
+}

@@ -1,0 +1,99 @@
+//! Native EdgeNeXt graphs through the C ABI, against timm's logits, pooled features and
+//! `features_only` maps.
+
+use crate::common::*;
+use timm::TimmStatus;
+
+const TOL: f32 = 1e-4;
+
+#[test]
+fn every_edgenext_fixture_matches_timm_natively() {
+    let fs = fixtures_of_family("edgenext");
+    assert!(fs.len() >= 2, "no edgenext fixtures in index.json");
+    for f in &fs {
+        check_fixture(f, "native", &[("graph", "native")], TOL);
+        check_features(f, TOL);
+    }
+}
+
+#[test]
+fn feature_maps_match_timms_features_only() {
+    // Every stage, out_indices with a negative index, and another input size (the position
+    // encoding follows the map).
+    assert_eq!(
+        check_feature_maps(&fixture("edgenext_xx_small-small"), TOL),
+        3
+    );
+    // Overlap stem, downsample_block.
+    assert_eq!(
+        check_feature_maps(&fixture("edgenext_small_rw-small"), TOL),
+        1
+    );
+}
+
+fn create_err(name: &str, options: &[(&str, &str)]) -> CError {
+    let mut opts = vec![("graph", "native")];
+    opts.extend_from_slice(options);
+    CModel::create(&fixture(name).spec("native"), true, &opts)
+        .err()
+        .expect("must fail")
+}
+
+#[test]
+fn feature_map_requests_timm_refuses_are_errors() {
+    let fm = ("output", "feature_maps");
+    let e = create_err("edgenext_xx_small-small", &[fm, ("out_indices", "4")]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("out of range"), "{}", e.message);
+    // EdgeNeXt has no dilated stages.
+    let e = create_err("edgenext_xx_small-small", &[fm, ("output_stride", "16")]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+}
+
+#[test]
+fn bare_name_without_weights_builds_runs_and_is_seeded() {
+    let run = |seed: &str| {
+        let m = CModel::create("edgenext_xx_small", false, &[("seed", seed)])
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(m.output_dim(), 1000);
+        let shape = [1i64, 3, 256, 256];
+        let x: Vec<f32> = (0..3 * 256 * 256)
+            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+            .collect();
+        m.infer(&x, &shape).unwrap()
+    };
+    let a = run("3");
+    assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
+    assert!(a.iter().any(|v| *v != 0.0), "all-zero logits");
+    assert_eq!(a, run("3"), "same seed must give the same network");
+    assert_ne!(a, run("4"), "another seed must give another network");
+    let m = CModel::create("edgenext_small_rw", false, &[("output", "features")]).unwrap();
+    assert_eq!(m.output_dim(), 384);
+}
+
+#[test]
+fn variants_not_built_are_refused_with_the_reason() {
+    for (key, value) in [
+        ("global_pool", serde_json::json!("")),
+        ("stem_type", serde_json::json!("magic")),
+        ("use_magic", serde_json::json!(true)),
+    ] {
+        let dir = edited_copy("edgenext_xx_small-small", key, |c| {
+            c["model_args"][key] = value.clone()
+        });
+        let e = CModel::create(
+            &format!("local:{}", dir.display()),
+            true,
+            &[("graph", "native")],
+        )
+        .err()
+        .expect("must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{key}: {e:?}");
+        assert!(
+            e.message.contains(key) || e.message.contains("magic"),
+            "{key}: {}",
+            e.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

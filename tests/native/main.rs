@@ -1,0 +1,60 @@
+//! Every native family's tests in one binary: each family is a module named for its timm module
+//! (`cargo test --test native starnet::`), so the suite links libtimm once rather than once per
+//! family.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod beit;
+mod byobnet;
+mod cait;
+mod convmixer;
+mod convnext;
+mod cspnet;
+mod densenet;
+mod dla;
+mod dpn;
+mod edgenext;
+mod efficientvit_msra;
+mod effnet;
+mod eva;
+mod fasternet;
+mod fastvit;
+mod ghostnet;
+mod hgnet;
+mod hrnet;
+mod inception_next;
+mod inception_resnet_v2;
+mod inception_v3;
+mod inception_v4;
+mod levit;
+mod mambaout;
+mod maxxvit;
+mod metaformer;
+mod mlp_mixer;
+mod nfnet;
+mod pvt_v2;
+mod regnet;
+mod repvit;
+mod res2net;
+mod resnest;
+mod resnet;
+mod resnetv2;
+mod rexnet;
+mod selecsls;
+mod senet;
+mod sknet;
+mod starnet;
+mod swin_transformer;
+mod swin_transformer_v2;
+mod swin_transformer_v2_cr;
+mod tiny_vit;
+mod tresnet;
+mod twins;
+mod vgg;
+mod vision_transformer_relpos;
+mod vit;
+mod vovnet;
+mod xception;
+mod xception_aligned;
+mod xcit;

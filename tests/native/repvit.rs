@@ -1,0 +1,86 @@
+//! RepViT native graphs through the C ABI, against timm's logits (the distillation head's mean),
+//! pooled features and `features_only` maps; the RepVGG-DW branches are folded at load.
+
+use crate::common::*;
+use timm::TimmStatus;
+
+const TOL: f32 = 1e-4;
+
+fn scale(v: &[f32]) -> f32 {
+    v.iter().fold(1f32, |m, x| m.max(x.abs()))
+}
+
+#[test]
+fn every_repvit_fixture_matches_timm_natively() {
+    let fixtures = fixtures_of_family("repvit");
+    assert!(fixtures.len() >= 2, "only {} fixtures", fixtures.len());
+    for f in &fixtures {
+        let r = reference(f);
+        check_fixture(f, "native", &[("graph", "native")], TOL * scale(&r.logits));
+        check_features(f, TOL * scale(&r.features));
+    }
+}
+
+#[test]
+fn feature_maps_match_timm_features_only() {
+    for name in ["repvit_m0_9-small", "repvit_m1-small"] {
+        assert!(check_feature_maps(&fixture(name), TOL) >= 1, "{name}");
+    }
+}
+
+#[test]
+fn feature_info_is_timms_four_stages() {
+    let f = fixture("repvit_m0_9-small");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let want: Vec<(usize, usize, String)> = [(8, 4), (16, 8), (16, 16), (24, 32)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(c, r))| (c, r, format!("stages.{i}")))
+        .collect();
+    assert_eq!(m.feature_info(), want);
+    let e = CModel::create(
+        &f.spec("native"),
+        true,
+        &[("output", "feature_maps"), ("output_stride", "16")],
+    )
+    .err()
+    .expect("RepViT has no output_stride");
+    assert_ne!(e.status, TimmStatus::TIMM_OK, "{e:?}");
+    assert!(e.message.contains("output_stride"), "{}", e.message);
+}
+
+#[test]
+fn bare_names_without_weights_build_run_and_are_seeded() {
+    let run = |seed: &str| {
+        let m = CModel::create("repvit_m0_9", false, &[("seed", seed)])
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(m.output_dim(), 1000);
+        let x: Vec<f32> = (0..3 * 64 * 64)
+            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+            .collect();
+        m.infer(&x, &[1, 3, 64, 64]).unwrap()
+    };
+    let a = run("1");
+    assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
+    assert_eq!(a, run("1"), "same seed, same network");
+    assert_ne!(a, run("2"), "another seed, another network");
+    let m = CModel::create("repvit_m1", false, &[("output", "features")]).unwrap();
+    assert_eq!(m.output_dim(), 384);
+}
+
+#[test]
+fn unsupported_variants_say_so() {
+    let dir = edited_copy("repvit_m1-small", "pool", |c| {
+        c["model_args"]["global_pool"] = "max".into()
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("global_pool"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
+}
