@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
-use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks};
+use crate::graph::layers::attention;
 use crate::graph::layers::mlp::{linear, linear_2d, mlp, MlpCfg};
 use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -333,26 +333,13 @@ fn layer_scale_block(b: &mut Builder, m: &Cait, x: &Value) -> Result<Value> {
     Ok(layers::add(b, &x, &y))
 }
 
-/// `ClassAttn` on `u` = [class, patches]: the class token's query against every token.
-fn class_attn(b: &mut Builder, m: &Cait, u: &Value) -> Result<Value> {
-    let d = m.dim;
-    let init = Init::TruncNormal(0.02);
-    let u0 = layers::slice(b, u, 1, 0, 1);
-    let q = linear(&mut b.scope("q"), &u0, d, d, m.qkv_bias, init)?;
-    let k = linear(&mut b.scope("k"), u, d, d, m.qkv_bias, init)?;
-    let v = linear(&mut b.scope("v"), u, d, d, m.qkv_bias, init)?;
-    let c = AttnCfg::new(d, m.heads);
-    let y = attention_core(b, &q, &k, &v, &c, &Hooks::default())?;
-    linear(&mut b.scope("proj"), &y, d, d, true, init)
-}
-
 /// `LayerScaleBlockClassAttn`: `cls + γ1·attn(norm1([cls, x]))`, then
 /// `cls + γ2·mlp(norm2(cls))`.
 fn class_attn_block(b: &mut Builder, m: &Cait, x: &Value, cls: &Value) -> Result<Value> {
     let d = m.dim;
     let u = layers::concat(b, &[cls, x], 1);
     let u = m.norm.apply_last(&mut b.scope("norm1"), &u, d)?;
-    let y = class_attn(&mut b.scope("attn"), m, &u)?;
+    let y = attention::class_attn(&mut b.scope("attn"), &u, m.dim, m.heads, m.qkv_bias)?;
     let y = gamma(b, m, "gamma_1", &y)?;
     let cls = layers::add(b, cls, &y);
     let h = m.norm.apply_last(&mut b.scope("norm2"), &cls, d)?;

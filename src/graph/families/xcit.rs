@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
-use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks};
+use crate::graph::layers::attention;
 use crate::graph::layers::mlp::{linear, linear_2d, mlp, MlpCfg};
 use crate::graph::layers::patch_embed;
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -373,26 +373,13 @@ fn xca_block(b: &mut Builder, m: &Xcit, x: &Value, grid: (usize, usize)) -> Resu
     Ok(layers::add(b, &x, &y))
 }
 
-/// CaiT's `ClassAttn` on `u` = [class, patches]: the class token's query against every token.
-fn class_attn(b: &mut Builder, m: &Xcit, u: &Value) -> Result<Value> {
-    let d = m.dim;
-    let init = Init::TruncNormal(0.02);
-    let u0 = layers::slice(b, u, 1, 0, 1);
-    let q = linear(&mut b.scope("q"), &u0, d, d, m.qkv_bias, init)?;
-    let k = linear(&mut b.scope("k"), u, d, d, m.qkv_bias, init)?;
-    let v = linear(&mut b.scope("v"), u, d, d, m.qkv_bias, init)?;
-    let c = AttnCfg::new(d, m.heads);
-    let y = attention_core(b, &q, &k, &v, &c, &Hooks::default())?;
-    linear(&mut b.scope("proj"), &y, d, d, true, init)
-}
-
 /// `ClassAttentionBlock` on [class, patches], as timm writes it: `x + γ1·[attn(n1), n1[1:]]`
 /// with `n1 = norm1(x)`; `norm2` over every token (`tokens_norm`) or the class token only; then
 /// `x + [γ2·mlp(x[0]), x[1:]]` (the patch tokens added to themselves).
 fn class_attention_block(b: &mut Builder, m: &Xcit, x: &Value) -> Result<Value> {
     let d = m.dim;
     let n1 = m.norm.apply_last(&mut b.scope("norm1"), x, d)?;
-    let a = class_attn(&mut b.scope("attn"), m, &n1)?;
+    let a = attention::class_attn(&mut b.scope("attn"), &n1, m.dim, m.heads, m.qkv_bias)?;
     let rest = layers::slice(b, &n1, 1, 1, i64::MAX);
     let y = layers::concat(b, &[&a, &rest], 1);
     let y = gamma(b, m, "gamma1", &y)?;

@@ -155,6 +155,26 @@ pub fn attention_core(
     Ok(reshape(b, &y, &[0, 0, c.inner_dim() as i64]))
 }
 
+/// timm's `ClassAttn` (CaiT, XCiT's class-attention blocks) on `u` = `[N, 1 + L, dim]`
+/// ([class, patches]): only the class token's query attends to every token; `[N, 1, dim]` out.
+/// `q`, `k`, `v` and `proj` are linears of the current scope.
+pub fn class_attn(
+    b: &mut Builder,
+    u: &Value,
+    dim: usize,
+    heads: usize,
+    qkv_bias: bool,
+) -> Result<Value> {
+    let init = Init::TruncNormal(0.02);
+    let u0 = super::slice(b, u, 1, 0, 1);
+    let q = linear(&mut b.scope("q"), &u0, dim, dim, qkv_bias, init)?;
+    let k = linear(&mut b.scope("k"), u, dim, dim, qkv_bias, init)?;
+    let v = linear(&mut b.scope("v"), u, dim, dim, qkv_bias, init)?;
+    let c = AttnCfg::new(dim, heads);
+    let y = attention_core(b, &q, &k, &v, &c, &Hooks::default())?;
+    linear(&mut b.scope("proj"), &y, dim, dim, true, init)
+}
+
 /// `lambda_full` of timm's `DiffAttention` / `DiffParallelScalingBlock`, computed at load from
 /// the current scope's `lambda_q1`, `lambda_k1`, `lambda_q2`, `lambda_k2` (`[head_dim]`), or
 /// `lambda_a`, `lambda_b` (scalars) with `dual_lambda`:
