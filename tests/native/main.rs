@@ -22,6 +22,7 @@ mod fasternet;
 mod fastvit;
 mod ghostnet;
 mod hgnet;
+mod hiera;
 mod hrnet;
 mod inception_next;
 mod inception_resnet_v2;

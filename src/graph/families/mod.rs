@@ -17,6 +17,7 @@ pub mod fasternet;
 pub mod fastvit;
 pub mod ghostnet;
 pub mod hgnet;
+pub mod hiera;
 pub mod hrnet;
 pub mod inception_next;
 pub mod inception_resnet_v2;
@@ -111,4 +112,5 @@ pub static ALL: &[&Family] = &[
     &mambaout::FAMILY,
     &starnet::FAMILY,
     &fasternet::FAMILY,
+    &hiera::FAMILY,
 ];
