@@ -20,6 +20,7 @@ mod effnet;
 mod eva;
 mod fasternet;
 mod fastvit;
+mod gcvit;
 mod ghostnet;
 mod hgnet;
 mod hiera;

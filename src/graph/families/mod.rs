@@ -15,6 +15,7 @@ pub mod efficientvit_msra;
 pub mod eva;
 pub mod fasternet;
 pub mod fastvit;
+pub mod gcvit;
 pub mod ghostnet;
 pub mod hgnet;
 pub mod hiera;
@@ -113,4 +114,5 @@ pub static ALL: &[&Family] = &[
     &starnet::FAMILY,
     &fasternet::FAMILY,
     &hiera::FAMILY,
+    &gcvit::FAMILY,
 ];
