@@ -36,6 +36,7 @@ mod metaformer;
 mod mlp_mixer;
 mod nfnet;
 mod pvt_v2;
+mod rdnet;
 mod regnet;
 mod repvit;
 mod res2net;

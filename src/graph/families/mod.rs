@@ -31,6 +31,7 @@ pub mod metaformer;
 pub mod mlp_mixer;
 pub mod nfnet;
 pub mod pvt_v2;
+pub mod rdnet;
 pub mod regnet;
 pub mod repvit;
 pub mod res2net;
@@ -115,4 +116,5 @@ pub static ALL: &[&Family] = &[
     &fasternet::FAMILY,
     &hiera::FAMILY,
     &gcvit::FAMILY,
+    &rdnet::FAMILY,
 ];
