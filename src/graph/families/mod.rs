@@ -29,6 +29,7 @@ pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
+pub mod nextvit;
 pub mod nfnet;
 pub mod pvt_v2;
 pub mod rdnet;
@@ -117,4 +118,5 @@ pub static ALL: &[&Family] = &[
     &hiera::FAMILY,
     &gcvit::FAMILY,
     &rdnet::FAMILY,
+    &nextvit::FAMILY,
 ];
