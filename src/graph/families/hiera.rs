@@ -545,4 +545,30 @@ mod tests {
         s.sort();
         assert_eq!(s, (0..16).collect::<Vec<_>>());
     }
+
+    #[test]
+    fn every_registered_architecture_builds_its_shapes() {
+        // The dry run (shapes only, no weight data) of every table entry at its own input size:
+        // its pre-logits width is timm's num_features.
+        for name in TABLE.names() {
+            let cfg =
+                ModelConfig::parse(TABLE.get(name).unwrap().config.to_string().as_bytes()).unwrap();
+            let [_, h, w] = cfg.pretrained_cfg.input_size;
+            let g = crate::graph::build_shapes(
+                &cfg,
+                crate::graph::ParamSource::Shapes,
+                &crate::graph::Request {
+                    output: OutputKind::Features,
+                    ..Default::default()
+                },
+                (h, w),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let dim = match g.outputs[0].shape {
+                crate::graph::OutputShape::Vector(d) => d,
+                _ => 0,
+            };
+            assert_eq!(Some(dim), cfg.num_features, "{name}");
+        }
+    }
 }
