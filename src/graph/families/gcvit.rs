@@ -201,8 +201,8 @@ fn resolve(b: &Builder, cfg: &ModelConfig) -> Result<Cfg> {
         let heads = num_heads[i];
         if win.0 == 0
             || win.1 == 0
-            || feat.0 % win.0 != 0
-            || feat.1 % win.1 != 0
+            || !feat.0.is_multiple_of(win.0)
+            || !feat.1.is_multiple_of(win.1)
             || heads == 0
             || dim == 0
             || !dim.is_multiple_of(heads)

@@ -464,8 +464,7 @@ fn ntb(b: &mut Builder, x: &Value, blk: &Block, sr: usize, c: &Cfg) -> Result<Va
                     ("strides", Attr::Ints(vec![r])),
                 ],
             );
-            let p = layers::transpose(s, &p, &[0, 2, 1]);
-            p
+            layers::transpose(s, &p, &[0, 2, 1])
         } else {
             t.clone()
         };
