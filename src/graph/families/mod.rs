@@ -15,8 +15,10 @@ pub mod efficientvit_msra;
 pub mod eva;
 pub mod fasternet;
 pub mod fastvit;
+pub mod gcvit;
 pub mod ghostnet;
 pub mod hgnet;
+pub mod hiera;
 pub mod hrnet;
 pub mod inception_next;
 pub mod inception_resnet_v2;
@@ -27,8 +29,10 @@ pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
+pub mod nextvit;
 pub mod nfnet;
 pub mod pvt_v2;
+pub mod rdnet;
 pub mod regnet;
 pub mod repvit;
 pub mod res2net;
@@ -111,4 +115,8 @@ pub static ALL: &[&Family] = &[
     &mambaout::FAMILY,
     &starnet::FAMILY,
     &fasternet::FAMILY,
+    &hiera::FAMILY,
+    &gcvit::FAMILY,
+    &rdnet::FAMILY,
+    &nextvit::FAMILY,
 ];

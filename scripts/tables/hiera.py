@@ -1,0 +1,2 @@
+"""timm modules of the `hiera` family (src/graph/families/hiera.rs)."""
+MODULES = ['hiera']

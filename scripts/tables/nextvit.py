@@ -1,0 +1,2 @@
+"""timm modules of the `nextvit` family (src/graph/families/nextvit.rs)."""
+MODULES = ['nextvit']

@@ -1,0 +1,2 @@
+"""timm modules of the `rdnet` family (src/graph/families/rdnet.rs)."""
+MODULES = ['rdnet']
