@@ -6,6 +6,7 @@
 mod common;
 
 mod beit;
+mod byoanet;
 mod byobnet;
 mod cait;
 mod convmixer;
@@ -32,6 +33,7 @@ mod mambaout;
 mod maxxvit;
 mod metaformer;
 mod mlp_mixer;
+mod mobilevit;
 mod nfnet;
 mod pvt_v2;
 mod regnet;
