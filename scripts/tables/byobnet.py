@@ -1,4 +1,6 @@
-"""timm modules of the `byobnet` family (src/graph/families/byobnet.rs).
+"""timm modules of the `byobnet` family (src/graph/families/byobnet.rs): byobnet.py and the two
+modules whose entrypoints build its `ByobNet` from their own `ByoModelCfg`s, byoanet.py
+(self-attention blocks) and mobilevit.py (the `mobilevit` / `mobilevit2` blocks it registers).
 
 byobnet.py's entrypoints pass a `ByoModelCfg` dataclass as `model_cfg`; `ByobNet.__init__` overlays
 any other keyword argument onto it (`replace(cfg, **kwargs)`), so its fields are written as the
@@ -13,7 +15,7 @@ import dataclasses
 
 import gen_tables
 
-MODULES = ['byobnet']
+MODULES = ['byobnet', 'byoanet', 'mobilevit']
 
 
 def _group_size(gs):

@@ -6,6 +6,7 @@
 mod common;
 
 mod beit;
+mod byoanet;
 mod byobnet;
 mod cait;
 mod convmixer;
@@ -35,6 +36,7 @@ mod maxxvit;
 mod metaformer;
 mod mlp_mixer;
 mod nextvit;
+mod mobilevit;
 mod nfnet;
 mod pvt_v2;
 mod rdnet;

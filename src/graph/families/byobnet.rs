@@ -1,36 +1,44 @@
-//! timm's `byobnet.py` (Bring-Your-Own-Blocks): GENet (`gernet_*`), RepVGG (`repvgg_*`),
-//! MobileOne (`mobileone_*`), `resnet51q` / `resnet61q`, the `*resnext26ts` / `*resnet33ts` /
-//! `gcresnet*` ResNets, RegNetZ (`regnetz_b16` .. `regnetz_e8`), the CLIP ResNets with the
-//! classifier (`_gap`) or MLP head and `test_byobnet`.
+//! timm's Bring-Your-Own-Blocks networks: `byobnet.py` (GENet `gernet_*`, RepVGG `repvgg_*`,
+//! MobileOne `mobileone_*`, `resnet51q` / `resnet61q`, the `*resnext26ts` / `*resnet33ts` /
+//! `gcresnet*` ResNets, RegNetZ `regnetz_b16` .. `regnetz_e8`, the CLIP ResNets with the
+//! classifier (`_gap`) or MLP head, `test_byobnet`), and the two modules built on its
+//! `ByobNet` class, whose configs and block types it shares: `byoanet.py` (the `self_attn`
+//! block with `BottleneckAttn`, `HaloAttn` or `LambdaLayer`: `botnet*`, `halonet*`,
+//! `lambda_resnet*`, ...) and `mobilevit.py` (its registered `mobilevit` / `mobilevit2` blocks:
+//! `mobilevit_*`, `mobilevitv2_*`). One table covers the three modules.
 //!
 //! A model is a `ByoModelCfg`: a stem and stages of `ByoBlockCfg`s (the generated table writes
 //! one block per entry); config.json's `model_args` overlay its fields as `replace(cfg, **kwargs)`
 //! does. RepVGG and MobileOne weights are stored unfused (timm's training-time branches): every
-//! branch is folded into one conv at load, as `reparameterize_model` does. Refused with the
-//! reason: EvoNorm (`_evos`), the attention-pool heads of the CLIP models, the `bat` attention and
-//! byoanet's self-attention blocks.
-
+//! branch is folded into one conv at load, as `reparameterize_model` does. The fixed-size
+//! self-attention layers (`BottleneckAttn`, `LambdaLayer` with `r=None`) take their size from
+//! their relative-position weights, else from `img_size`; MobileViT transformers' widths and
+//! depths come from the weights where they hold them. Refused with the reason: EvoNorm (`_evos`),
+//! the attention-pool heads of the CLIP models and the `bat` attention.
 use serde_json::{Map, Value as Json};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::{self, Args};
+use crate::graph::layers::attention::{attention, AttnCfg, Hooks};
 use crate::graph::layers::heads::{fc, norm_mlp_head};
+use crate::graph::layers::mlp::{conv_mlp, mlp, MlpCfg};
 use crate::graph::layers::pool::{avg_pool2d_same_s1, global_pool, Pool2d, PoolKind};
 use crate::graph::layers::se::{eca, eca_kernel, global_context, GlobalContextCfg, SqueezeExcite};
 use crate::graph::layers::{
     self, act, conv2d, conv_norm_act, make_divisible, py_round, Conv, Norm,
 };
+use crate::graph::spatial::Step;
 use crate::graph::tables::Table;
 use crate::graph::transforms::{fold_bn, identity_branch, sum_branches, BnStats, Branch};
-use crate::graph::{Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/byobnet.json"));
 
 pub const FAMILY: Family = Family {
     name: "byobnet",
-    examples: "gernet_*, repvgg_*, mobileone_s0..s4, resnet51q, resnet61q, *resnext26ts, *resnet33ts, regnetz_b16..e8, resnet*_clip_gap, resnet50_mlp, test_byobnet",
+    examples: "gernet_*, repvgg_*, mobileone_s0..s4, resnet51q, resnet61q, *resnext26ts, *resnet33ts, regnetz_b16..e8, resnet*_clip_gap, resnet50_mlp, test_byobnet, botnet*, halonet*, lambda_resnet*, mobilevit_*, mobilevitv2_*",
     matches: |arch| TABLE.contains(arch),
     build,
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
@@ -60,13 +68,10 @@ timm_args! {
         attn_layer: Option<String> = None,
         attn_kwargs: Json = Json::Null,
         self_attn_layer: Option<String> = None,
-        /// Read so config.json may carry it; self-attention blocks are refused.
-        #[allow(dead_code)]
         self_attn_kwargs: Json = Json::Null,
         block_kwargs: Json = Json::Null,
         output_stride: usize = 32,
-        /// Read so config.json may carry it; no effect on an inference graph.
-        #[allow(dead_code)]
+        /// The feature size of the fixed-size self-attention layers (`feat_size`).
         img_size: Json = Json::Null,
         /// Read so config.json may carry it; no effect on an inference graph.
         #[allow(dead_code)]
@@ -84,6 +89,58 @@ timm_args! {
         attn_last: Option<bool> = None,
         num_conv_branches: usize = 1,
         inference_mode: bool = false,
+        /// `SelfAttnBlock`'s norm + act after the attention (default true).
+        post_attn_na: Option<bool> = None,
+    }
+}
+
+timm_args! {
+    /// `MobileVitBlock` / `MobileVitV2Block` arguments `block_kwargs` may set (`num_heads` and
+    /// `no_fusion` are v1's; v2 swallows them as timm's `**kwargs` does).
+    struct MobileVitKwargs {
+        kernel_size: usize = 3,
+        mlp_ratio: f64 = 2.0,
+        transformer_dim: Option<usize> = None,
+        transformer_depth: usize = 2,
+        patch_size: usize = 8,
+        num_heads: usize = 4,
+        no_fusion: bool = false,
+    }
+}
+
+timm_args! {
+    /// `BottleneckAttn`'s kwargs (`self_attn_kwargs`).
+    struct BottleneckKwargs {
+        num_heads: usize = 4,
+        dim_head: Option<usize> = None,
+        qk_ratio: f64 = 1.0,
+        qkv_bias: bool = false,
+        scale_pos_embed: bool = false,
+    }
+}
+
+timm_args! {
+    /// `HaloAttn`'s kwargs.
+    struct HaloKwargs {
+        num_heads: usize = 8,
+        dim_head: Option<usize> = None,
+        block_size: usize = 8,
+        halo_size: usize = 3,
+        qk_ratio: f64 = 1.0,
+        qkv_bias: bool = false,
+        avg_down: bool = false,
+        scale_pos_embed: bool = false,
+    }
+}
+
+timm_args! {
+    /// `LambdaLayer`'s kwargs.
+    struct LambdaKwargs {
+        num_heads: usize = 4,
+        dim_head: Option<usize> = Some(16),
+        r: Option<usize> = Some(9),
+        qk_ratio: f64 = 1.0,
+        qkv_bias: bool = false,
     }
 }
 
@@ -131,6 +188,8 @@ struct Layers {
     downsample: Downsample,
     aa: bool,
     attn: Option<Attn>,
+    /// `self_attn`: the layer name and its kwargs, resolved per block (they depend on its width).
+    self_attn: Option<(String, Map<String, Json>)>,
 }
 
 /// One block of a stage, as `create_byob_stages` resolves it.
@@ -143,6 +202,8 @@ struct BlockCfg {
     br: f64,
     layers: Layers,
     kw: BlockKwargs,
+    /// The MobileViT blocks' arguments.
+    mvit: Option<MobileVitKwargs>,
 }
 
 /// `ByoBlockCfg.gs`: a group size, or RepVGG's `chs // groups` on every second block.
@@ -201,12 +262,6 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
             "the attention-pool heads of the CLIP ResNets are not implemented (the `_gap` variants are)",
         ));
     }
-    if r.self_attn_layer.is_some() {
-        return Err(a.unsupported(
-            "self_attn_layer",
-            "self-attention blocks are byoanet's (not part of this family)",
-        ));
-    }
     let output_stride = match b.output_stride().unwrap_or(r.output_stride) {
         os @ (8 | 16 | 32) => os,
         os => {
@@ -226,6 +281,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         downsample,
         aa: r.aa_layer.as_deref().is_some_and(|s| !s.is_empty()),
         attn: resolve_attn(&a, r.attn_layer.as_deref(), r.attn_kwargs.as_object())?,
+        self_attn: resolve_self_attn(r.self_attn_layer.as_deref(), &r.self_attn_kwargs),
     };
     if let Some(aa) = r.aa_layer.as_deref().filter(|s| !s.is_empty()) {
         if !matches!(
@@ -268,6 +324,24 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let Some(mut prev) = taps.pop() else {
         return Err(Error::invalid_model("byobnet stem without output"));
     };
+    // `feat_size`: `img_size` (the pretrained input size for fixed-size models) reduced by the
+    // stem and every stage's first stride, as timm's `reduce_feat_size`.
+    let img_size = match &r.img_size {
+        Json::Null if cfg.pretrained_cfg.fixed_input_size => {
+            let [_, h, w] = cfg.pretrained_cfg.input_size;
+            Some((h, w))
+        }
+        Json::Null => None,
+        Json::Array(v) if v.len() == 2 => Some((
+            json_size(&v[0]).ok_or_else(|| a.unsupported("img_size", "two sizes"))?,
+            json_size(&v[1]).ok_or_else(|| a.unsupported("img_size", "two sizes"))?,
+        )),
+        v => {
+            let n = json_size(v).ok_or_else(|| a.unsupported("img_size", "a size or two"))?;
+            Some((n, n))
+        }
+    };
+    let mut feat = img_size.map(|(h, w)| (h / prev.2, w / prev.2));
 
     // `create_byob_stages`: a stage's first block strides, or dilates past output_stride.
     let (mut net_stride, mut dilation, mut prev_chs) = (prev.2, 1, prev.1);
@@ -293,9 +367,12 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
                 dilation: (first_dilation, dilation),
                 group_size: bc.gs.at(out_chs, j),
             };
-            x = block(&mut s.scope(j), &x, bc, &io)?;
+            x = block(&mut s.scope(j), &x, bc, &io, feat)?;
             first_dilation = dilation;
             prev_chs = io.out_chs;
+            if stride > 1 && j == 0 {
+                feat = feat.map(|(h, w)| (h / stride, w / stride));
+            }
         }
         prev = (x.clone(), prev_chs, net_stride, format!("stages.{i}"));
     }
@@ -502,8 +579,15 @@ fn stem_stack(
 // ---------------------------------------------------------------------------------------------
 // blocks
 
-/// `create_block`: the block types of `_block_registry`.
-fn block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Result<Value> {
+/// `create_block`: the block types of `_block_registry` (with mobilevit.py's `mobilevit` and
+/// `mobilevit2`); `feat` is the self-attention blocks' `feat_size`.
+fn block(
+    b: &mut Builder,
+    x: &Value,
+    bc: &BlockCfg,
+    io: &BlockIo,
+    feat: Option<(usize, usize)>,
+) -> Result<Value> {
     let (l, kw) = (&bc.layers, &bc.kw);
     match bc.kind.as_str() {
         "basic" => basic_block(b, x, bc, io),
@@ -515,8 +599,11 @@ fn block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Result<Valu
             let k = kw.kernel_size;
             mobile_one_block(b, x, io, k, kw.num_conv_branches, l)
         }
+        "self_attn" => self_attn_block(b, x, bc, io, feat),
+        "mobilevit" => mobilevit_block(b, x, bc, io),
+        "mobilevit2" => mobilevit_v2_block(b, x, bc, io),
         t => Err(Error::unsupported(format!(
-            "byobnet block type `{t}` is not implemented natively (self_attn needs byoanet's attention layers)"
+            "byobnet block type `{t}` is not one of timm's (basic, bottle, dark, edge, rep, one, self_attn, mobilevit, mobilevit2)"
         ))),
     }
 }
@@ -621,6 +708,408 @@ fn edge_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Result
     )?;
     let y = attn_at(&mut b.scope("attn_last"), &y, io.out_chs, l, attn_last)?;
     residual(b, x, &y, io, l, bc.kw.linear_out)
+}
+
+/// `SelfAttnBlock`: 1x1 → optional kxk (strided) → self-attention (strided when no kxk) →
+/// norm + act → 1x1, `+ shortcut`, act.
+fn self_attn_block(
+    b: &mut Builder,
+    x: &Value,
+    bc: &BlockCfg,
+    io: &BlockIo,
+    feat: Option<(usize, usize)>,
+) -> Result<Value> {
+    let (l, kw) = (&bc.layers, &bc.kw);
+    let base = if kw.bottle_in { io.in_chs } else { io.out_chs };
+    let mid = make_divisible(base as f64 * bc.br, 8, 0.9);
+    let groups = num_groups(io.group_size, mid)?;
+    let y = cna(
+        &mut b.scope("conv1_1x1"),
+        x,
+        Conv::new(io.in_chs, mid, 1),
+        true,
+        l,
+    )?;
+    let (y, stride) = if kw.extra_conv {
+        let c = Conv::new(mid, mid, kw.kernel_size)
+            .stride(io.stride)
+            .dilation(io.dilation.0)
+            .groups(groups);
+        (cna(&mut b.scope("conv2_kxk"), &y, c, true, l)?, 1)
+    } else {
+        (y, io.stride)
+    };
+    let y = self_attn(&mut b.scope("self_attn"), &y, mid, stride, feat, l)?;
+    let y = if kw.post_attn_na.unwrap_or(true) {
+        let s = &mut b.scope("post_attn");
+        let y = layers::batch_norm(s, &y, mid, 1e-5)?;
+        act(s, &l.act, &y)?
+    } else {
+        y
+    };
+    let y = cna(
+        &mut b.scope("conv3_1x1"),
+        &y,
+        Conv::new(mid, io.out_chs, 1),
+        false,
+        l,
+    )?;
+    residual(b, x, &y, io, l, kw.linear_out)
+}
+
+/// `layers.self_attn(dim, stride=..., feat_size=...)`: `bottleneck`, `halo` or `lambda`.
+fn self_attn(
+    b: &mut Builder,
+    x: &Value,
+    dim: usize,
+    stride: usize,
+    feat: Option<(usize, usize)>,
+    l: &Layers,
+) -> Result<Value> {
+    use crate::graph::layers::{bottleneck_attn, halo_attn, lambda_layer};
+    let Some((name, kwargs)) = &l.self_attn else {
+        return Err(Error::invalid_model(
+            "byobnet self_attn block without a self_attn_layer",
+        ));
+    };
+    let ka = Args::new("self_attn_kwargs", None, kwargs);
+    // The size the fixed-size layers were trained at comes from their weights when present.
+    let from_weights = |b: &Builder, key: &str| {
+        b.weight_shape(key)
+            .filter(|s| s.len() >= 2)
+            .map(|s| (s[0].div_ceil(2), s[1].div_ceil(2)))
+    };
+    match name.as_str() {
+        "bottleneck" | "bottleneck_attn" => {
+            let k = BottleneckKwargs::read(&ka)?;
+            let fh = b
+                .weight_shape("pos_embed.height_rel")
+                .map(|s| s[0].div_ceil(2));
+            let fw = b
+                .weight_shape("pos_embed.width_rel")
+                .map(|s| s[0].div_ceil(2));
+            let size = match (fh, fw) {
+                (Some(h), Some(w)) => (h, w),
+                _ => fixed_feat(b, x, feat)?,
+            };
+            check_feat(b, x, size, "BottleneckAttn")?;
+            let c = bottleneck_attn::BottleneckAttnCfg::new(
+                dim,
+                None,
+                size,
+                stride,
+                k.num_heads,
+                k.dim_head,
+                k.qk_ratio,
+                k.qkv_bias,
+                k.scale_pos_embed,
+            )?;
+            bottleneck_attn::bottleneck_attn(b, x, &c)
+        }
+        "halo" | "halo_attn" => {
+            let k = HaloKwargs::read(&ka)?;
+            // timm asserts the map is made of whole blocks; say so before ONNX Runtime does.
+            let (h, w) = b.nominal_hw();
+            if let Some((Some(fh), Some(fw))) = b.spatial(x).map(|s| (s.eval(h), s.eval(w))) {
+                if k.block_size > 0 && (fh % k.block_size != 0 || fw % k.block_size != 0) {
+                    return Err(Error::invalid_argument(format!(
+                        "HaloAttn takes maps made of {0}x{0} blocks, but a {h}x{w} input gives \
+                         {fh}x{fw}",
+                        k.block_size
+                    )));
+                }
+            }
+            let c = halo_attn::HaloAttnCfg::new(
+                dim,
+                None,
+                stride,
+                k.num_heads,
+                k.dim_head,
+                k.block_size,
+                k.halo_size,
+                k.qk_ratio,
+                k.qkv_bias,
+                k.avg_down,
+                k.scale_pos_embed,
+            )?;
+            halo_attn::halo_attn(b, x, &c)
+        }
+        "lambda" | "lambda_layer" => {
+            let k = LambdaKwargs::read(&ka)?;
+            let size = if k.r.is_some() {
+                None
+            } else {
+                let size = match from_weights(b, "pos_emb") {
+                    Some(s) => s,
+                    None => fixed_feat(b, x, feat)?,
+                };
+                check_feat(b, x, size, "LambdaLayer")?;
+                Some(size)
+            };
+            let c = lambda_layer::LambdaCfg::new(
+                dim,
+                None,
+                size,
+                stride,
+                k.num_heads,
+                k.dim_head,
+                k.r,
+                k.qk_ratio,
+                k.qkv_bias,
+            )?;
+            lambda_layer::lambda_layer(b, x, &c)
+        }
+        other => Err(Error::unsupported(format!(
+            "self_attn_layer `{other}` is not implemented natively (bottleneck, halo, lambda are)"
+        ))),
+    }
+}
+
+/// `feat_size` of a fixed-size layer built without weights: timm's (from `img_size`), else
+/// the map this input size gives.
+fn fixed_feat(b: &Builder, x: &Value, feat: Option<(usize, usize)>) -> Result<(usize, usize)> {
+    if let Some(f) = feat {
+        return Ok(f);
+    }
+    let (h, w) = b.nominal_hw();
+    match b.spatial(x).map(|s| (s.eval(h), s.eval(w))) {
+        Some((Some(fh), Some(fw))) => Ok((fh, fw)),
+        _ => Err(Error::invalid_model(
+            "a fixed-size self-attention layer needs img_size",
+        )),
+    }
+}
+
+/// A fixed-size layer's map must be its size at the input size the graph is built for.
+fn check_feat(b: &Builder, x: &Value, size: (usize, usize), what: &str) -> Result<()> {
+    let (h, w) = b.nominal_hw();
+    if let Some((Some(fh), Some(fw))) = b.spatial(x).map(|s| (s.eval(h), s.eval(w))) {
+        if (fh, fw) != size {
+            return Err(Error::invalid_argument(format!(
+                "{what} is built for a {}x{} feature map, but a {h}x{w} input gives {fh}x{fw} \
+                 (this model takes a fixed input size)",
+                size.0, size.1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A MobileViT block's transformer width, depth and MLP width: from the weights where they
+/// hold them (`conv_1x1`, `transformer.<i>`, `mlp.fc1`), else from its arguments.
+fn transformer_dims(
+    b: &Builder,
+    m: &MobileVitKwargs,
+    br: f64,
+    in_chs: usize,
+) -> (usize, usize, usize) {
+    let dim = b
+        .weight_shape("conv_1x1.weight")
+        .map(|s| s[0])
+        .or(m.transformer_dim)
+        .unwrap_or_else(|| make_divisible(br * in_chs as f64, 8, 0.9));
+    let depth = if b.weights().is_some() {
+        (0..)
+            .take_while(|i| b.has_module(&format!("transformer.{i}")))
+            .count()
+    } else {
+        m.transformer_depth
+    };
+    let hidden = b
+        .weight_shape("transformer.0.mlp.fc1.weight")
+        .map(|s| s[0])
+        .unwrap_or((dim as f64 * m.mlp_ratio) as usize);
+    (dim, depth, hidden)
+}
+
+/// The MobileViT kwargs of a `mobilevit` / `mobilevit2` block.
+fn mvit_kwargs(bc: &BlockCfg) -> Result<&MobileVitKwargs> {
+    bc.mvit
+        .as_ref()
+        .ok_or_else(|| Error::invalid_model("MobileViT block without its block_kwargs"))
+}
+
+/// The MobileViT blocks' patch size `p`: `[N, C, H, W]` (H, W multiples of `p`) as
+/// SpaceToDepth's `[N, p²·C, H/p, W/p]`, channel `(pixel in patch, c)`, timm's unfold order.
+fn patches(b: &mut Builder, x: &Value, p: usize) -> Value {
+    b.op(
+        "SpaceToDepth",
+        &[x],
+        vec![("blocksize", Attr::Int(p as i64))],
+    )
+}
+
+/// The inverse of [`patches`].
+fn unpatch(b: &mut Builder, x: &Value, p: usize) -> Value {
+    b.op(
+        "DepthToSpace",
+        &[x],
+        vec![
+            ("blocksize", Attr::Int(p as i64)),
+            ("mode", Attr::Str("DCR".into())),
+        ],
+    )
+}
+
+/// `F.interpolate(x, size, mode='bilinear')` to the size of `like` (or `H, W` rounded up to
+/// multiples of `p` when `like` is None); the identity when the sizes already agree.
+fn resize_bilinear(
+    b: &mut Builder,
+    x: &Value,
+    like: Option<&Value>,
+    p: usize,
+    align_corners: bool,
+) -> Value {
+    let sizes = match like {
+        Some(l) => b.op("Shape", &[l], vec![]),
+        None => {
+            let shape = b.op("Shape", &[x], vec![]);
+            let lead = layers::slice(b, &shape, 0, 0, 2);
+            let hw = layers::slice(b, &shape, 0, 2, 4);
+            let pp = b.ints(&[p as i64, p as i64]);
+            let pm1 = b.ints(&[p as i64 - 1, p as i64 - 1]);
+            let up = b.op("Add", &[&hw, &pm1], vec![]);
+            let n = b.op("Div", &[&up, &pp], vec![]);
+            let hw = b.op("Mul", &[&n, &pp], vec![]);
+            layers::concat(b, &[&lead, &hw], 0)
+        }
+    };
+    let none = b.none();
+    let mode = if align_corners {
+        "align_corners"
+    } else {
+        "half_pixel"
+    };
+    b.op(
+        "Resize",
+        &[x, &none, &none, &sizes],
+        vec![
+            ("mode", Attr::Str("linear".into())),
+            ("coordinate_transformation_mode", Attr::Str(mode.into())),
+        ],
+    )
+}
+
+/// `MobileVitBlock`: kxk → 1x1 → transformer over patches (timm's ViT `Block`s, then `norm`)
+/// → 1x1 `conv_proj` → kxk `conv_fusion` of the input and the result.
+fn mobilevit_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Result<Value> {
+    let (l, m) = (&bc.layers, mvit_kwargs(bc)?);
+    let groups = num_groups(io.group_size, io.in_chs)?;
+    let (dim, depth, hidden) = transformer_dims(b, m, bc.br, io.in_chs);
+    let c = Conv::new(io.in_chs, io.in_chs, m.kernel_size)
+        .stride(io.stride)
+        .groups(groups)
+        .dilation(io.dilation.0);
+    let y = cna(&mut b.scope("conv_kxk"), x, c, true, l)?;
+    let y = conv2d(&mut b.scope("conv_1x1"), &y, Conv::new(io.in_chs, dim, 1))?;
+    let spatial = b.spatial(&y).cloned();
+    let p = m.patch_size;
+    // A side that is not a multiple of the patch is resized up and back, as timm does.
+    let r = resize_bilinear(b, &y, None, p, false);
+    let pt = patches(b, &r, p); // [B, P·C, nh, nw]
+    let pp = (p * p) as i64;
+    let t = layers::reshape(b, &pt, &[0, pp, dim as i64, -1]);
+    let t4 = layers::transpose(b, &t, &[0, 1, 3, 2]); // [B, P, N, C]
+    let t4_shape = b.op("Shape", &[&t4], vec![]);
+    let t = layers::flatten(b, &t4, 2);
+    let mut t = layers::reshape(b, &t, &[0, -1, dim as i64]); // [B·P, N, C]
+    let mut tr = b.scope("transformer");
+    for i in 0..depth {
+        let s = &mut tr.scope(i);
+        let n = layers::layer_norm(&mut s.scope("norm1"), &t, dim, 1e-5)?;
+        let mut ac = AttnCfg::new(dim, m.num_heads);
+        ac.qkv_bias = true;
+        let a = attention(&mut s.scope("attn"), &n, &ac, &Hooks::default())?;
+        t = layers::add(s, &t, &a);
+        let n = layers::layer_norm(&mut s.scope("norm2"), &t, dim, 1e-5)?;
+        let f = mlp(&mut s.scope("mlp"), &n, &MlpCfg::new(dim, hidden, &l.act))?;
+        t = layers::add(s, &t, &f);
+    }
+    drop(tr);
+    let t = layers::layer_norm(&mut b.scope("norm"), &t, dim, 1e-5)?;
+    let t = b.op("Reshape", &[&t, &t4_shape], vec![]);
+    let t = layers::transpose(b, &t, &[0, 1, 3, 2]);
+    let pt_shape = b.op("Shape", &[&pt], vec![]);
+    let t = b.op("Reshape", &[&t, &pt_shape], vec![]);
+    let y2 = unpatch(b, &t, p);
+    let y2 = resize_bilinear(b, &y2, Some(&y), p, false);
+    if let Some(s) = spatial {
+        b.assign_spatial(&y2, s);
+    }
+    let c = Conv::new(dim, io.out_chs, 1);
+    let y2 = cna(&mut b.scope("conv_proj"), &y2, c, true, l)?;
+    if m.no_fusion {
+        return Ok(y2);
+    }
+    let cat = layers::concat(b, &[x, &y2], 1);
+    if let Some(s) = b.spatial(x).cloned() {
+        b.assign_spatial(&cat, s);
+    }
+    let c = Conv::new(io.in_chs + io.out_chs, io.out_chs, m.kernel_size);
+    cna(&mut b.scope("conv_fusion"), &cat, c, true, l)
+}
+
+/// `MobileVitV2Block`: (input resized to patch multiples) depthwise kxk → 1x1 →
+/// `LinearTransformerBlock`s on `[B, C, P, N]` with GroupNorm1 → `norm` → 1x1 `conv_proj`.
+fn mobilevit_v2_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> Result<Value> {
+    let (l, m) = (&bc.layers, mvit_kwargs(bc)?);
+    let groups = num_groups(io.group_size, io.in_chs)?;
+    let (dim, depth, hidden) = transformer_dims(b, m, bc.br, io.in_chs);
+    let p = m.patch_size;
+    let spatial = b.spatial(x).cloned();
+    let xr = resize_bilinear(b, x, None, p, true);
+    if let Some(s) = &spatial {
+        let s = s
+            .then(Step::Same { stride: p })
+            .then(Step::Up { factor: p });
+        b.assign_spatial(&xr, s);
+    }
+    let c = Conv::new(io.in_chs, io.in_chs, m.kernel_size)
+        .groups(groups)
+        .dilation(io.dilation.0);
+    let y = cna(&mut b.scope("conv_kxk"), &xr, c, true, l)?;
+    let y = conv2d(&mut b.scope("conv_1x1"), &y, Conv::new(io.in_chs, dim, 1))?;
+    let spatial = b.spatial(&y).cloned();
+    let pt = patches(b, &y, p);
+    let pp = (p * p) as i64;
+    let t = layers::reshape(b, &pt, &[0, pp, dim as i64, -1]);
+    let mut t = layers::transpose(b, &t, &[0, 2, 1, 3]); // [B, C, P, N]
+    let mut tr = b.scope("transformer");
+    for i in 0..depth {
+        let s = &mut tr.scope(i);
+        let n = layers::group_norm(&mut s.scope("norm1"), &t, 1, dim, 1e-5)?;
+        let a = linear_self_attention(&mut s.scope("attn"), &n, dim)?;
+        t = layers::add(s, &t, &a);
+        let n = layers::group_norm(&mut s.scope("norm2"), &t, 1, dim, 1e-5)?;
+        let f = conv_mlp(&mut s.scope("mlp"), &n, &MlpCfg::new(dim, hidden, &l.act))?;
+        t = layers::add(s, &t, &f);
+    }
+    drop(tr);
+    let t = layers::group_norm(&mut b.scope("norm"), &t, 1, dim, 1e-5)?;
+    let t = layers::transpose(b, &t, &[0, 2, 1, 3]);
+    let pt_shape = b.op("Shape", &[&pt], vec![]);
+    let t = b.op("Reshape", &[&t, &pt_shape], vec![]);
+    let y = unpatch(b, &t, p);
+    if let Some(s) = spatial {
+        b.assign_spatial(&y, s);
+    }
+    let c = Conv::new(dim, io.out_chs, 1);
+    cna(&mut b.scope("conv_proj"), &y, c, false, l)
+}
+
+/// MobileViTv2's `LinearSelfAttention` on `[B, C, P, N]`: one context score per patch pixel
+/// (softmax over the patches), a context vector, `relu(value) * context`, `out_proj`.
+fn linear_self_attention(b: &mut Builder, x: &Value, dim: usize) -> Result<Value> {
+    let pw = |i, o| Conv::new(i, o, 1).bias(true);
+    let qkv = conv2d(&mut b.scope("qkv_proj"), x, pw(dim, 1 + 2 * dim))?;
+    let parts = layers::split(b, &qkv, 1, &[1, dim, dim]);
+    let scores = b.op("Softmax", &[&parts[0]], vec![("axis", Attr::Int(-1))]);
+    let kv = layers::mul(b, &parts[1], &scores);
+    let ax = b.ints(&[-1]);
+    let ctx = b.op("ReduceSum", &[&kv, &ax], vec![("keepdims", Attr::Int(1))]);
+    let v = b.op("Relu", &[&parts[2]], vec![]);
+    let y = layers::mul(b, &v, &ctx);
+    conv2d(&mut b.scope("out_proj"), &y, pw(dim, dim))
 }
 
 /// The end of the residual blocks: `+ shortcut` (none when `downsample=''` and the shape
@@ -906,14 +1395,22 @@ fn resolve_blocks(a: &Args, r: &ByobArgs, model: &Layers) -> Result<Vec<Vec<Bloc
                     resolve_attn(a, name, kw)?
                 };
             }
-            if blk
-                .self_attn_layer
-                .as_deref()
-                .is_some_and(|s| !s.is_empty())
-            {
-                return Err(bad(
-                    "self-attention blocks are byoanet's (not part of this family)",
-                ));
+            // `update_block_kwargs`: block-level kwargs replace the model's, not merge.
+            if blk.self_attn_layer.is_some() || !blk.self_attn_kwargs.is_null() {
+                layers.self_attn = if blk.self_attn_layer.as_deref() == Some("") {
+                    None
+                } else {
+                    let kw = if blk.self_attn_kwargs.is_null() {
+                        &r.self_attn_kwargs
+                    } else {
+                        &blk.self_attn_kwargs
+                    };
+                    let name = blk
+                        .self_attn_layer
+                        .as_deref()
+                        .or(r.self_attn_layer.as_deref());
+                    resolve_self_attn(name, kw)
+                };
             }
             let empty = Map::new();
             let kw = blk
@@ -921,7 +1418,23 @@ fn resolve_blocks(a: &Args, r: &ByobArgs, model: &Layers) -> Result<Vec<Vec<Bloc
                 .as_object()
                 .or(r.block_kwargs.as_object())
                 .unwrap_or(&empty);
-            let kw = BlockKwargs::read(&Args::new(a.arch(), None, kw))?;
+            let kw_args = Args::new(a.arch(), None, kw);
+            let (kw, mvit) = if kind.starts_with("mobilevit") {
+                let m = MobileVitKwargs::read(&kw_args)?;
+                let base = BlockKwargs::read(&Args::new(a.arch(), None, &empty))?;
+                (
+                    BlockKwargs {
+                        kernel_size: m.kernel_size,
+                        ..base
+                    },
+                    Some(m),
+                )
+            } else {
+                (BlockKwargs::read(&kw_args)?, None)
+            };
+            if kw.post_attn_na.is_some() && kind != "self_attn" {
+                return Err(bad("post_attn_na is a self_attn block argument"));
+            }
             if kw.inference_mode && !matches!(kind.as_str(), "rep" | "one") {
                 return Err(bad("inference_mode is a RepVGG / MobileOne argument"));
             }
@@ -945,6 +1458,7 @@ fn resolve_blocks(a: &Args, r: &ByobArgs, model: &Layers) -> Result<Vec<Vec<Bloc
                 br: blk.br,
                 layers,
                 kw,
+                mvit,
             };
             blocks.extend(std::iter::repeat_n(cfg, blk.d));
         }
@@ -967,9 +1481,23 @@ timm_args! {
         attn_layer: Option<String> = None,
         attn_kwargs: Json = Json::Null,
         self_attn_layer: Option<String> = None,
-        /// Read so config.json may carry it; self-attention blocks are refused.
-        #[allow(dead_code)]
         self_attn_kwargs: Json = Json::Null,
         block_kwargs: Json = Json::Null,
     }
+}
+
+/// `get_attn(name)` of a self-attention layer with its kwargs (checked when a block uses it).
+fn resolve_self_attn(name: Option<&str>, kwargs: &Json) -> Option<(String, Map<String, Json>)> {
+    let name = name.filter(|n| !n.is_empty())?;
+    Some((
+        name.to_string(),
+        kwargs.as_object().cloned().unwrap_or_default(),
+    ))
+}
+
+/// A size in `img_size`.
+fn json_size(v: &Json) -> Option<usize> {
+    v.as_u64()
+        .filter(|&n| n > 0 && n <= args::MAX_INT)
+        .map(|n| n as usize)
 }

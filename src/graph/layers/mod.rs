@@ -5,10 +5,13 @@
 pub mod act;
 pub mod adaptive_pool;
 pub mod attention;
+pub mod bottleneck_attn;
 pub mod classifier;
 pub mod conv;
 pub mod grid_window;
+pub mod halo_attn;
 pub mod heads;
+pub mod lambda_layer;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
