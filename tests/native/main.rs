@@ -11,6 +11,7 @@ mod cait;
 mod convmixer;
 mod convnext;
 mod cspnet;
+mod davit;
 mod densenet;
 mod dla;
 mod dpn;

@@ -6,6 +6,7 @@ pub mod cait;
 pub mod convmixer;
 pub mod convnext;
 pub mod cspnet;
+pub mod davit;
 pub mod densenet;
 pub mod dla;
 pub mod dpn;
@@ -111,4 +112,5 @@ pub static ALL: &[&Family] = &[
     &mambaout::FAMILY,
     &starnet::FAMILY,
     &fasternet::FAMILY,
+    &davit::FAMILY,
 ];
