@@ -21,6 +21,7 @@ mod effnet;
 mod eva;
 mod fasternet;
 mod fastvit;
+mod focalnet;
 mod ghostnet;
 mod hgnet;
 mod hrnet;

@@ -16,6 +16,7 @@ pub mod efficientvit_msra;
 pub mod eva;
 pub mod fasternet;
 pub mod fastvit;
+pub mod focalnet;
 pub mod ghostnet;
 pub mod hgnet;
 pub mod hrnet;
@@ -113,4 +114,5 @@ pub static ALL: &[&Family] = &[
     &starnet::FAMILY,
     &fasternet::FAMILY,
     &davit::FAMILY,
+    &focalnet::FAMILY,
 ];
