@@ -36,6 +36,21 @@ fn feature_info_is_timms_four_stages() {
     assert_eq!(m.feature_info(), want);
 }
 
+#[test]
+fn reported_map_shapes_follow_the_padded_stem_and_downsamples() {
+    // 30x38: the stem pads to 32x40 (8x10), each downsample halves rounding up.
+    let f = fixture("davit_tiny-small");
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let want = [[1, 8, 8, 10], [1, 8, 4, 5], [1, 8, 2, 3], [1, 16, 1, 2]];
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(
+            m.output_shape(i, &[1, 3, 30, 38]).unwrap(),
+            w.to_vec(),
+            "map {i}"
+        );
+    }
+}
+
 fn create_err(name: &str, options: &[(&str, &str)]) -> CError {
     let mut opts = vec![("graph", "native")];
     opts.extend_from_slice(options);
