@@ -19,7 +19,8 @@ fn every_davit_fixture_matches_timm_natively() {
 
 #[test]
 fn feature_maps_match_timms_features_only() {
-    // Every stage and [1, -1] of the padded-window model; every stage of the Florence-2 tower.
+    // Every stage and [1, -1] of the padded-window model; every stage of the Florence-2 tower
+    // at another input size than its config's (windows padded for that size).
     assert_eq!(check_feature_maps(&fixture("davit_tiny-small"), TOL), 2);
     assert_eq!(check_feature_maps(&fixture("davit_base_fl-small"), TOL), 1);
 }
@@ -37,7 +38,7 @@ fn feature_info_is_timms_four_stages() {
 }
 
 #[test]
-fn reported_map_shapes_follow_the_padded_stem_and_downsamples() {
+fn map_shapes_follow_the_padded_stem_and_downsamples_at_any_size() {
     // 30x38: the stem pads to 32x40 (8x10), each downsample halves rounding up.
     let f = fixture("davit_tiny-small");
     let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
@@ -66,9 +67,6 @@ fn requests_timm_cannot_serve_are_refused() {
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
     // DaViT has no dilated stages.
     let e = create_err("davit_tiny-small", &[fm, ("output_stride", "16")]);
-    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    // Window padding and the V2 scale are built for one input size.
-    let e = create_err("davit_tiny-small", &[("dynamic_img_size", "true")]);
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
 }
 

@@ -9,8 +9,8 @@
 //! depthwise `ConvPosEnc` before the attention and before the MLP. The head is timm's
 //! `NormMlpClassifierHead` (pool, norm, fc) or, with `head_norm_first`, `norm_pre` + pool + fc.
 //!
-//! The zero padding to whole windows and `ChannelAttentionV2`'s `N^-0.5` scale depend on the
-//! map size, so the graph is built for one input size (`any_size: false`).
+//! Any input size, as timm's: the zero padding to whole windows and `ChannelAttentionV2`'s
+//! `N^-0.5` scale are computed in the graph from the map's shape.
 //!
 //! Feature maps: every stage (`stages.<i>`, NCHW, no final norm), as timm's `features_only`.
 
@@ -21,9 +21,9 @@ use crate::graph::layers::attention::{attention, AttnCfg, Hooks};
 use crate::graph::layers::heads::{classifier_head, norm_mlp_head};
 use crate::graph::layers::mlp::{linear, mlp, MlpCfg};
 use crate::graph::layers::pool::PoolKind;
-use crate::graph::layers::window::{pad_hw_end, window_partition, window_reverse};
 use crate::graph::layers::{
-    act, add, conv2d, nchw_to_tokens, reshape, slice, split, transpose, Conv, Norm, Pad,
+    act, add, concat, conv2d, mul, nchw_to_nhwc, nhwc_to_nchw, reshape, scale, split, transpose,
+    Conv, Norm, Pad,
 };
 use crate::graph::spatial::{Spatial, Step};
 use crate::graph::tables::Table;
@@ -38,7 +38,7 @@ pub const FAMILY: Family = Family {
     matches: |arch| TABLE.contains(arch),
     build,
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
-    any_size: false,
+    any_size: true,
 };
 
 timm_args! {
@@ -99,32 +99,31 @@ struct Cfg {
 
 fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let c = resolve(b, cfg)?;
-    let (h, w) = b.image_size();
     let in_chans = cfg.pretrained_cfg.input_size[0];
     let input = b.input();
-    // Stem: F.pad to a multiple of 4 at the bottom / right, then the 7×7 stride-4 conv (pad 3):
-    // one conv with the extra zeros in its end pads.
-    let mut hw = (h.div_ceil(4), w.div_ceil(4));
-    let mut spatial = Spatial::input().then(Step::Same { stride: 4 });
+    // Stem: timm's F.pad to a multiple of 4 at the bottom / right only adds zeros where the 7×7
+    // stride-4 conv's own pad of 3 already reads zeros: the same ⌈H/4⌉ map, the same values.
     let mut x = {
         let mut s = b.scope("stem");
-        let (pb, pr) = (h.next_multiple_of(4) - h, w.next_multiple_of(4) - w);
         let conv = Conv::new(in_chans, c.dims[0], 7)
             .stride(4)
-            .pad(Pad::Explicit(3, 3, 3 + pb, 3 + pr))
+            .pad(Pad::Sym(3))
             .bias(true)
             .init(Init::DefaultUniform);
         let y = conv2d(&mut s.scope("conv"), &input, conv)?;
         let y = c.norm.apply_2d(&mut s.scope("norm"), &y, c.dims[0])?;
         y
     };
+    let (h, w) = b.nominal_hw();
+    let mut hw = (h.div_ceil(4), w.div_ceil(4));
+    let mut spatial = Spatial::input().then(Step::Same { stride: 4 });
     let mut prev = c.dims[0];
     for i in 0..c.depths.len() {
         let mut stages = b.scope("stages");
         let s = &mut stages.scope(i);
         let dim = c.dims[i];
         if i > 0 {
-            x = downsample(&mut s.scope("downsample"), &x, prev, dim, hw, &c)?;
+            x = downsample(&mut s.scope("downsample"), &x, prev, dim, &c)?;
             hw = (hw.0.div_ceil(2), hw.1.div_ceil(2));
             spatial = spatial.then(Step::Same { stride: 2 });
         }
@@ -140,8 +139,8 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
                 };
                 let blk = &mut bs.scope(name);
                 x = match t {
-                    Attn::Spatial => spatial_block(blk, &x, dim, c.heads[i], hw, &c)?,
-                    Attn::Channel => channel_block(blk, &x, dim, c.heads[i], hw, &c)?,
+                    Attn::Spatial => spatial_block(blk, &x, dim, c.heads[i], &c)?,
+                    Attn::Channel => channel_block(blk, &x, dim, c.heads[i], &c)?,
                 };
             }
         }
@@ -176,25 +175,14 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     }
 }
 
-/// `Downsample`: `norm`, then the stride-2 `conv`; an even kernel first pads the map to a
-/// multiple of itself at the bottom / right (timm's F.pad), an odd one pads `k // 2` around.
-fn downsample(
-    b: &mut Builder,
-    x: &Value,
-    in_chs: usize,
-    out_chs: usize,
-    hw: (usize, usize),
-    c: &Cfg,
-) -> Result<Value> {
+/// `Downsample`: `norm`, then the stride-2 `conv`. timm pads the map for the 2×2 kernel to even
+/// sizes at the bottom / right; one zero row and column there give the same ⌈H/2⌉ map at any
+/// size. An odd kernel pads `k // 2` around.
+fn downsample(b: &mut Builder, x: &Value, in_chs: usize, out_chs: usize, c: &Cfg) -> Result<Value> {
     let k = c.down_k;
     let y = c.norm.apply_2d(&mut b.scope("norm"), x, in_chs)?;
-    let pad = if k % 2 == 0 {
-        Pad::Explicit(
-            0,
-            0,
-            hw.0.next_multiple_of(k) - hw.0,
-            hw.1.next_multiple_of(k) - hw.1,
-        )
+    let pad = if k == 2 {
+        Pad::Explicit(0, 0, 1, 1)
     } else {
         Pad::Sym(k / 2)
     };
@@ -217,27 +205,23 @@ fn conv_pos_enc(b: &mut Builder, x: &Value, dim: usize, c: &Cfg) -> Result<Value
     Ok(add(b, x, &y))
 }
 
-/// `[N, H·W, C]` tokens back to the NCHW map.
-fn tokens_to_nchw(b: &mut Builder, x: &Value, dim: usize, hw: (usize, usize)) -> Value {
-    let y = transpose(b, x, &[0, 2, 1]);
-    reshape(b, &y, &[0, dim as i64, hw.0 as i64, hw.1 as i64])
+/// Axis `axis` of `x`'s shape, as a one-element int64 tensor.
+fn dim_of(b: &mut Builder, x: &Value, axis: i64) -> Value {
+    b.op(
+        "Shape",
+        &[x],
+        vec![("start", Attr::Int(axis)), ("end", Attr::Int(axis + 1))],
+    )
 }
 
 /// The part both blocks share after their attention: `cpe2`, then (with `ffn`)
-/// `x + mlp(norm2(x))` on the tokens; returns the NCHW map.
-fn cpe2_and_mlp(
-    b: &mut Builder,
-    x: &Value,
-    dim: usize,
-    hw: (usize, usize),
-    c: &Cfg,
-) -> Result<Value> {
-    let x = tokens_to_nchw(b, x, dim, hw);
-    let x = conv_pos_enc(&mut b.scope("cpe2"), &x, dim, c)?;
+/// `x + mlp(norm2(x))` channels-last; NCHW in and out.
+fn cpe2_and_mlp(b: &mut Builder, x: &Value, dim: usize, c: &Cfg) -> Result<Value> {
+    let x = conv_pos_enc(&mut b.scope("cpe2"), x, dim, c)?;
     if !c.ffn {
         return Ok(x);
     }
-    let t = nchw_to_tokens(b, &x, dim);
+    let t = nchw_to_nhwc(b, &x);
     let hidden = match b.weight_shape("mlp.fc1.weight") {
         Some(s) if s.len() == 2 => s[0],
         _ => (dim as f64 * c.mlp_ratio) as usize,
@@ -245,68 +229,84 @@ fn cpe2_and_mlp(
     let h = c.norm_cl.apply_last(&mut b.scope("norm2"), &t, dim)?;
     let h = mlp(&mut b.scope("mlp"), &h, &MlpCfg::new(dim, hidden, "gelu"))?;
     let t = add(b, &t, &h);
-    Ok(tokens_to_nchw(b, &t, dim, hw))
+    Ok(nhwc_to_nchw(b, &t))
 }
 
-/// `SpatialBlock`: `cpe1`, window attention over `norm1`'s tokens zero-padded to whole windows
-/// (padded tokens take part, as in timm), the crop, the residual; then `cpe2` and the MLP.
-fn spatial_block(
-    b: &mut Builder,
-    x: &Value,
-    dim: usize,
-    heads: usize,
-    hw: (usize, usize),
-    c: &Cfg,
-) -> Result<Value> {
+/// `SpatialBlock`: `cpe1`, window attention over `norm1`'s map zero-padded at the bottom /
+/// right to whole windows (padded tokens take part, unmasked, as in timm), the crop, the
+/// residual; then `cpe2` and the MLP. The padding follows the input size in the graph.
+fn spatial_block(b: &mut Builder, x: &Value, dim: usize, heads: usize, c: &Cfg) -> Result<Value> {
     let x = conv_pos_enc(&mut b.scope("cpe1"), x, dim, c)?;
-    let shortcut = nchw_to_tokens(b, &x, dim);
+    let shortcut = nchw_to_nhwc(b, &x);
     let t = c
         .norm_cl
         .apply_last(&mut b.scope("norm1"), &shortcut, dim)?;
-    let t = reshape(b, &t, &[-1, hw.0 as i64, hw.1 as i64, dim as i64]);
-    let (wh, ww) = c.window;
-    let hp = (hw.0.next_multiple_of(wh), hw.1.next_multiple_of(ww));
-    let t = pad_hw_end(b, &t, hp.0 - hw.0, hp.1 - hw.1);
-    let windows = window_partition(b, &t, hp, c.window, dim);
+    let (wh, ww) = (c.window.0 as i64, c.window.1 as i64);
+    let (h, w) = (dim_of(b, &t, 1), dim_of(b, &t, 2));
+    // (win - n % win) % win, as (-n) mod win (ONNX Mod takes the divisor's sign).
+    let pad_to = |b: &mut Builder, n: &Value, win: i64| {
+        let neg = b.op("Neg", &[n], vec![]);
+        let m = b.ints(&[win]);
+        b.op("Mod", &[&neg, &m], vec![])
+    };
+    let (ph, pw) = (pad_to(b, &h, wh), pad_to(b, &w, ww));
+    let zeros = b.ints(&[0, 0, 0, 0, 0]);
+    let zero = b.ints(&[0]);
+    let pads = concat(b, &[&zeros, &ph, &pw, &zero], 0);
+    let t = b.op("Pad", &[&t, &pads], vec![]);
+    let (hp, wp) = (add(b, &h, &ph), add(b, &w, &pw));
+    let (whv, wwv) = (b.ints(&[wh]), b.ints(&[ww]));
+    let nh = b.op("Div", &[&hp, &whv], vec![]);
+    let nw = b.op("Div", &[&wp, &wwv], vec![]);
+    let (lead, rest) = (b.ints(&[-1]), b.ints(&[ww, dim as i64]));
+    // timm's window_partition: [N, Hp, Wp, C] -> [N·nW, wh·ww, C].
+    let shape = concat(b, &[&lead, &nh, &whv, &nw, &rest], 0);
+    let t = b.op("Reshape", &[&t, &shape], vec![]);
+    let t = transpose(b, &t, &[0, 1, 3, 2, 4, 5]);
+    let windows = reshape(b, &t, &[-1, wh * ww, dim as i64]);
     let mut ac = AttnCfg::new(dim, heads);
     ac.qkv_bias = c.qkv_bias;
     let y = attention(&mut b.scope("attn"), &windows, &ac, &Hooks::default())?;
-    let mut y = window_reverse(b, &y, hp, c.window, dim);
-    if hp != hw {
-        y = slice(b, &y, 1, 0, hw.0 as i64);
-        y = slice(b, &y, 2, 0, hw.1 as i64);
-    }
-    let y = reshape(b, &y, &[0, (hw.0 * hw.1) as i64, dim as i64]);
+    // window_reverse, then the crop to the map.
+    let win = b.ints(&[wh, ww, dim as i64]);
+    let shape = concat(b, &[&lead, &nh, &nw, &win], 0);
+    let y = b.op("Reshape", &[&y, &shape], vec![]);
+    let y = transpose(b, &y, &[0, 1, 3, 2, 4, 5]);
+    let ch = b.ints(&[dim as i64]);
+    let shape = concat(b, &[&lead, &hp, &wp, &ch], 0);
+    let y = b.op("Reshape", &[&y, &shape], vec![]);
+    let starts = b.ints(&[0, 0]);
+    let ends = concat(b, &[&h, &w], 0);
+    let axes = b.ints(&[1, 2]);
+    let y = b.op("Slice", &[&y, &starts, &ends, &axes], vec![]);
     let x = add(b, &shortcut, &y);
-    cpe2_and_mlp(b, &x, dim, hw, c)
+    let x = nhwc_to_nchw(b, &x);
+    cpe2_and_mlp(b, &x, dim, c)
 }
 
-/// `ChannelBlock`: `cpe1`, `x + attn(norm1(x))` with channel attention, `cpe2`, the MLP.
-fn channel_block(
-    b: &mut Builder,
-    x: &Value,
-    dim: usize,
-    heads: usize,
-    hw: (usize, usize),
-    c: &Cfg,
-) -> Result<Value> {
+/// `ChannelBlock`: `cpe1`, `x + attn(norm1(x))` with channel attention over the map's tokens,
+/// `cpe2`, the MLP.
+fn channel_block(b: &mut Builder, x: &Value, dim: usize, heads: usize, c: &Cfg) -> Result<Value> {
     let x = conv_pos_enc(&mut b.scope("cpe1"), x, dim, c)?;
-    let t = nchw_to_tokens(b, &x, dim);
+    let t = nchw_to_nhwc(b, &x);
     let h = c.norm_cl.apply_last(&mut b.scope("norm1"), &t, dim)?;
-    let y = channel_attention(&mut b.scope("attn"), &h, dim, heads, hw.0 * hw.1, c)?;
+    let shape = b.op("Shape", &[&h], vec![]);
+    let tokens = reshape(b, &h, &[0, -1, dim as i64]);
+    let y = channel_attention(&mut b.scope("attn"), &tokens, dim, heads, c)?;
+    let y = b.op("Reshape", &[&y, &shape], vec![]);
     let t = add(b, &t, &y);
-    cpe2_and_mlp(b, &t, dim, hw, c)
+    let x = nhwc_to_nchw(b, &t);
+    cpe2_and_mlp(b, &x, dim, c)
 }
 
 /// `ChannelAttention` / `ChannelAttentionV2` on `[N, L, C]`: per head, a `hd×hd` softmax over
 /// channels applied to the third operand. v1: `softmax((k·s)ᵀ v) qᵀ` with `s = hd^-0.5`; v2:
-/// `softmax((q·s)ᵀ k) vᵀ` with `s = L^-0.5` (`dynamic_scale`).
+/// `softmax((q·s)ᵀ k) vᵀ` with `s = L^-0.5` (`dynamic_scale`, from the input's token count).
 fn channel_attention(
     b: &mut Builder,
     x: &Value,
     dim: usize,
     heads: usize,
-    tokens: usize,
     c: &Cfg,
 ) -> Result<Value> {
     let hd = dim / heads;
@@ -322,12 +322,16 @@ fn channel_attention(
         heads_view(b, &parts[1]),
         heads_view(b, &parts[2]),
     );
-    let (first, second, third, s) = if c.v2 {
-        (q, k, v, (tokens as f32).powf(-0.5))
+    let (first, second, third) = if c.v2 { (q, k, v) } else { (k, v, q) };
+    let first = if c.v2 {
+        let n = dim_of(b, x, 1);
+        let n = b.op("Cast", &[&n], vec![("to", Attr::Int(1))]);
+        let e = b.scalar(-0.5);
+        let s = b.op("Pow", &[&n, &e], vec![]);
+        mul(b, &first, &s)
     } else {
-        (k, v, q, (hd as f32).powf(-0.5))
+        scale(b, &first, (hd as f32).powf(-0.5))
     };
-    let first = crate::graph::layers::scale(b, &first, s);
     let ft = transpose(b, &first, &[0, 1, 3, 2]);
     let logits = b.op("MatMul", &[&ft, &second], vec![]);
     let p = b.op("Softmax", &[&logits], vec![("axis", Attr::Int(-1))]);
