@@ -6,6 +6,7 @@ pub mod cait;
 pub mod convmixer;
 pub mod convnext;
 pub mod cspnet;
+pub mod davit;
 pub mod densenet;
 pub mod dla;
 pub mod dpn;
@@ -16,6 +17,7 @@ pub mod eva;
 pub mod fasternet;
 pub mod fastvit;
 pub mod gcvit;
+pub mod focalnet;
 pub mod ghostnet;
 pub mod hgnet;
 pub mod hiera;
@@ -119,4 +121,6 @@ pub static ALL: &[&Family] = &[
     &gcvit::FAMILY,
     &rdnet::FAMILY,
     &nextvit::FAMILY,
+    &davit::FAMILY,
+    &focalnet::FAMILY,
 ];

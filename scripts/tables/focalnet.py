@@ -1,0 +1,2 @@
+"""timm modules of the `focalnet` family (src/graph/families/focalnet.rs)."""
+MODULES = ['focalnet']
