@@ -10,6 +10,7 @@ mod byobnet;
 mod cait;
 mod convmixer;
 mod convnext;
+mod crossvit;
 mod cspnet;
 mod densenet;
 mod dla;

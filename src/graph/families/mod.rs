@@ -5,6 +5,7 @@ pub mod byobnet;
 pub mod cait;
 pub mod convmixer;
 pub mod convnext;
+pub mod crossvit;
 pub mod cspnet;
 pub mod densenet;
 pub mod dla;
@@ -111,4 +112,5 @@ pub static ALL: &[&Family] = &[
     &mambaout::FAMILY,
     &starnet::FAMILY,
     &fasternet::FAMILY,
+    &crossvit::FAMILY,
 ];
