@@ -53,6 +53,7 @@ mod tiny_vit;
 mod tresnet;
 mod twins;
 mod vgg;
+mod visformer;
 mod vision_transformer_relpos;
 mod vit;
 mod vovnet;

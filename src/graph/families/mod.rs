@@ -48,6 +48,7 @@ pub mod tiny_vit;
 pub mod tresnet;
 pub mod twins;
 pub mod vgg;
+pub mod visformer;
 pub mod vision_transformer_relpos;
 pub mod vit;
 pub mod vovnet;
@@ -113,4 +114,5 @@ pub static ALL: &[&Family] = &[
     &starnet::FAMILY,
     &fasternet::FAMILY,
     &crossvit::FAMILY,
+    &visformer::FAMILY,
 ];
