@@ -3,6 +3,7 @@
 pub mod beit;
 pub mod byobnet;
 pub mod cait;
+pub mod convit;
 pub mod convmixer;
 pub mod convnext;
 pub mod crossvit;
@@ -115,4 +116,5 @@ pub static ALL: &[&Family] = &[
     &fasternet::FAMILY,
     &crossvit::FAMILY,
     &visformer::FAMILY,
+    &convit::FAMILY,
 ];
