@@ -57,6 +57,7 @@ mod vgg;
 mod visformer;
 mod vision_transformer_relpos;
 mod vit;
+mod volo;
 mod vovnet;
 mod xception;
 mod xception_aligned;

@@ -52,6 +52,7 @@ pub mod vgg;
 pub mod visformer;
 pub mod vision_transformer_relpos;
 pub mod vit;
+pub mod volo;
 pub mod vovnet;
 pub mod xception;
 pub mod xception_aligned;
@@ -117,4 +118,5 @@ pub static ALL: &[&Family] = &[
     &crossvit::FAMILY,
     &visformer::FAMILY,
     &convit::FAMILY,
+    &volo::FAMILY,
 ];
