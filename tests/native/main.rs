@@ -34,6 +34,7 @@ mod mambaout;
 mod maxxvit;
 mod metaformer;
 mod mlp_mixer;
+mod nest;
 mod nfnet;
 mod pvt_v2;
 mod regnet;

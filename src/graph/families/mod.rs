@@ -29,6 +29,7 @@ pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
+pub mod nest;
 pub mod nfnet;
 pub mod pvt_v2;
 pub mod regnet;
@@ -119,4 +120,5 @@ pub static ALL: &[&Family] = &[
     &visformer::FAMILY,
     &convit::FAMILY,
     &volo::FAMILY,
+    &nest::FAMILY,
 ];
