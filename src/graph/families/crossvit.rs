@@ -130,6 +130,8 @@ fn embed_grid(n: usize, patch: usize, multi_conv: bool) -> Option<usize> {
 }
 
 impl CrossVit {
+    // One index runs over timm's parallel per-branch / per-stage lists.
+    #[allow(clippy::needless_range_loop)]
     fn resolve(cfg: &ModelConfig) -> Result<CrossVit> {
         let arch = cfg.architecture.as_str();
         let entry = TABLE.get(arch).ok_or_else(|| {

@@ -137,7 +137,11 @@ impl Nest {
         let depths = per_level(&a, "depths", &v.depths, n)?;
         let p = v.patch_size;
         let side0 = 1usize << (n - 1);
-        if p == 0 || img % p != 0 || (img / p) % side0 != 0 || img / p / side0 == 0 {
+        if p == 0
+            || !img.is_multiple_of(p)
+            || !(img / p).is_multiple_of(side0)
+            || img / p / side0 == 0
+        {
             return Err(Error::invalid_model(format!(
                 "`{arch}`: img_size {img}, patch {p} and {n} levels do not make whole blocks"
             )));

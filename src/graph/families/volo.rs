@@ -105,6 +105,8 @@ struct Volo {
 const NORM: Norm = Norm::Layer { eps: 1e-5 };
 
 impl Volo {
+    // One index runs over timm's parallel per-branch / per-stage lists.
+    #[allow(clippy::needless_range_loop)]
     fn resolve(cfg: &ModelConfig) -> Result<Volo> {
         let arch = cfg.architecture.as_str();
         let entry = TABLE.get(arch).ok_or_else(|| {
