@@ -3,8 +3,10 @@
 pub mod beit;
 pub mod byobnet;
 pub mod cait;
+pub mod convit;
 pub mod convmixer;
 pub mod convnext;
+pub mod crossvit;
 pub mod cspnet;
 pub mod davit;
 pub mod densenet;
@@ -32,6 +34,7 @@ pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
 pub mod nextvit;
+pub mod nest;
 pub mod nfnet;
 pub mod pvt_v2;
 pub mod rdnet;
@@ -53,8 +56,10 @@ pub mod tiny_vit;
 pub mod tresnet;
 pub mod twins;
 pub mod vgg;
+pub mod visformer;
 pub mod vision_transformer_relpos;
 pub mod vit;
+pub mod volo;
 pub mod vovnet;
 pub mod xception;
 pub mod xception_aligned;
@@ -123,4 +128,9 @@ pub static ALL: &[&Family] = &[
     &nextvit::FAMILY,
     &davit::FAMILY,
     &focalnet::FAMILY,
+    &crossvit::FAMILY,
+    &visformer::FAMILY,
+    &convit::FAMILY,
+    &volo::FAMILY,
+    &nest::FAMILY,
 ];

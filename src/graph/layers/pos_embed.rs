@@ -140,6 +140,13 @@ fn weights_1d(input: usize, output: usize, r: &Resample) -> Vec<Vec<f64>> {
     m
 }
 
+/// The 1-D interpolation matrix `[output][input]` of `F.interpolate` along one axis (for a
+/// resize done in the graph as two MatMuls with fixed weights, e.g. an image rescaled to a
+/// fixed size).
+pub fn interp_matrix(input: usize, output: usize, r: &Resample) -> Vec<Vec<f64>> {
+    weights_1d(input, output, r)
+}
+
 /// `F.interpolate(x, size=(h1, w1), mode, align_corners, antialias)` of a channels-last grid
 /// `[h0, w0, C]` (the token layout), returning `[h1, w1, C]`.
 pub fn interpolate_hwc(

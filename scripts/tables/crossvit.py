@@ -1,0 +1,2 @@
+"""timm modules of the `crossvit` family (src/graph/families/crossvit.rs)."""
+MODULES = ['crossvit']

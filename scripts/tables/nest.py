@@ -1,0 +1,2 @@
+"""timm modules of the `nest` family (src/graph/families/nest.rs)."""
+MODULES = ['nest']

@@ -1,0 +1,2 @@
+"""timm modules of the `visformer` family (src/graph/families/visformer.rs)."""
+MODULES = ['visformer']

@@ -1,0 +1,75 @@
+//! Native ConViT (timm `convit.py`) through the C ABI, against timm's logits, pre-logits
+//! features and features_only maps.
+
+use crate::common::*;
+use timm::TimmStatus;
+
+const TOL: f32 = 1e-4;
+
+#[test]
+fn every_convit_fixture_matches_timm_natively() {
+    let fs = fixtures_of_family("convit");
+    assert!(fs.len() >= 2, "convit fixtures missing from index.json");
+    for f in &fs {
+        check_fixture(f, "native", &[("graph", "native")], TOL);
+        check_features(f, TOL);
+    }
+}
+
+#[test]
+fn feature_maps_match_timms_features_only() {
+    // timm's default (the last 3 blocks: GPSA without, MHSA with the class token dropped) and
+    // out_indices with a negative one.
+    let n = check_feature_maps(&fixture("convit_tiny_small"), TOL);
+    assert_eq!(n, 2, "feature-map references");
+}
+
+fn create_err(name: &str, options: &[(&str, &str)]) -> CError {
+    let mut opts = vec![("graph", "native")];
+    opts.extend_from_slice(options);
+    CModel::create(&fixture(name).spec("native"), true, &opts)
+        .err()
+        .expect("must fail")
+}
+
+#[test]
+fn requests_timm_does_not_support_are_refused_naming_why() {
+    // timm's PatchEmbed asserts img_size; the position embedding is never resampled.
+    let e = create_err("convit_tiny_small", &[("input_size", "48x48")]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("32x32 only"), "{}", e.message);
+    let maps = ("output", "feature_maps");
+    let e = create_err("convit_tiny_small", &[maps, ("output_stride", "16")]);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+}
+
+#[test]
+fn gpsa_on_a_non_square_grid_is_refused() {
+    let dir = edited_copy("convit_small_local", "rect", |cfg| {
+        cfg["model_args"]["img_size"] = serde_json::json!([32, 48]);
+        cfg["pretrained_cfg"]["input_size"] = serde_json::json!([3, 32, 48]);
+    });
+    let spec = format!("local:{}", dir.display());
+    let e = CModel::create(&spec, true, &[("graph", "native")])
+        .err()
+        .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("square grid"), "{}", e.message);
+}
+
+#[test]
+fn bare_names_build_with_seeded_weights() {
+    let input: Vec<f32> = (0..3 * 224 * 224)
+        .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
+        .collect();
+    let shape = [1, 3, 224, 224];
+    let run = |seed: &str| {
+        let m = CModel::create("convit_tiny", false, &[("seed", seed)]).unwrap();
+        assert_eq!(m.output_dim(), 1000);
+        m.infer(&input, &shape).unwrap()
+    };
+    let a = run("7");
+    assert!(a.iter().all(|x| x.is_finite()));
+    assert_eq!(a, run("7"), "same seed, same network");
+    assert_ne!(a, run("8"), "another seed, another network");
+}
