@@ -33,6 +33,7 @@ mod maxxvit;
 mod metaformer;
 mod mlp_mixer;
 mod nfnet;
+mod pit;
 mod pvt_v2;
 mod regnet;
 mod repvit;

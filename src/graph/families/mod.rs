@@ -28,6 +28,7 @@ pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
 pub mod nfnet;
+pub mod pit;
 pub mod pvt_v2;
 pub mod regnet;
 pub mod repvit;
@@ -111,4 +112,5 @@ pub static ALL: &[&Family] = &[
     &mambaout::FAMILY,
     &starnet::FAMILY,
     &fasternet::FAMILY,
+    &pit::FAMILY,
 ];
