@@ -49,6 +49,7 @@ pub mod tresnet;
 pub mod twins;
 pub mod vgg;
 pub mod vision_transformer_relpos;
+pub mod vision_transformer_sam;
 pub mod vit;
 pub mod vovnet;
 pub mod xception;
@@ -113,4 +114,5 @@ pub static ALL: &[&Family] = &[
     &starnet::FAMILY,
     &fasternet::FAMILY,
     &pit::FAMILY,
+    &vision_transformer_sam::FAMILY,
 ];
