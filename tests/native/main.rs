@@ -50,6 +50,7 @@ mod swin_transformer;
 mod swin_transformer_v2;
 mod swin_transformer_v2_cr;
 mod tiny_vit;
+mod tnt;
 mod tresnet;
 mod twins;
 mod vgg;

@@ -63,7 +63,24 @@ fn feature_info_is_every_block_at_the_patch_stride() {
     assert_eq!(m.feature_info(), want);
 }
 
-// No bare-name test: every registered SAM ViT is over 80M parameters (slow in a debug build).
+#[test]
+fn seeded_random_weights_build_run_and_differ_by_seed() {
+    // pretrained=false on a fixture folder: its narrow architecture, seeded weights (every
+    // registered SAM ViT is over 80M parameters, slow in a debug build).
+    let spec = fixture("samvit_base-small").spec("native");
+    let x: Vec<f32> = (0..3 * 32 * 32)
+        .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
+        .collect();
+    let run = |seed: &str| {
+        let m = CModel::create(&spec, false, &[("seed", seed)]).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(m.output_dim(), 5);
+        m.infer(&x, &[1, 3, 32, 32]).unwrap()
+    };
+    let a = run("1");
+    assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
+    assert_eq!(a, run("1"), "same seed, same network");
+    assert_ne!(a, run("2"), "another seed, another network");
+}
 
 #[test]
 fn rope_and_unpooled_heads_are_refused_naming_why() {

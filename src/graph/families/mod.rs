@@ -45,6 +45,7 @@ pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
 pub mod tiny_vit;
+pub mod tnt;
 pub mod tresnet;
 pub mod twins;
 pub mod vgg;
@@ -115,4 +116,5 @@ pub static ALL: &[&Family] = &[
     &fasternet::FAMILY,
     &pit::FAMILY,
     &vision_transformer_sam::FAMILY,
+    &tnt::FAMILY,
 ];
