@@ -54,6 +54,7 @@ mod tnt;
 mod tresnet;
 mod twins;
 mod vgg;
+mod vision_transformer_hybrid;
 mod vision_transformer_relpos;
 mod vision_transformer_sam;
 mod vit;

@@ -49,6 +49,7 @@ pub mod tnt;
 pub mod tresnet;
 pub mod twins;
 pub mod vgg;
+pub mod vision_transformer_hybrid;
 pub mod vision_transformer_relpos;
 pub mod vision_transformer_sam;
 pub mod vit;
@@ -117,4 +118,5 @@ pub static ALL: &[&Family] = &[
     &pit::FAMILY,
     &vision_transformer_sam::FAMILY,
     &tnt::FAMILY,
+    &vision_transformer_hybrid::FAMILY,
 ];
