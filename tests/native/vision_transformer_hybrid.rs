@@ -20,6 +20,12 @@ fn every_hybrid_fixture_matches_timm_natively() {
 fn feature_maps_match_timms_features_only() {
     // The last three blocks by default, then [0, -1].
     assert_eq!(check_feature_maps(&fixture("vit_base_mci-small"), TOL), 2);
+    // The ResNetV2 'same' stem: the last block, then at 48 px (timm's img_size=: the position
+    // embedding resampled at load, the stem's SAME padding at another size).
+    assert_eq!(
+        check_feature_maps(&fixture("vit_tiny_r_s16_p8-small"), TOL),
+        2
+    );
 }
 
 #[test]
@@ -36,19 +42,19 @@ fn feature_info_is_every_block_at_the_stem_reduction() {
 #[test]
 fn seeded_random_weights_build_run_and_differ_by_seed() {
     // Without weights the ConvStem has timm's hard-coded widths (192, 192, 768), so embed_dim
-    // must be 768 (timm asserts it without a projection): one block at 48 px keeps it quick.
+    // must be 768 (timm asserts it without a projection): one block at 32 px keeps it quick.
     let dir = edited_copy("vit_base_mci-small", "seeded", |c| {
         let a = &mut c["model_args"];
         (a["embed_dim"], a["num_heads"], a["depth"]) = (768.into(), 12.into(), 1.into());
     });
     let spec = format!("local:{}", dir.display());
-    let x: Vec<f32> = (0..3 * 48 * 48)
+    let x: Vec<f32> = (0..3 * 32 * 32)
         .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
         .collect();
     let run = |seed: &str| {
         let m = CModel::create(&spec, false, &[("seed", seed)]).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(m.output_dim(), 5);
-        m.infer(&x, &[1, 3, 48, 48]).unwrap()
+        m.infer(&x, &[1, 3, 32, 32]).unwrap()
     };
     let a = run("1");
     assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
@@ -66,7 +72,7 @@ fn seeded_random_weights_build_run_and_differ_by_seed() {
 fn resnet_backbones_are_refused_naming_them() {
     for (arch, why) in [
         ("vit_base_r50_s16_384", "StdConv2dSame"),
-        ("vit_tiny_r_s16_p8_224", "StdConv2dSame"),
+        ("vit_small_r26_s32_224", "StdConv2dSame"),
         ("vit_small_resnet26d_224", "ResNet-D"),
     ] {
         let e = CModel::create(arch, false, &[])

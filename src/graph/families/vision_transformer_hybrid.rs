@@ -5,9 +5,10 @@
 //!
 //! Built: MobileCLIP's `vit_base_mci_224`, whose backbone is the module's own `ConvStem`
 //! (ConvNormAct with BatchNorm folded at load and GELU, the last conv biased without norm or
-//! act); its widths and kernels are read from the weights. Refused with the reason: the
-//! ResNetV2 backbones (`vit_*_r*`: `StdConv2dSame` with TF "SAME" padding and the 'same' stem,
-//! which this build's ResNetV2 does not implement) and timm's `features_only` ResNet-D
+//! act), and `vit_tiny_r_s16_p8_*`, whose backbone is ResNetV2's 'same' stem alone
+//! (`layers::resnetv2_parts`); widths and kernels are read from the weights. Refused with the
+//! reason: the ResNetV2 backbones with stages (`vit_*_r26_*`, `vit_*_r50_*`: `StdConv2dSame`
+//! blocks, which this build's ResNetV2 does not implement) and timm's `features_only` ResNet-D
 //! backbones (`vit_*_resnet*d_*`).
 //!
 //! Feature maps are the ViT's: every block's tokens on the backbone's grid, NCHW (the last
@@ -18,6 +19,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::layers::patch_embed::{patch_embed, PatchEmbedCfg};
+use crate::graph::layers::resnetv2_parts::{stem_same, StemSame};
 use crate::graph::layers::vision_transformer::{trunk, Vit};
 use crate::graph::layers::{self, conv2d, conv_bn, Conv, Pad};
 use crate::graph::tables::Table;
@@ -46,17 +48,26 @@ struct StemConv {
     stride: usize,
 }
 
+/// The CNN in front of the ViT.
+#[derive(Debug, Clone, PartialEq)]
+enum Backbone {
+    /// `ConvStem`'s convs.
+    ConvStem(Vec<StemConv>),
+    /// `create_resnetv2_stem(stem_type='same', preact=False)` with `StdConv2dSame(eps=1e-8)`.
+    ResNetV2StemSame,
+}
+
 /// A hybrid as its entrypoint builds it: the backbone, HybridEmbed's `proj`, the ViT.
 #[derive(Debug)]
 struct Hybrid {
-    stem: Vec<StemConv>,
+    backbone: Backbone,
     proj: bool,
     vit: Vit,
 }
 
 /// The backbone the table describes (`scripts/tables/vision_transformer_hybrid.py`), or why
 /// this build does not make it.
-fn stem_convs(arch: &str, backbone: &Json) -> Result<Vec<StemConv>> {
+fn backbone_of(arch: &str, backbone: &Json) -> Result<Backbone> {
     let class = backbone.get("class").and_then(Json::as_str).unwrap_or("");
     let why = match class {
         "convstem" => {
@@ -74,11 +85,14 @@ fn stem_convs(arch: &str, backbone: &Json) -> Result<Vec<StemConv>> {
                     .collect()
             });
             match parsed {
-                Some(p) if !p.is_empty() && p.len() == convs.map_or(0, Vec::len) => return Ok(p),
+                Some(p) if !p.is_empty() && p.len() == convs.map_or(0, Vec::len) => {
+                    return Ok(Backbone::ConvStem(p))
+                }
                 _ => "its ConvStem description is malformed".to_string(),
             }
         }
-        "resnetv2" | "resnetv2_stem" => "its ResNetV2 backbone uses StdConv2dSame (TF \"SAME\" padding) and the 'same' stem, which this build's ResNetV2 does not implement".into(),
+        "resnetv2_stem" => return Ok(Backbone::ResNetV2StemSame),
+        "resnetv2" => "its ResNetV2 stages use StdConv2dSame (TF \"SAME\" padding), which this build's ResNetV2 does not implement".into(),
         "resnet_features" => "its backbone is timm's features_only ResNet-D (resnet26d / resnet50d), not built inside a ViT natively".into(),
         other => format!("its backbone `{other}` is not known"),
     };
@@ -95,7 +109,7 @@ impl Hybrid {
                 "`{arch}` is not a hybrid ViT architecture this build knows"
             ))
         })?;
-        let stem = stem_convs(arch, entry.args.get("backbone").unwrap_or(&Json::Null))?;
+        let backbone = backbone_of(arch, entry.args.get("backbone").unwrap_or(&Json::Null))?;
         let embed = entry.args.get("embed_args").cloned().unwrap_or(Json::Null);
         let proj = embed.get("proj").and_then(Json::as_bool).unwrap_or(true);
         if embed
@@ -116,7 +130,11 @@ impl Hybrid {
                 "`{arch}`: HybridEmbed takes no embed_norm_layer and no dynamic_img_pad here"
             )));
         }
-        Ok(Hybrid { stem, proj, vit })
+        Ok(Hybrid {
+            backbone,
+            proj,
+            vit,
+        })
     }
 }
 
@@ -154,7 +172,7 @@ fn conv_stem(
 
 fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let Hybrid {
-        stem,
+        backbone,
         proj,
         mut vit,
     } = Hybrid::resolve(cfg)?;
@@ -163,8 +181,25 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let input = b.input();
     let (feat, feat_dim) = {
         let mut pe = b.scope("patch_embed");
-        let r = conv_stem(&mut pe.scope("backbone"), &input, in_ch, &stem)?;
-        r
+        let bb = &mut pe.scope("backbone");
+        match &backbone {
+            Backbone::ConvStem(convs) => conv_stem(bb, &input, in_ch, convs)?,
+            Backbone::ResNetV2StemSame => {
+                // _resnetv2: ResNetV2's default stem width 64, GroupNormAct(32 groups).
+                let out_ch = match bb.weight_shape("conv.weight").as_deref() {
+                    Some([o, ..]) => *o,
+                    _ => 64,
+                };
+                let st = StemSame {
+                    in_ch,
+                    out_ch,
+                    std_eps: 1e-8,
+                    groups: 32,
+                    gn_eps: 1e-5,
+                };
+                (stem_same(bb, &input, &st)?, out_ch)
+            }
+        }
     };
     let p = vit.patch;
     let spatial = b.spatial(&feat).cloned();
@@ -238,9 +273,14 @@ mod tests {
                 }
             }
         }
-        // timm 1.0.31: 14 entrypoints, the ConvStem one built.
+        // timm 1.0.31: 14 entrypoints; the ConvStem and the stem-only ResNetV2 ones built.
         assert_eq!(TABLE.names().len(), 14);
-        assert_eq!(built, vec!["vit_base_mci_224"]);
+        let want = [
+            "vit_base_mci_224",
+            "vit_tiny_r_s16_p8_224",
+            "vit_tiny_r_s16_p8_384",
+        ];
+        assert_eq!(built, want);
     }
 
     #[test]
@@ -252,7 +292,8 @@ mod tests {
             kernel,
             stride: kernel,
         };
-        assert_eq!(h.stem, vec![k(192, 4), k(192, 2), k(768, 2)]);
+        let want = Backbone::ConvStem(vec![k(192, 4), k(192, 2), k(768, 2)]);
+        assert_eq!(h.backbone, want);
         assert!(!h.proj && h.vit.no_embed_class);
     }
 }

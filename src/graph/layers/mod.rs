@@ -18,6 +18,7 @@ pub mod pos_embed;
 pub mod pos_embed_rel;
 pub mod reparam;
 pub mod resnet_parts;
+pub mod resnetv2_parts;
 pub mod rope;
 pub mod se;
 pub mod selective_kernel;
