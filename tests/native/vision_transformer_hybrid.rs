@@ -1,5 +1,5 @@
 //! Native hybrid ViTs through the C ABI, against timm's logits, pre-logits features and
-//! `features_only` maps; the backbones this build does not make are refused naming them.
+//! `features_only` maps; the ResNet-D backbones this build does not make are refused naming them.
 
 use crate::common::*;
 use timm::TimmStatus;
@@ -18,25 +18,27 @@ fn every_hybrid_fixture_matches_timm_natively() {
 
 #[test]
 fn feature_maps_match_timms_features_only() {
-    // The last three blocks by default, then [0, -1].
-    assert_eq!(check_feature_maps(&fixture("vit_base_mci-small"), TOL), 2);
-    // The ResNetV2 'same' stem: the last block, then at 48 px (timm's img_size=: the position
-    // embedding resampled at load, the stem's SAME padding at another size).
-    assert_eq!(
-        check_feature_maps(&fixture("vit_tiny_r_s16_p8-small"), TOL),
-        2
-    );
+    // The last block on the ConvStem's and on the ResNetV2 backbone's grid.
+    assert_eq!(check_feature_maps(&fixture("vit_base_mci-small"), TOL), 1);
+    assert_eq!(check_feature_maps(&fixture("vit_small_r26-small"), TOL), 1);
 }
 
 #[test]
-fn feature_info_is_every_block_at_the_stem_reduction() {
-    let f = fixture("vit_base_mci-small");
-    let opts = [("output", "feature_maps"), ("out_indices", "0,1,2")];
-    let m = CModel::create(&f.spec("native"), true, &opts).unwrap();
-    // ConvStem strides 4 · 2 · 2, patch 1.
-    let want: Vec<(usize, usize, String)> =
-        (0..3).map(|i| (16, 16, format!("blocks.{i}"))).collect();
-    assert_eq!(m.feature_info(), want);
+fn feature_info_is_the_blocks_at_the_backbone_reduction() {
+    let info = |name: &str| {
+        let f = fixture(name);
+        let opts = [("output", "feature_maps"), ("out_indices", "0")];
+        CModel::create(&f.spec("native"), true, &opts)
+            .unwrap()
+            .feature_info()
+    };
+    // ConvStem strides 4 · 2 · 2; the ResNetV2 stem's 2 · 2 (its one stage keeps the size);
+    // patch 1 both.
+    assert_eq!(
+        info("vit_base_mci-small"),
+        vec![(16, 16, "blocks.0".into())]
+    );
+    assert_eq!(info("vit_small_r26-small"), vec![(8, 4, "blocks.0".into())]);
 }
 
 #[test]
@@ -69,11 +71,10 @@ fn seeded_random_weights_build_run_and_differ_by_seed() {
 }
 
 #[test]
-fn resnet_backbones_are_refused_naming_them() {
+fn resnet_d_backbones_are_refused_naming_them() {
     for (arch, why) in [
-        ("vit_base_r50_s16_384", "StdConv2dSame"),
-        ("vit_small_r26_s32_224", "StdConv2dSame"),
         ("vit_small_resnet26d_224", "ResNet-D"),
+        ("vit_base_resnet50d_224", "ResNet-D"),
     ] {
         let e = CModel::create(arch, false, &[])
             .err()
