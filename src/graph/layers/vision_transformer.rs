@@ -476,7 +476,7 @@ pub fn trunk(
                 parallel_things_block(s, v, &x, num_parallel)?
             }
         };
-        let map = patch_embed::token_map(s, &x, v.num_prefix_tokens(), &patches);
+        let map = patch_embed::token_map(s, &x, v.num_prefix_tokens(), patches);
         let module = s.path().to_string();
         s.feature(&map, v.dim, p, &module);
     }
