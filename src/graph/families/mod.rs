@@ -36,6 +36,7 @@ pub mod mlp_mixer;
 pub mod nextvit;
 pub mod nest;
 pub mod nfnet;
+pub mod pit;
 pub mod pvt_v2;
 pub mod rdnet;
 pub mod regnet;
@@ -53,11 +54,14 @@ pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
 pub mod tiny_vit;
+pub mod tnt;
 pub mod tresnet;
 pub mod twins;
 pub mod vgg;
 pub mod visformer;
+pub mod vision_transformer_hybrid;
 pub mod vision_transformer_relpos;
+pub mod vision_transformer_sam;
 pub mod vit;
 pub mod volo;
 pub mod vovnet;
@@ -133,4 +137,8 @@ pub static ALL: &[&Family] = &[
     &convit::FAMILY,
     &volo::FAMILY,
     &nest::FAMILY,
+    &pit::FAMILY,
+    &vision_transformer_sam::FAMILY,
+    &tnt::FAMILY,
+    &vision_transformer_hybrid::FAMILY,
 ];

@@ -21,12 +21,14 @@ pub mod pos_embed;
 pub mod pos_embed_rel;
 pub mod reparam;
 pub mod resnet_parts;
+pub mod resnetv2_parts;
 pub mod rope;
 pub mod se;
 pub mod selective_kernel;
 pub mod split_attn;
 pub mod sr_attention;
 pub mod std_conv;
+pub mod vision_transformer;
 pub mod window;
 
 pub use act::act;

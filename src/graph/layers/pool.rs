@@ -313,3 +313,26 @@ mod tests {
         assert!(PoolKind::from_timm("fastest").is_err());
     }
 }
+
+/// timm's `MaxPool2dSame` (`create_pool2d('max', k, stride, padding='same')`): TF "SAME"
+/// padding from the input size with -inf, the extra pixel at the end — ONNX `MaxPool` with
+/// `auto_pad = SAME_UPPER` (pads never win a max).
+pub fn max_pool2d_same(
+    b: &mut Builder,
+    x: &Value,
+    kernel: usize,
+    stride: usize,
+    channels: usize,
+) -> Result<Value> {
+    let y = b.op(
+        "MaxPool",
+        &[x],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![kernel as i64; 2])),
+            ("strides", Attr::Ints(vec![stride as i64; 2])),
+            ("auto_pad", Attr::Str("SAME_UPPER".into())),
+        ],
+    );
+    b.set_spatial(&y, x, Step::Same { stride }, channels)?;
+    Ok(y)
+}

@@ -1,0 +1,2 @@
+"""timm modules of the `pit` family (src/graph/families/pit.rs)."""
+MODULES = ['pit']

@@ -1,0 +1,2 @@
+"""timm modules of the `tnt` family (src/graph/families/tnt.rs)."""
+MODULES = ['tnt']
