@@ -11,6 +11,7 @@ mod cait;
 mod convmixer;
 mod convnext;
 mod cspnet;
+mod cspnext;
 mod densenet;
 mod dla;
 mod dpn;

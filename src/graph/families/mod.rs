@@ -6,6 +6,7 @@ pub mod cait;
 pub mod convmixer;
 pub mod convnext;
 pub mod cspnet;
+pub mod cspnext;
 pub mod densenet;
 pub mod dla;
 pub mod dpn;
@@ -83,6 +84,7 @@ pub static ALL: &[&Family] = &[
     &levit::FAMILY,
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
+    &cspnext::FAMILY,
     &fastvit::FAMILY,
     &sknet::FAMILY,
     &senet::FAMILY,
