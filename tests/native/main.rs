@@ -10,6 +10,7 @@ mod byobnet;
 mod cait;
 mod convmixer;
 mod convnext;
+mod cpubone;
 mod cspnet;
 mod cspnext;
 mod densenet;

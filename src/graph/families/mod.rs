@@ -5,6 +5,7 @@ pub mod byobnet;
 pub mod cait;
 pub mod convmixer;
 pub mod convnext;
+pub mod cpubone;
 pub mod cspnet;
 pub mod cspnext;
 pub mod densenet;
@@ -63,6 +64,7 @@ pub static ALL: &[&Family] = &[
     &resnetv2::FAMILY,
     &efficientnet::FAMILY,
     &convnext::FAMILY,
+    &cpubone::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
     &swin_transformer::FAMILY,

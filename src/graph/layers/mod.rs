@@ -24,6 +24,7 @@ pub mod selective_kernel;
 pub mod split_attn;
 pub mod sr_attention;
 pub mod std_conv;
+pub mod upsample;
 pub mod window;
 
 pub use act::act;
