@@ -8,6 +8,7 @@ mod common;
 mod beit;
 mod byobnet;
 mod cait;
+mod coat;
 mod convmixer;
 mod convnext;
 mod cpubone;

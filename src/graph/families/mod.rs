@@ -3,6 +3,7 @@
 pub mod beit;
 pub mod byobnet;
 pub mod cait;
+pub mod coat;
 pub mod convmixer;
 pub mod convnext;
 pub mod cpubone;
@@ -105,6 +106,7 @@ pub static ALL: &[&Family] = &[
     &hgnet::FAMILY,
     &beit::FAMILY,
     &cait::FAMILY,
+    &coat::FAMILY,
     &xcit::FAMILY,
     &pvt_v2::FAMILY,
     &twins::FAMILY,
