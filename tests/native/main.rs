@@ -35,6 +35,7 @@ mod mambaout;
 mod maxxvit;
 mod metaformer;
 mod mlp_mixer;
+mod mvitv2;
 mod nfnet;
 mod pvt_v2;
 mod regnet;

@@ -30,6 +30,7 @@ pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
+pub mod mvitv2;
 pub mod nfnet;
 pub mod pvt_v2;
 pub mod regnet;
@@ -113,6 +114,7 @@ pub static ALL: &[&Family] = &[
     &tiny_vit::FAMILY,
     &edgenext::FAMILY,
     &mlp_mixer::FAMILY,
+    &mvitv2::FAMILY,
     &convmixer::FAMILY,
     &mambaout::FAMILY,
     &starnet::FAMILY,
