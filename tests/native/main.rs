@@ -18,6 +18,7 @@ mod densenet;
 mod dla;
 mod dpn;
 mod edgenext;
+mod efficientvim;
 mod efficientvit_msra;
 mod effnet;
 mod eva;

@@ -14,6 +14,7 @@ pub mod dla;
 pub mod dpn;
 pub mod edgenext;
 pub mod efficientnet;
+pub mod efficientvim;
 pub mod efficientvit_msra;
 pub mod eva;
 pub mod fasternet;
@@ -65,6 +66,7 @@ pub static ALL: &[&Family] = &[
     &resnet::FAMILY,
     &resnetv2::FAMILY,
     &efficientnet::FAMILY,
+    &efficientvim::FAMILY,
     &convnext::FAMILY,
     &cpubone::FAMILY,
     &regnet::FAMILY,
