@@ -104,3 +104,59 @@ fn unsupported_variants_say_so() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A copy of `name` whose weights file holds each shared tensor under one name only: the
+/// block-level aliases dropped (`keep_top`), or the top-level `cpe<i>` / `crpe<i>` ones.
+fn deduplicated_copy(name: &str, keep_top: bool) -> std::path::PathBuf {
+    let tag = if keep_top {
+        "dedup-top"
+    } else {
+        "dedup-blocks"
+    };
+    let dir = edited_copy(name, tag, |_| {});
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let is_alias = |k: &str| {
+        let block_alias = k.contains(".cpe.") || k.contains(".crpe.");
+        let mlp_alias = k.contains(".mlp3.") || k.contains(".mlp4.");
+        let top = k.starts_with("cpe") || k.starts_with("crpe");
+        let first_serial = (1..=4).any(|n| k.starts_with(&format!("serial_blocks{n}.0.")));
+        if keep_top {
+            block_alias || mlp_alias
+        } else {
+            top || mlp_alias || (block_alias && !first_serial)
+        }
+    };
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| !is_alias(k))
+        .collect();
+    assert!(kept.len() < st.len(), "{name}: nothing deduplicated");
+    safetensors::serialize_to_file(kept, meta.metadata().clone(), &path).unwrap();
+    dir
+}
+
+#[test]
+fn shared_modules_stored_under_one_name_give_the_same_logits() {
+    let f = fixture("coat_tiny-small");
+    let r = reference(&f);
+    for keep_top in [true, false] {
+        let dir = deduplicated_copy("coat_tiny-small", keep_top);
+        let m = CModel::create(
+            &format!("local:{}", dir.display()),
+            true,
+            &[("graph", "native")],
+        )
+        .unwrap_or_else(|e| panic!("keep_top={keep_top}: {e:?}"));
+        let got = m.infer(&r.input, &r.input_shape).unwrap();
+        let d = max_abs_diff(&got, &r.logits);
+        assert!(
+            d <= TOL * scale(&r.logits),
+            "keep_top={keep_top}: max|diff| {d}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
