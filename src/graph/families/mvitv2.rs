@@ -440,22 +440,17 @@ fn pool_heads(
     let img = reshape(b, &img, &[-1, hw.0 as i64, hw.1 as i64, hd as i64]);
     let img = transpose(b, &img, &[0, 3, 1, 2]);
     let (k1, k2) = m.kernel;
-    let attrs = |b: &mut Builder| -> Vec<(&'static str, Attr)> {
-        let _ = b;
-        vec![
-            ("kernel_shape", Attr::Ints(vec![k1 as i64, k2 as i64])),
-            ("strides", Attr::Ints(vec![s.0 as i64, s.1 as i64])),
-            (
-                "pads",
-                Attr::Ints(vec![
-                    (k1 / 2) as i64,
-                    (k2 / 2) as i64,
-                    (k1 / 2) as i64,
-                    (k2 / 2) as i64,
-                ]),
-            ),
-        ]
-    };
+    let pads = vec![
+        (k1 / 2) as i64,
+        (k2 / 2) as i64,
+        (k1 / 2) as i64,
+        (k2 / 2) as i64,
+    ];
+    let mut attrs = vec![
+        ("kernel_shape", Attr::Ints(vec![k1 as i64, k2 as i64])),
+        ("strides", Attr::Ints(vec![s.0 as i64, s.1 as i64])),
+        ("pads", Attr::Ints(pads)),
+    ];
     let y = match m.mode {
         Mode::Conv => {
             let w = b.param(
@@ -463,18 +458,13 @@ fn pool_heads(
                 &[hd, 1, k1, k2],
                 Init::DefaultUniform,
             )?;
-            let mut a = attrs(b);
-            a.push(("group", Attr::Int(hd as i64)));
-            b.op("Conv", &[&img, &w], a)
+            attrs.push(("group", Attr::Int(hd as i64)));
+            b.op("Conv", &[&img, &w], attrs)
         }
-        Mode::Max => {
-            let a = attrs(b);
-            b.op("MaxPool", &[&img], a)
-        }
+        Mode::Max => b.op("MaxPool", &[&img], attrs),
         Mode::Avg => {
-            let mut a = attrs(b);
-            a.push(("count_include_pad", Attr::Int(1)));
-            b.op("AveragePool", &[&img], a)
+            attrs.push(("count_include_pad", Attr::Int(1)));
+            b.op("AveragePool", &[&img], attrs)
         }
     };
     let y = reshape(
@@ -686,6 +676,8 @@ fn resolve(cfg: &ModelConfig) -> Result<Mvit> {
             ))
         }
     };
+    // img_size only sizes timm's tables (the weights give them), stride_kv_adaptive is already
+    // folded into stride_kv, and pool_type is unused by timm's model.
     let _ = (&v.img_size, &v.stride_kv_adaptive, &v.pool_type);
     Ok(Mvit {
         depths: v.depths,
