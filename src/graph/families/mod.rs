@@ -9,11 +9,15 @@ pub mod convnext;
 pub mod crossvit;
 pub mod cspnet;
 pub mod davit;
+pub mod coat;
+pub mod cpubone;
+pub mod cspnext;
 pub mod densenet;
 pub mod dla;
 pub mod dpn;
 pub mod edgenext;
 pub mod efficientnet;
+pub mod efficientvim;
 pub mod efficientvit_msra;
 pub mod eva;
 pub mod fasternet;
@@ -35,6 +39,7 @@ pub mod metaformer;
 pub mod mlp_mixer;
 pub mod nextvit;
 pub mod nest;
+pub mod mvitv2;
 pub mod nfnet;
 pub mod pit;
 pub mod pvt_v2;
@@ -76,7 +81,9 @@ pub static ALL: &[&Family] = &[
     &resnet::FAMILY,
     &resnetv2::FAMILY,
     &efficientnet::FAMILY,
+    &efficientvim::FAMILY,
     &convnext::FAMILY,
+    &cpubone::FAMILY,
     &regnet::FAMILY,
     &vit::FAMILY,
     &swin_transformer::FAMILY,
@@ -98,6 +105,7 @@ pub static ALL: &[&Family] = &[
     &levit::FAMILY,
     &efficientvit_msra::FAMILY,
     &cspnet::FAMILY,
+    &cspnext::FAMILY,
     &fastvit::FAMILY,
     &sknet::FAMILY,
     &senet::FAMILY,
@@ -116,12 +124,14 @@ pub static ALL: &[&Family] = &[
     &hgnet::FAMILY,
     &beit::FAMILY,
     &cait::FAMILY,
+    &coat::FAMILY,
     &xcit::FAMILY,
     &pvt_v2::FAMILY,
     &twins::FAMILY,
     &tiny_vit::FAMILY,
     &edgenext::FAMILY,
     &mlp_mixer::FAMILY,
+    &mvitv2::FAMILY,
     &convmixer::FAMILY,
     &mambaout::FAMILY,
     &starnet::FAMILY,

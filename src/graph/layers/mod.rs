@@ -29,6 +29,7 @@ pub mod split_attn;
 pub mod sr_attention;
 pub mod std_conv;
 pub mod vision_transformer;
+pub mod upsample;
 pub mod window;
 
 pub use act::act;

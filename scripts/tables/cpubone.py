@@ -1,0 +1,2 @@
+"""timm modules of the `cpubone` family (src/graph/families/cpubone.rs)."""
+MODULES = ['cpubone']
