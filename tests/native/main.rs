@@ -35,6 +35,7 @@ mod mlp_mixer;
 mod nfnet;
 mod pvt_v2;
 mod regnet;
+mod repghost;
 mod repvit;
 mod res2net;
 mod resnest;

@@ -30,6 +30,7 @@ pub mod mlp_mixer;
 pub mod nfnet;
 pub mod pvt_v2;
 pub mod regnet;
+pub mod repghost;
 pub mod repvit;
 pub mod res2net;
 pub mod resnest;
@@ -98,6 +99,7 @@ pub static ALL: &[&Family] = &[
     &ghostnet::FAMILY,
     &rexnet::FAMILY,
     &repvit::FAMILY,
+    &repghost::FAMILY,
     &hgnet::FAMILY,
     &beit::FAMILY,
     &cait::FAMILY,
