@@ -11,6 +11,7 @@ pub mod dla;
 pub mod dpn;
 pub mod edgenext;
 pub mod efficientnet;
+pub mod efficientvit_mit;
 pub mod efficientvit_msra;
 pub mod eva;
 pub mod fasternet;
@@ -83,6 +84,7 @@ pub static ALL: &[&Family] = &[
     &xception_aligned::FAMILY,
     &levit::FAMILY,
     &efficientvit_msra::FAMILY,
+    &efficientvit_mit::FAMILY,
     &cspnet::FAMILY,
     &fastvit::FAMILY,
     &sknet::FAMILY,
