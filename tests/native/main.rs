@@ -28,6 +28,7 @@ mod inception_next;
 mod inception_resnet_v2;
 mod inception_v3;
 mod inception_v4;
+mod lcnetv2;
 mod levit;
 mod mambaout;
 mod maxxvit;

@@ -23,6 +23,7 @@ pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
 pub mod inception_v4;
+pub mod lcnetv2;
 pub mod levit;
 pub mod mambaout;
 pub mod maxxvit;
@@ -102,6 +103,7 @@ pub static ALL: &[&Family] = &[
     &rexnet::FAMILY,
     &repvit::FAMILY,
     &repghost::FAMILY,
+    &lcnetv2::FAMILY,
     &hgnet::FAMILY,
     &beit::FAMILY,
     &cait::FAMILY,
