@@ -1,4 +1,5 @@
-"""timm modules of the `efficientnet` family (src/graph/families/efficientnet.rs).
+"""timm modules of the `efficientnet` family (src/graph/families/efficientnet.rs): EfficientNet,
+MobileNet and HardCoRe-NAS.
 
 timm's EfficientNet / MobileNet entrypoints call a `_gen_*` helper that decodes block-definition
 strings (`ir_r2_k3_s2_e6_c24_se0.25`) into block kwargs before `build_model_with_cfg`. The table
@@ -15,9 +16,11 @@ import functools
 import inspect
 
 import timm.models.efficientnet as _effnet
+import timm.models.hardcorenas as _hardcorenas
 import timm.models.mobilenetv3 as _mnv3
 
-MODULES = ['efficientnet', 'mobilenetv3']
+# HardCoRe-NAS is timm's MobileNetV3 class over block strings too (its own `_gen_hardcorenas`).
+MODULES = ['efficientnet', 'mobilenetv3', 'hardcorenas']
 
 _last = {}
 
@@ -65,7 +68,7 @@ def _wrap_gens(module):
         setattr(module, name, make())
 
 
-for _m in (_effnet, _mnv3):
+for _m in (_effnet, _mnv3, _hardcorenas):
     _wrap_decode(_m)
     _wrap_gens(_m)
 

@@ -163,7 +163,12 @@ fn run_random(arch: &str, seed: &str) -> (usize, Vec<f32>) {
 
 #[test]
 fn bare_names_build_with_seeded_random_weights() {
-    for arch in ["tf_efficientnet_lite0", "mobilenetv3_large_100"] {
+    // HardCoRe-NAS: the MobileNetV3 class over hardcorenas.py's own block strings.
+    for arch in [
+        "tf_efficientnet_lite0",
+        "mobilenetv3_large_100",
+        "hardcorenas_a",
+    ] {
         let (dim, a) = run_random(arch, "1");
         assert_eq!(dim, 1000, "{arch}");
         assert_eq!(a.len(), 1000);

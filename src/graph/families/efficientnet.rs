@@ -1,6 +1,6 @@
-//! EfficientNet(-Lite/-EdgeTPU/-V2), MixNet, MNASNet, FBNet, SPNASNet, TinyNet, LCNet and
-//! MobileNet-V1/V2/V3/V4 as timm 1.0.31 builds them (`efficientnet.py`, `mobilenetv3.py`, `_efficientnet_builder.py`,
-//! `_efficientnet_blocks.py`).
+//! EfficientNet(-Lite/-EdgeTPU/-V2), MixNet, MNASNet, FBNet, SPNASNet, TinyNet, LCNet,
+//! MobileNet-V1/V2/V3/V4 and HardCoRe-NAS as timm 1.0.31 builds them (`efficientnet.py`,
+//! `mobilenetv3.py`, `hardcorenas.py`, `_efficientnet_builder.py`, `_efficientnet_blocks.py`).
 //!
 //! timm's entrypoints call a `_gen_*` helper that decodes block-definition strings
 //! (`ir_r2_k3_s2_e6_c24_se0.25`) and scales them by the channel / depth multipliers. The generated
@@ -31,7 +31,8 @@ pub const FAMILY: Family = Family {
 
 pub const EXAMPLES: &str = "efficientnet_b0..b8/l2 (also _gn), efficientnet_lite0..4, efficientnet_es/em/el, \
 efficientnetv2_*, their tf_ ports, mixnet_*, mnasnet_*, semnasnet_*, spnasnet_100, fbnetc_100, fbnetv3_*, tinynet_*, \
-lcnet_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, test_efficientnet(_gn/_ln)";
+lcnet_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, hardcorenas_a..f, \
+test_efficientnet(_gn/_ln)";
 
 static TABLE: Table = Table::new(include_str!("../tables/efficientnet.json"));
 
@@ -74,6 +75,8 @@ enum Gen {
     Fbnetv3,
     Lcnet,
     MobileNetV4,
+    /// HardCoRe-NAS (`hardcorenas.py`): the MobileNetV3 class over its own block strings.
+    Hardcorenas,
 }
 
 impl Gen {
@@ -103,6 +106,7 @@ impl Gen {
             "fbnetv3" => Gen::Fbnetv3,
             "lcnet" => Gen::Lcnet,
             "mobilenet_v4" => Gen::MobileNetV4,
+            "hardcorenas" => Gen::Hardcorenas,
             _ => return None,
         })
     }
@@ -111,7 +115,12 @@ impl Gen {
     fn mobilenetv3(self) -> bool {
         matches!(
             self,
-            Gen::MobileNetV3 | Gen::MobileNetV3Rw | Gen::Fbnetv3 | Gen::Lcnet | Gen::MobileNetV4
+            Gen::MobileNetV3
+                | Gen::MobileNetV3Rw
+                | Gen::Fbnetv3
+                | Gen::Lcnet
+                | Gen::MobileNetV4
+                | Gen::Hardcorenas
         )
     }
 

@@ -18,6 +18,7 @@ pub mod dpn;
 pub mod edgenext;
 pub mod efficientnet;
 pub mod efficientvim;
+pub mod efficientvit_mit;
 pub mod efficientvit_msra;
 pub mod eva;
 pub mod fasternet;
@@ -32,6 +33,7 @@ pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
 pub mod inception_v4;
+pub mod lcnetv2;
 pub mod levit;
 pub mod mambaout;
 pub mod maxxvit;
@@ -45,6 +47,7 @@ pub mod pit;
 pub mod pvt_v2;
 pub mod rdnet;
 pub mod regnet;
+pub mod repghost;
 pub mod repvit;
 pub mod res2net;
 pub mod resnest;
@@ -104,6 +107,7 @@ pub static ALL: &[&Family] = &[
     &xception_aligned::FAMILY,
     &levit::FAMILY,
     &efficientvit_msra::FAMILY,
+    &efficientvit_mit::FAMILY,
     &cspnet::FAMILY,
     &cspnext::FAMILY,
     &fastvit::FAMILY,
@@ -121,6 +125,8 @@ pub static ALL: &[&Family] = &[
     &ghostnet::FAMILY,
     &rexnet::FAMILY,
     &repvit::FAMILY,
+    &repghost::FAMILY,
+    &lcnetv2::FAMILY,
     &hgnet::FAMILY,
     &beit::FAMILY,
     &cait::FAMILY,
