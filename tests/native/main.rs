@@ -15,6 +15,7 @@ mod densenet;
 mod dla;
 mod dpn;
 mod edgenext;
+mod efficientformer;
 mod efficientvit_msra;
 mod effnet;
 mod eva;

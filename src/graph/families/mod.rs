@@ -10,6 +10,7 @@ pub mod densenet;
 pub mod dla;
 pub mod dpn;
 pub mod edgenext;
+pub mod efficientformer;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
@@ -111,4 +112,5 @@ pub static ALL: &[&Family] = &[
     &mambaout::FAMILY,
     &starnet::FAMILY,
     &fasternet::FAMILY,
+    &efficientformer::FAMILY,
 ];
