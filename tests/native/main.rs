@@ -16,6 +16,7 @@ mod dla;
 mod dpn;
 mod edgenext;
 mod efficientformer;
+mod efficientformer_v2;
 mod efficientvit_msra;
 mod effnet;
 mod eva;

@@ -11,6 +11,7 @@ pub mod dla;
 pub mod dpn;
 pub mod edgenext;
 pub mod efficientformer;
+pub mod efficientformer_v2;
 pub mod efficientnet;
 pub mod efficientvit_msra;
 pub mod eva;
@@ -113,4 +114,5 @@ pub static ALL: &[&Family] = &[
     &starnet::FAMILY,
     &fasternet::FAMILY,
     &efficientformer::FAMILY,
+    &efficientformer_v2::FAMILY,
 ];
