@@ -47,6 +47,7 @@ mod selecsls;
 mod senet;
 mod sknet;
 mod starnet;
+mod swiftformer;
 mod swin_transformer;
 mod swin_transformer_v2;
 mod swin_transformer_v2_cr;

@@ -42,6 +42,7 @@ pub mod selecsls;
 pub mod senet;
 pub mod sknet;
 pub mod starnet;
+pub mod swiftformer;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -115,4 +116,5 @@ pub static ALL: &[&Family] = &[
     &fasternet::FAMILY,
     &efficientformer::FAMILY,
     &efficientformer_v2::FAMILY,
+    &swiftformer::FAMILY,
 ];
