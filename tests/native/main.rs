@@ -45,6 +45,7 @@ mod resnetv2;
 mod rexnet;
 mod selecsls;
 mod senet;
+mod shvit;
 mod sknet;
 mod starnet;
 mod swiftformer;

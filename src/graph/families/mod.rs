@@ -40,6 +40,7 @@ pub mod resnetv2;
 pub mod rexnet;
 pub mod selecsls;
 pub mod senet;
+pub mod shvit;
 pub mod sknet;
 pub mod starnet;
 pub mod swiftformer;
@@ -117,4 +118,5 @@ pub static ALL: &[&Family] = &[
     &efficientformer::FAMILY,
     &efficientformer_v2::FAMILY,
     &swiftformer::FAMILY,
+    &shvit::FAMILY,
 ];
