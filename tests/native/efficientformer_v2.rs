@@ -100,3 +100,18 @@ fn variants_not_built_are_refused_with_the_reason() {
         assert!(e.message.contains(key), "{key}: {}", e.message);
     }
 }
+
+#[test]
+fn an_img_size_timm_cannot_run_is_refused() {
+    // 36x36: stage 2's 9x9 grid halves to 5x5 and upsamples to 10x10, which timm cannot add.
+    let dir = edited_copy(SMALL, "odd", |c| {
+        c["model_args"]["img_size"] = serde_json::json!([36, 36]);
+        c["pretrained_cfg"]["input_size"] = serde_json::json!([3, 36, 36]);
+    });
+    let e = CModel::create(&format!("local:{}", dir.display()), true, &[])
+        .err()
+        .expect("must fail");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("divisible"), "{}", e.message);
+}

@@ -384,6 +384,13 @@ fn attention_2d(
     c: &Cfg,
 ) -> Result<Value> {
     let (x, res) = match stride {
+        Some(st) if res.0 % st != 0 || res.1 % st != 0 => {
+            // The upsampled attention would not match the block's grid: timm fails on it too.
+            return Err(Error::invalid_argument(format!(
+                "EfficientFormerV2's strided attention needs a grid divisible by {st}; img_size {}x{} gives {}x{}",
+                c.img.0, c.img.1, res.0, res.1
+            )));
+        }
         Some(st) => {
             let y = conv_norm(
                 &mut b.scope("stride_conv"),
