@@ -75,6 +75,34 @@ fn bare_name_without_weights_builds_runs_and_is_seeded() {
 }
 
 #[test]
+fn feature_maps_of_a_model_without_pooling_build() {
+    // timm's features_only works with global_pool '', which the classifier refuses.
+    let dir = edited_copy(SMALL, "nopool", |c| {
+        c["model_args"]["global_pool"] = serde_json::json!("");
+        c["global_pool"] = serde_json::json!("");
+    });
+    let m = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("output", "feature_maps")],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = m.unwrap_or_else(|e| panic!("{e:?}"));
+    // The same maps as the pooled model's.
+    let f = fixture(SMALL);
+    let pooled = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let r = reference(&f);
+    let (a, b) = (
+        m.infer_outputs(&r.input, &r.input_shape).unwrap(),
+        pooled.infer_outputs(&r.input, &r.input_shape).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.shape, &x.data), (&y.shape, &y.data));
+    }
+}
+
+#[test]
 fn variants_not_built_are_refused_with_the_reason() {
     for (key, value) in [
         ("num_vit", serde_json::json!(0)),

@@ -275,7 +275,8 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     }
     let x = tokens.ok_or_else(|| Error::invalid_model("EfficientFormer ends without tokens"))?;
     let x = layer_norm(&mut b.scope("norm"), &x, prev, LN_EPS)?;
-    if !c.pool {
+    if !c.pool && b.output() != OutputKind::FeatureMaps {
+        // Feature maps need no pool (timm's features_only takes global_pool '' too).
         return Err(Error::unsupported(
             "EfficientFormer with global_pool '' (a classifier per token) is not built natively",
         ));

@@ -287,7 +287,8 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         prev = dim;
     }
     let x = batch_norm(&mut b.scope("norm"), &x, prev, c.eps)?;
-    if !c.pool {
+    if !c.pool && b.output() != OutputKind::FeatureMaps {
+        // Feature maps need no pool (timm's features_only takes global_pool '' too).
         return Err(Error::unsupported(
             "EfficientFormerV2 with global_pool '' (a classifier per position) is not built natively",
         ));

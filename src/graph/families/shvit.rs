@@ -207,13 +207,14 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         s.feature(&x, st.dim, 1 << (i + 4), &format!("stages.{i}"));
         prev = st.dim;
     }
-    if pool == PoolKind::None {
+    if pool == PoolKind::None && b.output() != OutputKind::FeatureMaps {
+        // Feature maps need no pool (timm's features_only takes global_pool '' too).
         return Err(Error::unsupported(
             "SHViT with global_pool '' (a classifier per position) is not built natively",
         ));
     }
     let pooled = global_pool(b, &x, pool);
-    if b.output() == OutputKind::Features || cfg.num_classes == 0 {
+    if b.output() == OutputKind::Features || cfg.num_classes == 0 || pool == PoolKind::None {
         return Ok((pooled, prev));
     }
     let h = &mut b.scope("head");
