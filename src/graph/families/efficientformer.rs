@@ -128,13 +128,9 @@ fn resolve(cfg: &ModelConfig) -> Result<Cfg> {
             "EfficientFormer downsamples {downsamples:?} has fewer entries than its {n} stages"
         )));
     }
-    for i in 0..n {
-        let prev = if i == 0 {
-            v.embed_dims[0]
-        } else {
-            v.embed_dims[i - 1]
-        };
-        if !downsamples[i] && prev != v.embed_dims[i] {
+    for (i, &down) in downsamples.iter().enumerate().take(n) {
+        let prev = v.embed_dims[i.saturating_sub(1)];
+        if !down && prev != v.embed_dims[i] {
             return Err(Error::invalid_model(format!(
                 "EfficientFormer stage {i} has no downsample but changes width {prev} -> {}",
                 v.embed_dims[i]
@@ -159,7 +155,7 @@ fn resolve(cfg: &ModelConfig) -> Result<Cfg> {
     if v.pool_size == 0 || v.pool_size.is_multiple_of(2) {
         return Err(a.unsupported("pool_size", "an odd pool keeps the map size in timm"));
     }
-    if !(v.mlp_ratios > 0.0) {
+    if v.mlp_ratios.is_nan() || v.mlp_ratios <= 0.0 {
         return Err(Error::invalid_model(
             "EfficientFormer mlp_ratios must be positive",
         ));

@@ -136,9 +136,9 @@ fn resolve(cfg: &ModelConfig) -> Result<Cfg> {
             "EfficientFormerV2 downsamples {downsamples:?} has fewer entries than its {n} stages"
         )));
     }
-    for i in 0..n {
+    for (i, &down) in downsamples.iter().enumerate().take(n) {
         let prev = v.embed_dims[i.saturating_sub(1)];
-        if !downsamples[i] && prev != v.embed_dims[i] {
+        if !down && prev != v.embed_dims[i] {
             return Err(Error::invalid_model(format!(
                 "EfficientFormerV2 stage {i} has no downsample but changes width {prev} -> {}",
                 v.embed_dims[i]
@@ -385,7 +385,7 @@ fn attention_2d(
     c: &Cfg,
 ) -> Result<Value> {
     let (x, res) = match stride {
-        Some(st) if res.0 % st != 0 || res.1 % st != 0 => {
+        Some(st) if !res.0.is_multiple_of(st) || !res.1.is_multiple_of(st) => {
             // The upsampled attention would not match the block's grid: timm fails on it too.
             return Err(Error::invalid_argument(format!(
                 "EfficientFormerV2's strided attention needs a grid divisible by {st}; img_size {}x{} gives {}x{}",

@@ -88,7 +88,7 @@ fn resolve(cfg: &ModelConfig) -> Result<(Vec<Stage>, PoolKind)> {
     if v.act_layer != "relu" {
         return Err(a.unsupported("act_layer", "only timm's default (ReLU) is built"));
     }
-    if v.norm_layer.to_ascii_lowercase() != "groupnorm1" {
+    if !v.norm_layer.eq_ignore_ascii_case("groupnorm1") {
         return Err(a.unsupported("norm_layer", "only timm's default (GroupNorm1) is built"));
     }
     let n = v.embed_dim.len();
