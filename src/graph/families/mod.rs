@@ -16,6 +16,8 @@ pub mod densenet;
 pub mod dla;
 pub mod dpn;
 pub mod edgenext;
+pub mod efficientformer;
+pub mod efficientformer_v2;
 pub mod efficientnet;
 pub mod efficientvim;
 pub mod efficientvit_mit;
@@ -56,8 +58,10 @@ pub mod resnetv2;
 pub mod rexnet;
 pub mod selecsls;
 pub mod senet;
+pub mod shvit;
 pub mod sknet;
 pub mod starnet;
+pub mod swiftformer;
 pub mod swin_transformer;
 pub mod swin_transformer_v2;
 pub mod swin_transformer_v2_cr;
@@ -157,4 +161,8 @@ pub static ALL: &[&Family] = &[
     &vision_transformer_sam::FAMILY,
     &tnt::FAMILY,
     &vision_transformer_hybrid::FAMILY,
+    &efficientformer::FAMILY,
+    &efficientformer_v2::FAMILY,
+    &swiftformer::FAMILY,
+    &shvit::FAMILY,
 ];

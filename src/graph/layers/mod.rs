@@ -6,6 +6,7 @@ pub mod act;
 pub mod adaptive_pool;
 pub mod attention;
 pub mod bottleneck_attn;
+pub mod attention_bias;
 pub mod classifier;
 pub mod conv;
 pub mod grid_window;

@@ -1,0 +1,2 @@
+"""timm modules of the `shvit` family (src/graph/families/shvit.rs)."""
+MODULES = ['shvit']

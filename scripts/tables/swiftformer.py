@@ -1,0 +1,2 @@
+"""timm modules of the `swiftformer` family (src/graph/families/swiftformer.rs)."""
+MODULES = ['swiftformer']
