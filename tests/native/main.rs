@@ -47,6 +47,7 @@ mod resnetv2;
 mod rexnet;
 mod selecsls;
 mod senet;
+mod sequencer;
 mod sknet;
 mod starnet;
 mod swin_transformer;

@@ -42,6 +42,7 @@ pub mod resnetv2;
 pub mod rexnet;
 pub mod selecsls;
 pub mod senet;
+pub mod sequencer;
 pub mod sknet;
 pub mod starnet;
 pub mod swin_transformer;
@@ -119,4 +120,5 @@ pub static ALL: &[&Family] = &[
     &gcvit::FAMILY,
     &rdnet::FAMILY,
     &nextvit::FAMILY,
+    &sequencer::FAMILY,
 ];
