@@ -66,6 +66,7 @@ mod rexnet;
 mod selecsls;
 mod senet;
 mod shvit;
+mod sequencer;
 mod sknet;
 mod starnet;
 mod swiftformer;

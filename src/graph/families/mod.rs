@@ -59,6 +59,7 @@ pub mod rexnet;
 pub mod selecsls;
 pub mod senet;
 pub mod shvit;
+pub mod sequencer;
 pub mod sknet;
 pub mod starnet;
 pub mod swiftformer;
@@ -165,4 +166,5 @@ pub static ALL: &[&Family] = &[
     &efficientformer_v2::FAMILY,
     &swiftformer::FAMILY,
     &shvit::FAMILY,
+    &sequencer::FAMILY,
 ];

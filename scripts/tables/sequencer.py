@@ -1,0 +1,2 @@
+"""timm modules of the `sequencer` family (src/graph/families/sequencer.rs)."""
+MODULES = ['sequencer']
