@@ -19,6 +19,7 @@ pub mod gcvit;
 pub mod ghostnet;
 pub mod hgnet;
 pub mod hiera;
+pub mod hieradet_sam2;
 pub mod hrnet;
 pub mod inception_next;
 pub mod inception_resnet_v2;
@@ -116,6 +117,7 @@ pub static ALL: &[&Family] = &[
     &starnet::FAMILY,
     &fasternet::FAMILY,
     &hiera::FAMILY,
+    &hieradet_sam2::FAMILY,
     &gcvit::FAMILY,
     &rdnet::FAMILY,
     &nextvit::FAMILY,
