@@ -27,6 +27,7 @@ mod hgnet;
 mod hiera;
 mod hieradet_sam2;
 mod hrnet;
+mod iformer;
 mod inception_next;
 mod inception_resnet_v2;
 mod inception_v3;

@@ -21,6 +21,7 @@ pub mod hgnet;
 pub mod hiera;
 pub mod hieradet_sam2;
 pub mod hrnet;
+pub mod iformer;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
@@ -118,6 +119,7 @@ pub static ALL: &[&Family] = &[
     &fasternet::FAMILY,
     &hiera::FAMILY,
     &hieradet_sam2::FAMILY,
+    &iformer::FAMILY,
     &gcvit::FAMILY,
     &rdnet::FAMILY,
     &nextvit::FAMILY,
