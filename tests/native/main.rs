@@ -33,6 +33,7 @@ mod inception_resnet_v2;
 mod inception_v3;
 mod inception_v4;
 mod levit;
+mod lowformer;
 mod mambaout;
 mod maxxvit;
 mod metaformer;

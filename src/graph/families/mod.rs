@@ -27,6 +27,7 @@ pub mod inception_resnet_v2;
 pub mod inception_v3;
 pub mod inception_v4;
 pub mod levit;
+pub mod lowformer;
 pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
@@ -120,6 +121,7 @@ pub static ALL: &[&Family] = &[
     &hiera::FAMILY,
     &hieradet_sam2::FAMILY,
     &iformer::FAMILY,
+    &lowformer::FAMILY,
     &gcvit::FAMILY,
     &rdnet::FAMILY,
     &nextvit::FAMILY,
