@@ -11,6 +11,7 @@ mod byobnet;
 mod cait;
 mod convmixer;
 mod convnext;
+mod csatv2;
 mod cspnet;
 mod densenet;
 mod dla;

@@ -5,6 +5,7 @@ pub mod byobnet;
 pub mod cait;
 pub mod convmixer;
 pub mod convnext;
+pub mod csatv2;
 pub mod cspnet;
 pub mod densenet;
 pub mod dla;
@@ -122,6 +123,7 @@ pub static ALL: &[&Family] = &[
     &hieradet_sam2::FAMILY,
     &iformer::FAMILY,
     &lowformer::FAMILY,
+    &csatv2::FAMILY,
     &gcvit::FAMILY,
     &rdnet::FAMILY,
     &nextvit::FAMILY,
