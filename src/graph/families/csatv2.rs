@@ -558,3 +558,40 @@ fn transformer_block(b: &mut Builder, x: &Value, dim: usize, ls: Option<f32>) ->
     }
     Ok(y)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_architecture_builds_its_shapes() {
+        // The dry run (shapes only) of every table entry: its pre-logits width is timm's
+        // num_features.
+        for name in TABLE.names() {
+            let cfg =
+                ModelConfig::parse(TABLE.get(name).unwrap().config.to_string().as_bytes()).unwrap();
+            let [_, h, w] = cfg.pretrained_cfg.input_size;
+            let g = crate::graph::build_shapes(
+                &cfg,
+                crate::graph::ParamSource::Shapes,
+                &crate::graph::Request {
+                    output: OutputKind::Features,
+                    ..Default::default()
+                },
+                (h, w),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let dim = match g.outputs[0].shape {
+                crate::graph::OutputShape::Vector(d) => d,
+                _ => 0,
+            };
+            assert_eq!(Some(dim), cfg.num_features, "{name}");
+        }
+    }
+
+    #[test]
+    fn zigzag_is_timms_order() {
+        // timm's _zigzag_permutation(3, 3).
+        assert_eq!(zigzag(3, 3), vec![0, 1, 3, 6, 4, 2, 5, 7, 8]);
+    }
+}
