@@ -7,6 +7,7 @@ pub mod convit;
 pub mod convmixer;
 pub mod convnext;
 pub mod crossvit;
+pub mod csatv2;
 pub mod cspnet;
 pub mod davit;
 pub mod coat;
@@ -30,13 +31,16 @@ pub mod focalnet;
 pub mod ghostnet;
 pub mod hgnet;
 pub mod hiera;
+pub mod hieradet_sam2;
 pub mod hrnet;
+pub mod iformer;
 pub mod inception_next;
 pub mod inception_resnet_v2;
 pub mod inception_v3;
 pub mod inception_v4;
 pub mod lcnetv2;
 pub mod levit;
+pub mod lowformer;
 pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
@@ -148,6 +152,10 @@ pub static ALL: &[&Family] = &[
     &starnet::FAMILY,
     &fasternet::FAMILY,
     &hiera::FAMILY,
+    &hieradet_sam2::FAMILY,
+    &iformer::FAMILY,
+    &lowformer::FAMILY,
+    &csatv2::FAMILY,
     &gcvit::FAMILY,
     &rdnet::FAMILY,
     &nextvit::FAMILY,

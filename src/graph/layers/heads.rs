@@ -201,3 +201,41 @@ pub fn folded_gemm(b: &mut Builder, x: &Value, w: &[f64], bias: &[f64]) -> Resul
         vec![("transB", crate::graph::Attr::Int(1))],
     ))
 }
+
+/// timm's `RepVitClassifier` (RepViT, iFormer) on pooled `[N, dim]`: `head` = `NormLinear`
+/// (`bn`: BatchNorm1d, `l`: Linear), and with `distillation` the mean of it and `head_dist`,
+/// all folded at load into one Gemm.
+pub fn rep_vit_classifier(
+    b: &mut Builder,
+    x: &Value,
+    dim: usize,
+    classes: usize,
+    distillation: bool,
+    eps: f32,
+) -> Result<Value> {
+    let norm_linear = |b: &mut Builder| -> Result<(Vec<f64>, Vec<f64>)> {
+        let bn = crate::graph::transforms::BnStats::read(&mut b.scope("bn"), dim, eps)?;
+        let (s, t) = bn.affine();
+        let l = &mut b.scope("l");
+        let w = l.read("weight", &[classes, dim], Init::TruncNormal(0.02))?;
+        let bias = l.read("bias", &[classes], Init::Zeros)?;
+        let mut fw = Vec::with_capacity(w.len());
+        let mut fb = Vec::with_capacity(classes);
+        for o in 0..classes {
+            let row = &w[o * dim..(o + 1) * dim];
+            fw.extend(row.iter().zip(&s).map(|(&w, &s)| w as f64 * s));
+            let shift: f64 = row.iter().zip(&t).map(|(&w, &t)| w as f64 * t).sum();
+            fb.push(bias[o] as f64 + shift);
+        }
+        Ok((fw, fb))
+    };
+    let (mut w, mut bias) = norm_linear(&mut b.scope("head"))?;
+    if distillation {
+        let (w2, b2) = norm_linear(&mut b.scope("head_dist"))?;
+        w.iter_mut().zip(&w2).for_each(|(a, v)| *a = (*a + v) / 2.0);
+        bias.iter_mut()
+            .zip(&b2)
+            .for_each(|(a, v)| *a = (*a + v) / 2.0);
+    }
+    folded_gemm(b, x, &w, &bias)
+}

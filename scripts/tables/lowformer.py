@@ -1,0 +1,2 @@
+"""timm modules of the `lowformer` family (src/graph/families/lowformer.rs)."""
+MODULES = ['lowformer']
