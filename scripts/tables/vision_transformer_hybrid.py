@@ -2,13 +2,15 @@
 
 Every entrypoint builds its CNN backbone itself and passes it to VisionTransformer inside
 `embed_layer=partial(HybridEmbed, backbone=..., **embed_args)`: the table describes that backbone
-(its class, and for ResNetV2 its stage depths; for a features_only ResNet its out_indices and
-stage depths; for ConvStem its convs) and HybridEmbed's own arguments.
+(its class, and for ResNetV2 its stage depths; for a features_only ResNet its out_indices, stage
+depths, block class, stem type and width and whether its shortcuts average-pool; for ConvStem its
+convs) and HybridEmbed's own arguments.
 """
 MODULES = ['vision_transformer_hybrid']
 
 
 def _backbone(m):
+    from torch import nn
     name = type(m).__name__
     d = {'class': name.lower()}
     if name == 'ResNetV2':
@@ -19,6 +21,11 @@ def _backbone(m):
         d['class'] = 'resnet_features'
         d['layers'] = [len(getattr(m, f'layer{i}')) for i in range(1, 5) if hasattr(m, f'layer{i}')]
         d['out_indices'] = list(m.feature_info.out_indices)
+        d['block'] = type(m.layer1[0]).__name__.lower()
+        deep = isinstance(m.conv1, nn.Sequential)
+        d['stem_type'] = 'deep' if deep else ''
+        d['stem_width'] = m.conv1[0].out_channels if deep else 64
+        d['avg_down'] = isinstance(m.layer2[0].downsample[0], nn.AvgPool2d)
     elif name == 'ConvStem':
         d['convs'] = [dict(out=c.conv.out_channels, kernel=c.conv.kernel_size[0], stride=c.conv.stride[0])
                       for c in m]

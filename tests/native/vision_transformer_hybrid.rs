@@ -1,5 +1,5 @@
 //! Native hybrid ViTs through the C ABI, against timm's logits, pre-logits features and
-//! `features_only` maps; the ResNet-D backbones this build does not make are refused naming them.
+//! `features_only` maps: ConvStem, ResNetV2 and features_only ResNet-D backbones.
 
 use crate::common::*;
 use timm::TimmStatus;
@@ -18,9 +18,13 @@ fn every_hybrid_fixture_matches_timm_natively() {
 
 #[test]
 fn feature_maps_match_timms_features_only() {
-    // The last block on the ConvStem's and on the ResNetV2 backbone's grid.
+    // The last block on the ConvStem's, the ResNetV2 and the ResNet-D backbone's grid.
     assert_eq!(check_feature_maps(&fixture("vit_base_mci-small"), TOL), 1);
     assert_eq!(check_feature_maps(&fixture("vit_small_r26-small"), TOL), 1);
+    assert_eq!(
+        check_feature_maps(&fixture("vit_small_resnet50d-small"), TOL),
+        1
+    );
 }
 
 #[test]
@@ -39,6 +43,11 @@ fn feature_info_is_the_blocks_at_the_backbone_reduction() {
         vec![(16, 16, "blocks.0".into())]
     );
     assert_eq!(info("vit_small_r26-small"), vec![(8, 4, "blocks.0".into())]);
+    // ResNet-50-D up to its third stage: stride 16 (the backbone's own maps are not recorded).
+    assert_eq!(
+        info("vit_small_resnet50d-small"),
+        vec![(16, 16, "blocks.0".into())]
+    );
 }
 
 #[test]
@@ -71,17 +80,23 @@ fn seeded_random_weights_build_run_and_differ_by_seed() {
 }
 
 #[test]
-fn resnet_d_backbones_are_refused_naming_them() {
-    for (arch, why) in [
-        ("vit_small_resnet26d_224", "ResNet-D"),
-        ("vit_base_resnet50d_224", "ResNet-D"),
-    ] {
-        let e = CModel::create(arch, false, &[])
-            .err()
-            .unwrap_or_else(|| panic!("{arch} must fail"));
-        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}: {e:?}");
-        assert!(e.message.contains(why), "{arch}: {}", e.message);
-    }
+fn resnet_d_backbone_builds_seeded_without_weights() {
+    // pretrained=false: timm's ResNet-50-D widths and blocks (3, 4, 6) up to its third stage
+    // in front of the fixture's one-block ViT, at 32 px.
+    let f = fixture("vit_small_resnet50d-small");
+    let x: Vec<f32> = (0..3 * 32 * 32)
+        .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
+        .collect();
+    let run = |seed: &str| {
+        let m = CModel::create(&f.spec("native"), false, &[("seed", seed)])
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(m.output_dim(), 5);
+        m.infer(&x, &[1, 3, 32, 32]).unwrap()
+    };
+    let a = run("1");
+    assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
+    assert_eq!(a, run("1"), "same seed, same network");
+    assert_ne!(a, run("2"), "another seed, another network");
 }
 
 #[test]

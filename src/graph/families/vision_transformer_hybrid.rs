@@ -7,9 +7,10 @@
 //! (ConvNormAct with BatchNorm folded at load and GELU, the last conv biased without norm or
 //! act); `vit_tiny_r_s16_p8_*` (ResNetV2's 'same' stem alone) and `vit_*_r26_*`, `vit_*_r50_*`
 //! (`_resnetv2`: ResNetV2 without pre-activation, `StdConv2dSame` eps 1e-8 with TF "SAME"
-//! padding, GroupNormAct, the 'same' stem), built by `layers::resnetv2_parts`. Widths, kernels
-//! and ResNetV2 blocks per stage are read from the weights. Refused with the reason: timm's
-//! `features_only` ResNet-D backbones (`vit_*_resnet*d_*`).
+//! padding, GroupNormAct, the 'same' stem), built by `layers::resnetv2_parts`; `vit_*_resnet26d_*`
+//! and `vit_*_resnet50d_*` (timm's `features_only` ResNet-D: deep stem, avg-down shortcuts,
+//! Bottlenecks, up to the stage `out_indices` names), built by `layers::resnet_parts`. Widths,
+//! kernels and blocks per stage are read from the weights.
 //!
 //! Feature maps are the ViT's: every block's tokens on the backbone's grid, NCHW (the last
 //! three by default), at the backbone's reduction times the patch.
@@ -20,6 +21,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::layers::patch_embed::{patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::PoolKind;
+use crate::graph::layers::resnet_parts::{Block, ResNetBase};
 use crate::graph::layers::resnetv2_parts::{stages, stem, stem_pool, NormAct, ResNetV2};
 use crate::graph::layers::vision_transformer::{trunk, Vit};
 use crate::graph::layers::{self, conv2d, conv_bn, Conv, Pad};
@@ -31,7 +33,7 @@ static TABLE: Table = Table::new(include_str!("../tables/vision_transformer_hybr
 /// The `vision_transformer_hybrid` family entry for [`super::ALL`].
 pub const FAMILY: Family = Family {
     name: "vision_transformer_hybrid",
-    examples: "vit_base_mci_224 (vit_*_r*_s*, vit_*_resnet*d_* refused)",
+    examples: "vit_base_mci_224, vit_*_r*_s*, vit_*_resnet*d_*",
     matches: |arch| TABLE.contains(arch),
     build,
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
@@ -59,6 +61,15 @@ enum Backbone {
     /// `_resnetv2(layers)`: `ResNetV2(preact=False, stem_type='same',
     /// conv_layer=partial(StdConv2dSame, eps=1e-8))` without its head; blocks per stage.
     ResNetV2 { layers: Vec<usize> },
+    /// `resnet26d` / `resnet50d(features_only=True, out_indices=[n])`: timm's `ResNet` up to
+    /// `layer{n}` (the table's stages), its last stage's map the output.
+    ResNetFeatures {
+        block: Block,
+        layers: Vec<usize>,
+        deep_stem: bool,
+        stem_width: usize,
+        avg_down: bool,
+    },
 }
 
 /// A hybrid as its entrypoint builds it: the backbone, HybridEmbed's `proj`, the ViT.
@@ -97,10 +108,12 @@ fn backbone_of(arch: &str, backbone: &Json) -> Result<Backbone> {
         }
         "resnetv2_stem" => return Ok(Backbone::ResNetV2StemSame),
         "resnetv2" => {
-            let layers: Option<Vec<usize>> = backbone
-                .get("layers")
-                .and_then(Json::as_array)
-                .map(|l| l.iter().filter_map(|n| n.as_u64().map(|n| n as usize)).collect());
+            let layers: Option<Vec<usize>> =
+                backbone.get("layers").and_then(Json::as_array).map(|l| {
+                    l.iter()
+                        .filter_map(|n| n.as_u64().map(|n| n as usize))
+                        .collect()
+                });
             match layers {
                 Some(l) if !l.is_empty() && l.len() <= 4 => {
                     return Ok(Backbone::ResNetV2 { layers: l })
@@ -108,7 +121,49 @@ fn backbone_of(arch: &str, backbone: &Json) -> Result<Backbone> {
                 _ => "its ResNetV2 description is malformed".into(),
             }
         }
-        "resnet_features" => "its backbone is timm's features_only ResNet-D (resnet26d / resnet50d), not built inside a ViT natively".into(),
+        "resnet_features" => {
+            let n = |k: &str| backbone.get(k).and_then(Json::as_u64).map(|v| v as usize);
+            let layers: Vec<usize> = backbone
+                .get("layers")
+                .and_then(Json::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|n| n.as_u64().map(|n| n as usize))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let out: Vec<usize> = backbone
+                .get("out_indices")
+                .and_then(Json::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|n| n.as_u64().map(|n| n as usize))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let block = backbone
+                .get("block")
+                .and_then(Json::as_str)
+                .and_then(Block::from_timm);
+            let stem_type = backbone.get("stem_type").and_then(Json::as_str);
+            let avg_down = backbone.get("avg_down").and_then(Json::as_bool);
+            match (block, stem_type, n("stem_width"), avg_down) {
+                // HybridEmbed takes the last map; FeatureListNet stops at its stage.
+                (Some(block), Some(st @ ("" | "deep")), Some(stem_width), Some(avg_down))
+                    if !layers.is_empty() && layers.len() <= 4 && out == [layers.len()] =>
+                {
+                    return Ok(Backbone::ResNetFeatures {
+                        block,
+                        layers,
+                        deep_stem: st == "deep",
+                        stem_width,
+                        avg_down,
+                    })
+                }
+                _ => "its features_only ResNet description is malformed or not one stage's map"
+                    .into(),
+            }
+        }
         other => format!("its backbone `{other}` is not known"),
     };
     Err(Error::unsupported(format!(
@@ -250,6 +305,84 @@ fn resnetv2_backbone(b: &mut Builder, in_ch: usize, layers: &[usize]) -> Result<
     })
 }
 
+/// The features_only `ResNet` (timm's defaults: BatchNorm, ReLU, stages 64·2^i planes) of the
+/// table, its stem width, widths and blocks per stage read from the weights (in the current
+/// scope, the backbone) where there are any. Its feature maps are not the hybrid's.
+fn resnet_features(
+    b: &mut Builder,
+    in_ch: usize,
+    backbone: &Backbone,
+) -> Result<(ResNetBase, Vec<Block>)> {
+    let Backbone::ResNetFeatures {
+        block,
+        layers,
+        deep_stem,
+        stem_width,
+        avg_down,
+    } = backbone
+    else {
+        unreachable!("resnet_features takes a ResNetFeatures backbone")
+    };
+    let n = layers.len();
+    let mut net = ResNetBase {
+        layers: layers.clone(),
+        channels: (0..n).map(|i| 64 << i).collect(),
+        in_chans: in_ch,
+        output_stride: 32,
+        cardinality: 1,
+        base_width: 64,
+        stem_width: *stem_width,
+        deep_stem: *deep_stem,
+        tiered_stem: false,
+        replace_stem_pool: false,
+        reduce_first: 1,
+        down_kernel_size: 1,
+        avg_down: *avg_down,
+        act: "relu".into(),
+        norm: layers::Norm::Batch { eps: BN_EPS },
+        bn_eps: BN_EPS,
+        pool: PoolKind::Avg,
+        last_bn_init: Init::Zeros,
+        aa: None,
+        attn: None,
+        pruned: None,
+        taps: false,
+    };
+    let mut blocks = vec![*block; n];
+    if b.weights().is_none() {
+        return Ok((net, blocks));
+    }
+    net.read_block_weights(b, &mut blocks)?;
+    if net.attn.is_some() {
+        return Err(Error::invalid_model(
+            "hybrid ViT: the ResNet-D backbone has no attention modules",
+        ));
+    }
+    // Widths: the deep stem's first conv, each stage's last conv (planes · expansion).
+    let dim = |b: &Builder, key: &str| match b.weight_shape(key).as_deref() {
+        Some([o, ..]) => Ok(*o),
+        _ => Err(Error::invalid_model(format!(
+            "hybrid ViT: `{}` is missing",
+            b.key(key)
+        ))),
+    };
+    if net.deep_stem {
+        net.stem_width = dim(b, "conv1.0.weight")?;
+    } else if dim(b, "conv1.weight")? != 64 {
+        return Err(Error::invalid_model(
+            "hybrid ViT: timm's 7x7 ResNet stem is 64 wide",
+        ));
+    }
+    for (s, block) in blocks.iter().enumerate() {
+        let last = match block {
+            Block::Basic => "conv2",
+            Block::Bottleneck => "conv3",
+        };
+        net.channels[s] = dim(b, &format!("layer{}.0.{last}.weight", s + 1))? / block.expansion();
+    }
+    Ok((net, blocks))
+}
+
 fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let Hybrid {
         backbone,
@@ -269,6 +402,11 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
                 let x = stem(&mut bb.scope("stem"), &net, &input)?.0;
                 let x = stem_pool(bb, &net, &x)?;
                 stages(bb, &net, &x, false)?
+            }
+            Backbone::ResNetFeatures { .. } => {
+                let (net, blocks) = resnet_features(bb, in_ch, &backbone)?;
+                let (x, inplanes, ch) = net.stem_widths(bb, &input)?;
+                net.resnet_stages(bb, &x, inplanes, ch, &blocks)?
             }
             Backbone::ResNetV2StemSame => {
                 let net = resnetv2_backbone(bb, in_ch, &[])?;
@@ -350,10 +488,9 @@ mod tests {
                 }
             }
         }
-        // timm 1.0.31: 14 entrypoints; all but the 4 ResNet-D hybrids built.
+        // timm 1.0.31: 14 entrypoints, all built.
         assert_eq!(TABLE.names().len(), 14);
-        assert_eq!(built.len(), 10, "{built:?}");
-        assert!(built.iter().all(|n| !n.contains("resnet")), "{built:?}");
+        assert_eq!(built.len(), 14, "{built:?}");
     }
 
     #[test]
@@ -368,5 +505,18 @@ mod tests {
         let want = Backbone::ConvStem(vec![k(192, 4), k(192, 2), k(768, 2)]);
         assert_eq!(h.backbone, want);
         assert!(!h.proj && h.vit.no_embed_class);
+    }
+
+    #[test]
+    fn resnet_d_backbones_are_the_features_only_stages() {
+        let cfg = parse(&TABLE.get("vit_small_resnet50d_s16_224").unwrap().config);
+        let want = Backbone::ResNetFeatures {
+            block: Block::Bottleneck,
+            layers: vec![3, 4, 6],
+            deep_stem: true,
+            stem_width: 32,
+            avg_down: true,
+        };
+        assert_eq!(Hybrid::resolve(&cfg).unwrap().backbone, want);
     }
 }
