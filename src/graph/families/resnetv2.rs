@@ -12,6 +12,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::conv::std_conv_bn;
+use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::pool::{avg_pool2d_same_s1, global_pool, Pool2d, PoolKind};
 use crate::graph::layers::{self, conv2d, conv_bn, make_divisible, Conv};
 use crate::graph::spatial::Step;
@@ -54,10 +55,18 @@ crate::timm_args! {
 
 /// The norm-act layers resnetv2 builds (`get_norm_act_layer`), each followed by `act_layer`
 /// unless `apply_act=False`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum NormAct {
-    Batch { eps: f32 },
-    Group { groups: usize, eps: f32 },
+    Batch {
+        eps: f32,
+    },
+    Group {
+        groups: usize,
+        eps: f32,
+    },
+    /// EvoNorm2d* / FilterResponseNorm*: the activation is the layer's own, `act_layer` unused
+    /// (except by FilterResponseNormAct2d, which `get_norm_act_layer` hands it).
+    Evo(EvoNorm),
 }
 
 #[derive(Debug, Clone)]
@@ -122,24 +131,15 @@ impl ResNetV2 {
                 eps,
             },
             "groupnorm1act" | "groupnorm1" => NormAct::Group { groups: 1, eps },
-            n if n.starts_with("evonorm") => {
-                return Err(args.unsupported(
-                    "norm_layer",
-                    "EvoNorm (EvoNorm2dS0/B0) is not implemented by the native resnetv2 graph",
-                ))
-            }
-            n if n.starts_with("filterresponsenorm") || n.starts_with("frn") => {
-                return Err(args.unsupported(
-                    "norm_layer",
-                    "FilterResponseNorm (FilterResponseNormTlu2d) is not implemented by the native resnetv2 graph",
-                ))
-            }
-            _ => {
-                return Err(args.unsupported(
-                    "norm_layer",
-                    "resnetv2 norm layers are BatchNormAct2d and GroupNormAct",
-                ))
-            }
+            n => match EvoNorm::from_timm(n, kw, Some(&a.act_layer)) {
+                Some(e) => NormAct::Evo(e?),
+                None => {
+                    return Err(args.unsupported(
+                        "norm_layer",
+                        "resnetv2 norm layers are BatchNormAct2d, GroupNormAct, EvoNorm2d* and FilterResponseNorm*",
+                    ))
+                }
+            },
         };
         let std_eps = match a.conv_layer.as_ref().map(layer_spec) {
             None => Some(1e-6),
@@ -239,12 +239,12 @@ impl ResNetV2 {
         c: Conv,
         act: bool,
     ) -> Result<Value> {
-        let y = match (self.norm, self.std_eps) {
-            (NormAct::Batch { eps }, None) => conv_bn(b, x, conv, norm, c, eps)?,
-            (NormAct::Batch { eps }, Some(std)) => {
+        let y = match (&self.norm, self.std_eps) {
+            (&NormAct::Batch { eps }, None) => conv_bn(b, x, conv, norm, c, eps)?,
+            (&NormAct::Batch { eps }, Some(std)) => {
                 std_conv_bn(b, x, conv, Some((norm, eps)), c, std)?
             }
-            (NormAct::Group { .. }, _) => {
+            (NormAct::Group { .. } | NormAct::Evo(_), _) => {
                 let y = self.conv(b, x, conv, c)?;
                 return self.norm_act(&mut b.scope(norm), &y, c.out_ch, act);
             }
@@ -266,9 +266,10 @@ impl ResNetV2 {
 
     /// A norm-act layer on its own (in the current scope).
     fn norm_act(&self, b: &mut Builder, x: &Value, ch: usize, act: bool) -> Result<Value> {
-        let y = match self.norm {
-            NormAct::Batch { eps } => layers::batch_norm(b, x, ch, eps)?,
-            NormAct::Group { groups, eps } => layers::group_norm(b, x, groups, ch, eps)?,
+        let y = match &self.norm {
+            &NormAct::Batch { eps } => layers::batch_norm(b, x, ch, eps)?,
+            &NormAct::Group { groups, eps } => layers::group_norm(b, x, groups, ch, eps)?,
+            NormAct::Evo(e) => return e.apply(b, x, ch, act),
         };
         if act {
             layers::act(b, &self.act, &y)
@@ -539,31 +540,35 @@ fn downsample(b: &mut Builder, n: &ResNetV2, x: &Value, g: &Geom) -> Result<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TimmStatus;
+    use crate::graph::layers::evo_norm::EvoKind;
 
     #[test]
-    fn every_table_architecture_builds_or_names_the_missing_norm() {
+    fn every_table_architecture_builds() {
         assert_eq!(TABLE.validate(), Ok(TABLE.names().len()));
-        let mut built = 0;
         for arch in TABLE.names() {
             let cfg = (FAMILY.default_config)(arch).unwrap();
             let cfg = ModelConfig::parse(cfg.to_string().as_bytes()).unwrap();
-            match ResNetV2::from_config(&cfg, None) {
-                Ok(_) => built += 1,
-                Err(e) => {
-                    let known = ["_evos", "_frn"].iter().any(|t| arch.ends_with(t));
-                    assert!(known, "{arch}: {e:?}");
-                    assert_eq!(e.status(), TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}");
-                    let why = if arch.ends_with("_evos") {
-                        "EvoNorm"
-                    } else {
-                        "FilterResponseNorm"
-                    };
-                    assert!(e.message().contains(why), "{arch}: {}", e.message());
-                }
+            if let Err(e) = ResNetV2::from_config(&cfg, None) {
+                panic!("{arch}: {e:?}");
             }
         }
-        assert_eq!(built, TABLE.names().len() - 2);
+    }
+
+    #[test]
+    fn evos_and_frn_take_timm_s_layer_and_defaults() {
+        for (arch, kind, eps) in [
+            ("resnetv2_50d_evos", EvoKind::S0, 1e-5),
+            ("resnetv2_50d_frn", EvoKind::FrnTlu, 1e-5),
+        ] {
+            let cfg = (FAMILY.default_config)(arch).unwrap();
+            let cfg = ModelConfig::parse(cfg.to_string().as_bytes()).unwrap();
+            let n = ResNetV2::from_config(&cfg, None).unwrap();
+            let NormAct::Evo(e) = &n.norm else {
+                panic!("{arch}: {:?}", n.norm)
+            };
+            assert_eq!((e.kind, e.eps, e.groups), (kind, eps, 32), "{arch}");
+            assert_eq!(n.std_eps, None, "{arch}: create_conv2d");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod bottleneck_attn;
 pub mod classifier;
 pub mod conv;
+pub mod evo_norm;
 pub mod grid_window;
 pub mod halo_attn;
 pub mod heads;
