@@ -113,15 +113,6 @@ fn evonorm_and_filter_response_norm_variants_match_timm() {
 }
 
 #[test]
-fn evonorm_and_frn_bare_names_build_with_timms_widths() {
-    for arch in ["resnetv2_50d_evos", "resnetv2_50d_frn"] {
-        let m = CModel::create(arch, false, &[("output", "features")])
-            .unwrap_or_else(|e| panic!("{arch}: {e:?}"));
-        assert_eq!(m.output_dim(), 2048, "{arch}");
-    }
-}
-
-#[test]
 fn an_unknown_norm_layer_or_evonorm_argument_is_refused() {
     for (tag, norm, why) in [
         ("inorm", serde_json::json!("instancenorm"), "norm_layer"),
