@@ -27,7 +27,7 @@ pub enum EvoKind {
 }
 
 /// One EvoNorm / FRN layer as timm's constructor receives it (`partial(cls, **kw)`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvoNorm {
     pub kind: EvoKind,
     pub eps: f32,
@@ -36,7 +36,7 @@ pub struct EvoNorm {
     pub group_size: Option<usize>,
     /// The activation of S1/S1a/S2/S2a (SiLU unless `act_layer` says otherwise) and of
     /// FilterResponseNormAct2d; None is `nn.Identity`.
-    pub act: Option<String>,
+    pub act: Option<&'static str>,
 }
 
 impl EvoNorm {
@@ -87,8 +87,8 @@ impl EvoNorm {
             groups: 32,
             group_size: None,
             act: match kind {
-                S1 | S1a | S2 | S2a => Some("silu".into()),
-                FrnAct => family_act.map(str::to_string),
+                S1 | S1a | S2 | S2a => Some("silu"),
+                FrnAct => family_act.map(super::act::canonical).transpose()?,
                 _ => None,
             },
         };
@@ -113,17 +113,14 @@ impl EvoNorm {
                 "act_layer" if matches!(kind, S1 | S1a | S2 | S2a | FrnAct) => {
                     e.act = match v {
                         // S1/S2 take None as their SiLU default; FRN-Act as no activation.
-                        Json::Null if kind != FrnAct => Some("silu".into()),
+                        Json::Null if kind != FrnAct => Some("silu"),
                         Json::Null => None,
-                        Json::String(s) => Some(s.clone()),
+                        Json::String(s) => Some(super::act::canonical(s)?),
                         _ => return Err(bad(k, "expected an activation name")),
                     }
                 }
                 _ => return Err(bad(k, "not an argument this layer takes")),
             }
-        }
-        if let Some(a) = &e.act {
-            super::act::canonical(a)?;
         }
         Ok(e)
     }
@@ -205,7 +202,7 @@ impl EvoNorm {
                         let s = b.op("Sigmoid", &[&xv], vec![]);
                         b.op("Mul", &[x, &s], vec![])
                     }
-                    S1 | S1a | S2 | S2a if apply_act => match &self.act {
+                    S1 | S1a | S2 | S2a if apply_act => match self.act {
                         Some(a) => super::act(b, a, x)?,
                         None => x.clone(),
                     },
@@ -235,7 +232,7 @@ impl EvoNorm {
                 y = b.op("Max", &[&y, &tau], vec![]);
             }
             FrnAct if apply_act => {
-                if let Some(a) = &self.act {
+                if let Some(a) = self.act {
                     y = super::act(b, a, &y)?;
                 }
             }
