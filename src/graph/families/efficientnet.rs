@@ -1198,7 +1198,7 @@ mod tests {
             };
             let cfg = ModelConfig::parse(e.config.to_string().as_bytes()).unwrap();
             let args = Args::new(arch, Some(&e.args), &cfg.model_args);
-            // EvoNorm / blur / pruned / gc variants of a supported generator are refused.
+            // Blur / pruned / gc variants of a supported generator are refused.
             let Ok(a) = EffNetArgs::read(&args) else {
                 continue;
             };

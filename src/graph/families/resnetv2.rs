@@ -1,7 +1,8 @@
 //! timm's `resnetv2.py`: pre-activation ResNet V2 — BiT (`resnetv2_*x*_bit`: `StdConv2d` with
 //! eps 1e-8, GroupNorm, the 'fixed' stem's zero pad before the max pool), the BatchNorm ResNet-V2s (`resnetv2_18..152d`, basic and
 //! bottleneck blocks, deep / tiered stems, avg-down shortcuts), `resnetv2_50d_gn`, and the
-//! non-pre-activation bottleneck (`preact=False`).
+//! non-pre-activation bottleneck (`preact=False`); `resnetv2_50d_evos` / `_frn` (and any
+//! EvoNorm / FilterResponseNorm `norm_layer`) with the norm-act layer of `layers::evo_norm`.
 //!
 //! Weight standardisation is done once at load; a BatchNorm straight after a conv is folded into
 //! it. The pre-activation norms that follow a residual sum (`norm1`, the final `norm`) stay norms.
