@@ -202,7 +202,11 @@ fn unknown_variants_and_unsupported_args_are_unsupported() {
         ("se_layer", serde_json::json!("ese"), "se_layer"),
         // timm's MobileNetV3 class has no output_stride argument (its features_only form has).
         ("output_stride", serde_json::json!(16), "output_stride"),
-        ("norm_layer", serde_json::json!("instancenorm"), "norm_layer"),
+        (
+            "norm_layer",
+            serde_json::json!("instancenorm"),
+            "norm_layer",
+        ),
     ] {
         let dir = copy_fixture(&f, &format!("arg-{key}"));
         edit_config(&dir, |c| {
