@@ -186,11 +186,10 @@ fn bare_names_build_with_seeded_random_weights() {
 
 #[test]
 fn unknown_variants_and_unsupported_args_are_unsupported() {
-    // Generators not built (EfficientNet-X's space-to-depth, CondConv) and EvoNorm variants.
+    // Generators not built (EfficientNet-X's space-to-depth, CondConv).
     for (arch, needle) in [
         ("efficientnet_x_b3", "efficientnet_x_b3"),
         ("efficientnet_cc_b0_4e", "efficientnet_cc_b0_4e"),
-        ("test_efficientnet_evos", "norm_layer"),
     ] {
         let e = CModel::create(arch, false, &[])
             .err()
@@ -208,7 +207,11 @@ fn unknown_variants_and_unsupported_args_are_unsupported() {
         ("se_layer", serde_json::json!("ese"), "se_layer"),
         // timm's MobileNetV3 class has no output_stride argument (its features_only form has).
         ("output_stride", serde_json::json!(16), "output_stride"),
-        ("norm_layer", serde_json::json!("evonorm2ds0"), "norm_layer"),
+        (
+            "norm_layer",
+            serde_json::json!("instancenorm"),
+            "norm_layer",
+        ),
     ] {
         let dir = copy_fixture(&f, &format!("arg-{key}"));
         edit_config(&dir, |c| {

@@ -1,5 +1,6 @@
 //! The ResNet-V2 family's native graphs (timm's resnetv2.py: BiT, the BatchNorm ResNet-V2s,
-//! basic and non-pre-activation blocks) through the C ABI, against timm.
+//! basic and non-pre-activation blocks, EvoNorm and FilterResponseNorm) through the C ABI,
+//! against timm.
 
 use crate::common::*;
 use timm::TimmStatus;
@@ -89,14 +90,50 @@ fn bare_name_pretrained_false_is_seeded_and_has_timms_widths() {
 }
 
 #[test]
-fn evonorm_and_filter_response_norm_variants_are_refused_by_name() {
-    for (arch, why) in [
-        ("resnetv2_50d_evos", "EvoNorm"),
-        ("resnetv2_50d_frn", "FilterResponseNorm"),
+fn evonorm_and_filter_response_norm_variants_match_timm() {
+    // resnetv2_50d_evos (EvoNorm2dS0, 32 groups), resnetv2_50d_frn (FilterResponseNormTlu2d, deep
+    // stem) and the B0/B1/B2 EvoNorms and FilterResponseNormAct2d given as norm_layer names.
+    let names = [
+        "resnetv2_50d_evos-tiny",
+        "resnetv2_50d_frn-tiny",
+        "resnetv2_50-tiny-evonormb0",
+        "resnetv2_50-tiny-evonormb1",
+        "resnetv2_50-tiny-evonormb2",
+        "resnetv2_50-tiny-frn",
+    ];
+    for name in names {
+        let f = fixture(name);
+        check_fixture(&f, "native", &[("graph", "native")], TOL);
+        check_features(&f, TOL);
+    }
+    assert_eq!(
+        check_feature_maps(&fixture("resnetv2_50d_frn-tiny"), TOL),
+        1
+    );
+}
+
+#[test]
+fn an_unknown_norm_layer_or_evonorm_argument_is_refused() {
+    for (tag, norm, why) in [
+        ("inorm", serde_json::json!("instancenorm"), "norm_layer"),
+        (
+            "b0groups",
+            serde_json::json!({"partial": "EvoNorm2dB0", "groups": 8}),
+            "groups",
+        ),
     ] {
-        let e = CModel::create(arch, false, &[]).err().expect("must fail");
-        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}: {e:?}");
-        assert!(e.message.contains(why), "{arch}: {}", e.message);
+        let dir = edited_copy("resnetv2_50-tiny-evonormb0", tag, |c| {
+            c["model_args"]["norm_layer"] = norm
+        });
+        let e = CModel::create(
+            &format!("local:{}", dir.display()),
+            true,
+            &[("graph", "native")],
+        )
+        .err()
+        .expect("must fail");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+        assert!(e.message.contains(why), "{}", e.message);
     }
 }
 

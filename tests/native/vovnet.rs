@@ -30,6 +30,10 @@ fn feature_maps_match_timm_features_only() {
     // Default out_indices (stem.1, stages.0..3), a negative index at another input size.
     assert!(check_feature_maps(&fixture("ese_vovnet19b_dw-small"), TOL) >= 2);
     assert!(check_feature_maps(&fixture("ese_vovnet39b-small-f16"), TOL) >= 1);
+    assert_eq!(
+        check_feature_maps(&fixture("ese_vovnet39b_evos-small-f16"), TOL),
+        1
+    );
 }
 
 #[test]
@@ -88,13 +92,21 @@ fn bare_names_without_weights_build_run_and_are_seeded() {
 }
 
 #[test]
-fn evonorm_vovnet_is_refused_with_the_reason() {
-    // ese_vovnet39b_evos builds its norms with EvoNorm-S0, which the native graph does not.
-    let e = CModel::create("ese_vovnet39b_evos", false, &[])
-        .err()
-        .expect("ese_vovnet39b_evos must be refused");
+fn unknown_norms_or_attention_are_refused() {
+    // ese_vovnet39b_evos (EvoNorm2dS0 everywhere) is checked by its fixture above.
+    let dir = edited_copy("eca_vovnet39b-small-f16", "norm", |c| {
+        c["model_args"]["norm_layer"] = "layernorm2d".into()
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("norm_layer"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
     let dir = edited_copy("eca_vovnet39b-small-f16", "attn", |c| {
         c["model_args"]["attn"] = "cbam".into()
     });

@@ -13,14 +13,16 @@
 //! branch is folded into one conv at load, as `reparameterize_model` does. The fixed-size
 //! self-attention layers (`BottleneckAttn`, `LambdaLayer` with `r=None`) take their size from
 //! their relative-position weights, else from `img_size`; MobileViT transformers' widths and
-//! depths come from the weights where they hold them. Refused with the reason: EvoNorm (`_evos`),
-//! the attention-pool heads of the CLIP models and the `bat` attention.
+//! depths come from the weights where they hold them. A `norm_layer` EvoNorm (the RegNetZ `_evos`,
+//! EvoNorm2dS0a with group size 16) replaces every BatchNorm + activation. Refused with the
+//! reason: the attention-pool heads of the CLIP models and the `bat` attention.
 use serde_json::{Map, Value as Json};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::{self, Args};
 use crate::graph::layers::attention::{attention, AttnCfg, Hooks};
+use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::heads::{fc, norm_mlp_head};
 use crate::graph::layers::mlp::{conv_mlp, mlp, MlpCfg};
 use crate::graph::layers::pool::{avg_pool2d_same_s1, global_pool, Pool2d, PoolKind};
@@ -190,6 +192,8 @@ struct Layers {
     attn: Option<Attn>,
     /// `self_attn`: the layer name and its kwargs, resolved per block (they depend on its width).
     self_attn: Option<(String, Map<String, Json>)>,
+    /// `norm_layer` an EvoNorm / FRN (its activation its own) instead of BatchNorm.
+    evo: Option<EvoNorm>,
 }
 
 /// One block of a stage, as `create_byob_stages` resolves it.
@@ -246,14 +250,31 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     })?;
     let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
     let r = ByobArgs::read(&a)?;
-    let norm_ok = r
+    let is_bn = r
         .norm_layer
         .as_str()
         .is_some_and(|n| matches!(Norm::from_timm(n, None), Ok(Norm::Batch { .. })));
-    if !norm_ok {
+    let evo = if is_bn {
+        None
+    } else {
+        // A name or `partial(EvoNorm2dS0a, group_size=16)`, as `get_norm_act_layer` takes it.
+        let (name, kw) = match &r.norm_layer {
+            Json::String(n) => (Some(n.as_str()), None),
+            Json::Object(m) => (m.get("partial").and_then(Json::as_str), Some(m)),
+            _ => (None, None),
+        };
+        match name.and_then(|n| EvoNorm::from_timm(n, kw, Some(&r.act_layer))) {
+            Some(e) => Some(e?),
+            None => return Err(a.unsupported(
+                "norm_layer",
+                "the native byobnet graph supports BatchNorm, EvoNorm2d* and FilterResponseNorm*",
+            )),
+        }
+    };
+    if evo.is_some() && r.head_type == "mlp" {
         return Err(a.unsupported(
-            "norm_layer",
-            "the native byobnet graph supports BatchNorm only (EvoNorm is not implemented)",
+            "head_type",
+            "the MLP head's norm with an EvoNorm norm_layer is not implemented",
         ));
     }
     if !matches!(r.head_type.as_str(), "" | "classifier" | "mlp") {
@@ -282,6 +303,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         aa: r.aa_layer.as_deref().is_some_and(|s| !s.is_empty()),
         attn: resolve_attn(&a, r.attn_layer.as_deref(), r.attn_kwargs.as_object())?,
         self_attn: resolve_self_attn(r.self_attn_layer.as_deref(), &r.self_attn_kwargs),
+        evo,
     };
     if let Some(aa) = r.aa_layer.as_deref().filter(|s| !s.is_empty()) {
         if !matches!(
@@ -742,8 +764,12 @@ fn self_attn_block(
     let y = self_attn(&mut b.scope("self_attn"), &y, mid, stride, feat, l)?;
     let y = if kw.post_attn_na.unwrap_or(true) {
         let s = &mut b.scope("post_attn");
-        let y = layers::batch_norm(s, &y, mid, 1e-5)?;
-        act(s, &l.act, &y)?
+        if let Some(e) = &l.evo {
+            e.apply(s, &y, mid, true)?
+        } else {
+            let y = layers::batch_norm(s, &y, mid, 1e-5)?;
+            act(s, &l.act, &y)?
+        }
     } else {
         y
     };
@@ -1156,7 +1182,15 @@ fn shortcut(b: &mut Builder, x: &Value, io: &BlockIo, l: &Layers) -> Result<Opti
                     .count_include_pad(false);
                 p.avg(b, x, io.in_chs)?
             };
-            Some(cna(&mut b.scope("conv"), &pooled, conv, false, l)?)
+            // timm builds DownsampleAvg without the block's `layers` (a default `LayerFn`), so
+            // its norm is a BatchNorm whatever `norm_layer` says.
+            Some(conv_norm_act(
+                &mut b.scope("conv"),
+                &pooled,
+                conv,
+                &BN,
+                None,
+            )?)
         }
     })
 }
@@ -1164,6 +1198,7 @@ fn shortcut(b: &mut Builder, x: &Value, io: &BlockIo, l: &Layers) -> Result<Opti
 /// `RepVggBlock`: kxk + 1x1 + identity BatchNorm branches (or timm's fused `reparam_conv`),
 /// folded into one kxk conv at load; attention, activation.
 fn rep_vgg_block(b: &mut Builder, x: &Value, io: &BlockIo, k: usize, l: &Layers) -> Result<Value> {
+    bn_only(l, "rep")?;
     let groups = num_groups(io.group_size, io.in_chs)?;
     let conv = Conv::new(io.in_chs, io.out_chs, k)
         .stride(io.stride)
@@ -1199,6 +1234,7 @@ fn mobile_one_block(
     num_conv_branches: usize,
     l: &Layers,
 ) -> Result<Value> {
+    bn_only(l, "mobileone")?;
     let groups = num_groups(io.group_size, io.in_chs)?;
     let conv = Conv::new(io.in_chs, io.out_chs, k)
         .stride(io.stride)
@@ -1260,12 +1296,29 @@ fn fused_conv(b: &mut Builder, x: &Value, c: Conv, branches: &[Branch]) -> Resul
 /// 1 and a 2x2 average pool (module `aa`) strides after the norm and activation.
 fn cna(b: &mut Builder, x: &Value, c: Conv, apply_act: bool, l: &Layers) -> Result<Value> {
     let a = apply_act.then_some(l.act.as_str());
-    if l.aa && c.stride > 1 {
-        let s = c.stride;
-        let y = conv_norm_act(b, x, c.stride(1), &BN, a)?;
-        return Pool2d::new(s, s, 0).avg(b, &y, c.out_ch);
+    let aa = l.aa && c.stride > 1;
+    let conv = if aa { c.stride(1) } else { c };
+    let y = match &l.evo {
+        None => conv_norm_act(b, x, conv, &BN, a)?,
+        Some(e) => {
+            let y = conv2d(&mut b.scope("conv"), x, conv)?;
+            e.apply(&mut b.scope("bn"), &y, c.out_ch, apply_act)?
+        }
+    };
+    if aa {
+        return Pool2d::new(c.stride, c.stride, 0).avg(b, &y, c.out_ch);
     }
-    conv_norm_act(b, x, c, &BN, a)
+    Ok(y)
+}
+
+/// The re-parameterisable blocks fold BatchNorm branches; EvoNorm has none to fold.
+fn bn_only(l: &Layers, block: &str) -> Result<()> {
+    match l.evo {
+        Some(_) => Err(Error::unsupported(format!(
+            "the {block} block's re-parameterised BatchNorm branches with an EvoNorm norm_layer"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The block's attention layer in this scope, when `here` (the block's `attn` or `attn_last`).

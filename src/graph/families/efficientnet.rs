@@ -9,6 +9,7 @@
 //! so a saved `model_args` that changes a multiplier gets timm's exact structure.
 
 use super::super::args::{Args, PerStage};
+use super::super::layers::evo_norm::EvoNorm;
 use super::super::layers::pool::{global_pool, PoolKind};
 use super::super::layers::se::SqueezeExcite;
 use super::super::layers::{
@@ -415,6 +416,8 @@ enum NormKind {
     Group { group_size: usize, eps: f32 },
     /// `LayerNormAct2d`.
     Layer(f32),
+    /// EvoNorm2d* / FilterResponseNorm*: the activation is the layer's own (`apply_act`).
+    Evo(EvoNorm),
 }
 
 impl NormKind {
@@ -428,6 +431,9 @@ impl NormKind {
             .unwrap_or("");
         let eps = v.get("eps").and_then(|e| e.as_f64()).map(|e| e as f32);
         let gs = v.get("group_size").and_then(|g| g.as_u64());
+        if let Some(e) = EvoNorm::from_timm(name, v.as_object(), Some(&a.act_layer)) {
+            return Ok(NormKind::Evo(e?));
+        }
         Ok(match (name, gs) {
             ("groupnormact", Some(g)) if g > 0 => NormKind::Group {
                 group_size: g as usize,
@@ -438,8 +444,8 @@ impl NormKind {
             _ => {
                 return Err(args.unsupported(
                     "norm_layer",
-                    "only BatchNorm2d, GroupNormAct(group_size) and LayerNormAct2d are built \
-                     (EvoNorm is not)",
+                    "only BatchNorm2d, GroupNormAct(group_size), LayerNormAct2d and EvoNorm / \
+                     FilterResponseNorm are built",
                 ))
             }
         })
@@ -449,6 +455,12 @@ impl NormKind {
         Ok(match self {
             NormKind::Batch(eps) => Norm::Batch { eps },
             NormKind::Layer(eps) => Norm::Layer { eps },
+            NormKind::Evo(e) => {
+                return Err(Error::invalid_model(format!(
+                    "{:?} is a norm-act layer, not a Norm",
+                    e.kind
+                )))
+            }
             NormKind::Group { group_size, eps } => {
                 if !ch.is_multiple_of(group_size) {
                     return Err(Error::invalid_model(format!(
@@ -708,6 +720,9 @@ impl Model {
         ch: usize,
         act_name: Option<&str>,
     ) -> Result<Value> {
+        if let NormKind::Evo(e) = self.norm {
+            return e.apply(&mut b.scope(bn), x, ch, act_name.is_some());
+        }
         let y = self.norm.norm(ch)?.apply_2d(&mut b.scope(bn), x, ch)?;
         match act_name {
             Some(a) => act(b, a, &y),
@@ -726,6 +741,10 @@ impl Model {
     ) -> Result<Value> {
         let y = match self.norm {
             NormKind::Batch(eps) => layers::conv_bn(b, x, conv, bn, c, eps)?,
+            NormKind::Evo(e) => {
+                let y = conv2d(&mut b.scope(conv), x, c)?;
+                return e.apply(&mut b.scope(bn), &y, c.out_ch, act_name.is_some());
+            }
             _ => {
                 let y = conv2d(&mut b.scope(conv), x, c)?;
                 self.norm
@@ -1188,7 +1207,7 @@ mod tests {
             };
             let cfg = ModelConfig::parse(e.config.to_string().as_bytes()).unwrap();
             let args = Args::new(arch, Some(&e.args), &cfg.model_args);
-            // EvoNorm / blur / pruned / gc variants of a supported generator are refused.
+            // Blur / pruned / gc variants of a supported generator are refused.
             let Ok(a) = EffNetArgs::read(&args) else {
                 continue;
             };

@@ -1,7 +1,8 @@
 //! timm's `resnetv2.py`: pre-activation ResNet V2 — BiT (`resnetv2_*x*_bit`: `StdConv2d` with
 //! eps 1e-8, GroupNorm, the 'fixed' stem's zero pad before the max pool), the BatchNorm ResNet-V2s (`resnetv2_18..152d`, basic and
 //! bottleneck blocks, deep / tiered stems, avg-down shortcuts), `resnetv2_50d_gn`, and the
-//! non-pre-activation bottleneck (`preact=False`).
+//! non-pre-activation bottleneck (`preact=False`); `resnetv2_50d_evos` / `_frn` (and any
+//! EvoNorm / FilterResponseNorm `norm_layer`) with the norm-act layer of `layers::evo_norm`.
 //!
 //! Weight standardisation is done once at load; a BatchNorm straight after a conv is folded into
 //! it. The pre-activation norms that follow a residual sum (`norm1`, the final `norm`) stay norms.
@@ -11,6 +12,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
+use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::pool::{global_pool, PoolKind};
 use crate::graph::layers::resnetv2_parts::{stages, stem, stem_pool, NormAct, ResNetV2};
 use crate::graph::layers::{self, conv2d, make_divisible, Conv};
@@ -92,24 +94,15 @@ fn from_config(cfg: &ModelConfig, requested_os: Option<usize>) -> Result<ResNetV
                 eps,
             },
             "groupnorm1act" | "groupnorm1" => NormAct::Group { groups: 1, eps },
-            n if n.starts_with("evonorm") => {
-                return Err(args.unsupported(
-                    "norm_layer",
-                    "EvoNorm (EvoNorm2dS0/B0) is not implemented by the native resnetv2 graph",
-                ))
-            }
-            n if n.starts_with("filterresponsenorm") || n.starts_with("frn") => {
-                return Err(args.unsupported(
-                    "norm_layer",
-                    "FilterResponseNorm (FilterResponseNormTlu2d) is not implemented by the native resnetv2 graph",
-                ))
-            }
-            _ => {
-                return Err(args.unsupported(
-                    "norm_layer",
-                    "resnetv2 norm layers are BatchNormAct2d and GroupNormAct",
-                ))
-            }
+            n => match EvoNorm::from_timm(n, kw, Some(&a.act_layer)) {
+                Some(e) => NormAct::Evo(e?),
+                None => {
+                    return Err(args.unsupported(
+                        "norm_layer",
+                        "resnetv2 norm layers are BatchNormAct2d, GroupNormAct, EvoNorm2d* and FilterResponseNorm*",
+                    ))
+                }
+            },
         };
     let std_eps = match a.conv_layer.as_ref().map(layer_spec) {
         None => Some(1e-6),
@@ -228,31 +221,35 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TimmStatus;
+    use crate::graph::layers::evo_norm::EvoKind;
 
     #[test]
-    fn every_table_architecture_builds_or_names_the_missing_norm() {
+    fn every_table_architecture_builds() {
         assert_eq!(TABLE.validate(), Ok(TABLE.names().len()));
-        let mut built = 0;
         for arch in TABLE.names() {
             let cfg = (FAMILY.default_config)(arch).unwrap();
             let cfg = ModelConfig::parse(cfg.to_string().as_bytes()).unwrap();
-            match from_config(&cfg, None) {
-                Ok(_) => built += 1,
-                Err(e) => {
-                    let known = ["_evos", "_frn"].iter().any(|t| arch.ends_with(t));
-                    assert!(known, "{arch}: {e:?}");
-                    assert_eq!(e.status(), TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}");
-                    let why = if arch.ends_with("_evos") {
-                        "EvoNorm"
-                    } else {
-                        "FilterResponseNorm"
-                    };
-                    assert!(e.message().contains(why), "{arch}: {}", e.message());
-                }
+            if let Err(e) = from_config(&cfg, None) {
+                panic!("{arch}: {e:?}");
             }
         }
-        assert_eq!(built, TABLE.names().len() - 2);
+    }
+
+    #[test]
+    fn evos_and_frn_take_timm_s_layer_and_defaults() {
+        for (arch, kind, eps) in [
+            ("resnetv2_50d_evos", EvoKind::S0, 1e-5),
+            ("resnetv2_50d_frn", EvoKind::FrnTlu, 1e-5),
+        ] {
+            let cfg = (FAMILY.default_config)(arch).unwrap();
+            let cfg = ModelConfig::parse(cfg.to_string().as_bytes()).unwrap();
+            let n = from_config(&cfg, None).unwrap();
+            let NormAct::Evo(e) = &n.norm else {
+                panic!("{arch}: {:?}", n.norm)
+            };
+            assert_eq!((e.kind, e.eps, e.groups), (kind, eps, 32), "{arch}");
+            assert_eq!(n.std_eps, None, "{arch}: create_conv2d");
+        }
     }
 
     #[test]

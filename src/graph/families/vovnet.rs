@@ -5,14 +5,16 @@
 //! concatenates the block input with every one of their outputs before a 1x1 `conv_concat`;
 //! the last block of a stage adds ESE (or ECA) attention, every block but the first a residual.
 //! The depthwise variants use `SeparableConvNormAct` (a depthwise 3x3, then a 1x1 with the
-//! BatchNorm folded in) and a 1x1 `conv_reduction` in front. `ese_vovnet39b_evos` (EvoNorm) is
-//! refused; timm's VoVNet has no dilated form (`output_stride` 32 only).
+//! BatchNorm folded in) and a 1x1 `conv_reduction` in front. `ese_vovnet39b_evos` has every
+//! BatchNorm + activation replaced by EvoNorm2dS0 (its own activation); timm's VoVNet has no
+//! dilated form (`output_stride` 32 only).
 
 use serde_json::{Map, Value as Json};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
+use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::heads::classifier_head;
 use crate::graph::layers::pool::{Pool2d, PoolKind};
 use crate::graph::layers::se::{eca, eca_kernel, effective_se};
@@ -65,6 +67,20 @@ enum Attn {
 struct Ctx<'a> {
     act: &'a str,
     depthwise: bool,
+    /// The norm-act layer when not BatchNormAct2d (`norm_layer` an EvoNorm / FRN).
+    evo: Option<EvoNorm>,
+}
+
+/// A `ConvNormAct` (`conv`, `bn`): the BatchNorm folded and `act_layer` after it, or the conv
+/// then the EvoNorm, whose activation is its own.
+fn conv_na(b: &mut Builder, x: &Value, c: Conv, ctx: &Ctx) -> Result<Value> {
+    match &ctx.evo {
+        None => conv_norm_act(b, x, c, &BN, Some(ctx.act)),
+        Some(e) => {
+            let y = conv2d(&mut b.scope("conv"), x, c)?;
+            e.apply(&mut b.scope("bn"), &y, c.out_ch, true)
+        }
+    }
 }
 
 fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
@@ -86,17 +102,25 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     if r.output_stride != 32 {
         return Err(a.unsupported("output_stride", "timm's VoVNet has output stride 32 only"));
     }
-    let norm = r.norm_layer.to_ascii_lowercase().replace('_', "");
-    if !matches!(
-        norm.as_str(),
-        "batchnormact2d" | "batchnorm2d" | "batchnorm"
-    ) {
-        return Err(a.unsupported(
-            "norm_layer",
-            "VoVNet is built with BatchNormAct2d only (EvoNorm and other norm layers are not)",
-        ));
-    }
     act::canonical(&r.act_layer)?;
+    let norm = r.norm_layer.to_ascii_lowercase().replace('_', "");
+    let evo = match norm.as_str() {
+        "batchnormact2d" | "batchnorm2d" | "batchnorm" => None,
+        // ese_vovnet39b_evos's `norm_act_fn`: create_norm_act_layer('evonorms0', ...), which binds
+        // no act_layer.
+        "normactfn" if arch == "ese_vovnet39b_evos" => {
+            Some(EvoNorm::from_timm("evonorms0", None, None).expect("a known name")?)
+        }
+        n => match EvoNorm::from_timm(n, None, Some(&r.act_layer)) {
+            Some(e) => Some(e?),
+            None => {
+                return Err(a.unsupported(
+                    "norm_layer",
+                    "VoVNet is built with BatchNormAct2d, EvoNorm2d* or FilterResponseNorm*",
+                ))
+            }
+        },
+    };
     let attn = match r.attn.as_str() {
         "" => Attn::None,
         "ese" => Attn::Ese,
@@ -121,6 +145,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let ctx = Ctx {
         act: &r.act_layer,
         depthwise: r.depthwise,
+        evo,
     };
 
     // Stem: a strided 3x3 ConvNormAct, then two (separable when depthwise) 3x3s.
@@ -130,7 +155,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let x = {
         let st = &mut b.scope("stem");
         let c = Conv::new(in_ch, s[0], 3).stride(2);
-        let x = conv_norm_act(&mut st.scope(0), &input, c, &BN, Some(ctx.act))?;
+        let x = conv_na(&mut st.scope(0), &input, c, &ctx)?;
         let x1 = conv3(&mut st.scope(1), &x, s[0], s[1], 1, &ctx)?;
         let x2 = conv3(&mut st.scope(2), &x1, s[1], s[2], r.stem_stride / 2, &ctx)?;
         if r.stem_stride == 4 {
@@ -200,11 +225,16 @@ fn conv3(
 ) -> Result<Value> {
     if !ctx.depthwise {
         let c = Conv::new(in_ch, out_ch, 3).stride(stride);
-        return conv_norm_act(b, x, c, &BN, Some(ctx.act));
+        return conv_na(b, x, c, ctx);
     }
     let dw = Conv::new(in_ch, in_ch, 3).stride(stride).depthwise();
     let y = conv2d(&mut b.scope("conv_dw"), x, dw)?;
-    let y = conv_bn(b, &y, "conv_pw", "bn", Conv::new(in_ch, out_ch, 1), 1e-5)?;
+    let pw = Conv::new(in_ch, out_ch, 1);
+    if let Some(e) = &ctx.evo {
+        let y = conv2d(&mut b.scope("conv_pw"), &y, pw)?;
+        return e.apply(&mut b.scope("bn"), &y, out_ch, true);
+    }
+    let y = conv_bn(b, &y, "conv_pw", "bn", pw, 1e-5)?;
     act(b, ctx.act, &y)
 }
 
@@ -231,7 +261,7 @@ fn osa_block(
             )));
         }
         let c = Conv::new(in_ch, mid, 1);
-        y = conv_norm_act(&mut b.scope("conv_reduction"), &y, c, &BN, Some(ctx.act))?;
+        y = conv_na(&mut b.scope("conv_reduction"), &y, c, ctx)?;
     }
     let mut outputs = vec![x.clone()];
     let mut next_in = if ctx.depthwise { mid } else { in_ch };
@@ -243,7 +273,7 @@ fn osa_block(
     }
     let cat = concat(b, &outputs.iter().collect::<Vec<_>>(), 1);
     let c = Conv::new(in_ch + layers * mid, out, 1);
-    let mut y = conv_norm_act(&mut b.scope("conv_concat"), &cat, c, &BN, Some(ctx.act))?;
+    let mut y = conv_na(&mut b.scope("conv_concat"), &cat, c, ctx)?;
     y = match attn {
         Attn::None => y,
         Attn::Ese => effective_se(&mut b.scope("attn"), &y, out, false, "hard_sigmoid")?,

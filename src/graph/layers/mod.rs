@@ -9,6 +9,7 @@ pub mod bottleneck_attn;
 pub mod attention_bias;
 pub mod classifier;
 pub mod conv;
+pub mod evo_norm;
 pub mod grid_window;
 pub mod halo_attn;
 pub mod heads;

@@ -7,6 +7,7 @@
 
 use crate::error::Result;
 use crate::graph::layers::conv::std_conv_bn;
+use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::pool::{avg_pool2d_same_s1, max_pool2d_same, Pool2d, PoolKind};
 use crate::graph::layers::{self, conv2d, conv_bn, make_divisible, Conv, Pad};
 use crate::graph::spatial::Step;
@@ -14,10 +15,18 @@ use crate::graph::{Builder, Value};
 
 /// The norm-act layers resnetv2 builds (`get_norm_act_layer`), each followed by `act_layer`
 /// unless `apply_act=False`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NormAct {
-    Batch { eps: f32 },
-    Group { groups: usize, eps: f32 },
+    Batch {
+        eps: f32,
+    },
+    Group {
+        groups: usize,
+        eps: f32,
+    },
+    /// EvoNorm2d* / FilterResponseNorm*: the activation is the layer's own, `act_layer` unused
+    /// (except by FilterResponseNormAct2d, which `get_norm_act_layer` hands it).
+    Evo(EvoNorm),
 }
 
 #[derive(Debug, Clone)]
@@ -65,12 +74,12 @@ impl ResNetV2 {
         act: bool,
     ) -> Result<Value> {
         let c = self.padded(c);
-        let y = match (self.norm, self.std_eps) {
-            (NormAct::Batch { eps }, None) => conv_bn(b, x, conv, norm, c, eps)?,
-            (NormAct::Batch { eps }, Some(std)) => {
+        let y = match (&self.norm, self.std_eps) {
+            (&NormAct::Batch { eps }, None) => conv_bn(b, x, conv, norm, c, eps)?,
+            (&NormAct::Batch { eps }, Some(std)) => {
                 std_conv_bn(b, x, conv, Some((norm, eps)), c, std)?
             }
-            (NormAct::Group { .. }, _) => {
+            (NormAct::Group { .. } | NormAct::Evo(_), _) => {
                 let y = self.conv(b, x, conv, c)?;
                 return self.norm_act(&mut b.scope(norm), &y, c.out_ch, act);
             }
@@ -93,9 +102,10 @@ impl ResNetV2 {
 
     /// A norm-act layer on its own (in the current scope).
     pub fn norm_act(&self, b: &mut Builder, x: &Value, ch: usize, act: bool) -> Result<Value> {
-        let y = match self.norm {
-            NormAct::Batch { eps } => layers::batch_norm(b, x, ch, eps)?,
-            NormAct::Group { groups, eps } => layers::group_norm(b, x, groups, ch, eps)?,
+        let y = match &self.norm {
+            &NormAct::Batch { eps } => layers::batch_norm(b, x, ch, eps)?,
+            &NormAct::Group { groups, eps } => layers::group_norm(b, x, groups, ch, eps)?,
+            NormAct::Evo(e) => return e.apply(b, x, ch, act),
         };
         if act {
             layers::act(b, &self.act, &y)
