@@ -5,8 +5,8 @@
 pub mod act;
 pub mod adaptive_pool;
 pub mod attention;
-pub mod bottleneck_attn;
 pub mod attention_bias;
+pub mod bottleneck_attn;
 pub mod classifier;
 pub mod conv;
 pub mod evo_norm;
@@ -30,8 +30,8 @@ pub mod selective_kernel;
 pub mod split_attn;
 pub mod sr_attention;
 pub mod std_conv;
-pub mod vision_transformer;
 pub mod upsample;
+pub mod vision_transformer;
 pub mod window;
 
 pub use act::act;
