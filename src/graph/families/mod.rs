@@ -31,6 +31,7 @@ pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
+pub mod naflexvit;
 pub mod nextvit;
 pub mod nfnet;
 pub mod pvt_v2;
@@ -123,4 +124,5 @@ pub static ALL: &[&Family] = &[
     &nextvit::FAMILY,
     &davit::FAMILY,
     &focalnet::FAMILY,
+    &naflexvit::FAMILY,
 ];
