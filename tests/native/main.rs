@@ -42,6 +42,7 @@ mod naflexvit;
 mod nextvit;
 mod nfnet;
 mod pvt_v2;
+mod qwen3_vit;
 mod rdnet;
 mod regnet;
 mod repvit;

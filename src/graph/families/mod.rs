@@ -35,6 +35,7 @@ pub mod naflexvit;
 pub mod nextvit;
 pub mod nfnet;
 pub mod pvt_v2;
+pub mod qwen3_vit;
 pub mod rdnet;
 pub mod regnet;
 pub mod repvit;
@@ -125,4 +126,5 @@ pub static ALL: &[&Family] = &[
     &davit::FAMILY,
     &focalnet::FAMILY,
     &naflexvit::FAMILY,
+    &qwen3_vit::FAMILY,
 ];
