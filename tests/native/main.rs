@@ -13,6 +13,7 @@ mod convmixer;
 mod convnext;
 mod cspnet;
 mod davit;
+mod deepseek_vit;
 mod densenet;
 mod dla;
 mod dpn;

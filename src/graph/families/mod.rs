@@ -7,6 +7,7 @@ pub mod convmixer;
 pub mod convnext;
 pub mod cspnet;
 pub mod davit;
+pub mod deepseek_vit;
 pub mod densenet;
 pub mod dla;
 pub mod dpn;
@@ -127,4 +128,5 @@ pub static ALL: &[&Family] = &[
     &focalnet::FAMILY,
     &naflexvit::FAMILY,
     &qwen3_vit::FAMILY,
+    &deepseek_vit::FAMILY,
 ];

@@ -186,6 +186,12 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
 fn encoder(b: &mut Builder, v: &Qwen3, cfg: &ModelConfig) -> Result<Value> {
     let (h, w) = b.image_size();
     let p = v.patch;
+    // PatchEmbed(strict_img_size=False) asserts a multiple of the patch.
+    if h % p != 0 || w % p != 0 {
+        return Err(Error::invalid_argument(format!(
+            "input {h}x{w} is not a multiple of the Qwen3 ViT patch size {p} (timm asserts)"
+        )));
+    }
     let grid = (h / p, w / p);
     if grid.0 == 0 || grid.1 == 0 {
         return Err(Error::invalid_argument(format!(
@@ -206,7 +212,6 @@ fn encoder(b: &mut Builder, v: &Qwen3, cfg: &ModelConfig) -> Result<Value> {
         dim: d,
         patch: p,
         bias: true,
-        // strict_img_size=False: the conv drops a remainder.
         pad: (0, 0),
         norm: None,
         flatten: false,
