@@ -25,6 +25,7 @@ mod fasternet;
 mod fastvit;
 mod focalnet;
 mod gcvit;
+mod gemma4_vit;
 mod ghostnet;
 mod hgnet;
 mod hiera;

@@ -19,6 +19,7 @@ pub mod fasternet;
 pub mod fastvit;
 pub mod gcvit;
 pub mod focalnet;
+pub mod gemma4_vit;
 pub mod ghostnet;
 pub mod hgnet;
 pub mod hiera;
@@ -129,4 +130,5 @@ pub static ALL: &[&Family] = &[
     &naflexvit::FAMILY,
     &qwen3_vit::FAMILY,
     &deepseek_vit::FAMILY,
+    &gemma4_vit::FAMILY,
 ];
