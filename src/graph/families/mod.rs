@@ -13,6 +13,7 @@ pub mod csatv2;
 pub mod cspnet;
 pub mod cspnext;
 pub mod davit;
+pub mod deepseek_vit;
 pub mod densenet;
 pub mod dla;
 pub mod dpn;
@@ -28,6 +29,7 @@ pub mod fasternet;
 pub mod fastvit;
 pub mod focalnet;
 pub mod gcvit;
+pub mod gemma4_vit;
 pub mod ghostnet;
 pub mod hgnet;
 pub mod hiera;
@@ -47,10 +49,12 @@ pub mod metaformer;
 pub mod mlp_mixer;
 pub mod mvitv2;
 pub mod nest;
+pub mod naflexvit;
 pub mod nextvit;
 pub mod nfnet;
 pub mod pit;
 pub mod pvt_v2;
+pub mod qwen3_vit;
 pub mod rdnet;
 pub mod regnet;
 pub mod repghost;
@@ -175,4 +179,8 @@ pub static ALL: &[&Family] = &[
     &swiftformer::FAMILY,
     &shvit::FAMILY,
     &sequencer::FAMILY,
+    &naflexvit::FAMILY,
+    &qwen3_vit::FAMILY,
+    &deepseek_vit::FAMILY,
+    &gemma4_vit::FAMILY,
 ];

@@ -1,0 +1,2 @@
+"""timm modules of the `naflexvit` family (src/graph/families/naflexvit.rs)."""
+MODULES = ['naflexvit']
