@@ -168,6 +168,8 @@ fn bare_names_build_with_seeded_random_weights() {
         "tf_efficientnet_lite0",
         "mobilenetv3_large_100",
         "hardcorenas_a",
+        "fbnetv3_b",
+        "mobilenetv4_hybrid_medium",
     ] {
         let (dim, a) = run_random(arch, "1");
         assert_eq!(dim, 1000, "{arch}");
@@ -425,4 +427,49 @@ fn feature_map_requests_timm_refuses_or_cannot_run_are_errors() {
         .output_shape(0, &[1, 3, 0, 24])
         .expect_err("an empty input must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+}
+
+#[test]
+fn mobilenetv4_hybrid_and_fbnetv3_match_timm() {
+    // MobileAttention (MultiQueryAttention2d with and without kv down-sampling, layer scale) and
+    // FBNet-V3 (hard-sigmoid SE rounded by the generator's round_chs_fn): logits, pre-logits
+    // features and feature maps, each by name so neither can drop out of the suite unnoticed.
+    for name in ["effnet_mnv4_hybrid", "effnet_fbnetv3_b"] {
+        let f = fixture(name);
+        let (dl, df) = check_native(&f);
+        assert!(dl <= TOL && df <= TOL, "{name}: logits {dl}, features {df}");
+        assert!(check_feature_maps(&f, TOL) >= 1, "{name}: no feature maps");
+    }
+    // A channel_multiplier below 1 keeps MobileNetV4's stem at 32 (timm's fix_stem).
+    let f = fixture("effnet_mnv4_hybrid");
+    let m = CModel::create(
+        &f.spec("native"),
+        true,
+        &[
+            ("graph", "native"),
+            ("output", "feature_maps"),
+            ("out_indices", "0"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(m.feature_info()[0], (32, 2, "bn1".to_string()));
+}
+
+#[test]
+fn mqa_blocks_without_heads_are_invalid() {
+    let f = fixture("effnet_mnv4_hybrid");
+    let dir = copy_fixture(&f, "mqa-heads");
+    edit_config(&dir, |c| {
+        c["model_args"]["arch_def"][2][1] = "mqa_r1_k3_h0_s1_v2_d8_c24".into();
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
+    assert!(e.message.contains("mqa"), "{}", e.message);
+    std::fs::remove_dir_all(&dir).ok();
 }
