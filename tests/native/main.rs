@@ -34,6 +34,7 @@ mod mambaout;
 mod maxxvit;
 mod metaformer;
 mod mlp_mixer;
+mod nasnet;
 mod nextvit;
 mod nfnet;
 mod pvt_v2;

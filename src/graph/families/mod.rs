@@ -29,6 +29,7 @@ pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
+pub mod nasnet;
 pub mod nextvit;
 pub mod nfnet;
 pub mod pvt_v2;
@@ -121,4 +122,5 @@ pub static ALL: &[&Family] = &[
     &rdnet::FAMILY,
     &nextvit::FAMILY,
     &sequencer::FAMILY,
+    &nasnet::FAMILY,
 ];
