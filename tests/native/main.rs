@@ -37,6 +37,7 @@ mod mlp_mixer;
 mod nasnet;
 mod nextvit;
 mod nfnet;
+mod pnasnet;
 mod pvt_v2;
 mod rdnet;
 mod regnet;

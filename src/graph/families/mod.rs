@@ -32,6 +32,7 @@ pub mod mlp_mixer;
 pub mod nasnet;
 pub mod nextvit;
 pub mod nfnet;
+pub mod pnasnet;
 pub mod pvt_v2;
 pub mod rdnet;
 pub mod regnet;
@@ -123,4 +124,5 @@ pub static ALL: &[&Family] = &[
     &nextvit::FAMILY,
     &sequencer::FAMILY,
     &nasnet::FAMILY,
+    &pnasnet::FAMILY,
 ];
