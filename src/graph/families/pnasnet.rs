@@ -351,7 +351,7 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Cfg> {
             widths = got;
         }
     }
-    if widths.iter().any(|&w| w == 0) || widths[2..].iter().any(|w| !w.is_multiple_of(2)) {
+    if widths.contains(&0) || widths[2..].iter().any(|w| !w.is_multiple_of(2)) {
         return Err(Error::invalid_model(format!(
             "PNASNet widths {widths:?}: positive, the cells' even (their factorized reductions halve them)"
         )));
