@@ -60,6 +60,8 @@ mod naflexvit;
 mod nextvit;
 mod nfnet;
 mod pit;
+mod nasnet;
+mod pnasnet;
 mod pvt_v2;
 mod qwen3_vit;
 mod rdnet;

@@ -53,6 +53,8 @@ pub mod naflexvit;
 pub mod nextvit;
 pub mod nfnet;
 pub mod pit;
+pub mod nasnet;
+pub mod pnasnet;
 pub mod pvt_v2;
 pub mod qwen3_vit;
 pub mod rdnet;
@@ -183,4 +185,6 @@ pub static ALL: &[&Family] = &[
     &qwen3_vit::FAMILY,
     &deepseek_vit::FAMILY,
     &gemma4_vit::FAMILY,
+    &nasnet::FAMILY,
+    &pnasnet::FAMILY,
 ];
