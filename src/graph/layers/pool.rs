@@ -333,6 +333,10 @@ pub fn max_pool2d_same(
             ("auto_pad", Attr::Str("SAME_UPPER".into())),
         ],
     );
+    b.set_spatial(&y, x, Step::Same { stride }, channels)?;
+    Ok(y)
+}
+
 /// timm's `create_pool2d('max' | 'avg', kernel, stride, padding=.., count_include_pad=..)` with
 /// `padding='same'` (`tf_same`) or `''`. Static padding where timm's is static (`''`: symmetric
 /// `get_padding`; `'same'` at stride 1 with an odd kernel); otherwise timm's `MaxPool2dSame` /
