@@ -43,7 +43,8 @@ fn feature_info_is_every_stage() {
 #[test]
 fn bare_names_without_weights_build_run_and_are_seeded() {
     // The L models are over 50M parameters (slow in a debug build): their fixture covers them.
-    for arch in ["efficientvit_b0"] {
+    {
+        let arch = "efficientvit_b0";
         let run = |seed: &str| {
             let m = CModel::create(arch, false, &[("seed", seed)])
                 .unwrap_or_else(|e| panic!("{arch}: {e:?}"));

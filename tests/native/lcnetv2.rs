@@ -42,7 +42,8 @@ fn feature_info_is_every_stage() {
 
 #[test]
 fn bare_names_without_weights_build_run_and_are_seeded() {
-    for arch in ["lcnetv2_small"] {
+    {
+        let arch = "lcnetv2_small";
         let run = |seed: &str| {
             let m = CModel::create(arch, false, &[("seed", seed)])
                 .unwrap_or_else(|e| panic!("{arch}: {e:?}"));

@@ -431,7 +431,7 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Cfg> {
             )));
         }
     }
-    if c.down_k == 0 || (c.down_k % 2 == 0 && c.down_k != 2) {
+    if c.down_k == 0 || (c.down_k.is_multiple_of(2) && c.down_k != 2) {
         return Err(a.unsupported(
             "down_kernel_size",
             "the native DaViT builds odd kernels and timm's default 2",

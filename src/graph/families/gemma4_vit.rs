@@ -239,7 +239,7 @@ fn encoder(b: &mut Builder, v: &Gemma4, cfg: &ModelConfig) -> Result<Value> {
         )));
     }
     if let Some(k) = v.soft {
-        if grid.0 % k != 0 || grid.1 % k != 0 {
+        if !grid.0.is_multiple_of(k) || !grid.1.is_multiple_of(k) {
             return Err(Error::invalid_argument(format!(
                 "input {h}x{w} is not a multiple of patch_size * pooling_kernel_size = {} (timm raises for the soft pool)",
                 p * k

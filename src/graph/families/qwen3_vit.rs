@@ -199,7 +199,7 @@ fn encoder(b: &mut Builder, v: &Qwen3, cfg: &ModelConfig) -> Result<Value> {
         )));
     }
     if let Some((k, _)) = v.merger {
-        if grid.0 % k != 0 || grid.1 % k != 0 {
+        if !grid.0.is_multiple_of(k) || !grid.1.is_multiple_of(k) {
             return Err(Error::invalid_argument(format!(
                 "the {}x{} patch grid of a {h}x{w} input is not divisible by merge_size {k} (timm asserts)",
                 grid.0, grid.1

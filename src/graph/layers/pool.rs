@@ -296,24 +296,6 @@ fn binomial(n: usize, k: usize) -> f64 {
     (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_pools_are_timms() {
-        assert_eq!(PoolKind::from_timm("fast").unwrap(), PoolKind::Avg);
-        assert_eq!(PoolKind::from_timm("fastavg").unwrap(), PoolKind::Avg);
-        assert_eq!(PoolKind::from_timm("fastmax").unwrap(), PoolKind::Max);
-        assert_eq!(
-            PoolKind::from_timm("fastcatavgmax").unwrap(),
-            PoolKind::CatAvgMax
-        );
-        assert_eq!(PoolKind::from_timm("").unwrap(), PoolKind::None);
-        assert!(PoolKind::from_timm("fastest").is_err());
-    }
-}
-
 /// timm's `MaxPool2dSame` (`create_pool2d('max', k, stride, padding='same')`): TF "SAME"
 /// padding from the input size with -inf, the extra pixel at the end — ONNX `MaxPool` with
 /// `auto_pad = SAME_UPPER` (pads never win a max).
@@ -380,4 +362,22 @@ pub fn create_pool2d(
     };
     b.set_spatial(&y, x, Step::Same { stride }, channels)?;
     Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_pools_are_timms() {
+        assert_eq!(PoolKind::from_timm("fast").unwrap(), PoolKind::Avg);
+        assert_eq!(PoolKind::from_timm("fastavg").unwrap(), PoolKind::Avg);
+        assert_eq!(PoolKind::from_timm("fastmax").unwrap(), PoolKind::Max);
+        assert_eq!(
+            PoolKind::from_timm("fastcatavgmax").unwrap(),
+            PoolKind::CatAvgMax
+        );
+        assert_eq!(PoolKind::from_timm("").unwrap(), PoolKind::None);
+        assert!(PoolKind::from_timm("fastest").is_err());
+    }
 }
