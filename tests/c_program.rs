@@ -108,9 +108,11 @@ fn c_program_gets_timms_feature_maps_for_every_family() {
     let dir = fixtures_dir();
     let mut families = std::collections::BTreeSet::new();
     for f in fixtures() {
-        // timm's Swin and MambaOut features_only maps are NHWC; their own tests compare them
-        // permuted.
-        if f.family.starts_with("swin_transformer") || f.family == "mambaout" {
+        // timm's Swin, MambaOut and Sequencer features_only maps are NHWC; their own tests
+        // compare them permuted.
+        if f.family.starts_with("swin_transformer")
+            || ["mambaout", "sequencer"].contains(&f.family.as_str())
+        {
             continue;
         }
         let refs = feature_map_refs(&f);
