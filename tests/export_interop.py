@@ -77,7 +77,11 @@ def run_case(case, core):
             d = float(np.abs(got - wb).max()) / max(1.0, float(np.abs(wb).max()))
             worst[name] = max(worst.get(name, 0.0), d)
             assert d <= tol, f"{name} batch {batch}: relative max|diff| {d:.3e} > {tol}"
-    if case.get("other_size"):
+    # A graph built for one size (a relative-position table inside a convnet) declares it.
+    inits = {i.name for i in model.graph.initializer}
+    x_in = next(i for i in model.graph.input if i.name not in inits)
+    free_hw = not any(d.HasField("dim_value") for d in x_in.type.tensor_type.shape.dim[2:])
+    if case.get("other_size") and free_hw:
         h, w = case["other_size"]
         rng = np.random.default_rng(0)
         xo = rng.standard_normal((2, x.shape[1], h, w)).astype(np.float32)
@@ -86,7 +90,9 @@ def run_case(case, core):
         assert a.shape[0] == 2 and np.isfinite(a).all()
         # Relative: random inputs drive untrained fixtures to logits in the thousands.
         d = float(np.abs(a - b).max() / max(1.0, float(np.abs(a).max())))
-        assert d <= tol, f"size {h}x{w}: ORT and OpenVINO differ by {d:.3e} (relative)"
+        # Two runtimes against each other on inputs the fixture never saw: their kernels differ
+        # (AMX / AVX-512 paths), so 1e-3 rather than timm's 1e-4.
+        assert d <= max(tol, 1e-3), f"size {h}x{w}: ORT and OpenVINO differ by {d:.3e} (relative)"
         worst["other_size"] = d
     return worst
 

@@ -185,6 +185,15 @@ impl<'w> Builder<'w> {
         self.input_chw
     }
 
+    /// Declares the graph's input at the size it is built for, for a layer sized at build time
+    /// (relative-position tables, fixed reshapes) inside a family that otherwise takes any size:
+    /// another size is then refused when the model is run, never a failure inside the runtime.
+    pub fn fix_input_size(&mut self) {
+        let (h, w) = self.nominal_hw();
+        self.input_chw[1].get_or_insert(h as i64);
+        self.input_chw[2].get_or_insert(w as i64);
+    }
+
     /// The spatial size the model is measured at: the fixed input size, or the size
     /// preprocessing produces when the graph takes any size.
     pub fn nominal_hw(&self) -> (usize, usize) {

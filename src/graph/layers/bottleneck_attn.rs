@@ -91,6 +91,7 @@ pub fn rel_logits_2d(
 /// `BottleneckAttn` on an NCHW map (`qkv`, `pos_embed.height_rel`, `pos_embed.width_rel` in
 /// the current scope). The map must be `feat_size`; the graph's reshapes fix it.
 pub fn bottleneck_attn(b: &mut Builder, x: &Value, c: &BottleneckAttnCfg) -> Result<Value> {
+    b.fix_input_size();
     let (nh, dqk) = (c.num_heads, c.dim_head_qk);
     let dv = c.dim_out / nh;
     let (h, w) = c.feat_size;

@@ -63,6 +63,9 @@ impl LambdaCfg {
 
 /// `LambdaLayer` on an NCHW map (`qkv`, `norm_q`, `norm_v`, `conv_lambda` or `pos_emb`).
 pub fn lambda_layer(b: &mut Builder, x: &Value, c: &LambdaCfg) -> Result<Value> {
+    if c.feat_size.is_some() && c.r.is_none() {
+        b.fix_input_size();
+    }
     let (nh, k) = (c.num_heads, c.dim_qk);
     let v_dim = c.dim_out / nh;
     let conv = Conv::new(c.dim, nh * k + k + v_dim, 1)
