@@ -1,2 +1,0 @@
-"""timm modules of the `nasnet` family (src/graph/families/nasnet.rs)."""
-MODULES = ['nasnet']

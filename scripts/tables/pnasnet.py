@@ -1,2 +1,0 @@
-"""timm modules of the `pnasnet` family (src/graph/families/pnasnet.rs)."""
-MODULES = ['pnasnet']
