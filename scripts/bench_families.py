@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Per-family speed check (never run by CI): one architecture per timm module, libtimm's native graph
+(release libtimm.so through the C ABI, benches/driver.c) against ONNX Runtime's Python API on timm's
+own torch.onnx export of the same folder, at batch 1 and batch 8 on 2 intra-op threads. Prints
+the median latency of each and the ratio ORT / libtimm (>= 1.00: libtimm at least as fast).
+
+    cargo build --release --lib && cc -O2 -pthread -Iinclude benches/driver.c -o .bench/bin/driver \\
+        -Ltarget/release -ltimm -lm -Wl,-rpath,$PWD/target/release
+    .venv-gen/bin/python scripts/bench_families.py --issue 18 [--archs a,b] [--repeats 3] [--json out.json]
+
+The models are made as the main benchmark makes them (scripts/bench_models.py: timm defaults, random
+weights, BatchNorm calibrated, folder written by save_for_hf, export checked against timm) under
+.bench/. Each measurement is a fresh process; the two contenders alternate and each pair is
+repeated, so drift on a shared machine falls on both. A module whose torch.onnx export fails is
+listed with the exporter's error: there is no peer to compare with.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+REPO = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+
+# One architecture per timm module: the smallest commonly used variant at timm's default input size.
+ISSUES = {
+    18: {
+        'swin_transformer': 'swin_tiny_patch4_window7_224',
+        'swin_transformer_v2': 'swinv2_tiny_window8_256',
+        'swin_transformer_v2_cr': 'swinv2_cr_tiny_ns_224',
+        'maxxvit': 'maxvit_tiny_tf_224',
+        'hiera': 'hiera_tiny_224',
+        'pvt_v2': 'pvt_v2_b1',
+        'twins': 'twins_pcpvt_small',
+        'metaformer': 'caformer_s18',
+        'mambaout': 'mambaout_tiny',
+        'inception_next': 'inception_next_tiny',
+        'rdnet': 'rdnet_tiny',
+        'starnet': 'starnet_s1',
+        'fasternet': 'fasternet_t0',
+        'efficientvit_mit': 'efficientvit_b1',
+        'efficientvit_msra': 'efficientvit_m0',
+        'levit': 'levit_128s',
+        'edgenext': 'edgenext_small',
+        'tiny_vit': 'tiny_vit_5m_224',
+        'efficientformer': 'efficientformer_l1',
+        'efficientformer_v2': 'efficientformerv2_s0',
+        'shvit': 'shvit_s1',
+        'davit': 'davit_tiny',
+        'focalnet': 'focalnet_tiny_srf',
+        'gcvit': 'gcvit_xxtiny',
+        'nextvit': 'nextvit_small',
+    },
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cpu_model():
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def prepare(arch, bench):
+    """Folder, export and reference under .bench/ (skipped when already made by this timm/torch)."""
+    import bench_models
+    stamp = bench_models.stamp_text()
+    if bench_models.complete(bench, arch, stamp):
+        return None
+    try:
+        bench_models.make_random(arch, bench, stamp, log)
+    except SystemExit as e:
+        return str(e)
+    except Exception as e:  # the exporter's own failure: reported, not fatal for the other modules
+        return f'{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""}'
+    return None
+
+
+def run(argv, env):
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f'exit {r.returncode}')
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--issue', type=int, choices=sorted(ISSUES))
+    ap.add_argument('--archs', help='comma-separated architectures (instead of, or narrowing, --issue)')
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--batches', default='1,8')
+    ap.add_argument('--runs', type=int, default=20, help='timed calls at batch 1 (fewer at larger batches)')
+    ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--driver', default=str(REPO / '.bench' / 'bin' / 'driver'))
+    ap.add_argument('--ort-library', default=str(REPO / '.onnxruntime' / 'cpu' / 'libonnxruntime.so.1.31.1'))
+    ap.add_argument('--json')
+    a = ap.parse_args()
+
+    table = dict(ISSUES.get(a.issue, {}))
+    if a.archs:
+        want = [x.strip() for x in a.archs.split(',') if x.strip()]
+        table = {m: x for m, x in table.items() if x in want} or {x: x for x in want}
+    if not table:
+        ap.error('give --issue or --archs')
+    bench = REPO / '.bench'
+    env = dict(os.environ, TIMM_ORT_LIBRARY=a.ort_library)
+    batches = [int(b) for b in a.batches.split(',')]
+    log(f'CPU: {cpu_model()}, {os.cpu_count()} cores; {a.threads} intra-op threads; batches {batches}')
+
+    rows = []
+    for module, arch in table.items():
+        err = prepare(arch, bench)
+        row = {'module': module, 'arch': arch}
+        rows.append(row)
+        if err:
+            row['error'] = f'no peer: torch.onnx export failed ({err})'
+            log(f'{arch}: {row["error"]}')
+            continue
+        folder, onnx, ref = bench / 'models' / arch, bench / 'onnx' / f'{arch}.onnx', bench / 'ref' / arch
+        phases = [f'{b}:{3 if b == 1 else 1}:{max(3, a.runs // b)}:1' for b in batches]
+        lat = {(c, b): [] for c in ('libtimm', 'ort') for b in batches}
+        diff = {}
+        try:
+            for rep in range(a.repeats):
+                order = ('libtimm', 'ort') if rep % 2 == 0 else ('ort', 'libtimm')
+                for c in order:
+                    if c == 'libtimm':
+                        argv = [a.driver, 'run', f'local:{folder}', str(ref), *phases,
+                                f'intra_op_threads={a.threads}', 'inter_op_threads=1']
+                    else:
+                        argv = [sys.executable, str(SCRIPTS / 'bench_peers.py'), 'run-ort', str(onnx), str(ref),
+                                str(a.threads), *phases]
+                    out = run(argv, env)
+                    for ph in out['phases']:
+                        lat[(c, ph['batch'])] += ph['lat_ms']
+                        rel = ph['max_abs_diff'] / max(ph['max_abs_ref'], 1e-30)
+                        diff[c] = max(diff.get(c, 0.0), rel)
+        except RuntimeError as e:
+            row['error'] = f'run failed: {e}'
+            log(f'{arch}: {row["error"]}')
+            continue
+        for b in batches:
+            t, o = statistics.median(lat[('libtimm', b)]), statistics.median(lat[('ort', b)])
+            row[f'b{b}'] = {'libtimm_ms': t, 'ort_ms': o, 'ratio': o / t}
+        row['max_rel_diff'] = diff
+        log(f'{arch}: ' + ', '.join(f'b{b} {row[f"b{b}"]["libtimm_ms"]:.1f} ms vs {row[f"b{b}"]["ort_ms"]:.1f} ms '
+                                    f'({row[f"b{b}"]["ratio"]:.2f})' for b in batches))
+
+    print(f'\nCPU: {cpu_model()}; {a.threads} threads; median latency (ms); ratio = ORT / libtimm')
+    hdr = ['module', 'architecture'] + [f'{w} b{b}' for b in batches for w in ('libtimm', 'ORT', 'ratio')]
+    print('| ' + ' | '.join(hdr) + ' |')
+    print('|' + '---|' * len(hdr))
+    for r in rows:
+        if 'error' in r:
+            print(f'| {r["module"]} | {r["arch"]} | ' + r['error'] + ' |' * (len(hdr) - 2))
+            continue
+        cells = []
+        for b in batches:
+            x = r[f'b{b}']
+            cells += [f'{x["libtimm_ms"]:.1f}', f'{x["ort_ms"]:.1f}', f'{x["ratio"]:.2f}']
+        print(f'| {r["module"]} | {r["arch"]} | ' + ' | '.join(cells) + ' |')
+    ok = [r for r in rows if 'error' not in r]
+    slow = [r['arch'] for r in ok if any(r[f'b{b}']['ratio'] < 1.0 for b in batches)]
+    print(f'\n{len(ok)} of {len(rows)} compared; at least as fast as ORT at every batch: {len(ok) - len(slow)}'
+          + (f'; slower somewhere: {", ".join(slow)}' if slow else ''))
+    if a.json:
+        Path(a.json).write_text(json.dumps({'cpu': cpu_model(), 'threads': a.threads, 'time': time.time(),
+                                            'rows': rows}, indent=2))
+
+
+if __name__ == '__main__':
+    main()
