@@ -91,6 +91,7 @@ mod vision_transformer_hybrid;
 mod vision_transformer_relpos;
 mod vision_transformer_sam;
 mod vit;
+mod vitamin;
 mod volo;
 mod vovnet;
 mod xception;

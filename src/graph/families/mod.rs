@@ -84,6 +84,7 @@ pub mod vision_transformer_hybrid;
 pub mod vision_transformer_relpos;
 pub mod vision_transformer_sam;
 pub mod vit;
+pub mod vitamin;
 pub mod volo;
 pub mod vovnet;
 pub mod xception;
@@ -174,6 +175,7 @@ pub static ALL: &[&Family] = &[
     &vision_transformer_sam::FAMILY,
     &tnt::FAMILY,
     &vision_transformer_hybrid::FAMILY,
+    &vitamin::FAMILY,
     &efficientformer::FAMILY,
     &efficientformer_v2::FAMILY,
     &swiftformer::FAMILY,

@@ -1,5 +1,5 @@
-//! timm's MLP blocks: `Mlp`, `GluMlp`, `SwiGLU` / `SwiGLUPacked`, `ConvMlp`, `LayerScale` /
-//! `LayerScale2d`, and `nn.Linear` itself.
+//! timm's MLP blocks: `Mlp`, `GluMlp`, `SwiGLU` / `SwiGLUPacked`, ViTamin's `GeGluMlp`,
+//! `ConvMlp`, `LayerScale` / `LayerScale2d`, and `nn.Linear` itself.
 
 use super::{act, conv2d, Conv, Norm, Pad};
 use crate::error::Result;
@@ -161,6 +161,26 @@ pub fn swiglu(b: &mut Builder, x: &Value, c: &MlpCfg) -> Result<Value> {
         None => y,
     };
     linear(&mut b.scope("fc2"), &y, c.hidden, c.out_f, c.bias, c.init)
+}
+
+/// ViTamin's `GeGluMlp` (timm `vitamin.py`, used as a ViT `mlp_layer`): its own `norm` on the
+/// input (`c.norm`, timm's LayerNorm eps 1e-6 when the block passes none), then
+/// `w2(act(w0(x)) · w1(x))`.
+pub fn ge_glu_mlp(b: &mut Builder, x: &Value, c: &MlpCfg) -> Result<Value> {
+    let n = c.norm.unwrap_or(Norm::Layer { eps: 1e-6 });
+    let x = n.apply_last(&mut b.scope("norm"), x, c.in_f)?;
+    let g = linear_act(
+        &mut b.scope("w0"),
+        &x,
+        c.in_f,
+        c.hidden,
+        c.bias,
+        c.act,
+        c.init,
+    )?;
+    let v = linear(&mut b.scope("w1"), &x, c.in_f, c.hidden, c.bias, c.init)?;
+    let y = b.op("Mul", &[&g, &v], vec![]);
+    linear(&mut b.scope("w2"), &y, c.hidden, c.out_f, c.bias, c.init)
 }
 
 /// timm's `ConvMlp`: 1×1 convs `fc1`, optional `norm`, act, `fc2` on NCHW.

@@ -3,7 +3,7 @@
 //! `PatchEmbed`, `vision_transformer_hybrid.py` with a CNN backbone): its arguments, the
 //! pre-norm `Block` (with `Attention` or `DiffAttention`), `ResPostBlock`,
 //! `ParallelScalingBlock`, `DiffParallelScalingBlock`, `ParallelThingsBlock`; `Mlp`, `SwiGLU`,
-//! `GluMlp`; LayerNorm / RmsNorm; token / avg / max pooling or the `map` and `prr` heads.
+//! `GluMlp`, ViTamin's `GeGluMlp`; LayerNorm / RmsNorm; token / avg / max pooling or the `map` and `prr` heads.
 //!
 //! [`trunk`] follows timm's forward from `_pos_embed` (class / distillation / register tokens
 //! and the learned position embedding, added before or after the prefix tokens per
@@ -22,7 +22,9 @@ use crate::graph::layers::attention::{
     AttnCfg, Hooks,
 };
 use crate::graph::layers::heads::{attention_pool_latent, attention_pool_prr};
-use crate::graph::layers::mlp::{glu_mlp, layer_scale, linear, linear_2d, mlp, swiglu, MlpCfg};
+use crate::graph::layers::mlp::{
+    ge_glu_mlp, glu_mlp, layer_scale, linear, linear_2d, mlp, swiglu, MlpCfg,
+};
 use crate::graph::layers::patch_embed;
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
 use crate::graph::layers::pos_embed::{self, Interp, Resample};
@@ -118,6 +120,8 @@ pub enum MlpKind {
     Glu {
         gate_last: bool,
     },
+    /// ViTamin's `GeGluMlp`: a LayerNorm of its own, `w0` (gated) and `w1`, `w2`.
+    GeGlu,
 }
 
 fn mlp_arg(a: &Args, v: &Json) -> Result<MlpKind> {
@@ -136,7 +140,8 @@ fn mlp_arg(a: &Args, v: &Json) -> Result<MlpKind> {
         "swiglupacked" => MlpKind::Glu {
             gate_last: gate_last.unwrap_or(false),
         },
-        _ => return Err(a.unsupported("mlp_layer", "Mlp, SwiGLU or GluMlp")),
+        "geglumlp" if kw.keys().all(|k| k == "act_layer") => MlpKind::GeGlu,
+        _ => return Err(a.unsupported("mlp_layer", "Mlp, SwiGLU, GluMlp or GeGluMlp")),
     })
 }
 
@@ -551,6 +556,18 @@ fn block_mlp(b: &mut Builder, v: &Vit, x: &Value) -> Result<Value> {
         MlpKind::Mlp => mlp(b, x, &c),
         MlpKind::SwiGlu => swiglu(b, x, &c),
         MlpKind::Glu { gate_last } => glu_mlp(b, x, &c, gate_last),
+        // GeGluMlp rebinds eps=1e-6 on whatever norm the block passes (scale_mlp_norm).
+        MlpKind::GeGlu => ge_glu_mlp(b, x, &c.norm(v.scale_mlp_norm.then_some(eps_1e6(v.norm)))),
+    }
+}
+
+/// `norm` with eps 1e-6 (`partial(get_norm_layer(norm), eps=1e-6)`).
+fn eps_1e6(norm: Norm) -> Norm {
+    match norm {
+        Norm::Layer { .. } => Norm::Layer { eps: 1e-6 },
+        Norm::Rms { .. } => Norm::Rms { eps: 1e-6 },
+        Norm::Simple { .. } => Norm::Simple { eps: 1e-6 },
+        n => n,
     }
 }
 
