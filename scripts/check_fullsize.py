@@ -8,7 +8,7 @@ through libtimm's C ABI (ctypes on libtimm.so) and compares the logits with timm
 
     scripts/setup-generator-env && cargo build --release --lib
     .venv-gen/bin/python scripts/check_fullsize.py --modules resnet,convnext [--only NAME,...]
-        [--max-params 300e6] [--lib target/release/libtimm.so] [--json out.json] [--f64]
+        [--skip NAME,...] [--max-params 300e6] [--lib target/release/libtimm.so] [--json out.json] [--f64]
 
 Prints one row per architecture and a table per module: architectures, built, matching timm.
 An architecture libtimm refuses is listed with the status and the reason it gave. With --f64, a
@@ -119,6 +119,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--modules', required=True, help='comma list of timm model modules (resnet, vision_transformer, ...)')
     ap.add_argument('--only', help='comma list of architectures (default: every one of the modules)')
+    ap.add_argument('--skip', help='comma list of architectures not to check (e.g. those an earlier run did)')
     ap.add_argument('--max-params', type=float, default=300e6)
     ap.add_argument('--lib', default=str(REPO / 'target' / 'release' / 'libtimm.so'))
     ap.add_argument('--json', help='write the rows to this file')
@@ -134,10 +135,11 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     lib = Lib(args.lib)
     only = set(args.only.split(',')) if args.only else None
+    skip = set(args.skip.split(',')) if args.skip else set()
     rows = []
     for module in args.modules.split(','):
         for arch in timm.list_models(module=module):
-            if only and arch not in only:
+            if (only and arch not in only) or arch in skip:
                 continue
             t0 = time.time()
             row = dict(module=module, arch=arch)
