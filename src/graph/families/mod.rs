@@ -49,10 +49,12 @@ pub mod metaformer;
 pub mod mlp_mixer;
 pub mod mvitv2;
 pub mod naflexvit;
+pub mod nasnet;
 pub mod nest;
 pub mod nextvit;
 pub mod nfnet;
 pub mod pit;
+pub mod pnasnet;
 pub mod pvt_v2;
 pub mod qwen3_vit;
 pub mod rdnet;
@@ -185,4 +187,6 @@ pub static ALL: &[&Family] = &[
     &qwen3_vit::FAMILY,
     &deepseek_vit::FAMILY,
     &gemma4_vit::FAMILY,
+    &nasnet::FAMILY,
+    &pnasnet::FAMILY,
 ];

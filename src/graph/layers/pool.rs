@@ -319,6 +319,51 @@ pub fn max_pool2d_same(
     Ok(y)
 }
 
+/// timm's `create_pool2d('max' | 'avg', kernel, stride, padding=.., count_include_pad=..)` with
+/// `padding='same'` (`tf_same`) or `''`. Static padding where timm's is static (`''`: symmetric
+/// `get_padding`; `'same'` at stride 1 with an odd kernel); otherwise timm's `MaxPool2dSame` /
+/// `AvgPool2dSame`: TF "SAME" (the extra pixel at the end), and the average then counts the padded
+/// zeros whatever `count_include_pad` says, since timm pads before pooling.
+#[allow(clippy::too_many_arguments)]
+pub fn create_pool2d(
+    b: &mut Builder,
+    x: &Value,
+    max: bool,
+    kernel: usize,
+    stride: usize,
+    count_include_pad: bool,
+    tf_same: bool,
+    channels: usize,
+) -> Result<Value> {
+    let dynamic = tf_same && (stride != 1 || kernel.is_multiple_of(2));
+    if !dynamic {
+        let pad = if tf_same {
+            (kernel - 1) / 2
+        } else {
+            ((stride - 1) + (kernel - 1)) / 2
+        };
+        let p = Pool2d::new(kernel, stride, pad).count_include_pad(count_include_pad);
+        return if max {
+            p.max(b, x, channels)
+        } else {
+            p.avg(b, x, channels)
+        };
+    }
+    let mut attrs = vec![
+        ("kernel_shape", Attr::Ints(vec![kernel as i64; 2])),
+        ("strides", Attr::Ints(vec![stride as i64; 2])),
+        ("auto_pad", Attr::Str("SAME_UPPER".into())),
+    ];
+    let y = if max {
+        b.op("MaxPool", &[x], attrs)
+    } else {
+        attrs.push(("count_include_pad", Attr::Int(1)));
+        b.op("AveragePool", &[x], attrs)
+    };
+    b.set_spatial(&y, x, Step::Same { stride }, channels)?;
+    Ok(y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

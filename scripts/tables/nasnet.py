@@ -1,0 +1,2 @@
+"""timm modules of the `nasnet` family (src/graph/families/nasnet.rs)."""
+MODULES = ['nasnet']
