@@ -159,6 +159,135 @@ pub fn decode_block(s: &str) -> Result<BlockDef> {
     })
 }
 
+/// One block of timm's already-decoded `block_args` (what `_decode_block_str` returns; a
+/// `model_args` entry may give them instead of block strings). Kernel sizes are ints or MixNet
+/// lists; options this builder does not implement are refused.
+pub fn block_from_args(v: &serde_json::Value) -> Result<BlockDef> {
+    let bad = |why: &str| Error::unsupported(format!("block_args entry {v}: {why}"));
+    let o = v.as_object().ok_or_else(|| bad("not a dict"))?;
+    let known = [
+        "block_type",
+        "out_chs",
+        "stride",
+        "act_layer",
+        "exp_kernel_size",
+        "pw_kernel_size",
+        "dw_kernel_size",
+        "kernel_size",
+        "dw_kernel_size_start",
+        "dw_kernel_size_mid",
+        "dw_kernel_size_end",
+        "exp_ratio",
+        "se_ratio",
+        "noskip",
+        "skip",
+        "force_in_chs",
+        "pw_act",
+        "s2d",
+        "group_size",
+        "num_heads",
+        "key_dim",
+        "value_dim",
+        "kv_stride",
+    ];
+    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(&format!("option `{k}` is not built")));
+    }
+    let int = |k: &str, default: usize| -> Result<usize> {
+        match o.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(x) => x
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| bad(&format!("`{k}` is not an integer"))),
+        }
+    };
+    let float = |k: &str, default: f64| -> Result<f64> {
+        match o.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(x) => x
+                .as_f64()
+                .ok_or_else(|| bad(&format!("`{k}` is not a number"))),
+        }
+    };
+    let flag = |k: &str| o.get(k).and_then(|x| x.as_bool()).unwrap_or(false);
+    let ks = |k: &str, default: usize| -> Result<Ks> {
+        match o.get(k) {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_u64().map(|n| n as usize))
+                .collect::<Option<Ks>>()
+                .ok_or_else(|| bad(&format!("`{k}` is not a kernel size"))),
+            _ => Ok(vec![int(k, default)?]),
+        }
+    };
+    let ty = o
+        .get("block_type")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad("no block_type"))?;
+    let kind = match ty {
+        "cn" => Kind::Cn,
+        "ds" | "dsa" => Kind::Ds,
+        "ir" => Kind::Ir,
+        "er" => Kind::Er,
+        "uir" => Kind::Uir,
+        "mqa" => Kind::Mqa,
+        _ => return Err(bad("block type not built")),
+    };
+    if !matches!(o.get("act_layer"), None | Some(serde_json::Value::Null)) {
+        return Err(bad("a per-block act_layer is not built from block_args"));
+    }
+    if flag("s2d") {
+        return Err(bad("space-to-depth is not built"));
+    }
+    let (k, exp_k, pw_k) = match kind {
+        Kind::Cn => (ks("kernel_size", 3)?, vec![1], vec![1]),
+        Kind::Ds => (ks("dw_kernel_size", 3)?, vec![1], ks("pw_kernel_size", 1)?),
+        Kind::Ir => (
+            ks("dw_kernel_size", 3)?,
+            ks("exp_kernel_size", 1)?,
+            ks("pw_kernel_size", 1)?,
+        ),
+        Kind::Er => (ks("exp_kernel_size", 3)?, vec![1], ks("pw_kernel_size", 1)?),
+        Kind::Uir => (
+            ks("dw_kernel_size_mid", 3)?,
+            ks("dw_kernel_size_start", 0)?,
+            ks("dw_kernel_size_end", 0)?,
+        ),
+        Kind::Mqa => (ks("dw_kernel_size", 3)?, vec![1], vec![1]),
+    };
+    if !matches!(kind, Kind::Ds | Kind::Ir) && [&k, &exp_k, &pw_k].iter().any(|v| v.len() != 1) {
+        return Err(bad("kernel lists are only built for ds / ir blocks"));
+    }
+    let kv_dim = int("key_dim", 0)?;
+    if kind == Kind::Mqa && int("value_dim", kv_dim)? != kv_dim {
+        return Err(bad("a value_dim other than key_dim is not built"));
+    }
+    Ok(BlockDef {
+        kind,
+        repeat: 1,
+        k,
+        exp_k,
+        pw_k,
+        stride: int("stride", 1)?,
+        exp: float("exp_ratio", 1.0)?,
+        out: int("out_chs", 0)?,
+        se: float("se_ratio", 0.0)?,
+        act: None,
+        noskip: flag("noskip"),
+        skip: flag("skip"),
+        pw_act: flag("pw_act"),
+        force_in: int("force_in_chs", 0)?,
+        group_size: o
+            .get("group_size")
+            .and_then(|g| g.as_u64())
+            .map(|g| g as usize),
+        heads: int("num_heads", 0)?,
+        kv_dim,
+        kv_stride: int("kv_stride", 1)?,
+    })
+}
+
 /// `_scale_stage_depth`: the blocks of one stage after depth scaling, the extra (or fewer)
 /// repeats distributed from the last definition backwards.
 pub fn scale_stage(defs: Vec<BlockDef>, multiplier: f64, ceil: bool) -> Vec<BlockDef> {
