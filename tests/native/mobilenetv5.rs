@@ -106,13 +106,55 @@ fn bare_names_without_weights_build_run_and_are_seeded() {
 }
 
 #[test]
-fn the_encoder_and_unbuilt_options_are_refused() {
-    // MobileNetV5Encoder's forward is the MSFA map, not one vector per image.
+fn the_encoders_feature_maps_are_its_blocks_and_its_forward_is_refused() {
+    // timm's `mobilenetv5_300m_enc` features_only (forward_intermediates, the MSFA pruned) runs
+    // the same stem and blocks as the classifier: with base-small's block_args, stem and TF
+    // "SAME" padding (the encoder's default) its maps are base-small's timm references, exactly.
+    let f = fixture("mobilenetv5_base-small");
+    let dir = edited_copy("mobilenetv5_base-small", "enc", |c| {
+        c["architecture"] = "mobilenetv5_300m_enc".into();
+        let ma = c["model_args"].as_object_mut().unwrap();
+        for k in [
+            "use_msfa",
+            "num_features",
+            "pad_type",
+            "num_classes",
+            "global_pool",
+        ] {
+            ma.remove(k);
+        }
+        c["num_classes"] = 0.into();
+    });
+    let spec = format!("local:{}", dir.display());
+    let refs = feature_map_refs(&f);
+    let m = CModel::create(&spec, true, &[("output", "feature_maps")]).unwrap();
+    assert_eq!(m.feature_info(), refs[0].feature_info);
+    let got = m
+        .infer_outputs(&refs[0].input, &refs[0].input_shape)
+        .unwrap();
+    assert_eq!(got.len(), 5);
+    for (i, (g, want)) in got.iter().zip(&refs[0].outputs).enumerate() {
+        assert_eq!(g.shape, want.shape, "map {i}");
+        let d = max_abs_diff(&g.data, &want.data) / scale(&want.data);
+        assert!(d <= TOL, "map {i}: {d}");
+    }
+    // Its forward is the MSFA map, not one vector per image.
+    for opts in [&[][..], &[("output", "features")][..]] {
+        let e = CModel::create(&spec, true, opts)
+            .err()
+            .expect("the _enc encoder's forward must be refused");
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+        assert!(e.message.contains("MSFA map"), "{}", e.message);
+    }
     let e = CModel::create("mobilenetv5_300m_enc", false, &[])
         .err()
-        .expect("the _enc encoder must be refused");
+        .expect("the bare _enc encoder's forward must be refused");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("MSFA map"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unbuilt_options_are_refused() {
     // timm's MobileNetV5 takes no output_stride.
     let f = fixture("mobilenetv5_300m-small");
     let e = CModel::create(

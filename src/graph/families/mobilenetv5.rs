@@ -7,8 +7,8 @@
 //!
 //! The MSFA's resizes are sized at build time, so a graph with the neck (logits, pre-logits)
 //! declares its input size; feature maps (`forward_intermediates`: the stem and every stage end)
-//! take any size. `MobileNetV5Encoder` (`*_enc`) is refused: its forward returns the MSFA map
-//! (B, 2048, 16, 16), not one vector per image, and timm gives it no `forward_head`.
+//! take any size. `MobileNetV5Encoder` (`*_enc`) builds its feature maps only: its forward returns
+//! the MSFA map (B, 2048, 16, 16), not one vector per image, and timm gives it no `forward_head`.
 //!
 //! A `model_args` `block_args` (timm's decoded block dicts) replaces the entrypoint's strings, as
 //! it does in timm's `_gen_mobilenet_v5`.
@@ -107,11 +107,18 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let args = Args::new(arch, Some(&entry.args), &cfg.model_args);
     let a = Mnv5Args::read(&args)?;
     if a.encoder {
-        return Err(Error::unsupported(format!(
-            "`{arch}` is MobileNetV5Encoder: its forward returns the MSFA map (B, 2048, 16, 16), not \
-             one vector per image, and timm gives it no forward_head; use the classifier `{}`",
-            arch.trim_end_matches("_enc")
-        )));
+        // timm's encoder class has no `use_msfa`; its features_only maps are the classifier's.
+        if args.explicit("use_msfa") {
+            return Err(args.unsupported("use_msfa", "MobileNetV5Encoder takes no use_msfa"));
+        }
+        if b.output() != OutputKind::FeatureMaps {
+            return Err(Error::unsupported(format!(
+                "`{arch}` is MobileNetV5Encoder: its forward returns the MSFA map (B, 2048, 16, 16), \
+                 not one vector per image, and timm gives it no forward_head; use output=feature_maps \
+                 or the classifier `{}`",
+                arch.trim_end_matches("_enc")
+            )));
+        }
     }
     let act = layers::act::canonical(&a.act_layer)?.to_string();
     if Norm::from_timm(&a.norm_layer, None)? != (Norm::Rms { eps: 1e-6 }) {
