@@ -237,7 +237,8 @@ pub fn block_from_args(v: &serde_json::Value) -> Result<BlockDef> {
     if !matches!(o.get("act_layer"), None | Some(serde_json::Value::Null)) {
         return Err(bad("a per-block act_layer is not built from block_args"));
     }
-    if flag("s2d") {
+    // `s2d` is a bool from the block string, an int once the builder has seen it.
+    if flag("s2d") || o.get("s2d").and_then(|x| x.as_u64()).is_some_and(|n| n > 0) {
         return Err(bad("space-to-depth is not built"));
     }
     let (k, exp_k, pw_k) = match kind {
@@ -598,5 +599,41 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert_eq!(s.iter().filter(|d| d.stride == 2).count(), 1);
         assert_eq!(scale_stage(defs, 0.1, true).len(), 2);
+    }
+
+    /// timm's decoded dicts (as `_decode_block_str` returns them for these strings) give the
+    /// same blocks as the strings.
+    #[test]
+    fn decoded_block_args_match_block_strings() {
+        use serde_json::json;
+        let cases = [
+            (
+                "er_r1_k3_s2_e4_c128",
+                json!({"block_type": "er", "out_chs": 128, "stride": 2, "act_layer": null,
+                       "exp_kernel_size": 3, "pw_kernel_size": 1, "exp_ratio": 4.0,
+                       "force_in_chs": 0, "se_ratio": 0.0, "noskip": false}),
+            ),
+            (
+                "uir_r1_a3_k5_s2_e6_c256",
+                json!({"block_type": "uir", "out_chs": 256, "stride": 2, "act_layer": null,
+                       "dw_kernel_size_start": 3, "dw_kernel_size_mid": 5,
+                       "dw_kernel_size_end": 0, "exp_ratio": 6.0, "se_ratio": 0.0,
+                       "noskip": false}),
+            ),
+            (
+                "mqa_r1_k3_h12_v2_s1_d64_c640",
+                json!({"block_type": "mqa", "out_chs": 640, "stride": 1, "act_layer": null,
+                       "dw_kernel_size": 3, "num_heads": 12, "key_dim": 64, "value_dim": 64,
+                       "kv_stride": 2, "noskip": false}),
+            ),
+        ];
+        for (s, v) in cases {
+            let a = format!("{:?}", decode_block(s).unwrap());
+            assert_eq!(a, format!("{:?}", block_from_args(&v).unwrap()), "{s}");
+        }
+        let bad = json!({"block_type": "mqa", "out_chs": 8, "stride": 1, "key_dim": 8,
+                         "value_dim": 16, "num_heads": 2});
+        assert!(block_from_args(&bad).is_err());
+        assert!(block_from_args(&json!({"block_type": "ir", "s2d": 1})).is_err());
     }
 }
