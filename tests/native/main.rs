@@ -53,6 +53,7 @@ mod mambaout;
 mod maxxvit;
 mod metaformer;
 mod mlp_mixer;
+mod mobilenetv5;
 mod mobilevit;
 mod mvitv2;
 mod naflexvit;

@@ -47,6 +47,7 @@ pub mod mambaout;
 pub mod maxxvit;
 pub mod metaformer;
 pub mod mlp_mixer;
+pub mod mobilenetv5;
 pub mod mvitv2;
 pub mod naflexvit;
 pub mod nasnet;
@@ -100,6 +101,7 @@ pub static ALL: &[&Family] = &[
     &resnet::FAMILY,
     &resnetv2::FAMILY,
     &efficientnet::FAMILY,
+    &mobilenetv5::FAMILY,
     &efficientvim::FAMILY,
     &convnext::FAMILY,
     &cpubone::FAMILY,

@@ -9,6 +9,8 @@ pub mod attention_bias;
 pub mod bottleneck_attn;
 pub mod classifier;
 pub mod conv;
+pub mod efficientnet_blocks;
+pub mod efficientnet_builder;
 pub mod evo_norm;
 pub mod grid_window;
 pub mod halo_attn;
