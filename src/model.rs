@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -25,8 +25,11 @@ pub enum GraphKind {
 }
 
 pub struct Model {
-    // Dropped first: the session may read the mapped weights until it is gone.
+    // Dropped first: the sessions may read the mapped weights until they are gone.
     session: Engine,
+    /// When `session` is a native graph fixed to the nominal input size: the session for the
+    /// other sizes the graph takes, made on first use.
+    other_size: Option<OtherSize>,
     _weights: Vec<Arc<Weights>>,
     config: ModelConfig,
     graph_kind: GraphKind,
@@ -48,6 +51,14 @@ pub struct Model {
     data_config: DataConfig,
     /// The folder's model.onnx when the model runs it (the export copies it).
     onnx_file: Option<std::path::PathBuf>,
+}
+
+/// The symbolic-size session of a model whose main session is fixed to `nominal` (H, W).
+struct OtherSize {
+    nominal: (usize, usize),
+    engine: OnceLock<Engine>,
+    /// Held while the session is made, so concurrent callers make it once.
+    making: Mutex<()>,
 }
 
 /// One of the top-k classes of an image.
@@ -169,50 +180,19 @@ impl Model {
         // The graph takes what preprocessing produces: input_size, or test_input_size with
         // option use_test_size (timm's validate.py evaluates convnets at the larger test size).
         let size = data.input_size;
-        let build = || {
-            let source = match &weights {
-                Some(w) => ParamSource::Weights(w),
-                None => ParamSource::Random(graph::rng::Rng::new(options.seed)),
-            };
-            graph::build(&config, source, &request(options), (size[1], size[2]))
-        };
-        let (session, g) = match options.backend.backend {
+        let (session, g, fixed_free_hw) = match options.backend.backend {
             Backend::OnnxRuntime => {
-                let sopts = session_options(&data, options)?;
-                let req = request(options);
-                // Keyed by what the graph is built from, so a hit needs no graph data at all.
-                let cache = weights.as_deref().and_then(|w| {
-                    Session::graph_cache_for(&sopts, |h| {
-                        source_identity(h, &config, &req, &sopts, w)
-                    })
-                });
-                let hit = match (&cache, &weights) {
-                    (Some(c), Some(w)) => Session::from_cache_hit(c, &sopts, || {
-                        graph::build_shapes(
-                            &config,
-                            ParamSource::Weights(w),
-                            &req,
-                            (size[1], size[2]),
-                        )
-                    })?,
-                    _ => None,
-                };
-                match hit {
-                    Some((s, shapes)) => (Engine::Ort(s), shapes),
-                    None => {
-                        let mut g = build()?;
-                        let s = Session::from_graph(
-                            &mut g,
-                            weights.as_deref(),
-                            &sopts,
-                            cache.as_ref(),
-                        )?;
-                        (Engine::Ort(s), g)
-                    }
-                }
+                let (s, g, fixed) = ort_native(&config, &data, weights.as_ref(), options, true)?;
+                (Engine::Ort(s), g, fixed)
             }
             Backend::OpenVino => {
-                let g = build()?;
+                let g = build_native(
+                    &config,
+                    &data,
+                    weights.as_ref(),
+                    &request(options),
+                    options.seed,
+                )?;
                 let e = Engine::openvino_native(
                     &g,
                     weights.as_deref(),
@@ -221,7 +201,7 @@ impl Model {
                     &options.backend,
                     &options.session,
                 )?;
-                (e, g)
+                (e, g, false)
             }
         };
         let outputs: Vec<OutputShape> = g.outputs.iter().map(|o| o.shape.clone()).collect();
@@ -246,6 +226,17 @@ impl Model {
             .collect();
         m.feature_info = g.feature_info;
         m.min_input = g.min_input;
+        if fixed_free_hw {
+            // The session is fixed to the nominal size; the graph takes any size, the other
+            // sizes through the other-size session.
+            m.input_dims[1] = None;
+            m.input_dims[2] = None;
+            m.other_size = Some(OtherSize {
+                nominal: (size[1], size[2]),
+                engine: OnceLock::new(),
+                making: Mutex::new(()),
+            });
+        }
         Ok(m)
     }
 
@@ -422,6 +413,7 @@ impl Model {
             options: options.clone(),
             data_config,
             onnx_file: None,
+            other_size: None,
         })
     }
 
@@ -541,7 +533,7 @@ impl Model {
                 self.output_dim
             )));
         }
-        self.session.run(
+        self.engine_for(shape)?.run(
             input,
             shape,
             &mut output[..needed],
@@ -619,7 +611,37 @@ impl Model {
                 shape.iter().map(|&d| d as usize).product::<usize>()
             )));
         }
-        self.session.run_outputs(input, shape, outputs, &shapes)
+        self.engine_for(shape)?
+            .run_outputs(input, shape, outputs, &shapes)
+    }
+
+    /// The engine that runs an input of `shape` (checked NCHW): the main session, or for a size
+    /// other than the nominal one of a fixed-size session, the symbolic-size one (made now if
+    /// this is the first such call).
+    fn engine_for(&self, shape: &[i64]) -> Result<&Engine> {
+        let Some(o) = &self.other_size else {
+            return Ok(&self.session);
+        };
+        let hw = (shape[2] as usize, shape[3] as usize);
+        if hw == o.nominal {
+            return Ok(&self.session);
+        }
+        if let Some(e) = o.engine.get() {
+            return Ok(e);
+        }
+        let _making = o.making.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = o.engine.get() {
+            return Ok(e);
+        }
+        let (s, _, _) = ort_native(
+            &self.config,
+            &self.data_config,
+            self._weights.first(),
+            &self.options,
+            false,
+        )
+        .map_err(|e| e.context(format!("making the session for {}x{} inputs", hw.0, hw.1)))?;
+        Ok(o.engine.get_or_init(|| Engine::Ort(s)))
     }
 
     fn too_small(&self, h: usize, w: usize) -> Error {
@@ -742,6 +764,59 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<Class> {
         .collect()
 }
 
+/// The native graph of `config` at the data config's input size, from `weights` or seeded
+/// random weights.
+fn build_native(
+    config: &ModelConfig,
+    data: &DataConfig,
+    weights: Option<&Arc<Weights>>,
+    request: &graph::Request,
+    seed: u64,
+) -> Result<graph::Graph> {
+    let size = data.input_size;
+    let source = match weights {
+        Some(w) => ParamSource::Weights(w),
+        None => ParamSource::Random(graph::rng::Rng::new(seed)),
+    };
+    graph::build(config, source, request, (size[1], size[2]))
+}
+
+/// A native graph's ONNX Runtime session (from the optimised-model cache when it has one) and
+/// the graph (weights released on CPU). With `fix_size` on CPU, free input H/W are fixed to the
+/// nominal size; the third value says whether the graph had free H/W that were fixed.
+fn ort_native(
+    config: &ModelConfig,
+    data: &DataConfig,
+    weights: Option<&Arc<Weights>>,
+    options: &ModelOptions,
+    fix_size: bool,
+) -> Result<(Session, graph::Graph, bool)> {
+    let size = data.input_size;
+    let sopts = session_options(data, options)?;
+    let mut req = request(options);
+    req.fixed_size = fix_size && !sopts.providers.wants_gpu();
+    // Keyed by what the graph is built from, so a hit needs no graph data at all.
+    let cache = weights.and_then(|w| {
+        Session::graph_cache_for(&sopts, |h| source_identity(h, config, &req, &sopts, w))
+    });
+    let hit = match (&cache, weights) {
+        (Some(c), Some(w)) => Session::from_cache_hit(c, &sopts, || {
+            graph::build_shapes(config, ParamSource::Weights(w), &req, (size[1], size[2]))
+        })?,
+        _ => None,
+    };
+    let (s, g) = match hit {
+        Some(found) => found,
+        None => {
+            let mut g = build_native(config, data, weights, &req, options.seed)?;
+            let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts, cache.as_ref())?;
+            (s, g)
+        }
+    };
+    let fixed = req.fixed_size && g.any_size;
+    Ok((s, g, fixed))
+}
+
 /// What the options ask of a native graph.
 pub(crate) fn request(options: &ModelOptions) -> graph::Request {
     graph::Request {
@@ -750,6 +825,7 @@ pub(crate) fn request(options: &ModelOptions) -> graph::Request {
         output_stride: options.output_stride,
         dynamic_img_size: options.dynamic_img_size,
         max_params: options.max_params,
+        fixed_size: false,
     }
 }
 

@@ -57,6 +57,68 @@ fn second_load_reuses_the_entry_and_matches_timm() {
     );
 }
 
+/// The cached model's input dims (`None` for a symbolic one).
+fn cached_input_dims(entry: &Path) -> Vec<Option<i64>> {
+    use timm::export::onnx_writer::Dim;
+    let g = timm::export::folder::read(&entry.join("model.onnx")).unwrap();
+    g.inputs[0]
+        .dims
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(v) => Some(*v),
+            Dim::Symbolic(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_any_size_graph_runs_fixed_at_its_input_size_and_other_sizes_get_their_own_session() {
+    // ORT optimises the nominal-size session as a static graph; another size is served by a
+    // symbolic-size session made on first use (its own cache entry), with timm's outputs.
+    let f = fixture("convnext_atto-small");
+    let r = reference(&f);
+    let other = feature_map_refs(&f)
+        .into_iter()
+        .find(|c| c.input_shape[2..] != r.input_shape[2..])
+        .expect("a feature-map reference at another input size");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts: Vec<(&str, &str)> = other
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    opts.push(("graph", "native"));
+    opts.push(("graph_cache_dir", cache.path().to_str().unwrap()));
+    let m = CModel::create(&f.spec("native"), true, &opts).unwrap();
+
+    let first = entries(cache.path());
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (h, w) = (r.input_shape[2], r.input_shape[3]);
+    assert_eq!(cached_input_dims(&first[0])[2..], [Some(h), Some(w)]);
+    m.infer_outputs(&r.input, &r.input_shape).unwrap();
+    assert_eq!(
+        entries(cache.path()),
+        first,
+        "the nominal size uses the first session"
+    );
+
+    let maps = m.infer_outputs(&other.input, &other.input_shape).unwrap();
+    for (got, want) in maps.iter().zip(&other.outputs) {
+        assert_eq!(got.shape, want.shape);
+        let scale = want.data.iter().fold(1f32, |a, v| a.max(v.abs()));
+        let d = max_abs_diff(&got.data, &want.data);
+        assert!(
+            d <= 1e-4 * scale,
+            "{:?}: differs from timm by {d}",
+            got.shape
+        );
+    }
+    let both = entries(cache.path());
+    assert_eq!(both.len(), 2, "{both:?}");
+    let symbolic = both.iter().find(|e| !first.contains(e)).unwrap();
+    assert_eq!(cached_input_dims(symbolic)[2..], [None, None]);
+}
+
 #[test]
 fn graph_cache_false_writes_nothing() {
     let cache = tempfile::tempdir().unwrap();

@@ -70,6 +70,8 @@ pub struct Builder<'w> {
     pub(crate) consumed: HashSet<&'static str>,
     /// The budget's dry run: shapes are checked and counted, no data is read or made.
     dry: bool,
+    /// Set by [`Builder::fix_input_size`]: the graph takes one size even when not asked to.
+    pub(crate) size_fixed_by_layer: bool,
 }
 
 /// A named scope: derefs to the [`Builder`]; names asked for inside it get its prefix. Dropping
@@ -128,6 +130,7 @@ impl<'w> Builder<'w> {
             request,
             consumed: HashSet::new(),
             dry: false,
+            size_fixed_by_layer: false,
         }
     }
 
@@ -189,6 +192,7 @@ impl<'w> Builder<'w> {
     /// (relative-position tables, fixed reshapes) inside a family that otherwise takes any size:
     /// another size is then refused when the model is run, never a failure inside the runtime.
     pub fn fix_input_size(&mut self) {
+        self.size_fixed_by_layer = true;
         let (h, w) = self.nominal_hw();
         self.input_chw[1].get_or_insert(h as i64);
         self.input_chw[2].get_or_insert(w as i64);

@@ -58,6 +58,11 @@ pub struct Request {
     pub dynamic_img_size: bool,
     /// Largest parameter count accepted (option `max_params`).
     pub max_params: u64,
+    /// Declare the input at the nominal size even where the graph could take any size: ONNX
+    /// Runtime then optimises a static graph (with symbolic H/W its layout transformer cannot
+    /// prove that the residual Adds behind split / concat mixers see equal shapes, and leaves
+    /// them unfused). [`Graph::any_size`] still says what the unfixed graph would take.
+    pub fixed_size: bool,
 }
 
 impl Default for Request {
@@ -65,6 +70,7 @@ impl Default for Request {
         Request {
             output: OutputKind::Logits,
             out_indices: None,
+            fixed_size: false,
             output_stride: None,
             dynamic_img_size: false,
             max_params: budget::DEFAULT_MAX_PARAMS,
@@ -172,6 +178,8 @@ pub struct Graph {
     pub params: u64,
     /// The spatial chains the graph tracks, to refuse inputs that are too small.
     pub min_input: spatial::Fit,
+    /// Whether the graph built without [`Request::fixed_size`] takes any input size.
+    pub any_size: bool,
 }
 
 /// A family of timm architectures built natively: one per timm model module.
@@ -260,7 +268,7 @@ fn resolve(
         ))
     })?;
     let in_c = cfg.pretrained_cfg.input_size[0] as i64;
-    let fixed = !(family.any_size || request.dynamic_img_size);
+    let fixed = request.fixed_size || !(family.any_size || request.dynamic_img_size);
     let input_chw = if fixed {
         [
             Some(in_c),
@@ -310,7 +318,10 @@ fn build_with(
         }
         OutputKind::FeatureMaps => select_features(&b, request.out_indices.as_deref())?,
     };
-    Ok(finish(b, outputs, feature_info))
+    let any_size = (family.any_size || request.dynamic_img_size) && !b.size_fixed_by_layer;
+    let mut g = finish(b, outputs, feature_info);
+    g.any_size = any_size;
+    Ok(g)
 }
 
 fn check_unused(b: &Builder, arch: &str) -> Result<()> {
@@ -387,6 +398,7 @@ fn finish(b: Builder, outputs: Vec<(Value, OutputShape)>, feature_info: Vec<Feat
     let single = outputs.len() == 1 && feature_info.is_empty();
     let input_name = b.input().name().to_string();
     let input_chw = b.input_chw();
+    let any_size = input_chw[1].is_none() && input_chw[2].is_none();
     let params = b.budget.params;
     let min_input = b.fit.clone();
     let mut nodes = b.nodes;
@@ -432,5 +444,6 @@ fn finish(b: Builder, outputs: Vec<(Value, OutputShape)>, feature_info: Vec<Feat
         feature_info,
         params,
         min_input,
+        any_size,
     }
 }
