@@ -15,10 +15,13 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::mlp::linear_2d;
-use crate::graph::layers::pool::{create_pool2d, global_pool, PoolKind};
-use crate::graph::layers::{act, add, concat, conv2d, conv_bn, Conv, Pad};
+use crate::graph::layers::nas_cell::{
+    act_conv_bn, avg_pool, branch_separables, factorized_reduction, max_pool, sep, NasOps,
+};
+use crate::graph::layers::pool::{global_pool, PoolKind};
+use crate::graph::layers::{act, add, concat, conv_bn, Conv, Pad};
 use crate::graph::tables::Table;
-use crate::graph::{transforms, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/nasnet.json"));
@@ -57,13 +60,15 @@ struct Cfg {
     stem_chs: [usize; 2],
     /// `num_features // 24`.
     channels: usize,
-    tf_same: bool,
+    ops: NasOps,
     pool: PoolKind,
 }
 
-impl Cfg {
-    fn pad(&self, k: usize, stride: usize) -> Pad {
-        Pad::create(k, stride, 1, self.tf_same)
+/// The cell operations take the family's settings straight from its `Cfg`.
+impl std::ops::Deref for Cfg {
+    type Target = NasOps;
+    fn deref(&self) -> &NasOps {
+        &self.ops
     }
 }
 
@@ -143,119 +148,18 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     Ok((logits, cfg.num_classes))
 }
 
-/// `ActConvBn`: ReLU, a 1×1 conv and its BatchNorm (folded).
-fn act_conv_bn(b: &mut Builder, x: &Value, i: usize, o: usize, c: &Cfg) -> Result<Value> {
-    let y = act(b, "relu", x)?;
-    let conv = Conv::new(i, o, 1).pad(c.pad(1, 1)).init(INIT);
-    conv_bn(b, &y, "conv", "bn", conv, BN_EPS)
-}
-
-/// `BranchSeparables`: (ReLU, depthwise k×k, pointwise 1×1, BatchNorm) twice, the stride on
-/// the first; `mid` is the first pair's width.
-fn branch_separables(
-    b: &mut Builder,
-    x: &Value,
-    (i, mid, o): (usize, usize, usize),
-    k: usize,
-    stride: usize,
-    c: &Cfg,
-) -> Result<Value> {
-    let mut y = x.clone();
-    for (n, (ci, co, s)) in [(i, mid, stride), (mid, o, 1)].into_iter().enumerate() {
-        let n = n + 1;
-        y = act(b, "relu", &y)?;
-        let dw = Conv::new(ci, ci, k)
-            .stride(s)
-            .depthwise()
-            .pad(c.pad(k, s))
-            .init(INIT);
-        y = conv2d(
-            &mut b.scope(format!("separable_{n}.depthwise_conv2d")),
-            &y,
-            dw,
-        )?;
-        let pw = Conv::new(ci, co, 1).pad(Pad::Sym(0)).init(INIT);
-        y = conv_bn(
-            b,
-            &y,
-            &format!("separable_{n}.pointwise_conv2d"),
-            &format!("bn_sep_{n}"),
-            pw,
-            BN_EPS,
-        )?;
-    }
-    Ok(y)
-}
-
-/// A separable branch named `name` on `x` (width `w` in and out).
-fn sep(
-    b: &mut Builder,
-    name: &str,
-    x: &Value,
-    w: usize,
-    k: usize,
-    s: usize,
-    c: &Cfg,
-) -> Result<Value> {
-    branch_separables(&mut b.scope(name), x, (w, w, w), k, s, c)
-}
-
-fn max_pool(b: &mut Builder, x: &Value, stride: usize, ch: usize, c: &Cfg) -> Result<Value> {
-    create_pool2d(b, x, true, 3, stride, true, c.tf_same, ch)
-}
-
-fn avg_pool(b: &mut Builder, x: &Value, stride: usize, ch: usize, c: &Cfg) -> Result<Value> {
-    create_pool2d(b, x, false, 3, stride, false, c.tf_same, ch)
-}
-
-/// The factorized reduction of `CellStem1` / `FirstCell` on `x` (`i` channels): ReLU, then
-/// `path_1` (every second pixel) and `path_2` (shifted by one, zero past the end), each a 1×1
-/// conv to `o`, concatenated and `final_path_bn` (folded into the two convs).
-fn factorized_reduction(b: &mut Builder, x: &Value, i: usize, o: usize) -> Result<Value> {
-    let y = act(b, "relu", x)?;
-    let bn = transforms::BnStats::read(&mut b.scope("final_path_bn"), 2 * o, BN_EPS)?;
-    // `ZeroPad2d((-1, 1, -1, 1))`: drop the first row / column, a zero one after the last.
-    let pads = b.ints(&[0, 0, 0, 0, 0, 0, 1, 1]);
-    let padded = b.op("Pad", &[&y, &pads], vec![]);
-    let starts = b.ints(&[1, 1]);
-    let ends = b.ints(&[i64::MAX, i64::MAX]);
-    let axes = b.ints(&[2, 3]);
-    let shifted = b.op("Slice", &[&padded, &starts, &ends, &axes], vec![]);
-    let mut outs = Vec::new();
-    for (p, src) in [(0, &y), (1, &shifted)] {
-        let name = format!("path_{}.conv", p + 1);
-        let w = b.scope(&name).read("weight", &[o, i, 1, 1], INIT)?;
-        // This path's half of the shared BatchNorm.
-        let half = |v: &[f32]| v[p * o..(p + 1) * o].to_vec();
-        let stats = transforms::BnStats {
-            weight: half(&bn.weight),
-            bias: half(&bn.bias),
-            mean: half(&bn.mean),
-            var: half(&bn.var),
-            eps: bn.eps,
-        };
-        let (w, bias) = transforms::fold_bn(w, None, &stats);
-        let wv = b.tensor(&format!("{name}.weight"), w, &[o, i, 1, 1])?;
-        let bv = b.tensor(&format!("{name}.bias"), bias, &[o])?;
-        // AvgPool2d(1, stride=2) then a 1×1 conv is a 1×1 conv of stride 2.
-        let conv = Conv::new(i, o, 1).stride(2).pad(Pad::Sym(0));
-        outs.push(conv.emit(b, src, &wv, Some(&bv))?);
-    }
-    Ok(concat(b, &[&outs[0], &outs[1]], 1))
-}
-
 /// `CellStem0` (`x_stem_0` = None: takes `x_conv0`) and `CellStem1` (`x_conv0`, `x_stem_0`).
 fn stem_cell(b: &mut Builder, x_conv0: &Value, x_stem_0: Option<&Value>, c: &Cfg) -> Result<Value> {
     let (left, right, n, rc) = match x_stem_0 {
         None => {
             let n = c.stem_chs[0];
-            let l = act_conv_bn(&mut b.scope("conv_1x1"), x_conv0, c.stem, n, c)?;
+            let l = act_conv_bn(&mut b.scope("conv_1x1"), x_conv0, c.stem, n, 1, c)?;
             (l, x_conv0.clone(), n, c.stem)
         }
         Some(s0) => {
             let n = c.stem_chs[1];
-            let l = act_conv_bn(&mut b.scope("conv_1x1"), s0, 4 * c.stem_chs[0], n, c)?;
-            let r = factorized_reduction(b, x_conv0, c.stem, n / 2)?;
+            let l = act_conv_bn(&mut b.scope("conv_1x1"), s0, 4 * c.stem_chs[0], n, 1, c)?;
+            let r = factorized_reduction(b, x_conv0, c.stem, n / 2, c)?;
             (l, r, n, n)
         }
     };
@@ -293,10 +197,10 @@ fn cell_forward(
     w: usize,
     c: &Cfg,
 ) -> Result<Value> {
-    let right = act_conv_bn(&mut b.scope("conv_1x1"), x, xc, w, c)?;
+    let right = act_conv_bn(&mut b.scope("conv_1x1"), x, xc, w, 1, c)?;
     let left = match kind {
-        Kind::First => factorized_reduction(b, x_prev, pc, w / 2)?,
-        _ => act_conv_bn(&mut b.scope("conv_prev_1x1"), x_prev, pc, w, c)?,
+        Kind::First => factorized_reduction(b, x_prev, pc, w / 2, c)?,
+        _ => act_conv_bn(&mut b.scope("conv_prev_1x1"), x_prev, pc, w, 1, c)?,
     };
     if kind == Kind::Reduction {
         let l0 = sep(b, "comb_iter_0_left", &right, w, 5, 2, c)?;
@@ -400,7 +304,11 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Cfg> {
         stem,
         stem_chs,
         channels,
-        tf_same,
+        ops: NasOps {
+            tf_same,
+            init: INIT,
+            bn_eps: BN_EPS,
+        },
         pool: PoolKind::from_timm(pool_name)?,
     })
 }

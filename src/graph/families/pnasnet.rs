@@ -14,10 +14,13 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::mlp::linear_2d;
-use crate::graph::layers::pool::{create_pool2d, global_pool, PoolKind};
-use crate::graph::layers::{act, add, concat, conv2d, conv_bn, Conv, Pad};
+use crate::graph::layers::nas_cell::{
+    act_conv_bn, branch_separables, factorized_reduction, max_pool, sep, NasOps,
+};
+use crate::graph::layers::pool::{global_pool, PoolKind};
+use crate::graph::layers::{act, add, concat, conv_bn, Conv, Pad};
 use crate::graph::tables::Table;
-use crate::graph::{transforms, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/pnasnet.json"));
@@ -56,13 +59,15 @@ const REDUCTION: [usize; 2] = [4, 8];
 struct Cfg {
     /// As `WIDTHS`.
     widths: Vec<usize>,
-    tf_same: bool,
+    ops: NasOps,
     pool: PoolKind,
 }
 
-impl Cfg {
-    fn pad(&self, k: usize, stride: usize) -> Pad {
-        Pad::create(k, stride, 1, self.tf_same)
+/// The cell operations take the family's settings straight from its `Cfg`.
+impl std::ops::Deref for Cfg {
+    type Target = NasOps;
+    fn deref(&self) -> &NasOps {
+        &self.ops
     }
 }
 
@@ -140,102 +145,6 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     Ok((logits, cfg.num_classes))
 }
 
-/// `ActConvBn`: ReLU, a 1×1 conv (stride `s`) and its BatchNorm (folded).
-fn act_conv_bn(b: &mut Builder, x: &Value, i: usize, o: usize, s: usize, c: &Cfg) -> Result<Value> {
-    let y = act(b, "relu", x)?;
-    let conv = Conv::new(i, o, 1).stride(s).pad(c.pad(1, s)).init(INIT);
-    conv_bn(b, &y, "conv", "bn", conv, BN_EPS)
-}
-
-/// `BranchSeparables`: (ReLU, depthwise k×k, pointwise 1×1, BatchNorm) twice, the stride on
-/// the first; `mid` is the first pair's width.
-fn branch_separables(
-    b: &mut Builder,
-    x: &Value,
-    (i, mid, o): (usize, usize, usize),
-    k: usize,
-    stride: usize,
-    c: &Cfg,
-) -> Result<Value> {
-    let mut y = x.clone();
-    for (n, (ci, co, s)) in [(i, mid, stride), (mid, o, 1)].into_iter().enumerate() {
-        let n = n + 1;
-        y = act(b, "relu", &y)?;
-        let dw = Conv::new(ci, ci, k)
-            .stride(s)
-            .depthwise()
-            .pad(c.pad(k, s))
-            .init(INIT);
-        y = conv2d(
-            &mut b.scope(format!("separable_{n}.depthwise_conv2d")),
-            &y,
-            dw,
-        )?;
-        let pw = Conv::new(ci, co, 1).pad(Pad::Sym(0)).init(INIT);
-        y = conv_bn(
-            b,
-            &y,
-            &format!("separable_{n}.pointwise_conv2d"),
-            &format!("bn_sep_{n}"),
-            pw,
-            BN_EPS,
-        )?;
-    }
-    Ok(y)
-}
-
-/// A separable branch named `name` on `x` (width `w` in and out).
-fn sep(
-    b: &mut Builder,
-    name: &str,
-    x: &Value,
-    w: usize,
-    k: usize,
-    s: usize,
-    c: &Cfg,
-) -> Result<Value> {
-    branch_separables(&mut b.scope(name), x, (w, w, w), k, s, c)
-}
-
-fn max_pool(b: &mut Builder, x: &Value, stride: usize, ch: usize, c: &Cfg) -> Result<Value> {
-    create_pool2d(b, x, true, 3, stride, true, c.tf_same, ch)
-}
-
-/// `FactorizedReduction` on `x` (`i` channels): ReLU, then `path_1` (every second pixel) and `path_2` (shifted by one, zero past the end), each a 1×1
-/// conv to `o`, concatenated and `final_path_bn` (folded into the two convs).
-fn factorized_reduction(b: &mut Builder, x: &Value, i: usize, o: usize) -> Result<Value> {
-    let y = act(b, "relu", x)?;
-    let bn = transforms::BnStats::read(&mut b.scope("final_path_bn"), 2 * o, BN_EPS)?;
-    // `ZeroPad2d((-1, 1, -1, 1))`: drop the first row / column, a zero one after the last.
-    let pads = b.ints(&[0, 0, 0, 0, 0, 0, 1, 1]);
-    let padded = b.op("Pad", &[&y, &pads], vec![]);
-    let starts = b.ints(&[1, 1]);
-    let ends = b.ints(&[i64::MAX, i64::MAX]);
-    let axes = b.ints(&[2, 3]);
-    let shifted = b.op("Slice", &[&padded, &starts, &ends, &axes], vec![]);
-    let mut outs = Vec::new();
-    for (p, src) in [(0, &y), (1, &shifted)] {
-        let name = format!("path_{}.conv", p + 1);
-        let w = b.scope(&name).read("weight", &[o, i, 1, 1], INIT)?;
-        // This path's half of the shared BatchNorm.
-        let half = |v: &[f32]| v[p * o..(p + 1) * o].to_vec();
-        let stats = transforms::BnStats {
-            weight: half(&bn.weight),
-            bias: half(&bn.bias),
-            mean: half(&bn.mean),
-            var: half(&bn.var),
-            eps: bn.eps,
-        };
-        let (w, bias) = transforms::fold_bn(w, None, &stats);
-        let wv = b.tensor(&format!("{name}.weight"), w, &[o, i, 1, 1])?;
-        let bv = b.tensor(&format!("{name}.bias"), bias, &[o])?;
-        // AvgPool2d(1, stride=2) then a 1×1 conv is a 1×1 conv of stride 2.
-        let conv = Conv::new(i, o, 1).stride(2).pad(Pad::Sym(0));
-        outs.push(conv.emit(b, src, &wv, Some(&bv))?);
-    }
-    Ok(concat(b, &[&outs[0], &outs[1]], 1))
-}
-
 /// `CellStem0` on `x_left` (`i` channels), width `w`.
 fn cell_stem_0(b: &mut Builder, xl: &Value, i: usize, w: usize, c: &Cfg) -> Result<Value> {
     let xr = act_conv_bn(&mut b.scope("conv_1x1"), xl, i, w, 1, c)?;
@@ -264,10 +173,9 @@ fn cell_rest(b: &mut Builder, xr: &Value, w: usize, s: usize, c: &Cfg) -> Result
     let x2 = add(b, &l2, &r2);
     // timm builds this branch without pad_type: symmetric padding (the same at 3x3 stride 1).
     let l3 = {
-        let sym = Cfg {
-            widths: Vec::new(),
+        let sym = NasOps {
             tf_same: false,
-            pool: c.pool,
+            ..c.ops
         };
         sep(b, "comb_iter_3_left", &x2, w, 3, 1, &sym)?
     };
@@ -289,7 +197,7 @@ fn cell(
     let s = if reduce { 2 } else { 1 };
     let xl = if match_prev {
         let fr = &mut b.scope("conv_prev_1x1");
-        factorized_reduction(fr, xl, lc, w / 2)?
+        factorized_reduction(fr, xl, lc, w / 2, c)?
     } else {
         act_conv_bn(&mut b.scope("conv_prev_1x1"), xl, lc, w, 1, c)?
     };
@@ -359,7 +267,11 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Cfg> {
     let pool_name = (v.global_pool.as_ref().or(cfg.global_pool.as_ref())).map_or("avg", |s| s);
     Ok(Cfg {
         widths,
-        tf_same,
+        ops: NasOps {
+            tf_same,
+            init: INIT,
+            bn_eps: BN_EPS,
+        },
         pool: PoolKind::from_timm(pool_name)?,
     })
 }

@@ -17,6 +17,7 @@ pub mod halo_attn;
 pub mod heads;
 pub mod lambda_layer;
 pub mod mlp;
+pub mod nas_cell;
 pub mod norm;
 pub mod ops;
 pub mod patch_embed;
