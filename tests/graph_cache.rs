@@ -120,6 +120,44 @@ fn an_any_size_graph_runs_fixed_at_its_input_size_and_other_sizes_get_their_own_
 }
 
 #[test]
+fn threads_racing_on_the_first_call_at_another_size_agree_with_timm_and_leave_one_entry() {
+    let f = fixture("convnext_atto-small");
+    let r = reference(&f);
+    let other = feature_map_refs(&f)
+        .into_iter()
+        .find(|c| c.input_shape[2..] != r.input_shape[2..])
+        .expect("a feature-map reference at another input size");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts: Vec<(&str, &str)> = other
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    opts.push(("graph", "native"));
+    opts.push(("graph_cache_dir", cache.path().to_str().unwrap()));
+    let m = CModel::create(&f.spec("native"), true, &opts).unwrap();
+    let results: Vec<Vec<Vec<u32>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let maps = m.infer_outputs(&other.input, &other.input_shape).unwrap();
+                    maps.iter()
+                        .map(|t| t.data.iter().map(|v| v.to_bits()).collect())
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results.windows(2).all(|w| w[0] == w[1]), "threads disagree");
+    assert_eq!(entries(cache.path()).len(), 2, "one any-size entry");
+    let got: Vec<f32> = results[0][0].iter().map(|&b| f32::from_bits(b)).collect();
+    let want = &other.outputs[0].data;
+    let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+    assert!(max_abs_diff(&got, want) <= 1e-4 * scale);
+}
+
+#[test]
 fn graph_cache_false_writes_nothing() {
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().to_str().unwrap();
