@@ -71,25 +71,32 @@ fn cached_input_dims(entry: &Path) -> Vec<Option<i64>> {
         .collect()
 }
 
-#[test]
-fn an_any_size_graph_runs_fixed_at_its_input_size_and_other_sizes_get_their_own_session() {
-    // ORT optimises the nominal-size session as a static graph; another size is served by a
-    // symbolic-size session made on first use (its own cache entry), with timm's outputs.
+/// An any-size convnet with the cache in `cache`, its nominal-size reference and a timm
+/// `features_only` reference at another input size (the model is made with its options).
+fn any_size_model(cache: &Path) -> (CModel, Reference, FeatureMapsRef) {
     let f = fixture("convnext_atto-small");
     let r = reference(&f);
     let other = feature_map_refs(&f)
         .into_iter()
         .find(|c| c.input_shape[2..] != r.input_shape[2..])
         .expect("a feature-map reference at another input size");
-    let cache = tempfile::tempdir().unwrap();
     let mut opts: Vec<(&str, &str)> = other
         .options
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     opts.push(("graph", "native"));
-    opts.push(("graph_cache_dir", cache.path().to_str().unwrap()));
+    opts.push(("graph_cache_dir", cache.to_str().unwrap()));
     let m = CModel::create(&f.spec("native"), true, &opts).unwrap();
+    (m, r, other)
+}
+
+#[test]
+fn an_any_size_graph_runs_fixed_at_its_input_size_and_other_sizes_get_their_own_session() {
+    // ORT optimises the nominal-size session as a static graph; another size is served by a
+    // symbolic-size session made on first use (its own cache entry), with timm's outputs.
+    let cache = tempfile::tempdir().unwrap();
+    let (m, r, other) = any_size_model(cache.path());
 
     let first = entries(cache.path());
     assert_eq!(first.len(), 1, "{first:?}");
@@ -121,21 +128,8 @@ fn an_any_size_graph_runs_fixed_at_its_input_size_and_other_sizes_get_their_own_
 
 #[test]
 fn threads_racing_on_the_first_call_at_another_size_agree_with_timm_and_leave_one_entry() {
-    let f = fixture("convnext_atto-small");
-    let r = reference(&f);
-    let other = feature_map_refs(&f)
-        .into_iter()
-        .find(|c| c.input_shape[2..] != r.input_shape[2..])
-        .expect("a feature-map reference at another input size");
     let cache = tempfile::tempdir().unwrap();
-    let mut opts: Vec<(&str, &str)> = other
-        .options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    opts.push(("graph", "native"));
-    opts.push(("graph_cache_dir", cache.path().to_str().unwrap()));
-    let m = CModel::create(&f.spec("native"), true, &opts).unwrap();
+    let (m, _, other) = any_size_model(cache.path());
     let results: Vec<Vec<Vec<u32>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|_| {
