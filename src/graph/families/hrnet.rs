@@ -17,10 +17,10 @@ use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::mlp::linear_2d;
 use crate::graph::layers::pool::{global_pool, PoolKind};
+use crate::graph::layers::upsample::upsample_nearest;
 use crate::graph::layers::{act, add, conv_bn, Conv};
-use crate::graph::spatial::Step;
 use crate::graph::tables::Table;
-use crate::graph::{Attr, Builder, Family, Init, OutputKind, Value};
+use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
 
 static TABLE: Table = Table::new(include_str!("../tables/hrnet.json"));
@@ -368,28 +368,6 @@ fn hr_module(
         fused.push(act(b, "relu", &y)?);
     }
     Ok(fused)
-}
-
-/// `nn.Upsample(scale_factor=factor, mode='nearest')`: output `n·factor`, source pixel
-/// `floor(dst / factor)`.
-fn upsample_nearest(b: &mut Builder, x: &Value, factor: usize, ch: usize) -> Result<Value> {
-    let f = factor as f32;
-    let scales = b.const_f32(vec![1.0, 1.0, f, f], &[4]);
-    let none = b.none();
-    let y = b.op(
-        "Resize",
-        &[x, &none, &scales],
-        vec![
-            ("mode", Attr::Str("nearest".into())),
-            (
-                "coordinate_transformation_mode",
-                Attr::Str("asymmetric".into()),
-            ),
-            ("nearest_mode", Attr::Str("floor".into())),
-        ],
-    );
-    b.set_spatial(&y, x, Step::Up { factor }, ch)?;
-    Ok(y)
 }
 
 /// `create_classifier`: global pool, `classifier` Linear (PyTorch's default init).

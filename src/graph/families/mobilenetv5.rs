@@ -22,6 +22,7 @@ use super::super::layers::efficientnet_builder::{
     EfficientNetBuilder, RoundChs, SeRound,
 };
 use super::super::layers::pool::{global_pool, PoolKind};
+use super::super::layers::upsample::resize_nearest_to;
 use super::super::layers::{self, mlp::linear_2d, norm::Norm};
 use super::super::tables::Table;
 use crate::config::ModelConfig;
@@ -270,25 +271,17 @@ fn resize(b: &mut Builder, x: &Value, (h, w): (usize, usize), linear: bool) -> V
     let nc = layers::slice(b, &shape, 0, 0, 2);
     let hw = b.ints(&[h as i64, w as i64]);
     let sizes = layers::concat(b, &[&nc, &hw], 0);
+    if !linear {
+        return resize_nearest_to(b, x, &sizes);
+    }
     let none = b.none();
-    let attrs = if linear {
-        vec![
-            ("mode", Attr::Str("linear".into())),
-            (
-                "coordinate_transformation_mode",
-                Attr::Str("pytorch_half_pixel".into()),
-            ),
-        ]
-    } else {
-        vec![
-            ("mode", Attr::Str("nearest".into())),
-            (
-                "coordinate_transformation_mode",
-                Attr::Str("asymmetric".into()),
-            ),
-            ("nearest_mode", Attr::Str("floor".into())),
-        ]
-    };
+    let attrs = vec![
+        ("mode", Attr::Str("linear".into())),
+        (
+            "coordinate_transformation_mode",
+            Attr::Str("pytorch_half_pixel".into()),
+        ),
+    ];
     b.op("Resize", &[x, &none, &none, &sizes], attrs)
 }
 

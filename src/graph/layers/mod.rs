@@ -12,6 +12,7 @@ pub mod conv;
 pub mod efficientnet_blocks;
 pub mod efficientnet_builder;
 pub mod evo_norm;
+pub mod ghost;
 pub mod grid_window;
 pub mod halo_attn;
 pub mod heads;
