@@ -6,7 +6,7 @@ the median latency of each and the ratio ORT / libtimm (>= 1.00: libtimm at leas
 
     cargo build --release --lib && cc -O2 -pthread -Iinclude benches/driver.c -o .bench/bin/driver \\
         -Ltarget/release -ltimm -lm -Wl,-rpath,$PWD/target/release
-    .venv-gen/bin/python scripts/bench_families.py --issue 18 [--archs a,b] [--repeats 3] [--json out.json]
+    .venv-gen/bin/python scripts/bench_families.py --issue 18|15|16|17|24 [--archs a,b] [--repeats 3] [--json out.json]
 
 The models are made as the main benchmark makes them (scripts/bench_models.py: timm defaults, random
 weights, BatchNorm calibrated, folder written by save_for_hf, export checked against timm) under
@@ -59,6 +59,39 @@ ISSUES = {
     },
 }
 
+# The other family issues list their modules only: each is benchmarked on its smallest registered
+# architecture (fewest parameters, timm's `test_*` models left out), chosen from timm at run time.
+MODULES = {
+    15: ['resnet', 'sknet', 'senet', 'resnest', 'res2net', 'resnetv2', 'nfnet', 'densenet', 'inception_v3',
+         'inception_v4', 'inception_resnet_v2', 'xception', 'xception_aligned', 'vgg', 'dla', 'dpn', 'cspnet',
+         'hrnet', 'vovnet', 'selecsls', 'tresnet', 'regnet', 'convnext'],
+    16: ['efficientnet', 'mobilenetv3', 'mobilenetv5', 'ghostnet', 'repghost', 'rexnet', 'hgnet', 'repvit', 'byobnet',
+         'mobilevit', 'fastvit'],
+    17: ['vision_transformer', 'eva', 'vision_transformer_relpos', 'vision_transformer_hybrid', 'beit', 'cait', 'xcit',
+         'deit'],
+    24: ['mlp_mixer', 'convmixer', 'sequencer', 'vision_transformer_sam', 'hieradet_sam2', 'qwen3_vit', 'gemma4_vit',
+         'deepseek_vit', 'naflexvit', 'vitamin', 'volo', 'crossvit', 'pit', 'tnt', 'convit', 'visformer', 'nest', 'coat',
+         'mvitv2', 'byoanet', 'iformer', 'swiftformer', 'lowformer', 'efficientvim', 'cpubone', 'csatv2', 'cspnext',
+         'lcnetv2', 'hardcorenas', 'nasnet', 'pnasnet'],
+}
+
+
+def smallest(module):
+    """The module's registered architecture with the fewest parameters (not a `test_*` model)."""
+    import timm
+    best = None
+    for arch in timm.list_models(module=module):
+        if arch.startswith('test_'):
+            continue
+        try:
+            m = timm.create_model(arch, pretrained=False, device='meta')
+        except Exception:  # noqa: BLE001 (an entrypoint that needs arguments)
+            continue
+        n = sum(p.numel() for p in m.parameters())
+        if best is None or n < best[0]:
+            best = (n, arch)
+    return best[1] if best else None
+
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -98,7 +131,7 @@ def run(argv, env):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--issue', type=int, choices=sorted(ISSUES))
+    ap.add_argument('--issue', type=int, choices=sorted(set(ISSUES) | set(MODULES)))
     ap.add_argument('--archs', help='comma-separated architectures (instead of, or narrowing, --issue)')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--batches', default='1,8')
@@ -110,6 +143,10 @@ def main():
     a = ap.parse_args()
 
     table = dict(ISSUES.get(a.issue, {}))
+    if a.issue in MODULES:
+        import warnings
+        warnings.filterwarnings('ignore')
+        table = {m: x for m in MODULES[a.issue] if (x := smallest(m))}
     if a.archs:
         want = [x.strip() for x in a.archs.split(',') if x.strip()]
         table = {m: x for m, x in table.items() if x in want} or {x: x for x in want}
