@@ -2,7 +2,8 @@
 """Per-family speed check (never run by CI): one architecture per timm module, libtimm's native graph
 (release libtimm.so through the C ABI, benches/driver.c) against ONNX Runtime's Python API on timm's
 own torch.onnx export of the same folder, at batch 1 and batch 8 on 2 intra-op threads. Prints
-the median latency of each and the ratio ORT / libtimm (>= 1.00: libtimm at least as fast).
+the median latency of each and the ratio ORT / libtimm (>= 1.00: libtimm at least as fast): the
+median over repeats of each repeat's pair of adjacent runs, with its range.
 
     cargo build --release --lib && cc -O2 -pthread -Iinclude benches/driver.c -o .bench/bin/driver \\
         -Ltarget/release -ltimm -lm -Wl,-rpath,$PWD/target/release
@@ -169,6 +170,7 @@ def main():
         folder, onnx, ref = bench / 'models' / arch, bench / 'onnx' / f'{arch}.onnx', bench / 'ref' / arch
         phases = [f'{b}:{3 if b == 1 else 1}:{max(3, a.runs // b)}:1' for b in batches]
         lat = {(c, b): [] for c in ('libtimm', 'ort') for b in batches}
+        per_rep = {(c, b): [] for c in ('libtimm', 'ort') for b in batches}  # one median per repeat
         diff = {}
         try:
             for rep in range(a.repeats):
@@ -183,6 +185,7 @@ def main():
                     out = run(argv, env)
                     for ph in out['phases']:
                         lat[(c, ph['batch'])] += ph['lat_ms']
+                        per_rep[(c, ph['batch'])].append(statistics.median(ph['lat_ms']))
                         rel = ph['max_abs_diff'] / max(ph['max_abs_ref'], 1e-30)
                         diff[c] = max(diff.get(c, 0.0), rel)
         except RuntimeError as e:
@@ -191,13 +194,17 @@ def main():
             continue
         for b in batches:
             t, o = statistics.median(lat[('libtimm', b)]), statistics.median(lat[('ort', b)])
-            row[f'b{b}'] = {'libtimm_ms': t, 'ort_ms': o, 'ratio': o / t}
+            # Each repeat's two runs are adjacent in time: their ratio cancels the machine's drift,
+            # and the spread over repeats says how far to trust the median.
+            pairs = [x / y for x, y in zip(per_rep[('ort', b)], per_rep[('libtimm', b)])]
+            row[f'b{b}'] = {'libtimm_ms': t, 'ort_ms': o, 'ratio': statistics.median(pairs),
+                            'ratio_min': min(pairs), 'ratio_max': max(pairs)}
         row['max_rel_diff'] = diff
         log(f'{arch}: ' + ', '.join(f'b{b} {row[f"b{b}"]["libtimm_ms"]:.1f} ms vs {row[f"b{b}"]["ort_ms"]:.1f} ms '
                                     f'({row[f"b{b}"]["ratio"]:.2f})' for b in batches))
 
     print(f'\nCPU: {cpu_model()}; {a.threads} threads; median latency (ms); ratio = ORT / libtimm')
-    hdr = ['module', 'architecture'] + [f'{w} b{b}' for b in batches for w in ('libtimm', 'ORT', 'ratio')]
+    hdr = ['module', 'architecture'] + [f'{w} b{b}' for b in batches for w in ('libtimm', 'ORT', 'ratio (range)')]
     print('| ' + ' | '.join(hdr) + ' |')
     print('|' + '---|' * len(hdr))
     for r in rows:
@@ -207,7 +214,8 @@ def main():
         cells = []
         for b in batches:
             x = r[f'b{b}']
-            cells += [f'{x["libtimm_ms"]:.1f}', f'{x["ort_ms"]:.1f}', f'{x["ratio"]:.2f}']
+            cells += [f'{x["libtimm_ms"]:.1f}', f'{x["ort_ms"]:.1f}',
+                      f'{x["ratio"]:.2f} ({x["ratio_min"]:.2f}-{x["ratio_max"]:.2f})']
         print(f'| {r["module"]} | {r["arch"]} | ' + ' | '.join(cells) + ' |')
     ok = [r for r in rows if 'error' not in r]
     slow = [r['arch'] for r in ok if any(r[f'b{b}']['ratio'] < 1.0 for b in batches)]

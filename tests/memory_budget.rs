@@ -1,0 +1,125 @@
+//! Load memory against the weights' size, measured in child processes (each load alone in a
+//! fresh process: peak RSS is per process). The model is the demo's EfficientNet-Lite0 (18 MB of
+//! weights: large enough that the runtime's own allocations do not hide a copy of them); the
+//! runtime baseline is a process that loaded a tiny model. A load from the optimised-model cache
+//! must peak within 1.25 × the weights over that baseline and settle within 1.1 ×, in both
+//! `weights_memory` modes: one extra copy of the weights anywhere in that path fails it.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const SPEC: &str = "TIMM_TEST_MEMORY_SPEC";
+const OPTIONS: &str = "TIMM_TEST_MEMORY_OPTIONS";
+
+fn demo_folder() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/tf_efficientnet_lite0.in1k");
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "the demo model is missing: run scripts/fetch-demo-model (scripts/test does)"
+    );
+    dir
+}
+
+/// Peak and current RSS (KiB) of a child process that created the model `spec` with `options`
+/// (`key=value` pairs separated by `;`).
+fn load_in_child(spec: &str, options: &str) -> (u64, u64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "memory_helper_creates_the_given_model",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SPEC, spec)
+        .env(OPTIONS, options)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loading {spec} ({options}) failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once("MEMORY ").map(|(_, v)| v))
+        .unwrap_or_else(|| panic!("no MEMORY line from the child: {text}"));
+    let v: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Median over three processes of (peak, after load).
+fn measure(spec: &str, options: &str) -> (u64, u64) {
+    let runs: Vec<_> = (0..3).map(|_| load_in_child(spec, options)).collect();
+    (
+        median(runs.iter().map(|r| r.0).collect()),
+        median(runs.iter().map(|r| r.1).collect()),
+    )
+}
+
+#[test]
+fn a_cached_load_peaks_within_a_quarter_of_the_weights_over_the_runtime_baseline() {
+    let tiny = fixture("test_resnet").spec("native");
+    let (base_peak, base_rss) = measure(&tiny, "graph_cache=false");
+    let folder = demo_folder();
+    let spec = format!("local:{}", folder.display());
+    let weights_kib = std::fs::metadata(folder.join("model.safetensors"))
+        .unwrap()
+        .len() as f64
+        / 1024.0;
+    for mode in ["copy", "map"] {
+        let cache = tempfile::tempdir().unwrap();
+        let options = format!(
+            "weights_memory={mode};graph_cache_dir={}",
+            cache.path().display()
+        );
+        // The first load writes the cache entry; the ones measured map it.
+        load_in_child(&spec, &options);
+        let (peak, rss) = measure(&spec, &options);
+        let over = |x: u64, base: u64| x.saturating_sub(base) as f64 / weights_kib;
+        let (p, r) = (over(peak, base_peak), over(rss, base_rss));
+        eprintln!(
+            "weights_memory={mode}: cached load peak {p:.2}x and steady {r:.2}x the weights over the baseline \
+             (weights {weights_kib:.0} KiB, baseline peak {base_peak} KiB)"
+        );
+        assert!(
+            p <= 1.25,
+            "weights_memory={mode}: a cached load peaks at {p:.2}x the weights over the runtime baseline (budget 1.25x)"
+        );
+        assert!(
+            r <= 1.1,
+            "weights_memory={mode}: after a cached load RSS is {r:.2}x the weights over the runtime baseline (budget 1.1x)"
+        );
+    }
+}
+
+/// Run by the test above in child processes: creates the model and prints its process's RSS.
+#[test]
+#[ignore = "a child process of the memory-budget test"]
+fn memory_helper_creates_the_given_model() {
+    let spec = std::env::var(SPEC).expect("run by the memory-budget test");
+    let options = std::env::var(OPTIONS).unwrap_or_default();
+    let pairs: Vec<(&str, &str)> = options
+        .split(';')
+        .filter(|s| !s.is_empty())
+        .map(|kv| kv.split_once('=').expect("key=value"))
+        .collect();
+    let m = CModel::create(&spec, true, &pairs).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/self/status"))
+    };
+    println!("MEMORY {} {}", kib("VmHWM:"), kib("VmRSS:"));
+    drop(m);
+}
