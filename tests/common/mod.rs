@@ -130,6 +130,11 @@ pub fn reference(f: &Fixture) -> Reference {
     }
 }
 
+/// The scale a relative tolerance is taken against: a reference's largest magnitude, at least 1.
+pub fn scale(v: &[f32]) -> f32 {
+    v.iter().fold(1f32, |m, x| m.max(x.abs()))
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter()

@@ -6,10 +6,6 @@ use timm::TimmStatus;
 
 const TOL: f32 = 1e-4;
 
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(1f32, |m, x| m.max(x.abs()))
-}
-
 #[test]
 fn every_cpubone_fixture_matches_timm_natively() {
     // Fused and unfused local blocks, 2x2 and 5x5 / 3x3 attention projections, nearest and

@@ -6,10 +6,6 @@ use timm::TimmStatus;
 
 const TOL: f32 = 1e-4;
 
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(1f32, |m, x| m.max(x.abs()))
-}
-
 #[test]
 fn every_cspnext_fixture_matches_timm_natively() {
     // The fixtures are narrower than their architectures: widths and depths come from the weights.

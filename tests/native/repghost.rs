@@ -6,10 +6,6 @@ use timm::TimmStatus;
 
 const TOL: f32 = 1e-4;
 
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(1f32, |m, x| m.max(x.abs()))
-}
-
 #[test]
 fn every_repghost_fixture_matches_timm_natively() {
     // The fixture's block table and conv_head are narrower than the architecture's: the

@@ -6,10 +6,6 @@ use timm::TimmStatus;
 
 const TOL: f32 = 1e-4;
 
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(1f32, |m, x| m.max(x.abs()))
-}
-
 #[test]
 fn every_repvit_fixture_matches_timm_natively() {
     let fixtures = fixtures_of_family("repvit");

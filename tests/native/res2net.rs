@@ -7,9 +7,6 @@ use timm::TimmStatus;
 const TOL: f32 = 1e-4;
 
 /// The largest magnitude in `v`, at least 1 (the tolerance is relative to it).
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(1f32, |m, x| m.max(x.abs()))
-}
 
 #[test]
 fn every_res2net_fixture_matches_timm_natively() {
