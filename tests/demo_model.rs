@@ -9,16 +9,6 @@ use std::ffi::CString;
 use timm::ffi::*;
 use timm::TimmStatus;
 
-fn demo_folder() -> std::path::PathBuf {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/tf_efficientnet_lite0.in1k");
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "the demo model is missing: run scripts/fetch-demo-model (scripts/test does)"
-    );
-    dir
-}
-
 #[test]
 fn efficientnet_lite0_classifies_chelsea_like_timm() {
     let reference: serde_json::Value = serde_json::from_str(

@@ -7,19 +7,9 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
 
 const SPEC: &str = "TIMM_TEST_MEMORY_SPEC";
 const OPTIONS: &str = "TIMM_TEST_MEMORY_OPTIONS";
-
-fn demo_folder() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/tf_efficientnet_lite0.in1k");
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "the demo model is missing: run scripts/fetch-demo-model (scripts/test does)"
-    );
-    dir
-}
 
 /// Peak and current RSS (KiB) of a child process that created the model `spec` with `options`
 /// (`key=value` pairs separated by `;`).

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 use std::ffi::{CStr, CString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use timm::ffi::*;
 use timm::TimmStatus;
 
@@ -116,15 +116,6 @@ fn feature_maps_and_infer_outputs_work_on_openvino() {
         let d = max_abs_diff(&x.data, &y.data);
         assert!(d <= TOL, "feature map differs from ONNX Runtime by {d}");
     }
-}
-
-fn demo_folder() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/tf_efficientnet_lite0.in1k");
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "the demo model is missing: run scripts/fetch-demo-model (scripts/test does)"
-    );
-    dir
 }
 
 fn classify(m: &CModel, image: &str, k: usize) -> Vec<TimmClass> {

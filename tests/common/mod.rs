@@ -13,6 +13,16 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The demo's real EfficientNet-Lite0 folder (scripts/fetch-demo-model).
+pub fn demo_folder() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/tf_efficientnet_lite0.in1k");
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "the demo model is missing: run scripts/fetch-demo-model (scripts/test does)"
+    );
+    dir
+}
+
 /// Points the library at the project's ONNX Runtime (scripts/fetch-ort) unless the caller chose one.
 pub fn init_runtime() {
     static ONCE: std::sync::Once = std::sync::Once::new();
