@@ -145,6 +145,32 @@ pub fn scale(v: &[f32]) -> f32 {
     v.iter().fold(1f32, |m, x| m.max(x.abs()))
 }
 
+/// A model built without weights (`pretrained=false`, option `seed`) runs: finite outputs of
+/// `dim` values per image, the same network for the same seed and another for another seed.
+pub fn assert_seeded(
+    spec: &str,
+    options: &[(&str, &str)],
+    dim: usize,
+    input: &[f32],
+    shape: &[i64],
+    (seed, other): (&str, &str),
+) {
+    let run = |seed: &str| {
+        let mut opts = vec![("seed", seed)];
+        opts.extend_from_slice(options);
+        let m = CModel::create(spec, false, &opts).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+        assert_eq!(m.output_dim(), dim, "{spec}");
+        m.infer(input, shape).unwrap()
+    };
+    let a = run(seed);
+    assert!(
+        a.iter().all(|v| v.is_finite()),
+        "{spec}: non-finite outputs"
+    );
+    assert_eq!(a, run(seed), "{spec}: same seed, same network");
+    assert_ne!(a, run(other), "{spec}: another seed, another network");
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter()

@@ -44,15 +44,7 @@ fn bare_names_without_weights_build_run_and_are_seeded() {
     let x: Vec<f32> = (0..3 * 64 * 64)
         .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
         .collect();
-    let run = |seed: &str| {
-        let m = CModel::create(arch, false, &[("seed", seed)]).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(m.output_dim(), 1000);
-        m.infer(&x, &[1, 3, 64, 64]).unwrap()
-    };
-    let a = run("1");
-    assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
-    assert_eq!(a, run("1"), "same seed, same network");
-    assert_ne!(a, run("2"), "another seed, another network");
+    assert_seeded(arch, &[], 1000, &x, &[1, 3, 64, 64], ("1", "2"));
     let m = CModel::create(arch, false, &[("output", "features")]).unwrap();
     // sum(embed_dim) + embed_dim[-1]
     assert_eq!(m.output_dim(), 128 + 192 + 320 + 320);

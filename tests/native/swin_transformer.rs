@@ -141,13 +141,5 @@ fn a_bare_name_builds_a_seeded_full_size_model() {
     let input: Vec<f32> = (0..3 * 224 * 224)
         .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
         .collect();
-    let run = |seed: &str| {
-        let m = CModel::create(arch, false, &[("seed", seed)]).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(m.output_dim(), 1000);
-        m.infer(&input, &shape).unwrap()
-    };
-    let a = run("7");
-    assert!(a.iter().all(|x| x.is_finite()));
-    assert_eq!(a, run("7"), "same seed, same network");
-    assert_ne!(a, run("8"), "another seed, another network");
+    assert_seeded(arch, &[], 1000, &input, &shape, ("7", "8"));
 }

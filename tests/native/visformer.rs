@@ -61,13 +61,5 @@ fn bare_names_build_with_seeded_weights() {
         .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
         .collect();
     let shape = [1, 3, 224, 224];
-    let run = |seed: &str| {
-        let m = CModel::create("visformer_tiny", false, &[("seed", seed)]).unwrap();
-        assert_eq!(m.output_dim(), 1000);
-        m.infer(&input, &shape).unwrap()
-    };
-    let a = run("7");
-    assert!(a.iter().all(|x| x.is_finite()));
-    assert_eq!(a, run("7"), "same seed, same network");
-    assert_ne!(a, run("8"), "another seed, another network");
+    assert_seeded("visformer_tiny", &[], 1000, &input, &shape, ("7", "8"));
 }

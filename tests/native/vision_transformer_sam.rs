@@ -71,15 +71,7 @@ fn seeded_random_weights_build_run_and_differ_by_seed() {
     let x: Vec<f32> = (0..3 * 32 * 32)
         .map(|i| ((i as f32) * 0.618_034).sin() * 2.0)
         .collect();
-    let run = |seed: &str| {
-        let m = CModel::create(&spec, false, &[("seed", seed)]).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(m.output_dim(), 5);
-        m.infer(&x, &[1, 3, 32, 32]).unwrap()
-    };
-    let a = run("1");
-    assert!(a.iter().all(|v| v.is_finite()), "non-finite logits");
-    assert_eq!(a, run("1"), "same seed, same network");
-    assert_ne!(a, run("2"), "another seed, another network");
+    assert_seeded(&spec, &[], 5, &x, &[1, 3, 32, 32], ("1", "2"));
 }
 
 #[test]
