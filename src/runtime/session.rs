@@ -320,45 +320,46 @@ impl Session {
         let mut g = editor::Graph::new()?;
         let [c, h, w] = graph.input_chw;
         let dim = |d: Option<i64>| d.unwrap_or(-1);
-        let sym = |d: Option<i64>, name: &str| {
-            if d.is_some() {
-                String::new()
+        // ORT 1.31's Model Editor API gives every free dimension of a value the first one's
+        // name: an input declared `[batch, 3, height, width]` is saved as `[batch, 3, batch,
+        // batch]`, which tells its shape reasoning that the batch, the height and the width are
+        // one size. So the batch is named only where it is the one free dimension (its name
+        // lets ORT see that values along the graph share it, which its layout fusions need);
+        // otherwise every free dimension stays anonymous.
+        let only_batch_free = c.is_some() && h.is_some() && w.is_some();
+        let symbols = |rank: usize, free: usize| {
+            if only_batch_free && free == 1 {
+                let mut v = vec![String::new(); rank];
+                v[0] = "batch".into();
+                SymbolicDimensions::new(v)
             } else {
-                name.to_string()
+                SymbolicDimensions::empty(rank)
             }
         };
+        let input_free = 1 + [c, h, w].iter().filter(|d| d.is_none()).count();
         g.set_inputs([Outlet::new(
             graph.input_name.clone(),
             ValueType::Tensor {
                 ty: TensorElementType::Float32,
                 shape: Shape::from(vec![-1, dim(c), dim(h), dim(w)]),
-                dimension_symbols: SymbolicDimensions::new([
-                    "batch".to_string(),
-                    sym(c, "channels"),
-                    sym(h, "height"),
-                    sym(w, "width"),
-                ]),
+                dimension_symbols: symbols(4, input_free),
             },
         )])?;
         let outputs: Vec<Outlet> = graph
             .outputs
             .iter()
             .map(|o| {
-                let (shape, symbols) = match &o.shape {
-                    OutputShape::Vector(d) => (vec![-1, *d as i64], vec!["batch", ""]),
-                    OutputShape::Map { channels, .. } => (
-                        vec![-1, *channels as i64, -1, -1],
-                        vec!["batch", "", "", ""],
-                    ),
+                let shape = match &o.shape {
+                    OutputShape::Vector(d) => vec![-1, *d as i64],
+                    OutputShape::Map { channels, .. } => vec![-1, *channels as i64, -1, -1],
                 };
+                let free = shape.iter().filter(|&&d| d < 0).count();
                 Outlet::new(
                     o.name.clone(),
                     ValueType::Tensor {
                         ty: TensorElementType::Float32,
+                        dimension_symbols: symbols(shape.len(), free),
                         shape: Shape::from(shape),
-                        dimension_symbols: SymbolicDimensions::new(
-                            symbols.into_iter().map(String::from),
-                        ),
                     },
                 )
             })
