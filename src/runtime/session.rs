@@ -326,9 +326,9 @@ impl Session {
         // one size. So the batch is named only where it is the one free dimension (its name
         // lets ORT see that values along the graph share it, which its layout fusions need);
         // otherwise every free dimension stays anonymous.
-        let only_batch_free = c.is_some() && h.is_some() && w.is_some();
+        let input_free = 1 + [c, h, w].iter().filter(|d| d.is_none()).count();
         let symbols = |rank: usize, free: usize| {
-            if only_batch_free && free == 1 {
+            if input_free == 1 && free == 1 {
                 let mut v = vec![String::new(); rank];
                 v[0] = "batch".into();
                 SymbolicDimensions::new(v)
@@ -336,7 +336,6 @@ impl Session {
                 SymbolicDimensions::empty(rank)
             }
         };
-        let input_free = 1 + [c, h, w].iter().filter(|d| d.is_none()).count();
         g.set_inputs([Outlet::new(
             graph.input_name.clone(),
             ValueType::Tensor {

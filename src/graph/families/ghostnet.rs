@@ -275,11 +275,7 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<(GhostNet, Version)> {
         };
         net.read_weights(b, NAME, primary, dw)?;
     }
-    if net.stages.is_empty() || net.stages.iter().any(Vec::is_empty) {
-        return Err(Error::invalid_model(format!(
-            "`{arch}`: GhostNet needs at least one stage of blocks"
-        )));
-    }
+    net.check_stages(arch, NAME)?;
     Ok((net, version))
 }
 

@@ -131,11 +131,7 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<Net> {
         // Weights without fusion_bn were made with reparam=False.
         reparam = b.has_module("blocks.0.0.ghost1.fusion_bn");
     }
-    if net.stages.is_empty() || net.stages.iter().any(Vec::is_empty) {
-        return Err(Error::invalid_model(format!(
-            "`{arch}`: RepGhostNet needs at least one stage of blocks"
-        )));
-    }
+    net.check_stages(arch, NAME)?;
     Ok(Net { net, reparam })
 }
 

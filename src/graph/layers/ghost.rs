@@ -29,7 +29,8 @@ pub struct GhostBlock {
     pub k: usize,
     pub stride: usize,
     pub se_rd: Option<usize>,
-    /// The expanding ghost module is gated by the DFC attention branch (`short_conv`).
+    /// The expanding ghost module is gated by the DFC attention branch (`short_conv`):
+    /// GhostNet V2's `mode='attn'`, V3's `mode='shortcut'`; never in RepGhostNet.
     pub gated: bool,
 }
 
@@ -227,6 +228,16 @@ impl GhostNet {
             blk.out = out;
         }
         self.stages = stages;
+        Ok(())
+    }
+
+    /// Every stage holds at least one block (a table or weights without would build no network).
+    pub fn check_stages(&self, arch: &str, family: &str) -> Result<()> {
+        if self.stages.is_empty() || self.stages.iter().any(Vec::is_empty) {
+            return Err(Error::invalid_model(format!(
+                "`{arch}`: {family} needs at least one stage of blocks"
+            )));
+        }
         Ok(())
     }
 
