@@ -37,7 +37,7 @@ fn check_spec(f: &Fixture, spec: &str, what: &str) {
 fn every_regnet_fixture_matches_timm_natively() {
     let fixtures = fixtures_of_family("regnet");
     assert!(
-        fixtures.len() >= 4,
+        fixtures.len() >= 7,
         "only {} regnet fixtures",
         fixtures.len()
     );
@@ -141,19 +141,55 @@ fn weights_that_disagree_with_the_architecture_are_an_invalid_model() {
 }
 
 #[test]
-fn unsupported_variants_say_so() {
-    for (arch, needle) in [
-        ("regnetv_040", "pre-activation"),
-        ("regnety_040_sgn", "groupnorm"),
-    ] {
-        let e = CModel::create(arch, false, &[]).err().expect("must fail");
-        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}: {e:?}");
-        assert!(
-            e.message.contains(arch) || e.message.contains(needle),
-            "{arch}: {}",
-            e.message
-        );
+fn pre_activation_and_groupnorm_variants_build_from_their_names() {
+    // regnetv (PreBottleneck: bare stem conv, norm-act before each conv, final act without a
+    // norm) and regnety_040_sgn (GroupNormAct(group_size=16) in every ConvNormAct).
+    for arch in ["regnetv_040", "regnetv_064", "regnety_040_sgn"] {
+        let m = CModel::create(arch, false, &[("seed", "3")])
+            .unwrap_or_else(|e| panic!("{arch}: {e:?}"));
+        assert_eq!(m.output_dim(), 1000, "{arch}");
+        let x: Vec<f32> = (0..3 * 64 * 64).map(|i| (i % 17) as f32 / 17.0).collect();
+        let y = m.infer(&x, &[1, 3, 64, 64]).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()), "{arch}: non-finite logits");
     }
+}
+
+#[test]
+fn a_groupnorm_that_does_not_divide_the_widths_is_an_invalid_model() {
+    // timm asserts num_channels % group_size == 0 in GroupNormAct: an 8-wide stem under
+    // regnety_040_sgn's group size of 16.
+    let dir = edited_copy("regnetx_002-small", "gs", |c| {
+        c["architecture"] = "regnety_040_sgn".into()
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
+    assert!(e.message.contains("group_size=16"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unsupported_variants_say_so() {
+    // An EvoNorm norm-act layer is not one RegNet takes natively.
+    let dir = edited_copy("regnetx_002-small", "evo", |c| {
+        c["model_args"]["norm_layer"] = "evonorm2ds0".into()
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("norm_layer"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
+
     let dir = edited_copy("regnetx_002-small", "args", |c| {
         c["model_args"]["block_type"] = "dark".into()
     });
@@ -170,10 +206,13 @@ fn unsupported_variants_say_so() {
 }
 
 /// The fixtures with `features_only` references (meta.json `feature_maps`).
-const FEATURE_FIXTURES: [&str; 3] = [
+const FEATURE_FIXTURES: [&str; 6] = [
     "regnetx_002-small",
     "regnety_008_tv-avg-small",
     "regnetz_005-small",
+    "regnetv_040-small",
+    "regnetv_064-avg-small-f16",
+    "regnety_040_sgn-small",
 ];
 
 #[test]

@@ -1,6 +1,7 @@
-//! RegNet X / Y / Z (timm's `regnet.py`, post-activation `Bottleneck` blocks): `regnetx_002` ..
-//! `regnetx_320`, `regnety_002` .. `regnety_2560` (SE), the torchvision-rounded `_tv` variants
-//! and `regnetz_005` / `regnetz_040[_h]`; `output_stride` 8 / 16 dilates the last stages.
+//! RegNet X / Y / Z / V (timm's `regnet.py`): `regnetx_002` .. `regnetx_320`, `regnety_002` ..
+//! `regnety_2560` (SE), the torchvision-rounded `_tv` variants, `regnetz_005` / `regnetz_040[_h]`,
+//! the pre-activation `regnetv_040` / `regnetv_064` (`PreBottleneck`) and the GroupNorm
+//! `regnety_040_sgn`; `output_stride` 8 / 16 dilates the last stages.
 //!
 //! Stage widths come from timm's quantised linear rule (`generate_regnet` + width/group
 //! adjustment). When config.json's `model_args` do not set the rule's arguments (transformers'
@@ -13,10 +14,11 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
+use crate::graph::layers::efficientnet_blocks::NormKind;
 use crate::graph::layers::heads::fc;
 use crate::graph::layers::pool::{avg_pool2d_same_s1, global_pool, Pool2d, PoolKind};
 use crate::graph::layers::se::SqueezeExcite;
-use crate::graph::layers::{self, act, conv_norm_act, make_divisible, py_round, Conv, Norm};
+use crate::graph::layers::{self, act, conv2d, conv_norm_act, make_divisible, py_round, Conv};
 use crate::graph::tables::Table;
 use crate::graph::{Builder, Family, Init, OutputKind, Value};
 use crate::timm_args;
@@ -25,7 +27,7 @@ static TABLE: Table = Table::new(include_str!("../tables/regnet.json"));
 
 pub const FAMILY: Family = Family {
     name: "regnet",
-    examples: "regnetx_002..regnetx_320, regnety_002..regnety_2560, regnetz_005, regnetz_040[_h]",
+    examples: "regnetx_002..regnetx_320, regnety_002..regnety_2560, regnetv_040, regnetv_064, regnetz_005, regnetz_040[_h]",
     matches,
     build,
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
@@ -101,9 +103,44 @@ struct RegNet {
     stages: Vec<Stage>,
     downsample: Downsample,
     linear_out: bool,
+    /// `PreBottleneck` blocks, a bare stem conv and shortcut convs without norms.
+    preact: bool,
+    /// BatchNorm2d or GroupNormAct(group_size), per layer width.
+    norm: NormKind,
     num_features: usize,
     act: String,
     output_stride: usize,
+}
+
+impl RegNet {
+    /// `ConvNormAct` with the model's norm (a BatchNorm folded into the conv).
+    fn conv_norm_act(&self, b: &mut Builder, x: &Value, c: Conv, act: bool) -> Result<Value> {
+        let norm = self.norm.norm(c.out_ch)?;
+        conv_norm_act(b, x, c, &norm, act.then_some(self.act.as_str()))
+    }
+
+    /// `get_norm_act_layer(norm_layer, act_layer)` over `ch` channels: the norm, then the act.
+    fn norm_act(&self, b: &mut Builder, x: &Value, ch: usize) -> Result<Value> {
+        let y = self.norm.norm(ch)?.apply_2d(b, x, ch)?;
+        act(b, &self.act, &y)
+    }
+
+    /// A block's conv `name`: `ConvNormAct` (`name.conv`, `name.bn`) or, pre-activation, a bare
+    /// conv (`name.weight`) whose norm is the next layer's.
+    fn block_conv(
+        &self,
+        b: &mut Builder,
+        x: &Value,
+        name: &str,
+        c: Conv,
+        act: bool,
+    ) -> Result<Value> {
+        if self.preact {
+            conv2d(&mut b.scope(name), x, init(c))
+        } else {
+            self.conv_norm_act(&mut b.scope(name), x, init(c), act)
+        }
+    }
 }
 
 /// One `Bottleneck` as `RegStage` builds it.
@@ -118,8 +155,6 @@ struct Block {
     dilation: (usize, usize),
 }
 
-const BN: Norm = Norm::Batch { eps: 1e-5 };
-
 /// timm's RegNet conv init: normal(0, sqrt(2 / fan_out)), fan_out = k·k·out / groups.
 fn init(c: Conv) -> Conv {
     let fan_out = c.kernel.0 * c.kernel.1 * c.out_ch / c.groups.max(1);
@@ -132,7 +167,11 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let x = b.input();
     let in_ch = cfg.pretrained_cfg.input_size[0];
     let stem = init(Conv::new(in_ch, net.stem_width, 3).stride(2));
-    let mut x = conv_norm_act(&mut b.scope("stem"), &x, stem, &BN, Some(act_name))?;
+    let mut x = if net.preact {
+        conv2d(&mut b.scope("stem"), &x, stem)?
+    } else {
+        net.conv_norm_act(&mut b.scope("stem"), &x, stem, true)?
+    };
     b.feature(&x, net.stem_width, 2, "stem");
 
     // `_get_stage_args`: stride 2 per stage until output_stride, dilation after.
@@ -156,10 +195,10 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
 
     let width = if net.num_features > 0 {
         let c = init(Conv::new(prev, net.num_features, 1));
-        x = conv_norm_act(&mut b.scope("final_conv"), &x, c, &BN, Some(act_name))?;
+        x = net.conv_norm_act(&mut b.scope("final_conv"), &x, c, true)?;
         net.num_features
     } else {
-        if net.linear_out {
+        if net.linear_out || net.preact {
             x = act(b, act_name, &x)?;
         }
         prev
@@ -214,7 +253,12 @@ fn reg_stage(
             stride: if j == 0 { stride } else { 1 },
             dilation: (first_dilation, dilation),
         };
-        x = bottleneck(&mut b.scope(format!("b{}", j + 1)), &x, &blk, net)?;
+        let mut bs = b.scope(format!("b{}", j + 1));
+        x = if net.preact {
+            pre_bottleneck(&mut bs, &x, &blk, net)?
+        } else {
+            bottleneck(&mut bs, &x, &blk, net)?
+        };
         first_dilation = dilation;
     }
     Ok(x)
@@ -224,26 +268,11 @@ fn reg_stage(
 fn bottleneck(b: &mut Builder, x: &Value, blk: &Block, net: &RegNet) -> Result<Value> {
     let a = net.act.as_str();
     let bott = blk.bottleneck;
-    let c1 = init(Conv::new(blk.in_ch, bott, 1));
-    let y = conv_norm_act(&mut b.scope("conv1"), x, c1, &BN, Some(a))?;
-    let c2 = Conv::new(bott, bott, 3)
-        .stride(blk.stride)
-        .dilation(blk.dilation.0)
-        .groups(bott / blk.group_size);
-    let mut y = conv_norm_act(&mut b.scope("conv2"), &y, init(c2), &BN, Some(a))?;
-    if blk.se > 0 {
-        let se = SqueezeExcite::se_module(bott, blk.se)
-            .act(a)
-            .init(Init::KaimingFanOut);
-        y = se.apply(&mut b.scope("se"), &y)?;
-    }
-    let c3 = init(Conv::new(bott, blk.out_ch, 1));
-    let y = conv_norm_act(&mut b.scope("conv3"), &y, c3, &BN, None)?;
-    let short = shortcut(&mut b.scope("downsample"), x, blk, net.downsample)?;
-    let y = match short {
-        Some(s) => layers::add(b, &y, &s),
-        None => y,
-    };
+    let y = net.block_conv(b, x, "conv1", Conv::new(blk.in_ch, bott, 1), true)?;
+    let y = net.block_conv(b, &y, "conv2", grouped_conv(blk), true)?;
+    let y = squeeze_excite(b, &y, blk, a)?;
+    let y = net.block_conv(b, &y, "conv3", Conv::new(bott, blk.out_ch, 1), false)?;
+    let y = residual(b, y, x, blk, net)?;
     if net.linear_out {
         Ok(y)
     } else {
@@ -251,17 +280,65 @@ fn bottleneck(b: &mut Builder, x: &Value, blk: &Block, net: &RegNet) -> Result<V
     }
 }
 
+/// timm's `PreBottleneck`: norm-act before each conv; the shortcut takes the first norm's output.
+fn pre_bottleneck(b: &mut Builder, x: &Value, blk: &Block, net: &RegNet) -> Result<Value> {
+    let bott = blk.bottleneck;
+    let x = net.norm_act(&mut b.scope("norm1"), x, blk.in_ch)?;
+    let y = net.block_conv(b, &x, "conv1", Conv::new(blk.in_ch, bott, 1), true)?;
+    let y = net.norm_act(&mut b.scope("norm2"), &y, bott)?;
+    let y = net.block_conv(b, &y, "conv2", grouped_conv(blk), true)?;
+    let y = squeeze_excite(b, &y, blk, &net.act)?;
+    let y = net.norm_act(&mut b.scope("norm3"), &y, bott)?;
+    let y = net.block_conv(b, &y, "conv3", Conv::new(bott, blk.out_ch, 1), false)?;
+    residual(b, y, &x, blk, net)
+}
+
+/// The grouped 3x3 conv2 of both block types.
+fn grouped_conv(blk: &Block) -> Conv {
+    Conv::new(blk.bottleneck, blk.bottleneck, 3)
+        .stride(blk.stride)
+        .dilation(blk.dilation.0)
+        .groups(blk.bottleneck / blk.group_size)
+}
+
+/// `SEModule(bottleneck, rd_channels=se)`, when the block has one.
+fn squeeze_excite(b: &mut Builder, y: &Value, blk: &Block, a: &str) -> Result<Value> {
+    if blk.se == 0 {
+        return Ok(y.clone());
+    }
+    let se = SqueezeExcite::se_module(blk.bottleneck, blk.se)
+        .act(a)
+        .init(Init::KaimingFanOut);
+    se.apply(&mut b.scope("se"), y)
+}
+
+/// `y + downsample(x)`, or `y` alone when the block has no shortcut (RegNetZ's strided blocks).
+fn residual(b: &mut Builder, y: Value, x: &Value, blk: &Block, net: &RegNet) -> Result<Value> {
+    let short = shortcut(&mut b.scope("downsample"), x, blk, net)?;
+    match short {
+        Some(s) => Ok(layers::add(b, &y, &s)),
+        None => Ok(y),
+    }
+}
+
 /// timm's `create_shortcut`: identity, `downsample_conv`, `downsample_avg` (module `1` after the
-/// pool), or none at all (RegNetZ).
-fn shortcut(b: &mut Builder, x: &Value, blk: &Block, kind: Downsample) -> Result<Option<Value>> {
+/// pool), or none at all (RegNetZ); pre-activation shortcuts are bare convs.
+fn shortcut(b: &mut Builder, x: &Value, blk: &Block, net: &RegNet) -> Result<Option<Value>> {
     let (d0, d1) = blk.dilation;
     if blk.in_ch == blk.out_ch && blk.stride == 1 && d0 == d1 {
         return Ok(Some(x.clone()));
     }
     let conv = |stride| init(Conv::new(blk.in_ch, blk.out_ch, 1).stride(stride));
-    Ok(match kind {
+    let project = |b: &mut Builder, x: &Value, c: Conv| {
+        if net.preact {
+            conv2d(b, x, c)
+        } else {
+            net.conv_norm_act(b, x, c, false)
+        }
+    };
+    Ok(match net.downsample {
         Downsample::None => None,
-        Downsample::Conv1x1 => Some(conv_norm_act(b, x, conv(blk.stride), &BN, None)?),
+        Downsample::Conv1x1 => Some(project(b, x, conv(blk.stride))?),
         Downsample::Avg => {
             let pooled = if blk.stride > 1 && d0 == 1 {
                 let p = Pool2d::new(2, blk.stride, 0).ceil(true);
@@ -271,7 +348,7 @@ fn shortcut(b: &mut Builder, x: &Value, blk: &Block, kind: Downsample) -> Result
             } else {
                 x.clone()
             };
-            Some(conv_norm_act(&mut b.scope(1), &pooled, conv(1), &BN, None)?)
+            Some(project(&mut b.scope(1), &pooled, conv(1))?)
         }
     })
 }
@@ -289,18 +366,12 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<RegNet> {
     })?;
     let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
     let r = RegNetArgs::read(&a)?;
-    if r.preact {
+    let norm = NormKind::from_args(Some(&r.norm_layer), 1e-5, &r.act_layer, &a)?;
+    if matches!(norm, NormKind::Evo(_)) {
         return Err(a.unsupported(
-            "preact",
-            "pre-activation RegNet (regnetv, PreBottleneck) is not supported by the native graph",
+            "norm_layer",
+            "RegNet builds BatchNorm2d and GroupNormAct norms, not EvoNorm",
         ));
-    }
-    let norm_ok = r
-        .norm_layer
-        .as_str()
-        .is_some_and(|n| matches!(Norm::from_timm(n, None), Ok(Norm::Batch { .. })));
-    if !norm_ok {
-        return Err(a.unsupported("norm_layer", "RegNet supports batchnorm only"));
     }
     if let Some(ch) = r.in_chans.filter(|_| a.explicit("in_chans")) {
         if ch != cfg.pretrained_cfg.input_size[0] {
@@ -330,22 +401,28 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<RegNet> {
     let mut stem_width = r.stem_width;
     let mut num_features = r.num_features.unwrap_or(0);
 
+    // A ConvNormAct's conv weight is `<name>.conv.weight`, a pre-activation model's bare conv
+    // `<name>.weight`.
+    let conv_key = |name: &str| match r.preact {
+        true => format!("{name}.weight"),
+        false => format!("{name}.conv.weight"),
+    };
     let from_weights = b.weights().is_some() && !RULE_ARGS.iter().any(|k| a.explicit(k));
     let stages = if from_weights {
         if !a.explicit("stem_width") {
-            if let Some(s) = b.weight_shape("stem.conv.weight") {
+            if let Some(s) = b.weight_shape(&conv_key("stem")) {
                 stem_width = s[0];
             }
         }
         let se_ratio = a.explicit("se_ratio").then_some(se_ratio);
-        let stages = stages_from_weights(b, se_ratio, stem_width)?;
+        let stages = stages_from_weights(b, se_ratio, stem_width, &conv_key)?;
         if !a.explicit("num_features") {
             num_features = b.weight_shape("final_conv.conv.weight").map_or(0, |s| s[0]);
         }
         if !a.explicit("downsample") {
-            downsample = if b.has_weight("s1.b1.downsample.conv.weight") {
+            downsample = if b.has_weight(&conv_key("s1.b1.downsample")) {
                 Downsample::Conv1x1
-            } else if b.has_weight("s1.b1.downsample.1.conv.weight") {
+            } else if b.has_weight(&conv_key("s1.b1.downsample.1")) {
                 Downsample::Avg
             } else {
                 Downsample::None
@@ -370,6 +447,8 @@ fn resolve(b: &mut Builder, cfg: &ModelConfig) -> Result<RegNet> {
         stages,
         downsample,
         linear_out: r.linear_out,
+        preact: r.preact,
+        norm,
         num_features,
         act: r.act_layer,
         output_stride,
@@ -441,18 +520,19 @@ fn stages_from_rule(r: &RegNetArgs, se_ratio: f64, stem_width: usize) -> Result<
         .collect())
 }
 
-/// Stage shapes from the weights' `s<i>.b<j>.conv<k>.conv.weight`; SE widths from
-/// `se.fc1.weight`, or from `se_ratio` when config.json gives it (so a file without SE tensors
-/// then fails naming the missing one).
+/// Stage shapes from the weights' `s<i>.b<j>.conv<k>` conv weights (`conv_key` spells a conv's
+/// tensor name); SE widths from `se.fc1.weight`, or from `se_ratio` when config.json gives it (so
+/// a file without SE tensors then fails naming the missing one).
 fn stages_from_weights(
     b: &Builder,
     se_ratio: Option<f64>,
     stem_width: usize,
+    conv_key: &dyn Fn(&str) -> String,
 ) -> Result<Vec<Stage>> {
     let mut stages = Vec::new();
     let mut in_ch = stem_width;
     for s in 1..=4 {
-        let key = |j: usize, t: &str| format!("s{s}.b{j}.{t}.conv.weight");
+        let key = |j: usize, t: &str| conv_key(&format!("s{s}.b{j}.{t}"));
         let depth = (1..)
             .take_while(|&j| b.has_weight(&key(j, "conv1")))
             .count();

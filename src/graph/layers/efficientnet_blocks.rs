@@ -53,7 +53,9 @@ impl NormKind {
                 eps: eps.unwrap_or(1e-5),
             },
             ("layernormact2d", None) => NormKind::Layer(eps.unwrap_or(1e-5)),
-            ("batchnormact2d" | "batchnorm2d", None) => NormKind::Batch(eps.unwrap_or(1e-5)),
+            ("batchnormact2d" | "batchnorm2d" | "batchnorm", None) => {
+                NormKind::Batch(eps.unwrap_or(1e-5))
+            }
             _ => {
                 return Err(args.unsupported(
                     "norm_layer",
