@@ -810,11 +810,49 @@ fn ort_native(
         None => {
             let mut g = build_native(config, data, weights, &req, options.seed)?;
             let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts, cache.as_ref())?;
-            (s, g)
+            match (&cache, weights) {
+                (Some(c), Some(w)) if c.lookup().is_some() => {
+                    reopen_from_entry(s, c, &sopts, config, data, w, &req, options.seed)?
+                }
+                _ => (s, g),
+            }
         }
     };
     let fixed = req.fixed_size && g.any_size;
     Ok((s, g, fixed))
+}
+
+/// The session a first load just made, opened again from the optimised-model cache entry it
+/// wrote: it then maps the optimised weights as every later load does, instead of holding the
+/// copies ONNX Runtime made while optimising (steady RSS after a first load falls to a cached
+/// load's). An entry ORT refuses is discarded and the graph built once more without the cache.
+#[allow(clippy::too_many_arguments)]
+fn reopen_from_entry(
+    built: Session,
+    cache: &crate::runtime::graph_cache::Cache,
+    sopts: &crate::runtime::SessionOptions,
+    config: &ModelConfig,
+    data: &DataConfig,
+    weights: &Arc<Weights>,
+    req: &graph::Request,
+    seed: u64,
+) -> Result<(Session, graph::Graph)> {
+    built.close();
+    let size = data.input_size;
+    let shapes = || {
+        graph::build_shapes(
+            config,
+            ParamSource::Weights(weights),
+            req,
+            (size[1], size[2]),
+        )
+    };
+    if let Some(found) = Session::from_cache_hit(cache, sopts, shapes)? {
+        return Ok(found);
+    }
+    let mut g = build_native(config, data, Some(weights), req, seed)?;
+    let s = Session::from_graph(&mut g, Some(weights), sopts, None)?;
+    Ok((s, g))
 }
 
 /// What the options ask of a native graph.

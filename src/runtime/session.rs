@@ -282,7 +282,15 @@ impl Session {
         if let Some(w) = weights {
             w.release_pages();
         }
+        // ORT's optimiser frees its working copies of the weights; the C heap keeps them.
+        sys::trim_heap();
         Self::wrap(created, Keep::default(), &opts.providers, true)
+    }
+
+    /// Drops the session and hands the memory it freed back to the system.
+    pub fn close(self) {
+        drop(self);
+        sys::trim_heap();
     }
 
     /// A session from a cached optimised model: ORT maps its weights (and prepacked blobs)

@@ -246,3 +246,12 @@ pub fn tensor_bytes(value: &OwnedValue) -> Result<&[u8]> {
     // SAFETY: ORT's buffer of `len` bytes lives as long as `value`, which the slice borrows.
     Ok(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
 }
+
+/// Hands the C heap's free memory back to the system (glibc keeps freed blocks for reuse).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
