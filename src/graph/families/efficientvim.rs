@@ -229,20 +229,26 @@ fn block(
     let alpha = b.param("alpha", &[4, dim], Init::Const(1e-4))?;
     let alpha = act(b, "sigmoid", &alpha)?;
     let alpha = reshape(b, &alpha, &[4, dim as i64, 1, 1]);
+    let one = b.scalar(1.0);
+    let keep = b.op("Sub", &[&one, &alpha], vec![]);
     let gates = split(b, &alpha, 0, &[1, 1, 1, 1]);
-    let gated = |b: &mut Builder, x: &Value, y: &Value, g: &Value| {
-        let d = b.op("Sub", &[y, x], vec![]);
-        let d = mul(b, &d, g);
-        add(b, x, &d)
+    let keeps = split(b, &keep, 0, &[1, 1, 1, 1]);
+    // Written as (1 - a)·x + a·f(x): per-channel scales of both terms (folded from constants).
+    // OpenVINO 2026.4's CPU plugin computes `x + a·(conv(x) - x)` wrongly at batch 1 with a
+    // dynamic batch on 1x1 maps (the depthwise conv's fused post-ops).
+    let gated = |b: &mut Builder, x: &Value, y: &Value, k: usize| {
+        let kept = mul(b, x, &keeps[k]);
+        let new = mul(b, y, &gates[k]);
+        add(b, &kept, &new)
     };
     let dw = || Conv::new(dim, dim, 3).depthwise();
     let y = conv_layer(&mut b.scope("dwconv1"), x, dw(), false)?;
-    let x = gated(b, x, &y, &gates[0]);
+    let x = gated(b, x, &y, 0);
     let xn = layer_norm_2d(&mut b.scope("norm"), &x, dim, LN_EPS)?;
     let (y, h) = hsm_ssd(&mut b.scope("mixer"), &xn, dim, state, ssd_expand)?;
-    let x = gated(b, &x, &y, &gates[1]);
+    let x = gated(b, &x, &y, 1);
     let y = conv_layer(&mut b.scope("dwconv2"), &x, dw(), false)?;
-    let x = gated(b, &x, &y, &gates[2]);
+    let x = gated(b, &x, &y, 2);
     let mut hidden = (dim as f64 * mlp_ratio) as usize;
     if let Some(s) = b.weight_shape("ffn.fc1.conv.weight") {
         hidden = s[0];
@@ -254,7 +260,7 @@ fn block(
         Conv::new(hidden, dim, 1),
         false,
     )?;
-    let x = gated(b, &x, &y, &gates[3]);
+    let x = gated(b, &x, &y, 3);
     Ok((x, h))
 }
 
