@@ -32,7 +32,7 @@ pub const FAMILY: Family = Family {
 
 pub const EXAMPLES: &str = "efficientnet_b0..b8/l2 (also _gn), efficientnet_lite0..4, efficientnet_es/em/el, \
 efficientnetv2_*, their tf_ ports, mixnet_*, mnasnet_*, semnasnet_*, spnasnet_100, fbnetc_100, fbnetv3_*, tinynet_*, \
-lcnet_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, hardcorenas_a..f, \
+lcnet_*, mobilenet_edgetpu_100/v2_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, hardcorenas_a..f, \
 test_efficientnet(_gn/_ln)";
 
 static TABLE: Table = Table::new(include_str!("../tables/efficientnet.json"));
@@ -78,6 +78,8 @@ enum Gen {
     MobileNetV4,
     /// HardCoRe-NAS (`hardcorenas.py`): the MobileNetV3 class over its own block strings.
     Hardcorenas,
+    /// MobileNet-EdgeTPU v1 / v2 (the EfficientNet class: `cn` / `er` blocks, grouped `er`).
+    EdgeTpu,
 }
 
 impl Gen {
@@ -108,6 +110,7 @@ impl Gen {
             "lcnet" => Gen::Lcnet,
             "mobilenet_v4" => Gen::MobileNetV4,
             "hardcorenas" => Gen::Hardcorenas,
+            "mobilenet_edgetpu" => Gen::EdgeTpu,
             _ => return None,
         })
     }
@@ -214,7 +217,7 @@ fn model(
     let gen = Gen::from_name(&a.gen).ok_or_else(|| {
         Error::unsupported(format!(
             "`{arch}` (timm's `_gen_{}`) is not an EfficientNet/MobileNet variant the native graph \
-             builds (EfficientNet-X, CondConv, MobileNet-EdgeTPU are not); supported: {EXAMPLES}",
+             builds (EfficientNet-X, CondConv are not); supported: {EXAMPLES}",
             a.gen
         ))
     })?;
