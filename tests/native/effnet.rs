@@ -189,17 +189,24 @@ fn bare_names_build_with_seeded_random_weights() {
 
 #[test]
 fn unknown_variants_and_unsupported_args_are_unsupported() {
-    // Generators not built (EfficientNet-X's space-to-depth, CondConv).
-    for (arch, needle) in [
-        ("efficientnet_x_b3", "efficientnet_x_b3"),
-        ("efficientnet_cc_b0_4e", "efficientnet_cc_b0_4e"),
-    ] {
+    // The generator not built (CondConv).
+    for (arch, needle) in [("efficientnet_cc_b0_4e", "efficientnet_cc_b0_4e")] {
         let e = CModel::create(arch, false, &[])
             .err()
             .unwrap_or_else(|| panic!("{arch} must fail"));
         assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}: {e:?}");
         assert!(e.message.contains(needle), "{arch}: {}", e.message);
     }
+    // EfficientNet-X's `version` picks the generator's block table, which the architecture's
+    // table entry already is: another one given in model_args is refused, not ignored.
+    let dir = copy_fixture(&fixture("effnet_x_b3_s2d"), "version");
+    edit_config(&dir, |c| c["model_args"]["version"] = 2.into());
+    let e = CModel::create(&format!("local:{}", dir.display()), true, &[])
+        .err()
+        .expect("model_args version must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("version"), "{}", e.message);
+    std::fs::remove_dir_all(&dir).ok();
 
     // A MobileNetV3-class fixture (its class takes no output_stride).
     let f = fixture("effnet_mnv3_small");

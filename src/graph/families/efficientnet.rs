@@ -32,7 +32,7 @@ pub const FAMILY: Family = Family {
 
 pub const EXAMPLES: &str = "efficientnet_b0..b8/l2 (also _gn), efficientnet_lite0..4, efficientnet_es/em/el, \
 efficientnetv2_*, their tf_ ports, mixnet_*, mnasnet_*, semnasnet_*, spnasnet_100, fbnetc_100, fbnetv3_*, tinynet_*, \
-lcnet_*, mobilenet_edgetpu_100/v2_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, hardcorenas_a..f, \
+lcnet_*, efficientnet_x_b3/b5, efficientnet_h_b5, mobilenet_edgetpu_100/v2_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, hardcorenas_a..f, \
 test_efficientnet(_gn/_ln)";
 
 static TABLE: Table = Table::new(include_str!("../tables/efficientnet.json"));
@@ -80,6 +80,8 @@ enum Gen {
     Hardcorenas,
     /// MobileNet-EdgeTPU v1 / v2 (the EfficientNet class: `cn` / `er` blocks, grouped `er`).
     EdgeTpu,
+    /// EfficientNet-X / -H (`_gen_efficientnet_x`): a space-to-depth first block.
+    X,
 }
 
 impl Gen {
@@ -111,6 +113,7 @@ impl Gen {
             "mobilenet_v4" => Gen::MobileNetV4,
             "hardcorenas" => Gen::Hardcorenas,
             "mobilenet_edgetpu" => Gen::EdgeTpu,
+            "efficientnet_x" => Gen::X,
             _ => return None,
         })
     }
@@ -173,6 +176,8 @@ timm_args! {
         output_stride: usize = 32,
         norm_layer: Option<serde_json::Value> = None,
         layer_scale_init_value: Option<f64> = None,
+        /// EfficientNet-X's block table (1: X, 2: H); the table's `arch_def` is the entrypoint's.
+        version: usize = 1,
     }
 }
 
@@ -217,10 +222,16 @@ fn model(
     let gen = Gen::from_name(&a.gen).ok_or_else(|| {
         Error::unsupported(format!(
             "`{arch}` (timm's `_gen_{}`) is not an EfficientNet/MobileNet variant the native graph \
-             builds (EfficientNet-X, CondConv are not); supported: {EXAMPLES}",
+             builds (CondConv is not); supported: {EXAMPLES}",
             a.gen
         ))
     })?;
+    if args.explicit("version") {
+        return Err(args.unsupported(
+            "version",
+            "the block table is the entrypoint's own; give `arch_def` instead",
+        ));
+    }
     if a.arch_def.is_empty() {
         return Err(Error::invalid_model(format!(
             "`{arch}`: no block definitions"
@@ -238,7 +249,7 @@ fn model(
     // What each `_gen_*` derives from its multiplier (the table holds timm's values for the
     // entrypoint's own; a saved model_args may change the multiplier).
     let derived_features = match gen {
-        Gen::EfficientNet | Gen::Edge | Gen::V2Base => Some(round.apply(1280)),
+        Gen::EfficientNet | Gen::Edge | Gen::V2Base | Gen::X => Some(round.apply(1280)),
         Gen::V2S => Some(round.apply(if a.rw { 1792 } else { 1280 })),
         Gen::MobileNetV1 if !a.head_conv => Some(0),
         Gen::MobileNetV1 if a.fix_stem_head => Some(1024),
@@ -340,7 +351,7 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let a = EffNetArgs::read(&args)?;
     let request_os = b.output_stride();
     let m = model(arch, &a, &args, cfg, request_os)?;
-    let stages = plan(&m.eb, m.stem, &decode_arch_def(&a)?);
+    let stages = plan(&m.eb, m.stem, &decode_arch_def(&a)?)?;
     check_layout(b, arch, &stages)?;
 
     // Stem: conv_stem, bn1 + act.
@@ -352,7 +363,7 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     // timm's feature_info: the stem when the first block strides, then the end of every stage
     // that the next one downsamples (by its block string), and the last stage.
     let defs = decode_arch_def(&a)?;
-    if defs[0].first().is_some_and(|d| d.stride > 1) {
+    if defs[0].first().is_some_and(|d| d.stride > 1 || d.s2d) {
         b.feature(&x, m.stem, 2, "bn1");
     }
     let mut last = m.stem;
@@ -362,9 +373,11 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
                 m.eb.block(&mut b.scope("blocks").scope(i).scope(j), &x, blk)?;
             last = blk.out;
         }
+        // Inside a space-to-depth region timm takes no map at a stage's end.
+        let in_region = stage.last().is_some_and(|k| k.in_s2d_region);
         let next_strides = defs
             .get(i + 1)
-            .is_none_or(|s| s.first().is_some_and(|d| d.stride > 1));
+            .is_none_or(|s| s.first().is_some_and(|d| d.stride > 1 && !in_region));
         if next_strides {
             let reduction = stage.last().map_or(2, |k| k.reduction);
             b.feature(&x, last, reduction, &format!("blocks.{i}"));
@@ -445,7 +458,7 @@ mod tests {
                 assert!(a.norm_layer.is_some(), "{arch} refused");
                 continue;
             };
-            let stages = plan(&m.eb, m.stem, &decode_arch_def(&a).unwrap());
+            let stages = plan(&m.eb, m.stem, &decode_arch_def(&a).unwrap()).unwrap();
             let last = stages.iter().flatten().last().unwrap().out;
             let nf = if m.gen.mobilenetv3() || m.num_features == 0 {
                 last
@@ -456,7 +469,8 @@ mod tests {
             built += 1;
         }
         assert!(built >= 115, "only {built} architectures built");
-        assert!(default_config("efficientnet_x_b3").is_none() && matches("efficientnet_x_b3"));
+        assert!(default_config("efficientnet_cc_b0_4e").is_none());
+        assert!(matches("efficientnet_cc_b0_4e"));
         assert!(!matches("resnet50"));
     }
 }

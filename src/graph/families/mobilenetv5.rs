@@ -165,7 +165,7 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         eb.round.apply(a.stem_size)
     };
     let defs = block_defs(&a, &args)?;
-    let stages = plan(&eb, stem, &defs);
+    let stages = plan(&eb, stem, &defs)?;
     check_layout(b, arch, &stages)?;
 
     // Stem: ConvNormAct (conv with bias, RmsNorm2d + act).
@@ -325,6 +325,8 @@ fn msfa(
         se_rd: None,
         skip: false,
         reduction: 0,
+        s2d: 0,
+        in_s2d_region: false,
         d,
     };
     let mut y = ffn_eb.universal_inverted_residual(&mut b.scope("ffn"), &cat, &blk)?;

@@ -221,8 +221,44 @@ impl EfficientNetBuilder {
         self.conv_bn_act(b, x, ("conv", "bn1"), c, Some(&k.act))
     }
 
+    /// EfficientNet-X's space-to-depth start (`s2d == 1`): `conv_s2d` (2x2, stride 2, TF
+    /// "SAME") and `bn_s2d` + act, to 4x the channels at half the resolution.
+    fn space_to_depth(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
+        let sd = Conv::new(k.in_ch, k.in_ch * 4, 2)
+            .stride(2)
+            .pad(Pad::same(2, 2, 1));
+        self.conv_bn_act(b, x, ("conv_s2d", "bn_s2d"), sd, Some(&k.act))
+    }
+
+    /// The depthwise conv after a space-to-depth start: kernel `(k + 1) / 2`, TF "SAME"
+    /// padding when that is 2.
+    fn space_to_depth_dw(&self, k: &Block, ch: usize) -> Result<Conv> {
+        let [kernel] = k.d.k[..] else {
+            return Err(Error::unsupported(
+                "space-to-depth with MixNet's kernel lists is not a timm block",
+            ));
+        };
+        let kernel = kernel.div_ceil(2);
+        let tf_same = self.tf_same || kernel == 2;
+        Ok(Conv::new(ch, ch, kernel)
+            .stride(k.stride)
+            .dilation(k.dilation)
+            .groups(self.groups(k, 1, ch))
+            .pad(Pad::create(kernel, k.stride, k.dilation, tf_same)))
+    }
+
     /// `DepthwiseSeparableConv`: conv_dw, bn1 + act, SE, conv_pw, bn2 (+ act for `dsa`).
     pub fn depthwise_separable(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
+        if k.s2d == 1 {
+            let ch = k.in_ch * 4;
+            let y = self.space_to_depth(b, x, k)?;
+            let dw = self.space_to_depth_dw(k, ch)?;
+            let y = self.conv_bn_act(b, &y, ("conv_dw", "bn1"), dw, Some(&k.act))?;
+            let y = self.maybe_se(b, y, ch, k)?;
+            let pw_act = k.d.pw_act.then_some(k.act.as_str());
+            let pw = (ch, k.out, &k.d.pw_k[..]);
+            return self.mixed_conv_bn_act(b, &y, ("conv_pw", "bn2"), pw, (1, 1, 1), pw_act);
+        }
         let g = self.groups(k, 1, k.in_ch);
         let dw = (k.in_ch, k.in_ch, &k.d.k[..]);
         let y = self.mixed_conv_bn_act(
@@ -242,6 +278,16 @@ impl EfficientNetBuilder {
     /// `InvertedResidual`: conv_pw, bn1 + act, conv_dw, bn2 + act, SE, conv_pwl, bn3.
     pub fn inverted_residual(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
         let a = Some(k.act.as_str());
+        if k.s2d == 1 {
+            let y = self.space_to_depth(b, x, k)?;
+            let pw = (k.in_ch * 4, k.mid, &k.d.exp_k[..]);
+            let y = self.mixed_conv_bn_act(b, &y, ("conv_pw", "bn1"), pw, (1, 1, 1), a)?;
+            let dw = self.space_to_depth_dw(k, k.mid)?;
+            let y = self.conv_bn_act(b, &y, ("conv_dw", "bn2"), dw, a)?;
+            let y = self.maybe_se(b, y, k.mid, k)?;
+            let pwl = (k.mid, k.out, &k.d.pw_k[..]);
+            return self.mixed_conv_bn_act(b, &y, ("conv_pwl", "bn3"), pwl, (1, 1, 1), None);
+        }
         let pw = (k.in_ch, k.mid, &k.d.exp_k[..]);
         let y = self.mixed_conv_bn_act(b, x, ("conv_pw", "bn1"), pw, (1, 1, 1), a)?;
         let g = self.groups(k, 1, k.mid);

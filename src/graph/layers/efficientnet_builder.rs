@@ -54,6 +54,9 @@ pub struct BlockDef {
     pub heads: usize,
     pub kv_dim: usize,
     pub kv_stride: usize,
+    /// ds / ir: EfficientNet-X's space-to-depth (`d1`): the block starts a region of 4x the
+    /// channels at half the resolution (see [`plan`]).
+    pub s2d: bool,
 }
 
 pub fn decode_block(s: &str) -> Result<BlockDef> {
@@ -119,10 +122,8 @@ pub fn decode_block(s: &str) -> Result<BlockDef> {
             None => Ok(vec![default]),
         }
     };
-    // EfficientNet-X's space-to-depth (`d` on ds/ir) is not built.
-    if matches!(kind, Kind::Ds | Kind::Ir) && int("d", Some(0))? > 0 {
-        return Err(bad());
-    }
+    // `d` is the space-to-depth flag of ds / ir blocks (mqa's key width otherwise).
+    let s2d = matches!(kind, Kind::Ds | Kind::Ir) && int("d", Some(0))? > 0;
     let k = if kind == Kind::Cn {
         vec![int("k", None)?]
     } else {
@@ -156,6 +157,7 @@ pub fn decode_block(s: &str) -> Result<BlockDef> {
         heads: int("h", Some(0))?,
         kv_dim: int("d", Some(0))?,
         kv_stride: int("v", Some(1))?,
+        s2d,
     })
 }
 
@@ -238,8 +240,9 @@ pub fn block_from_args(v: &serde_json::Value) -> Result<BlockDef> {
         return Err(bad("a per-block act_layer is not built from block_args"));
     }
     // `s2d` is a bool from the block string, an int once the builder has seen it.
-    if flag("s2d") || o.get("s2d").and_then(|x| x.as_u64()).is_some_and(|n| n > 0) {
-        return Err(bad("space-to-depth is not built"));
+    let s2d = flag("s2d") || o.get("s2d").and_then(|x| x.as_u64()).is_some_and(|n| n > 0);
+    if s2d && !matches!(kind, Kind::Ds | Kind::Ir) {
+        return Err(bad("space-to-depth is only a ds / ir option"));
     }
     let (k, exp_k, pw_k) = match kind {
         Kind::Cn => (ks("kernel_size", 3)?, vec![1], vec![1]),
@@ -286,6 +289,7 @@ pub fn block_from_args(v: &serde_json::Value) -> Result<BlockDef> {
         heads: int("num_heads", 0)?,
         kv_dim,
         kv_stride: int("kv_stride", 1)?,
+        s2d,
     })
 }
 
@@ -422,6 +426,10 @@ pub struct Block {
     pub skip: bool,
     /// Network stride after the block (timm's feature_info `reduction`).
     pub reduction: usize,
+    /// Space-to-depth: 1 for the block that starts the region (`conv_s2d`), 2 inside it.
+    pub s2d: u8,
+    /// Inside a space-to-depth region, where timm takes no feature map at a stage's end.
+    pub in_s2d_region: bool,
 }
 
 /// timm's `num_groups(group_size, channels)`: 0 / none is a dense conv.
@@ -438,12 +446,26 @@ pub fn split_channels(ch: usize, n: usize) -> Vec<usize> {
 
 impl EfficientNetBuilder {
     pub fn make_block(&self, d: &BlockDef, in_ch: usize, stride: usize, dilation: usize) -> Block {
-        let out = self.round.apply(d.out);
+        self.make_block_s2d(d, in_ch, stride, dilation, 0)
+    }
+
+    /// [`Self::make_block`] inside a space-to-depth region (`s2d` 1: the block's own
+    /// `conv_s2d` makes 4x the input channels; 1 or 2: 4x the output channels).
+    pub fn make_block_s2d(
+        &self,
+        d: &BlockDef,
+        in_ch: usize,
+        stride: usize,
+        dilation: usize,
+        s2d: u8,
+    ) -> Block {
+        let out = self.round.apply(d.out) * if s2d > 0 { 4 } else { 1 };
         let act = d.act.map_or_else(|| self.act.clone(), str::to_string);
+        let inner = if s2d == 1 { in_ch * 4 } else { in_ch };
         let mid = match d.kind {
             Kind::Cn | Kind::Mqa => out,
-            Kind::Ds => in_ch,
-            Kind::Ir | Kind::Uir => make_divisible(in_ch as f64 * d.exp, 8, 0.9),
+            Kind::Ds => inner,
+            Kind::Ir | Kind::Uir => make_divisible(inner as f64 * d.exp, 8, 0.9),
             Kind::Er => {
                 let base = if d.force_in > 0 {
                     self.round.apply(d.force_in)
@@ -458,6 +480,8 @@ impl EfficientNetBuilder {
         let se_rd = (d.se > 0.0 && has_se).then(|| {
             let exp = if d.kind == Kind::Ds { 1.0 } else { d.exp };
             let ratio = if self.se_from_exp { d.se } else { d.se / exp };
+            // The region's first block sizes its SE from 4x the channels.
+            let ratio = if s2d == 1 { ratio / 4.0 } else { ratio };
             let v = mid as f64 * ratio;
             match self.se_round {
                 SeRound::Round => py_round(v).max(0.0) as usize,
@@ -481,14 +505,23 @@ impl EfficientNetBuilder {
                 _ => same_shape && !d.noskip,
             },
             reduction: 0,
+            s2d,
+            in_s2d_region: false,
         }
     }
 }
 /// Every block of every stage, with its input width, stride and dilation
-/// (`EfficientNetBuilder.__call__`: past `output_stride`, a stride becomes dilation).
-pub fn plan(m: &EfficientNetBuilder, stem: usize, stages: &[Vec<BlockDef>]) -> Vec<Vec<Block>> {
+/// (`EfficientNetBuilder.__call__`: past `output_stride`, a stride becomes dilation). A
+/// space-to-depth block (EfficientNet-X) halves the resolution itself; the region it starts ends
+/// at the next strided block, whose stride is dropped and whose expansion is divided by 4.
+pub fn plan(
+    m: &EfficientNetBuilder,
+    stem: usize,
+    stages: &[Vec<BlockDef>],
+) -> Result<Vec<Vec<Block>>> {
     let mut in_ch = stem;
     let (mut current_stride, mut dilation) = (2, 1);
+    let mut space2depth = 0u8;
     stages
         .iter()
         .map(|defs| {
@@ -497,6 +530,25 @@ pub fn plan(m: &EfficientNetBuilder, stem: usize, stages: &[Vec<BlockDef>]) -> V
                 .map(|(j, d)| {
                     // Only the first block of a stage strides.
                     let mut stride = if j == 0 { d.stride } else { 1 };
+                    let mut d = d.clone();
+                    if space2depth == 0 && d.s2d {
+                        if stride != 1 {
+                            return Err(Error::invalid_model(
+                                "a space-to-depth block must have stride 1 (timm asserts it)",
+                            ));
+                        }
+                        space2depth = 1;
+                        current_stride *= 2;
+                    }
+                    let mut s2d = 0;
+                    if space2depth == 2 && stride == 2 {
+                        stride = 1;
+                        d.exp /= 4.0;
+                        space2depth = 0;
+                    } else if space2depth > 0 {
+                        s2d = space2depth;
+                    }
+                    let in_region = space2depth > 0;
                     let mut next_dilation = dilation;
                     if stride > 1 {
                         if current_stride * stride > m.output_stride {
@@ -506,11 +558,15 @@ pub fn plan(m: &EfficientNetBuilder, stem: usize, stages: &[Vec<BlockDef>]) -> V
                             current_stride *= stride;
                         }
                     }
-                    let mut blk = m.make_block(d, in_ch, stride, dilation);
+                    let mut blk = m.make_block_s2d(&d, in_ch, stride, dilation, s2d);
                     dilation = next_dilation;
                     blk.reduction = current_stride;
+                    blk.in_s2d_region = in_region;
+                    if space2depth == 1 {
+                        space2depth = 2;
+                    }
                     in_ch = blk.out;
-                    blk
+                    Ok(blk)
                 })
                 .collect()
         })
@@ -581,8 +637,11 @@ mod tests {
         assert_eq!((u.exp_k, u.k, u.pw_k), (vec![3], vec![0], vec![0]));
         let q = decode_block("mqa_r1_k3_h4_s1_v2_d64_c160").unwrap();
         assert_eq!((q.heads, q.kv_dim, q.kv_stride), (4, 64, 2));
-        // EfficientNet-X's space-to-depth and unknown options are not built here.
-        assert!(decode_block("ir_r1_k3_s1_e4_c24_d1").is_err());
+        // `d` is EfficientNet-X's space-to-depth on ds / ir (mqa's key width above).
+        assert!(decode_block("ir_r1_k3_s1_e4_c24_d1").unwrap().s2d);
+        assert!(decode_block("ds_r1_k3_s1_e1_c16_se0.25_d1").unwrap().s2d);
+        assert!(!decode_block("ir_r1_k3_s1_e4_c24").unwrap().s2d);
+        // Unknown options are not built here.
         assert!(decode_block("er_r1_k3_s1_e4_c24_xd1").is_err());
         assert_eq!(split_channels(10, 3), vec![4, 3, 3]);
     }
@@ -634,6 +693,11 @@ mod tests {
         let bad = json!({"block_type": "mqa", "out_chs": 8, "stride": 1, "key_dim": 8,
                          "value_dim": 16, "num_heads": 2});
         assert!(block_from_args(&bad).is_err());
-        assert!(block_from_args(&json!({"block_type": "ir", "s2d": 1})).is_err());
+        assert!(
+            block_from_args(&json!({"block_type": "ir", "s2d": 1}))
+                .unwrap()
+                .s2d
+        );
+        assert!(block_from_args(&json!({"block_type": "er", "s2d": 1})).is_err());
     }
 }
