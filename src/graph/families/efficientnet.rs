@@ -32,7 +32,7 @@ pub const FAMILY: Family = Family {
 
 pub const EXAMPLES: &str = "efficientnet_b0..b8/l2 (also _gn), efficientnet_lite0..4, efficientnet_es/em/el, \
 efficientnetv2_*, their tf_ ports, mixnet_*, mnasnet_*, semnasnet_*, spnasnet_100, fbnetc_100, fbnetv3_*, tinynet_*, \
-lcnet_*, efficientnet_x_b3/b5, efficientnet_h_b5, mobilenet_edgetpu_100/v2_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, hardcorenas_a..f, \
+lcnet_*, efficientnet_x_b3/b5, efficientnet_h_b5, efficientnet_cc_*, mobilenet_edgetpu_100/v2_*, mobilenetv1_*, mobilenetv2_*, mobilenetv3_*, mobilenetv4_conv_*/hybrid_*, hardcorenas_a..f, \
 test_efficientnet(_gn/_ln)";
 
 static TABLE: Table = Table::new(include_str!("../tables/efficientnet.json"));
@@ -82,6 +82,8 @@ enum Gen {
     EdgeTpu,
     /// EfficientNet-X / -H (`_gen_efficientnet_x`): a space-to-depth first block.
     X,
+    /// EfficientNet-CondConv: `cc<n>` blocks with n × `experts_multiplier` experts.
+    CondConv,
 }
 
 impl Gen {
@@ -114,6 +116,7 @@ impl Gen {
             "hardcorenas" => Gen::Hardcorenas,
             "mobilenet_edgetpu" => Gen::EdgeTpu,
             "efficientnet_x" => Gen::X,
+            "efficientnet_condconv" => Gen::CondConv,
             _ => return None,
         })
     }
@@ -178,6 +181,8 @@ timm_args! {
         layer_scale_init_value: Option<f64> = None,
         /// EfficientNet-X's block table (1: X, 2: H); the table's `arch_def` is the entrypoint's.
         version: usize = 1,
+        /// EfficientNet-CondConv: experts per `cc<n>` block are n times this.
+        experts_multiplier: usize = 1,
     }
 }
 
@@ -198,18 +203,22 @@ struct Model {
     pool: PoolKind,
 }
 
-/// `decode_arch_def` over the generator's strings and depth settings.
+/// `decode_arch_def` over the generator's strings and depth and experts settings.
 fn decode_arch_def(a: &EffNetArgs) -> Result<Vec<Vec<BlockDef>>> {
     let dm = a
         .depth_multiplier
         .expand("depth_multiplier", a.arch_def.len())?;
-    efficientnet_builder::decode_arch_def(
+    let mut stages = efficientnet_builder::decode_arch_def(
         &a.arch_def,
         &dm,
         &a.depth_trunc,
         a.fix_first_last,
         a.group_size,
-    )
+    )?;
+    for d in stages.iter_mut().flatten() {
+        d.experts *= a.experts_multiplier;
+    }
+    Ok(stages)
 }
 
 fn model(
@@ -222,7 +231,7 @@ fn model(
     let gen = Gen::from_name(&a.gen).ok_or_else(|| {
         Error::unsupported(format!(
             "`{arch}` (timm's `_gen_{}`) is not an EfficientNet/MobileNet variant the native graph \
-             builds (CondConv is not); supported: {EXAMPLES}",
+             builds; supported: {EXAMPLES}",
             a.gen
         ))
     })?;
@@ -249,7 +258,9 @@ fn model(
     // What each `_gen_*` derives from its multiplier (the table holds timm's values for the
     // entrypoint's own; a saved model_args may change the multiplier).
     let derived_features = match gen {
-        Gen::EfficientNet | Gen::Edge | Gen::V2Base | Gen::X => Some(round.apply(1280)),
+        Gen::EfficientNet | Gen::Edge | Gen::V2Base | Gen::X | Gen::CondConv => {
+            Some(round.apply(1280))
+        }
         Gen::V2S => Some(round.apply(if a.rw { 1792 } else { 1280 })),
         Gen::MobileNetV1 if !a.head_conv => Some(0),
         Gen::MobileNetV1 if a.fix_stem_head => Some(1024),

@@ -277,6 +277,9 @@ impl EfficientNetBuilder {
 
     /// `InvertedResidual`: conv_pw, bn1 + act, conv_dw, bn2 + act, SE, conv_pwl, bn3.
     pub fn inverted_residual(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
+        if k.d.experts > 0 {
+            return self.cond_conv_residual(b, x, k);
+        }
         let a = Some(k.act.as_str());
         if k.s2d == 1 {
             let y = self.space_to_depth(b, x, k)?;
@@ -297,6 +300,85 @@ impl EfficientNetBuilder {
         let y = self.maybe_se(b, y, k.mid, k)?;
         let pwl = (k.mid, k.out, &k.d.pw_k[..]);
         self.mixed_conv_bn_act(b, &y, ("conv_pwl", "bn3"), pwl, (1, 1, 1), None)
+    }
+
+    /// `CondConvResidual`: the InvertedResidual whose three convs are `CondConv2d`s mixing
+    /// `experts` kernels by per-image routing weights, `sigmoid(routing_fn(avg_pool(x)))`.
+    pub fn cond_conv_residual(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
+        if k.s2d > 0 || [&k.d.k, &k.d.exp_k, &k.d.pw_k].iter().any(|v| v.len() != 1) {
+            return Err(Error::unsupported(
+                "CondConv with space-to-depth or MixNet kernel lists is not a timm block",
+            ));
+        }
+        let e = k.d.experts;
+        let pooled = layers::pool::global_pool(b, x, layers::pool::PoolKind::Avg);
+        let r = {
+            let rf = &mut b.scope("routing_fn");
+            layers::mlp::linear_2d(rf, &pooled, k.in_ch, e, true, Init::DefaultUniform)?
+        };
+        let r = act(b, "sigmoid", &r)?;
+        // [B, E] -> [B, 1, E, 1, 1]: one weight per image and expert, over (group, out, pixels).
+        let r = layers::reshape(b, &r, &[0, 1, e as i64, 1, 1]);
+        let a = Some(k.act.as_str());
+        let pw = self.conv(k.in_ch, k.mid, k.d.exp_k[0], 1, 1);
+        let y = self.cond_conv_bn_act(b, x, ("conv_pw", "bn1"), pw, (&r, e), a)?;
+        let g = self.groups(k, 1, k.mid);
+        let dw = self.conv_d(k.mid, k.mid, k.d.k[0], k.stride, g, k.dilation);
+        let y = self.cond_conv_bn_act(b, &y, ("conv_dw", "bn2"), dw, (&r, e), a)?;
+        let y = self.maybe_se(b, y, k.mid, k)?;
+        let pwl = self.conv(k.mid, k.out, k.d.pw_k[0], 1, 1);
+        self.cond_conv_bn_act(b, &y, ("conv_pwl", "bn3"), pwl, (&r, e), None)
+    }
+
+    /// `CondConv2d` (weight `[E, out · in/groups · k · k]`, no bias) and the norm (+ act). The
+    /// mixed kernel `Σ r_e W_e` convolves as `Σ r_e (W_e * x)`: one conv over every expert's
+    /// kernel (ordered group, expert, channel so that `groups` still splits the input), then
+    /// the routing-weighted sum over the experts.
+    fn cond_conv_bn_act(
+        &self,
+        b: &mut Builder,
+        x: &Value,
+        (conv, bn): (&str, &str),
+        c: Conv,
+        (routing, e): (&Value, usize),
+        act_name: Option<&str>,
+    ) -> Result<Value> {
+        let (g, opg, ipg) = (
+            c.groups.max(1),
+            c.out_ch / c.groups.max(1),
+            c.in_ch / c.groups.max(1),
+        );
+        let (kh, kw) = c.kernel;
+        let fan_out = (kh * kw * c.out_ch / g).max(1);
+        let init = Init::Normal((2.0 / fan_out as f64).sqrt() as f32);
+        let w = b
+            .scope(conv)
+            .param("weight", &[e, c.out_ch * ipg * kh * kw], init)?;
+        let dims = [e, g, opg, ipg, kh, kw].map(|d| d as i64);
+        let w = layers::reshape(b, &w, &dims);
+        let w = layers::transpose(b, &w, &[1, 0, 2, 3, 4, 5]);
+        let w = layers::reshape(
+            b,
+            &w,
+            &[(g * e * opg) as i64, ipg as i64, kh as i64, kw as i64],
+        );
+        let all = Conv {
+            out_ch: g * e * opg,
+            ..c
+        };
+        let y = all.emit(b, x, &w, None)?;
+        // [B, g·E·opg, H, W] -> [B, g, E, opg, H·W], weighted, summed over E.
+        let shape = b.op("Shape", &[&y], vec![]);
+        let y5 = layers::reshape(b, &y, &[0, g as i64, e as i64, opg as i64, -1]);
+        let y5 = layers::mul(b, &y5, routing);
+        let axes = b.ints(&[2]);
+        let summed = b.op("ReduceSum", &[&y5, &axes], vec![("keepdims", Attr::Int(0))]);
+        let n = layers::slice(b, &shape, 0, 0, 1);
+        let hw = layers::slice(b, &shape, 0, 2, 4);
+        let ch = b.ints(&[c.out_ch as i64]);
+        let target = layers::concat(b, &[&n, &ch, &hw], 0);
+        let y = b.op("Reshape", &[&summed, &target], vec![]);
+        self.norm_act(b, &y, bn, c.out_ch, act_name)
     }
 
     /// `EdgeResidual` (fused MBConv): conv_exp (full k×k), bn1 + act, SE, conv_pwl, bn2.

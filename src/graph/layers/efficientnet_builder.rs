@@ -57,6 +57,8 @@ pub struct BlockDef {
     /// ds / ir: EfficientNet-X's space-to-depth (`d1`): the block starts a region of 4x the
     /// channels at half the resolution (see [`plan`]).
     pub s2d: bool,
+    /// ir: CondConv experts (`cc`, times the generator's `experts_multiplier`); 0: plain convs.
+    pub experts: usize,
 }
 
 pub fn decode_block(s: &str) -> Result<BlockDef> {
@@ -96,7 +98,7 @@ pub fn decode_block(s: &str) -> Result<BlockDef> {
                 let at = op.find(|c: char| c.is_ascii_digit()).ok_or_else(bad)?;
                 let key = &op[..at];
                 let known = [
-                    "r", "k", "a", "p", "s", "e", "c", "se", "fc", "gs", "h", "v", "d",
+                    "r", "k", "a", "p", "s", "e", "c", "se", "fc", "gs", "h", "v", "d", "cc",
                 ];
                 if !known.contains(&key) {
                     return Err(bad());
@@ -158,6 +160,11 @@ pub fn decode_block(s: &str) -> Result<BlockDef> {
         kv_dim: int("d", Some(0))?,
         kv_stride: int("v", Some(1))?,
         s2d,
+        experts: if kind == Kind::Ir {
+            int("cc", Some(0))?
+        } else {
+            0
+        },
     })
 }
 
@@ -191,6 +198,7 @@ pub fn block_from_args(v: &serde_json::Value) -> Result<BlockDef> {
         "key_dim",
         "value_dim",
         "kv_stride",
+        "num_experts",
     ];
     if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(bad(&format!("option `{k}` is not built")));
@@ -263,6 +271,9 @@ pub fn block_from_args(v: &serde_json::Value) -> Result<BlockDef> {
     if !matches!(kind, Kind::Ds | Kind::Ir) && [&k, &exp_k, &pw_k].iter().any(|v| v.len() != 1) {
         return Err(bad("kernel lists are only built for ds / ir blocks"));
     }
+    if int("num_experts", 0)? > 0 && kind != Kind::Ir {
+        return Err(bad("CondConv experts are only an ir option"));
+    }
     let kv_dim = int("key_dim", 0)?;
     if kind == Kind::Mqa && int("value_dim", kv_dim)? != kv_dim {
         return Err(bad("a value_dim other than key_dim is not built"));
@@ -290,6 +301,7 @@ pub fn block_from_args(v: &serde_json::Value) -> Result<BlockDef> {
         kv_dim,
         kv_stride: int("kv_stride", 1)?,
         s2d,
+        experts: int("num_experts", 0)?,
     })
 }
 
