@@ -206,6 +206,7 @@ fn unknown_variants_and_unsupported_args_are_unsupported() {
     for (key, value, needle) in [
         ("global_pool", serde_json::json!("max"), "global_pool"),
         ("se_layer", serde_json::json!("ese"), "se_layer"),
+        ("aa_layer", serde_json::json!("gaussian"), "aa_layer"),
         // timm's MobileNetV3 class has no output_stride argument (its features_only form has).
         ("output_stride", serde_json::json!(16), "output_stride"),
         (

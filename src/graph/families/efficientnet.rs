@@ -14,6 +14,7 @@ use super::super::layers::efficientnet_builder::{
     self, check_layout, plan, BlockDef, EfficientNetBuilder, RoundChs, SeRound,
 };
 use super::super::layers::pool::{global_pool, PoolKind};
+use super::super::layers::resnet_parts::Aa;
 use super::super::layers::{self, act, conv2d, mlp::linear_2d, Conv, Pad};
 use super::super::tables::Table;
 use crate::config::ModelConfig;
@@ -183,6 +184,8 @@ timm_args! {
         version: usize = 1,
         /// EfficientNet-CondConv: experts per `cc<n>` block are n times this.
         experts_multiplier: usize = 1,
+        /// Anti-aliasing of strided block convs (`avg`, `blurpc`, ...).
+        aa_layer: Option<String> = None,
     }
 }
 
@@ -341,6 +344,7 @@ fn model(
             se_from_exp: a.se_from_exp.unwrap_or(gen.mobilenetv3()),
             layer_scale: a.layer_scale_init_value.map(|v| v as f32),
             output_stride,
+            aa: Aa::from_timm(args, a.aa_layer.as_deref())?,
         },
         stem: if fix_stem { stem } else { round.apply(stem) },
         stem_k: a.stem_kernel_size,

@@ -152,6 +152,7 @@ pub fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         se_from_exp: a.se_from_exp,
         layer_scale: a.layer_scale_init_value.map(|v| v as f32),
         output_stride: 32,
+        aa: None,
     };
     // `_gen_mobilenet_v5` fixes the stem below multiplier 1 (the table holds the entrypoint's).
     let fix_stem = if args.explicit("fix_stem") {

@@ -210,6 +210,24 @@ impl EfficientNetBuilder {
         }
     }
 
+    /// timm's `use_aa = aa_layer is not None and stride > 1`: the conv then keeps stride 1 and
+    /// [`Self::anti_alias`] strides after its norm + act.
+    fn conv_stride(&self, stride: usize) -> usize {
+        if self.aa.is_some() && stride > 1 {
+            1
+        } else {
+            stride
+        }
+    }
+
+    /// `create_aa(aa_layer, channels, stride)` after a strided conv's norm + act.
+    fn anti_alias(&self, b: &mut Builder, y: Value, stride: usize, ch: usize) -> Result<Value> {
+        match self.aa {
+            Some(aa) if stride > 1 => super::resnet_parts::aa_pool(b, aa, &y, stride, ch),
+            _ => Ok(y),
+        }
+    }
+
     pub fn groups(&self, k: &Block, default: usize, ch: usize) -> usize {
         num_groups(k.group_size.unwrap_or(default), ch)
     }
@@ -217,8 +235,10 @@ impl EfficientNetBuilder {
     /// `ConvBnAct`: conv, bn1 + act, skip.
     pub fn conv_bn_act_block(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
         let g = self.groups(k, 0, k.in_ch);
-        let c = self.conv_d(k.in_ch, k.out, k.d.k[0], k.stride, g, k.dilation);
-        self.conv_bn_act(b, x, ("conv", "bn1"), c, Some(&k.act))
+        let s = self.conv_stride(k.stride);
+        let c = self.conv_d(k.in_ch, k.out, k.d.k[0], s, g, k.dilation);
+        let y = self.conv_bn_act(b, x, ("conv", "bn1"), c, Some(&k.act))?;
+        self.anti_alias(b, y, k.stride, k.out)
     }
 
     /// EfficientNet-X's space-to-depth start (`s2d == 1`): `conv_s2d` (2x2, stride 2, TF
@@ -261,14 +281,16 @@ impl EfficientNetBuilder {
         }
         let g = self.groups(k, 1, k.in_ch);
         let dw = (k.in_ch, k.in_ch, &k.d.k[..]);
+        let s = self.conv_stride(k.stride);
         let y = self.mixed_conv_bn_act(
             b,
             x,
             ("conv_dw", "bn1"),
             dw,
-            (k.stride, k.dilation, g),
+            (s, k.dilation, g),
             Some(&k.act),
         )?;
+        let y = self.anti_alias(b, y, k.stride, k.in_ch)?;
         let y = self.maybe_se(b, y, k.in_ch, k)?;
         let pw_act = k.d.pw_act.then_some(k.act.as_str());
         let pw = (k.in_ch, k.out, &k.d.pw_k[..]);
@@ -295,8 +317,9 @@ impl EfficientNetBuilder {
         let y = self.mixed_conv_bn_act(b, x, ("conv_pw", "bn1"), pw, (1, 1, 1), a)?;
         let g = self.groups(k, 1, k.mid);
         let dw = (k.mid, k.mid, &k.d.k[..]);
-        let sd = (k.stride, k.dilation, g);
+        let sd = (self.conv_stride(k.stride), k.dilation, g);
         let y = self.mixed_conv_bn_act(b, &y, ("conv_dw", "bn2"), dw, sd, a)?;
+        let y = self.anti_alias(b, y, k.stride, k.mid)?;
         let y = self.maybe_se(b, y, k.mid, k)?;
         let pwl = (k.mid, k.out, &k.d.pw_k[..]);
         self.mixed_conv_bn_act(b, &y, ("conv_pwl", "bn3"), pwl, (1, 1, 1), None)
@@ -323,8 +346,10 @@ impl EfficientNetBuilder {
         let pw = self.conv(k.in_ch, k.mid, k.d.exp_k[0], 1, 1);
         let y = self.cond_conv_bn_act(b, x, ("conv_pw", "bn1"), pw, (&r, e), a)?;
         let g = self.groups(k, 1, k.mid);
-        let dw = self.conv_d(k.mid, k.mid, k.d.k[0], k.stride, g, k.dilation);
+        let s = self.conv_stride(k.stride);
+        let dw = self.conv_d(k.mid, k.mid, k.d.k[0], s, g, k.dilation);
         let y = self.cond_conv_bn_act(b, &y, ("conv_dw", "bn2"), dw, (&r, e), a)?;
+        let y = self.anti_alias(b, y, k.stride, k.mid)?;
         let y = self.maybe_se(b, y, k.mid, k)?;
         let pwl = self.conv(k.mid, k.out, k.d.pw_k[0], 1, 1);
         self.cond_conv_bn_act(b, &y, ("conv_pwl", "bn3"), pwl, (&r, e), None)
@@ -384,8 +409,10 @@ impl EfficientNetBuilder {
     /// `EdgeResidual` (fused MBConv): conv_exp (full k×k), bn1 + act, SE, conv_pwl, bn2.
     pub fn edge_residual(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
         let g = self.groups(k, 0, k.mid);
-        let c = self.conv_d(k.in_ch, k.mid, k.d.k[0], k.stride, g, k.dilation);
+        let s = self.conv_stride(k.stride);
+        let c = self.conv_d(k.in_ch, k.mid, k.d.k[0], s, g, k.dilation);
         let y = self.conv_bn_act(b, x, ("conv_exp", "bn1"), c, Some(&k.act))?;
+        let y = self.anti_alias(b, y, k.stride, k.mid)?;
         let y = self.maybe_se(b, y, k.mid, k)?;
         let pwl = (k.mid, k.out, &k.d.pw_k[..]);
         self.mixed_conv_bn_act(b, &y, ("conv_pwl", "bn2"), pwl, (1, 1, 1), None)
@@ -405,15 +432,18 @@ impl EfficientNetBuilder {
         if start > 0 {
             let s = if mid_k > 0 { 1 } else { k.stride };
             let g = self.groups(k, 1, k.in_ch);
-            let c = self.conv_d(k.in_ch, k.in_ch, start, s, g, k.dilation);
+            let c = self.conv_d(k.in_ch, k.in_ch, start, self.conv_stride(s), g, k.dilation);
             y = self.conv_bn_act(&mut b.scope("dw_start"), &y, cna, c, None)?;
+            y = self.anti_alias(b, y, s, k.in_ch)?;
         }
         let c = self.conv(k.in_ch, k.mid, 1, 1, 1);
         y = self.conv_bn_act(&mut b.scope("pw_exp"), &y, cna, c, Some(&k.act))?;
         if mid_k > 0 {
             let g = self.groups(k, 1, k.mid);
-            let c = self.conv_d(k.mid, k.mid, mid_k, k.stride, g, k.dilation);
+            let s = self.conv_stride(k.stride);
+            let c = self.conv_d(k.mid, k.mid, mid_k, s, g, k.dilation);
             y = self.conv_bn_act(&mut b.scope("dw_mid"), &y, cna, c, Some(&k.act))?;
+            y = self.anti_alias(b, y, k.stride, k.mid)?;
         }
         y = self.maybe_se(b, y, k.mid, k)?;
         let c = self.conv(k.mid, k.out, 1, 1, 1);

@@ -420,6 +420,8 @@ pub struct EfficientNetBuilder {
     pub se_from_exp: bool,
     pub layer_scale: Option<f32>,
     pub output_stride: usize,
+    /// `aa_layer`: anti-aliasing after the norm of every strided block conv.
+    pub aa: Option<super::resnet_parts::Aa>,
 }
 
 /// One block as `EfficientNetBuilder._make_block` makes it.
