@@ -118,6 +118,10 @@ def serialize(arch, kwargs):
                 out['se_round_chs'] = kw.get('rd_round_fn') is not None
             else:
                 out['se_layer'] = to_json(v)
+        elif k == 'pruned' and v:
+            # As for the pruned ResNets: timm's pruning file's conv widths (the weights' with weights).
+            from tables.resnet import _pruned_widths
+            out['pruned'] = _pruned_widths(arch)
         else:
             out[k] = to_json(v)
     return out

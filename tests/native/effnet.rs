@@ -172,6 +172,8 @@ fn bare_names_build_with_seeded_random_weights() {
         "mobilenetv4_hybrid_medium",
         "mobilenet_edgetpu_v2_xs",
         "efficientnet_cc_b0_4e",
+        // Widths from timm's pruning file (the table's), no weights to read them from.
+        "efficientnet_b1_pruned",
     ] {
         let (dim, a) = run_random(arch, "1");
         assert_eq!(dim, 1000, "{arch}");
