@@ -1345,6 +1345,7 @@ fn attn_at(b: &mut Builder, x: &Value, ch: usize, l: &Layers, here: bool) -> Res
                 use_attn: g.use_attn,
                 fuse_add: g.fuse_add,
                 fuse_scale: g.fuse_scale,
+                act: "relu",
             };
             global_context(b, x, &c)
         }

@@ -186,6 +186,8 @@ timm_args! {
         experts_multiplier: usize = 1,
         /// Anti-aliasing of strided block convs (`avg`, `blurpc`, ...).
         aa_layer: Option<String> = None,
+        /// `gc`: GlobalContext blocks in the SE's place (gc_efficientnetv2_rw_t).
+        se_layer: Option<String> = None,
         /// The pruned EfficientNets: conv module -> output width (timm's pruning file).
         pruned: serde_json::Value = serde_json::Value::Bool(false),
     }
@@ -332,6 +334,11 @@ fn model(
         (true, Gen::Fbnetv3) => SeRound::RoundChs,
         (true, _) => SeRound::Divisible,
         _ => SeRound::Round,
+    };
+    let se_round = match a.se_layer.as_deref() {
+        None => se_round,
+        Some("gc") => SeRound::GlobalContext,
+        Some(_) => return Err(args.unsupported("se_layer", "only timm's SqueezeExcite and 'gc'")),
     };
     Ok(Model {
         gen,
@@ -520,7 +527,6 @@ mod tests {
             };
             let cfg = ModelConfig::parse(e.config.to_string().as_bytes()).unwrap();
             let args = Args::new(arch, Some(&e.args), &cfg.model_args);
-            // gc_efficientnetv2_rw_t (a GlobalContext se_layer) is refused.
             let Ok(a) = EffNetArgs::read(&args) else {
                 continue;
             };

@@ -200,6 +200,18 @@ impl EfficientNetBuilder {
         block_act: &str,
     ) -> Result<Value> {
         let a = self.se_force_act.as_deref().unwrap_or(block_act);
+        if self.se_round == super::efficientnet_builder::SeRound::GlobalContext {
+            // get_attn('gc'): attention pooling, the scale branch only, the block's activation.
+            let c = super::se::GlobalContextCfg {
+                channels: ch,
+                rd_channels: rd,
+                use_attn: true,
+                fuse_add: false,
+                fuse_scale: true,
+                act: layers::act::canonical(a)?,
+            };
+            return super::se::global_context(&mut b.scope("se"), x, &c);
+        }
         SqueezeExcite::efficientnet(ch, rd, a, &self.se_gate).apply(&mut b.scope("se"), x)
     }
 

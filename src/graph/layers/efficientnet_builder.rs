@@ -404,6 +404,9 @@ pub enum SeRound {
     Divisible,
     /// The model's own `round_chs_fn` (FBNet-V3).
     RoundChs,
+    /// `se_layer='gc'`: timm's `GlobalContext` in the SE's place, `make_divisible(mid · ratio, 1,
+    /// round_limit=0)` wide.
+    GlobalContext,
 }
 
 /// `EfficientNetBuilder`'s settings, shared by every block it makes.
@@ -501,6 +504,7 @@ impl EfficientNetBuilder {
                 SeRound::Round => py_round(v).max(0.0) as usize,
                 SeRound::Divisible => make_divisible(v, 8, 0.9),
                 SeRound::RoundChs => self.round.apply_f(v),
+                SeRound::GlobalContext => make_divisible(v, 1, 0.0),
             }
         });
         let same_shape = stride == 1 && in_ch == out;

@@ -170,11 +170,13 @@ pub struct GlobalContextCfg {
     pub use_attn: bool,
     pub fuse_add: bool,
     pub fuse_scale: bool,
+    /// The `ConvMlp`s' activation (timm's default ReLU; EfficientNet passes the block's).
+    pub act: &'static str,
 }
 
 /// timm's `GlobalContext`: context pooled by a softmax over `conv_attn`'s map (or the mean),
 /// then `x * sigmoid(mlp_scale(ctx))` and / or `x + mlp_add(ctx)`, each a `ConvMlp` with
-/// `LayerNorm2d` and ReLU.
+/// `LayerNorm2d` and `act`.
 pub fn global_context(b: &mut Builder, x: &Value, c: &GlobalContextCfg) -> Result<Value> {
     let ch = c.channels;
     let context = if c.use_attn {
@@ -189,7 +191,7 @@ pub fn global_context(b: &mut Builder, x: &Value, c: &GlobalContextCfg) -> Resul
         super::reduce_mean(b, x, &[2, 3], true)
     };
     let mlp = |b: &mut Builder, name: &str| {
-        let m = super::mlp::MlpCfg::new(ch, c.rd_channels, "relu")
+        let m = super::mlp::MlpCfg::new(ch, c.rd_channels, c.act)
             .norm(Some(super::Norm::Layer { eps: 1e-6 }));
         let m = super::mlp::MlpCfg {
             init: Init::DefaultUniform,
