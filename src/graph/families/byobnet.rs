@@ -22,6 +22,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::{self, Args};
 use crate::graph::layers::attention::{attention, AttnCfg, Hooks};
+use crate::graph::layers::attention_pool::AttentionPool2d;
 use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::heads::{fc, norm_mlp_head};
 use crate::graph::layers::mlp::{conv_mlp, mlp, MlpCfg};
@@ -277,10 +278,10 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
             "the MLP head's norm with an EvoNorm norm_layer is not implemented",
         ));
     }
-    if !matches!(r.head_type.as_str(), "" | "classifier" | "mlp") {
+    if !matches!(r.head_type.as_str(), "" | "classifier" | "mlp" | "attn_abs") {
         return Err(a.unsupported(
             "head_type",
-            "the attention-pool heads of the CLIP ResNets are not implemented (the `_gap` variants are)",
+            "the rotary attention-pool head (attn_rot) is not implemented",
         ));
     }
     let output_stride = match b.output_stride().unwrap_or(r.output_stride) {
@@ -428,6 +429,9 @@ fn head(
     x: &Value,
     width: usize,
 ) -> Result<(Value, usize)> {
+    if r.head_type == "attn_abs" {
+        return attention_pool_head(b, cfg, r, x, width);
+    }
     let pool = PoolKind::from_timm(cfg.global_pool.as_deref().unwrap_or("avg"))?;
     if pool == PoolKind::None {
         return Err(Error::unsupported(
@@ -463,6 +467,47 @@ fn head(
         Init::Normal(0.01),
     )?;
     Ok((logits, cfg.num_classes))
+}
+
+/// CLIP ResNets' `head_type='attn_abs'`: `AttentionPool2d` over the final map (token pooling;
+/// `proj` to `num_classes`, the embedding, unless pre-logits features are asked for).
+fn attention_pool_head(
+    b: &mut Builder,
+    cfg: &ModelConfig,
+    r: &ByobArgs,
+    x: &Value,
+    width: usize,
+) -> Result<(Value, usize)> {
+    let pool = cfg.global_pool.as_deref().unwrap_or("token");
+    if pool != "token" {
+        return Err(Error::unsupported(format!(
+            "global_pool '{pool}': timm's AttentionPool2d head pools by its token only"
+        )));
+    }
+    // timm's feat_size: the image size reduced by the network's stride.
+    let [_, h, w] = cfg.pretrained_cfg.input_size;
+    let stride = r.output_stride.min(32);
+    let mut feat_size = (h / stride, w / stride);
+    if let Some(s) = b.weight_shape("head.pos_embed") {
+        let side = ((s[0].saturating_sub(1)) as f64).sqrt().round() as usize;
+        if s[0] != feat_size.0 * feat_size.1 + 1 && side * side + 1 == s[0] {
+            feat_size = (side, side);
+        }
+    }
+    let embed_dim = match b.weight_shape("head.q.weight") {
+        Some(s) => s[0],
+        None => r.head_hidden_size.unwrap_or(width),
+    };
+    let pool = AttentionPool2d {
+        in_features: width,
+        embed_dim,
+        head_dim: 64,
+        out_features: cfg.num_classes,
+        feat_size,
+    };
+    let pre_logits = b.output() == OutputKind::Features;
+    let y = pool.apply(&mut b.scope("head"), x, pre_logits)?;
+    Ok((y, pool.width(pre_logits)))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ pub mod act;
 pub mod adaptive_pool;
 pub mod attention;
 pub mod attention_bias;
+pub mod attention_pool;
 pub mod bottleneck_attn;
 pub mod classifier;
 pub mod conv;

@@ -1,0 +1,72 @@
+//! timm's `AttentionPool2d` (CLIP's ResNet head): multi-head attention over the map's tokens
+//! with their mean as the query token, learned absolute positions resampled to the map's size.
+
+use super::attention::{attention_core, AttnCfg, Hooks};
+use super::mlp::linear;
+use super::pos_embed::resample_abs_pos_embed_dynamic;
+use super::{concat, nchw_to_tokens, reduce_mean, reshape};
+use crate::error::{Error, Result};
+use crate::graph::{Attr, Builder, Init, Value};
+
+/// `AttentionPool2d(in_features, feat_size, out_features, embed_dim, qkv_separate=True)`.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionPool2d {
+    pub in_features: usize,
+    pub embed_dim: usize,
+    pub head_dim: usize,
+    /// `out_features`: the `proj` width; 0 is no `proj` (the pre-logits width is `embed_dim`).
+    pub out_features: usize,
+    /// The grid `pos_embed` was made for (timm's `feat_size`).
+    pub feat_size: (usize, usize),
+}
+
+impl AttentionPool2d {
+    /// The token-pooled output of the NCHW map `x` (`[N, embed_dim]`, or `[N, out_features]`
+    /// through `proj` unless `pre_logits`), with the parameters of the current scope.
+    pub fn apply(&self, b: &mut Builder, x: &Value, pre_logits: bool) -> Result<Value> {
+        let (c, e) = (self.in_features, self.embed_dim);
+        if self.head_dim == 0 || !e.is_multiple_of(self.head_dim) {
+            return Err(Error::invalid_model(format!(
+                "AttentionPool2d: embed_dim {e} is not a multiple of head_dim {}",
+                self.head_dim
+            )));
+        }
+        let tokens = nchw_to_tokens(b, x, c);
+        let mean = reduce_mean(b, &tokens, &[1], true);
+        let t = concat(b, &[&mean, &tokens], 1);
+        let (fh, fw) = self.feat_size;
+        let init = Init::TruncNormal((c as f32).powf(-0.5));
+        let pos = b.param("pos_embed", &[fh * fw + 1, c], init)?;
+        let pos = reshape(b, &pos, &[1, (fh * fw + 1) as i64, c as i64]);
+        let pos = resample_abs_pos_embed_dynamic(b, &pos, c, self.feat_size, 1, x);
+        let t = b.op("Add", &[&t, &pos], vec![]);
+        let w = Init::TruncNormal((c as f32).powf(-0.5));
+        let q = linear(&mut b.scope("q"), &t, c, e, true, w)?;
+        let k = linear(&mut b.scope("k"), &t, c, e, true, w)?;
+        let v = linear(&mut b.scope("v"), &t, c, e, true, w)?;
+        let cfg = AttnCfg::new(e, e / self.head_dim);
+        let hooks = Hooks {
+            bias: None,
+            rope: None,
+        };
+        let y = attention_core(b, &q, &k, &v, &cfg, &hooks)?;
+        // pool_type 'token': the mean token's row (proj is per token, so it commutes).
+        let first = b.ints(&[0]);
+        let y = b.op("Gather", &[&y, &first], vec![("axis", Attr::Int(1))]);
+        let y = reshape(b, &y, &[0, e as i64]);
+        if pre_logits || self.out_features == 0 {
+            return Ok(y);
+        }
+        let init = Init::DefaultUniform;
+        linear(&mut b.scope("proj"), &y, e, self.out_features, true, init)
+    }
+
+    /// The output width: `out_features`, or `embed_dim` for pre-logits / no `proj`.
+    pub fn width(&self, pre_logits: bool) -> usize {
+        if pre_logits || self.out_features == 0 {
+            self.embed_dim
+        } else {
+            self.out_features
+        }
+    }
+}
