@@ -127,11 +127,11 @@ fn bare_names_without_weights_build_run_and_are_seeded() {
 
 #[test]
 fn variants_not_built_are_unsupported_with_the_reason() {
-    for (arch, needle) in [("bat_resnext26ts", "bat")] {
-        let e = CModel::create(arch, false, &[]).err().expect("must fail");
-        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{arch}: {e:?}");
-        assert!(e.message.contains(needle), "{arch}: {}", e.message);
-    }
+    let e = CModel::create("bat_resnext26ts", false, &[])
+        .err()
+        .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+    assert!(e.message.contains("bat"), "{}", e.message);
     // The CLIP ResNets' attention-pool head is built; its rotary form is not.
     let dir = edited_copy("resnet50_clip-small", "rot", |c| {
         c["model_args"]["head_type"] = "attn_rot".into()
