@@ -9,7 +9,7 @@ const TOL: f32 = 1e-4;
 #[test]
 fn every_eva_fixture_matches_timm_natively() {
     let fs = fixtures_of_family("eva");
-    assert_eq!(fs.len(), 9, "eva fixtures in index.json");
+    assert_eq!(fs.len(), 10, "eva fixtures in index.json");
     for f in &fs {
         check_fixture(f, "native", &[("graph", "native")], TOL);
         check_features(f, TOL);
@@ -81,10 +81,19 @@ fn bare_names_build_seeded_models() {
 }
 
 #[test]
-fn grouped_query_attention_is_refused_naming_it() {
-    let e = CModel::create("vit_large_patch16_sapiens2", false, &[("seed", "1")])
-        .err()
-        .expect("GQA is not built");
-    assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+fn key_value_heads_that_do_not_divide_the_heads_are_an_invalid_model() {
+    // timm asserts num_heads % num_kv_heads == 0 (the GQA fixture has 4 heads).
+    let dir = edited_copy("vit_large_sapiens2_gqa", "kv", |c| {
+        c["model_args"]["num_kv_heads"] = serde_json::json!([3, 1])
+    });
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    )
+    .err()
+    .expect("3 k/v heads for 4 heads must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
     assert!(e.message.contains("num_kv_heads"), "{}", e.message);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -114,6 +114,8 @@ struct Eva {
     dim: usize,
     depth: usize,
     heads: usize,
+    /// Each block's key / value heads (grouped-query attention where fewer than `heads`).
+    kv_heads: Vec<usize>,
     /// `AttentionRope` (`attn_type='rope'`) rather than `EvaAttention`.
     attn_rope: bool,
     qkv_bias: bool,
@@ -209,15 +211,27 @@ impl Eva {
                  img_size at least the patch"
             )));
         }
-        // Grouped-query attention: every block with all heads is standard attention.
-        let mha = match &v.num_kv_heads {
-            Json::Null => true,
-            Json::Number(n) => n.as_u64() == Some(heads as u64),
-            Json::Array(hs) => hs.iter().all(|h| h.as_u64() == Some(heads as u64)),
-            _ => false,
+        // Grouped-query attention (Sapiens2): an int for every block or one per block.
+        let kv_heads: Vec<usize> = match &v.num_kv_heads {
+            Json::Null => vec![heads; v.depth],
+            Json::Number(n) => vec![n.as_u64().unwrap_or(0) as usize; v.depth],
+            Json::Array(hs) => hs
+                .iter()
+                .map(|h| h.as_u64().unwrap_or(0) as usize)
+                .collect(),
+            _ => Vec::new(),
         };
-        if !mha {
-            return Err(a.unsupported("num_kv_heads", "grouped-query attention"));
+        if kv_heads.len() != v.depth || kv_heads.iter().any(|&k| k == 0 || heads % k != 0) {
+            return Err(Error::invalid_model(format!(
+                "num_kv_heads {} must give {} blocks a positive divisor of num_heads {heads}",
+                v.num_kv_heads, v.depth
+            )));
+        }
+        // timm asserts it: fewer key / value heads only with AttentionRope's separate projections.
+        if kv_heads.iter().any(|&k| k != heads) && (v.attn_type != "rope" || v.qkv_fused) {
+            return Err(Error::invalid_model(
+                "grouped-query attention (num_kv_heads) needs attn_type='rope' and qkv_fused=False",
+            ));
         }
         if !v.rope_mrope_section.is_null() {
             return Err(a.unsupported("rope_mrope_section", "multimodal RoPE"));
@@ -313,6 +327,7 @@ impl Eva {
             dim,
             depth: v.depth,
             heads,
+            kv_heads,
             attn_rope: v.attn_type == "rope",
             qkv_bias: v.qkv_bias,
             qkv_fused: v.qkv_fused,
@@ -405,7 +420,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         let r = per_block.as_ref().or(shared.as_ref());
         let mut blocks = b.scope("blocks");
         let s = &mut blocks.scope(i);
-        x = block(s, &v, &x, r)?;
+        x = block(s, &v, &x, r, v.kv_heads[i])?;
         let map = patch_embed::token_map(s, &x, v.num_prefix_tokens(), &patches);
         let module = s.path().to_string();
         s.feature(&map, v.dim, p, &module);
@@ -459,8 +474,16 @@ fn pos_embed_tokens(b: &mut Builder, v: &Eva, x: &Value, grid: (usize, usize)) -
 
 /// `EvaAttention` / `AttentionRope`: q, k, v projections (fused `qkv` with EVA's `q_bias` /
 /// `v_bias`, or `q_proj` / `k_proj` / `v_proj`), q/k norms, rope after the prefix tokens,
-/// `norm` (`scale_attn_inner`) and `proj`.
-fn eva_attention(b: &mut Builder, v: &Eva, x: &Value, r: Option<&RopeConsts>) -> Result<Value> {
+/// `norm` (`scale_attn_inner`) and `proj`. With fewer key / value heads than query heads
+/// (grouped-query attention) each k / v head serves `heads / kv_heads` query heads in turn, as
+/// timm's `repeat_interleave`.
+fn eva_attention(
+    b: &mut Builder,
+    v: &Eva,
+    x: &Value,
+    r: Option<&RopeConsts>,
+    kv_heads: usize,
+) -> Result<Value> {
     let d = v.dim;
     let init = Init::TruncNormal(0.02);
     let (q, k, val) = if v.qkv_fused {
@@ -483,10 +506,24 @@ fn eva_attention(b: &mut Builder, v: &Eva, x: &Value, r: Option<&RopeConsts>) ->
         (parts[0].clone(), parts[1].clone(), parts[2].clone())
     } else {
         let k_bias = v.qkv_bias && v.attn_rope;
+        let hd = d / v.heads;
+        let kv = kv_heads * hd;
         let q = linear(&mut b.scope("q_proj"), x, d, d, v.qkv_bias, init)?;
-        let k = linear(&mut b.scope("k_proj"), x, d, d, k_bias, init)?;
-        let val = linear(&mut b.scope("v_proj"), x, d, d, v.qkv_bias, init)?;
-        (q, k, val)
+        let k = linear(&mut b.scope("k_proj"), x, d, kv, k_bias, init)?;
+        let val = linear(&mut b.scope("v_proj"), x, d, kv, v.qkv_bias, init)?;
+        if kv_heads == v.heads {
+            (q, k, val)
+        } else {
+            let groups = (v.heads / kv_heads) as i64;
+            let shape = [0, 0, kv_heads as i64, 1, hd as i64];
+            let to = b.ints(&[1, 1, 1, groups, 1]);
+            let mut repeat = |t: &Value| {
+                let t = layers::reshape(b, t, &shape);
+                let t = b.op("Expand", &[&t, &to], vec![]);
+                layers::reshape(b, &t, &[0, 0, d as i64])
+            };
+            (q, repeat(&k), repeat(&val))
+        }
     };
     let mut c = AttnCfg::new(d, v.heads);
     c.qk_norm = v.qk_norm.then_some(v.norm);
@@ -545,10 +582,16 @@ fn gamma(b: &mut Builder, v: &Eva, name: &str, y: Value) -> Result<Value> {
 }
 
 /// `EvaBlock` (pre-norm, layer scale) or `EvaBlockPostNorm`.
-fn block(b: &mut Builder, v: &Eva, x: &Value, r: Option<&RopeConsts>) -> Result<Value> {
+fn block(
+    b: &mut Builder,
+    v: &Eva,
+    x: &Value,
+    r: Option<&RopeConsts>,
+    kv_heads: usize,
+) -> Result<Value> {
     let d = v.dim;
     if v.post_norm {
-        let y = eva_attention(&mut b.scope("attn"), v, x, r)?;
+        let y = eva_attention(&mut b.scope("attn"), v, x, r, kv_heads)?;
         let y = v.norm.apply_last(&mut b.scope("norm1"), &y, d)?;
         let x = layers::add(b, x, &y);
         let y = block_mlp(b, v, &x)?;
@@ -556,7 +599,7 @@ fn block(b: &mut Builder, v: &Eva, x: &Value, r: Option<&RopeConsts>) -> Result<
         return Ok(layers::add(b, &x, &y));
     }
     let h = v.norm.apply_last(&mut b.scope("norm1"), x, d)?;
-    let y = eva_attention(&mut b.scope("attn"), v, &h, r)?;
+    let y = eva_attention(&mut b.scope("attn"), v, &h, r, kv_heads)?;
     let y = gamma(b, v, "gamma_1", y)?;
     let x = layers::add(b, x, &y);
     let h = v.norm.apply_last(&mut b.scope("norm2"), &x, d)?;
@@ -631,9 +674,8 @@ mod tests {
                 }
             }
         }
-        // timm 1.0.31: 65 entrypoints; the Sapiens2 models with grouped-query attention
-        // (all but the base) are refused.
-        assert_eq!(built, 61);
+        // timm 1.0.31: 65 entrypoints, the Sapiens2 models with grouped-query attention included.
+        assert_eq!(built, 65);
     }
 
     #[test]
