@@ -54,16 +54,24 @@ fn measure(spec: &str, options: &str) -> (u64, u64) {
     )
 }
 
+/// The runtime baseline: (peak, after load) of a process that loaded a tiny model.
+fn baseline() -> (u64, u64) {
+    measure(&fixture("test_resnet").spec("native"), "graph_cache=false")
+}
+
+/// The demo model's spec and its weights' size in KiB.
+fn demo() -> (String, f64) {
+    let folder = demo_folder();
+    let bytes = std::fs::metadata(folder.join("model.safetensors"))
+        .unwrap()
+        .len();
+    (format!("local:{}", folder.display()), bytes as f64 / 1024.0)
+}
+
 #[test]
 fn a_cached_load_peaks_within_a_quarter_of_the_weights_over_the_runtime_baseline() {
-    let tiny = fixture("test_resnet").spec("native");
-    let (base_peak, base_rss) = measure(&tiny, "graph_cache=false");
-    let folder = demo_folder();
-    let spec = format!("local:{}", folder.display());
-    let weights_kib = std::fs::metadata(folder.join("model.safetensors"))
-        .unwrap()
-        .len() as f64
-        / 1024.0;
+    let (base_peak, base_rss) = baseline();
+    let (spec, weights_kib) = demo();
     for mode in ["copy", "map"] {
         let cache = tempfile::tempdir().unwrap();
         let options = format!(
@@ -95,14 +103,8 @@ fn a_first_load_settles_where_a_cached_load_does() {
     // The first load optimises the graph, writes the cache entry and then opens the session
     // from that entry: what ONNX Runtime copied while optimising is not kept. (Its peak is not
     // held to the budget: the optimisation itself still copies the weights.)
-    let tiny = fixture("test_resnet").spec("native");
-    let (_, base_rss) = measure(&tiny, "graph_cache=false");
-    let folder = demo_folder();
-    let spec = format!("local:{}", folder.display());
-    let weights_kib = std::fs::metadata(folder.join("model.safetensors"))
-        .unwrap()
-        .len() as f64
-        / 1024.0;
+    let (_, base_rss) = baseline();
+    let (spec, weights_kib) = demo();
     for mode in ["copy", "map"] {
         // An empty cache for each process, so each load is a first one.
         let rss: Vec<u64> = (0..3)

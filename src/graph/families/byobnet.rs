@@ -505,8 +505,15 @@ fn attention_pool_head(
         out_features: cfg.num_classes,
         feat_size,
     };
+    // The positions are resampled for the map's size at load, so the graph takes one size.
+    b.fix_input_size();
+    let (ih, iw) = b.nominal_hw();
+    let grid = b
+        .spatial(x)
+        .and_then(|s| s.eval(ih).zip(s.eval(iw)))
+        .ok_or_else(|| Error::internal("AttentionPool2d: the final map's size is unknown"))?;
     let pre_logits = b.output() == OutputKind::Features;
-    let y = pool.apply(&mut b.scope("head"), x, pre_logits)?;
+    let y = pool.apply(&mut b.scope("head"), x, grid, pre_logits)?;
     Ok((y, pool.width(pre_logits)))
 }
 

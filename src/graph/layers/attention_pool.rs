@@ -3,7 +3,7 @@
 
 use super::attention::{attention_core, AttnCfg, Hooks};
 use super::mlp::linear;
-use super::pos_embed::resample_abs_pos_embed_dynamic;
+use super::pos_embed::{resample_abs_pos_embed, Resample};
 use super::{concat, nchw_to_tokens, reduce_mean, reshape};
 use crate::error::{Error, Result};
 use crate::graph::{Attr, Builder, Init, Value};
@@ -22,8 +22,16 @@ pub struct AttentionPool2d {
 
 impl AttentionPool2d {
     /// The token-pooled output of the NCHW map `x` (`[N, embed_dim]`, or `[N, out_features]`
-    /// through `proj` unless `pre_logits`), with the parameters of the current scope.
-    pub fn apply(&self, b: &mut Builder, x: &Value, pre_logits: bool) -> Result<Value> {
+    /// through `proj` unless `pre_logits`), with the parameters of the current scope. `grid`
+    /// is the map's size: the graph is built for one input size, and `pos_embed` is resampled at
+    /// load as timm resamples it in forward (bicubic, antialiased) when that is not `feat_size`.
+    pub fn apply(
+        &self,
+        b: &mut Builder,
+        x: &Value,
+        grid: (usize, usize),
+        pre_logits: bool,
+    ) -> Result<Value> {
         let (c, e) = (self.in_features, self.embed_dim);
         if self.head_dim == 0 || !e.is_multiple_of(self.head_dim) {
             return Err(Error::invalid_model(format!(
@@ -36,9 +44,16 @@ impl AttentionPool2d {
         let t = concat(b, &[&mean, &tokens], 1);
         let (fh, fw) = self.feat_size;
         let init = Init::TruncNormal((c as f32).powf(-0.5));
-        let pos = b.param("pos_embed", &[fh * fw + 1, c], init)?;
-        let pos = reshape(b, &pos, &[1, (fh * fw + 1) as i64, c as i64]);
-        let pos = resample_abs_pos_embed_dynamic(b, &pos, c, self.feat_size, 1, x);
+        let shape = [fh * fw + 1, c];
+        let pos = if grid == self.feat_size {
+            b.param("pos_embed", &shape, init)?
+        } else {
+            let data = b.read("pos_embed", &shape, init)?;
+            let r = Resample::default();
+            let data = resample_abs_pos_embed(&data, c, self.feat_size, grid, 1, &r)?;
+            b.tensor("pos_embed", data, &[grid.0 * grid.1 + 1, c])?
+        };
+        let pos = reshape(b, &pos, &[1, -1, c as i64]);
         let t = b.op("Add", &[&t, &pos], vec![]);
         let w = Init::TruncNormal((c as f32).powf(-0.5));
         let q = linear(&mut b.scope("q"), &t, c, e, true, w)?;
