@@ -341,6 +341,26 @@ pub fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Val
     dir
 }
 
+/// The error of creating fixture `name` natively once `edit` has changed its config.json (the
+/// edited copy is removed); panics when the creation succeeds.
+pub fn edited_native_error(
+    name: &str,
+    tag: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> CError {
+    let dir = edited_copy(name, tag, edit);
+    let r = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "native")],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    match r {
+        Ok(_) => panic!("{name} edited ({tag}) must fail to build"),
+        Err(e) => e,
+    }
+}
+
 /// A feature map as the C ABI returns it.
 #[derive(Debug, Clone)]
 pub struct Tensor {

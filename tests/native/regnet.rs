@@ -101,43 +101,27 @@ fn bare_names_without_weights_build_run_and_are_seeded() {
 #[test]
 fn weights_that_disagree_with_the_architecture_are_an_invalid_model() {
     // model_args describe wider stages than the weights hold.
-    let dir = edited_copy("regnetx_002-small", "w0", |c| {
+    let e = edited_native_error("regnetx_002-small", "w0", |c| {
         c["model_args"]["w0"] = 16.into()
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
     assert!(
         e.message.contains("s1.b1."),
         "message must name the tensor: {}",
         e.message
     );
-    let _ = std::fs::remove_dir_all(&dir);
 
     // An X file (no SE) under a Y architecture with the SE ratio given.
-    let dir = edited_copy("regnetx_002-small", "se", |c| {
+    let e = edited_native_error("regnetx_002-small", "se", |c| {
         c["architecture"] = "regnety_002".into();
         c["model_args"]["se_ratio"] = 0.25.into();
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
     assert!(
         e.message.contains("se.fc1.weight"),
         "message must name the tensor: {}",
         e.message
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -158,51 +142,27 @@ fn pre_activation_and_groupnorm_variants_build_from_their_names() {
 fn a_groupnorm_that_does_not_divide_the_widths_is_an_invalid_model() {
     // timm asserts num_channels % group_size == 0 in GroupNormAct: an 8-wide stem under
     // regnety_040_sgn's group size of 16.
-    let dir = edited_copy("regnetx_002-small", "gs", |c| {
+    let e = edited_native_error("regnetx_002-small", "gs", |c| {
         c["architecture"] = "regnety_040_sgn".into()
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
     assert!(e.message.contains("group_size=16"), "{}", e.message);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn unsupported_variants_say_so() {
     // An EvoNorm norm-act layer is not one RegNet takes natively.
-    let dir = edited_copy("regnetx_002-small", "evo", |c| {
+    let e = edited_native_error("regnetx_002-small", "evo", |c| {
         c["model_args"]["norm_layer"] = "evonorm2ds0".into()
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("norm_layer"), "{}", e.message);
-    let _ = std::fs::remove_dir_all(&dir);
 
-    let dir = edited_copy("regnetx_002-small", "args", |c| {
+    let e = edited_native_error("regnetx_002-small", "args", |c| {
         c["model_args"]["block_type"] = "dark".into()
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("block_type"), "{}", e.message);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The fixtures with `features_only` references (meta.json `feature_maps`).
@@ -274,19 +234,11 @@ fn output_strides_timm_does_not_take_are_refused() {
     .expect("output_stride=4 must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
     // In model_args timm asserts output_stride in (8, 16, 32).
-    let dir = edited_copy("regnetx_002-small", "os", |c| {
+    let e = edited_native_error("regnetx_002-small", "os", |c| {
         c["model_args"]["output_stride"] = 12.into()
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("model_args output_stride=12 must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("output_stride"), "{}", e.message);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

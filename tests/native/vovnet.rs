@@ -94,30 +94,14 @@ fn bare_names_without_weights_build_run_and_are_seeded() {
 #[test]
 fn unknown_norms_or_attention_are_refused() {
     // ese_vovnet39b_evos (EvoNorm2dS0 everywhere) is checked by its fixture above.
-    let dir = edited_copy("eca_vovnet39b-small-f16", "norm", |c| {
+    let e = edited_native_error("eca_vovnet39b-small-f16", "norm", |c| {
         c["model_args"]["norm_layer"] = "layernorm2d".into()
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("norm_layer"), "{}", e.message);
-    let _ = std::fs::remove_dir_all(&dir);
-    let dir = edited_copy("eca_vovnet39b-small-f16", "attn", |c| {
+    let e = edited_native_error("eca_vovnet39b-small-f16", "attn", |c| {
         c["model_args"]["attn"] = "cbam".into()
     });
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "native")],
-    )
-    .err()
-    .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("attn"), "{}", e.message);
-    let _ = std::fs::remove_dir_all(&dir);
 }
