@@ -538,32 +538,38 @@ fn run_case(name: &str, dir: &Path) -> Result<(), CError> {
     }
 }
 
-/// effnet_mnv3_small with 512 Ki classes: a 2 GiB `classifier.weight`, stored sparse.
+/// effnet_mnv3_small with as many classes as make a 2 GiB `classifier.weight`, stored sparse.
 fn huge_classifier(dir: &Path) -> PathBuf {
-    const CLASSES: u64 = 1 << 19;
     let m = folder_copy(dir, "effnet_mnv3_small", "native");
     let _ = std::fs::remove_file(m.join("model.onnx"));
+    let st = std::fs::read(m.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&st[8..8 + n]).unwrap();
+    // A 2 GiB classifier whatever the fixture's width (within config.json's class limit).
+    let features = header["classifier.weight"]["shape"][1].as_u64().unwrap();
+    let classes: u64 = (1 << 29) / features;
+    assert!(
+        classes <= 1 << 20,
+        "effnet_mnv3_small's {features} features are too few for a 2 GiB classifier"
+    );
     let cfg_path = m.join("config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    cfg["num_classes"] = CLASSES.into();
-    cfg["model_args"]["num_classes"] = CLASSES.into();
+    cfg["num_classes"] = classes.into();
+    cfg["model_args"]["num_classes"] = classes.into();
     if let Some(p) = cfg
         .get_mut("pretrained_cfg")
         .and_then(|p| p.as_object_mut())
     {
         p.remove("label_names");
-        p.insert("num_classes".into(), CLASSES.into());
+        p.insert("num_classes".into(), classes.into());
     }
     let cfg = cfg.as_object_mut().unwrap();
     cfg.remove("label_names");
     cfg.remove("label_descriptions");
     std::fs::write(&cfg_path, serde_json::to_vec(cfg).unwrap()).unwrap();
 
-    let st = std::fs::read(m.join("model.safetensors")).unwrap();
-    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&st[8..8 + n]).unwrap();
     let data = &st[8 + n..];
     // Keep every other tensor's bytes; fc.* go after them, at their new sizes.
     let mut out = serde_json::Map::new();
@@ -586,17 +592,16 @@ fn huge_classifier(dir: &Path) -> PathBuf {
         body.extend_from_slice(&data[b..e]);
         out.insert(k.clone(), t);
     }
-    let features = header["classifier.weight"]["shape"][1].as_u64().unwrap();
     let w0 = body.len() as u64;
-    let w1 = w0 + CLASSES * features * 4;
-    let b1 = w1 + CLASSES * 4;
+    let w1 = w0 + classes * features * 4;
+    let b1 = w1 + classes * 4;
     out.insert(
         "classifier.weight".into(),
-        serde_json::json!({"dtype": "F32", "shape": [CLASSES, features], "data_offsets": [w0, w1]}),
+        serde_json::json!({"dtype": "F32", "shape": [classes, features], "data_offsets": [w0, w1]}),
     );
     out.insert(
         "classifier.bias".into(),
-        serde_json::json!({"dtype": "F32", "shape": [CLASSES], "data_offsets": [w1, b1]}),
+        serde_json::json!({"dtype": "F32", "shape": [classes], "data_offsets": [w1, b1]}),
     );
     let mut h = serde_json::to_vec(&out).unwrap();
     while !h.len().is_multiple_of(8) {

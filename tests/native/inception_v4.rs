@@ -23,7 +23,7 @@ fn inception_v4_fixture_matches_timm_natively() {
 
 #[test]
 fn feature_maps_match_timm_features_only() {
-    // Default out_indices, [0, -2], a 107x91 input.
+    // Default out_indices, [0, -2], an 83x77 input.
     assert!(check_feature_maps(&fixture("inception_v4-narrow"), TOL) >= 3);
 }
 

@@ -23,7 +23,7 @@ fn legacy_xception_fixture_matches_timm_natively() {
 
 #[test]
 fn feature_maps_match_timm_features_only() {
-    // Default out_indices, [1, -2], an 80x72 input.
+    // Default out_indices, [1, -2], a 72x64 input.
     assert!(check_feature_maps(&fixture("legacy_xception-narrow"), TOL) >= 3);
 }
 
