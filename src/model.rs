@@ -810,11 +810,14 @@ fn ort_native(
         None => {
             let mut g = build_native(config, data, weights, &req, options.seed)?;
             let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts, cache.as_ref())?;
-            match (&cache, weights) {
-                (Some(c), Some(w)) if c.lookup().is_some() => {
-                    reopen_from_entry(s, c, &sopts, config, data, w, &req, options.seed)?
+            // The entry this load just wrote, looked up (and checked) once.
+            let written = cache.as_ref().zip(weights);
+            match written.and_then(|(c, w)| c.lookup().map(|hit| (c, hit, w))) {
+                Some((c, hit, w)) => {
+                    let entry = (c, &hit);
+                    reopen_from_entry(s, entry, &sopts, config, data, w, &req, options.seed)?
                 }
-                _ => (s, g),
+                None => (s, g),
             }
         }
     };
@@ -829,7 +832,10 @@ fn ort_native(
 #[allow(clippy::too_many_arguments)]
 fn reopen_from_entry(
     built: Session,
-    cache: &crate::runtime::graph_cache::Cache,
+    (cache, hit): (
+        &crate::runtime::graph_cache::Cache,
+        &crate::runtime::graph_cache::Hit,
+    ),
     sopts: &crate::runtime::SessionOptions,
     config: &ModelConfig,
     data: &DataConfig,
@@ -847,7 +853,7 @@ fn reopen_from_entry(
             (size[1], size[2]),
         )
     };
-    if let Some(found) = Session::from_cache_hit(cache, sopts, shapes)? {
+    if let Some(found) = Session::from_hit(cache, hit, sopts, shapes)? {
         return Ok(found);
     }
     let mut g = build_native(config, data, Some(weights), req, seed)?;

@@ -203,9 +203,19 @@ impl Session {
         opts: &SessionOptions,
         shapes: impl FnOnce() -> Result<Graph>,
     ) -> Result<Option<(Self, Graph)>> {
-        let Some(hit) = cache.lookup() else {
-            return Ok(None);
-        };
+        match cache.lookup() {
+            Some(hit) => Self::from_hit(cache, &hit, opts, shapes),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Session::from_cache_hit`] for an entry already looked up (and checked) by the caller.
+    pub fn from_hit(
+        cache: &graph_cache::Cache,
+        hit: &graph_cache::Hit,
+        opts: &SessionOptions,
+        shapes: impl FnOnce() -> Result<Graph>,
+    ) -> Result<Option<(Self, Graph)>> {
         let graph = shapes()?;
         match Self::from_cached(&hit.model, &graph, opts) {
             Ok(s) => Ok(Some((s, graph))),

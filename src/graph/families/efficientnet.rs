@@ -381,8 +381,12 @@ fn prune(
                 .and_then(|v| v.as_u64())
                 .map(|v| v as usize),
         };
-        w.filter(|&w| w > 0)
-            .ok_or_else(|| Error::invalid_model(format!("pruned network: no width for `{name}`")))
+        w.filter(|&w| w > 0).ok_or_else(|| {
+            Error::invalid_model(format!(
+                "pruned EfficientNet: no width for `{name}` (the weights have no `{name}.weight`: \
+                 they were saved from another architecture or model_args)"
+            ))
+        })
     };
     let mut in_ch = stem;
     for (i, stage) in stages.iter_mut().enumerate() {

@@ -55,10 +55,10 @@ impl AttentionPool2d {
         };
         let pos = reshape(b, &pos, &[1, -1, c as i64]);
         let t = b.op("Add", &[&t, &pos], vec![]);
-        let w = Init::TruncNormal((c as f32).powf(-0.5));
-        let q = linear(&mut b.scope("q"), &t, c, e, true, w)?;
-        let k = linear(&mut b.scope("k"), &t, c, e, true, w)?;
-        let v = linear(&mut b.scope("v"), &t, c, e, true, w)?;
+        // timm's init of q, k, v and pos_embed alike: trunc_normal(std = in_features^-0.5).
+        let q = linear(&mut b.scope("q"), &t, c, e, true, init)?;
+        let k = linear(&mut b.scope("k"), &t, c, e, true, init)?;
+        let v = linear(&mut b.scope("v"), &t, c, e, true, init)?;
         let cfg = AttnCfg::new(e, e / self.head_dim);
         let hooks = Hooks {
             bias: None,

@@ -262,50 +262,56 @@ impl EfficientNetBuilder {
         self.conv_bn_act(b, x, ("conv_s2d", "bn_s2d"), sd, Some(&k.act))
     }
 
-    /// The depthwise conv after a space-to-depth start: kernel `(k + 1) / 2`, TF "SAME"
-    /// padding when that is 2.
-    fn space_to_depth_dw(&self, k: &Block, ch: usize) -> Result<Conv> {
-        let [kernel] = k.d.k[..] else {
-            return Err(Error::unsupported(
-                "space-to-depth with MixNet's kernel lists is not a timm block",
-            ));
-        };
-        let kernel = kernel.div_ceil(2);
-        let tf_same = self.tf_same || kernel == 2;
-        Ok(Conv::new(ch, ch, kernel)
-            .stride(k.stride)
-            .dilation(k.dilation)
-            .groups(self.groups(k, 1, ch))
-            .pad(Pad::create(kernel, k.stride, k.dilation, tf_same)))
+    /// A ds / ir block's depthwise conv + norm + act over `ch` channels: after a space-to-depth
+    /// start its kernel is `(k + 1) / 2` (TF "SAME" when that is 2); otherwise the (MixNet
+    /// mixed) kernel, anti-aliased when it strides.
+    fn block_dw(
+        &self,
+        b: &mut Builder,
+        x: &Value,
+        k: &Block,
+        ch: usize,
+        names: (&str, &str),
+    ) -> Result<Value> {
+        let g = self.groups(k, 1, ch);
+        if k.s2d == 1 {
+            let [kernel] = k.d.k[..] else {
+                return Err(Error::unsupported(
+                    "space-to-depth with MixNet's kernel lists is not a timm block",
+                ));
+            };
+            let kernel = kernel.div_ceil(2);
+            let tf_same = self.tf_same || kernel == 2;
+            let dw = Conv::new(ch, ch, kernel)
+                .stride(k.stride)
+                .dilation(k.dilation)
+                .groups(g)
+                .pad(Pad::create(kernel, k.stride, k.dilation, tf_same));
+            return self.conv_bn_act(b, x, names, dw, Some(&k.act));
+        }
+        let dw = (ch, ch, &k.d.k[..]);
+        let sd = (self.conv_stride(k.stride), k.dilation, g);
+        let y = self.mixed_conv_bn_act(b, x, names, dw, sd, Some(&k.act))?;
+        self.anti_alias(b, y, k.stride, ch)
+    }
+
+    /// The block input, after `conv_s2d` / `bn_s2d` when the block starts a space-to-depth
+    /// region, and its width.
+    fn block_input(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<(Value, usize)> {
+        if k.s2d == 1 {
+            Ok((self.space_to_depth(b, x, k)?, k.in_ch * 4))
+        } else {
+            Ok((x.clone(), k.in_ch))
+        }
     }
 
     /// `DepthwiseSeparableConv`: conv_dw, bn1 + act, SE, conv_pw, bn2 (+ act for `dsa`).
     pub fn depthwise_separable(&self, b: &mut Builder, x: &Value, k: &Block) -> Result<Value> {
-        if k.s2d == 1 {
-            let ch = k.in_ch * 4;
-            let y = self.space_to_depth(b, x, k)?;
-            let dw = self.space_to_depth_dw(k, ch)?;
-            let y = self.conv_bn_act(b, &y, ("conv_dw", "bn1"), dw, Some(&k.act))?;
-            let y = self.maybe_se(b, y, ch, k)?;
-            let pw_act = k.d.pw_act.then_some(k.act.as_str());
-            let pw = (ch, k.out, &k.d.pw_k[..]);
-            return self.mixed_conv_bn_act(b, &y, ("conv_pw", "bn2"), pw, (1, 1, 1), pw_act);
-        }
-        let g = self.groups(k, 1, k.in_ch);
-        let dw = (k.in_ch, k.in_ch, &k.d.k[..]);
-        let s = self.conv_stride(k.stride);
-        let y = self.mixed_conv_bn_act(
-            b,
-            x,
-            ("conv_dw", "bn1"),
-            dw,
-            (s, k.dilation, g),
-            Some(&k.act),
-        )?;
-        let y = self.anti_alias(b, y, k.stride, k.in_ch)?;
-        let y = self.maybe_se(b, y, k.in_ch, k)?;
+        let (x, ch) = self.block_input(b, x, k)?;
+        let y = self.block_dw(b, &x, k, ch, ("conv_dw", "bn1"))?;
+        let y = self.maybe_se(b, y, ch, k)?;
         let pw_act = k.d.pw_act.then_some(k.act.as_str());
-        let pw = (k.in_ch, k.out, &k.d.pw_k[..]);
+        let pw = (ch, k.out, &k.d.pw_k[..]);
         self.mixed_conv_bn_act(b, &y, ("conv_pw", "bn2"), pw, (1, 1, 1), pw_act)
     }
 
@@ -315,23 +321,10 @@ impl EfficientNetBuilder {
             return self.cond_conv_residual(b, x, k);
         }
         let a = Some(k.act.as_str());
-        if k.s2d == 1 {
-            let y = self.space_to_depth(b, x, k)?;
-            let pw = (k.in_ch * 4, k.mid, &k.d.exp_k[..]);
-            let y = self.mixed_conv_bn_act(b, &y, ("conv_pw", "bn1"), pw, (1, 1, 1), a)?;
-            let dw = self.space_to_depth_dw(k, k.mid)?;
-            let y = self.conv_bn_act(b, &y, ("conv_dw", "bn2"), dw, a)?;
-            let y = self.maybe_se(b, y, k.mid, k)?;
-            let pwl = (k.mid, k.out, &k.d.pw_k[..]);
-            return self.mixed_conv_bn_act(b, &y, ("conv_pwl", "bn3"), pwl, (1, 1, 1), None);
-        }
-        let pw = (k.in_ch, k.mid, &k.d.exp_k[..]);
-        let y = self.mixed_conv_bn_act(b, x, ("conv_pw", "bn1"), pw, (1, 1, 1), a)?;
-        let g = self.groups(k, 1, k.mid);
-        let dw = (k.mid, k.mid, &k.d.k[..]);
-        let sd = (self.conv_stride(k.stride), k.dilation, g);
-        let y = self.mixed_conv_bn_act(b, &y, ("conv_dw", "bn2"), dw, sd, a)?;
-        let y = self.anti_alias(b, y, k.stride, k.mid)?;
+        let (x, ch) = self.block_input(b, x, k)?;
+        let pw = (ch, k.mid, &k.d.exp_k[..]);
+        let y = self.mixed_conv_bn_act(b, &x, ("conv_pw", "bn1"), pw, (1, 1, 1), a)?;
+        let y = self.block_dw(b, &y, k, k.mid, ("conv_dw", "bn2"))?;
         let y = self.maybe_se(b, y, k.mid, k)?;
         let pwl = (k.mid, k.out, &k.d.pw_k[..]);
         self.mixed_conv_bn_act(b, &y, ("conv_pwl", "bn3"), pwl, (1, 1, 1), None)
