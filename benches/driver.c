@@ -11,7 +11,17 @@
  *       REF_DIR/input.f32 (image-like data from timm's reference), and the logits are checked
  *       against REF_DIR/logits.f32. Prints every timed call's latency and each phase's wall time.
  *
- * key=value pairs go to timm_options_set (intra_op_threads, weights_memory, ...).
+ *   driver ab    SPEC_A SPEC_B REF_DIR PHASE... [key=value ...] [b:key=value ...]
+ *       Loads both models in this process, then for each PHASE = BATCH:WARMUP:PAIRS[:GAP_MS] calls A
+ *       and B alternately on one thread (A B, B A, A B, ...), so the machine's drift and its
+ *       neighbours' bursts fall on both members of each pair. Each call is followed by GAP_MS
+ *       (default 60) of sleep: a session's intra-op threads stay busy for 30-50 ms after its
+ *       call, and without the gap they would take cores from the other model's next call. Prints
+ *       both latency lists and both outputs' distance from REF_DIR/logits.f32.
+ *       scripts/bench_families.py takes the median of the per-pair ratios.
+ *
+ * key=value pairs go to timm_options_set (intra_op_threads, weights_memory, ...); in `ab` they
+ * go to both models, and b:key=value to B only (b:graph=onnx runs a folder's model.onnx).
  * Output: one JSON object on stdout. Errors: a message on stderr and exit status 1.
  */
 #define _GNU_SOURCE
@@ -51,6 +61,7 @@ static void die(const char *what) {
 static TimmModel *create(const char *spec, int nopts, char **opts) {
     TimmOptions *o = timm_options_new();
     for (int i = 0; i < nopts; i++) {
+        if (!strncmp(opts[i], "b:", 2)) continue; /* `ab`'s options for B only: see create_b */
         char *eq = strchr(opts[i], '=');
         if (!eq) { fprintf(stderr, "driver: option '%s' is not key=value\n", opts[i]); exit(2); }
         *eq = 0;
@@ -206,10 +217,106 @@ static int cmd_run(int argc, char **argv) {
     return 0;
 }
 
+/* Model B of `ab`: the shared options, then the b:key=value ones. */
+static TimmModel *create_b(const char *spec, int nopts, char **opts) {
+    char *all[128];
+    int n = 0;
+    for (int i = 0; i < nopts && n < 128; i++) all[n++] = opts[i];
+    for (int i = 0; i < nopts && n < 128; i++)
+        if (!strncmp(opts[i], "b:", 2)) all[n++] = opts[i] + 2;
+    return create(spec, n, all);
+}
+
+static void check(const float *out, const float *ref_out, int batch, size_t ref_batch, size_t dim,
+                  double *maxdiff, double *maxref) {
+    for (int b = 0; b < batch; b++)
+        for (size_t k = 0; k < dim; k++) {
+            double want = ref_out[(b % ref_batch) * dim + k];
+            double d = fabs(out[b * dim + k] - want);
+            if (d > *maxdiff || isnan(d)) *maxdiff = isnan(d) ? INFINITY : d;
+            if (fabs(want) > *maxref) *maxref = fabs(want);
+        }
+}
+
+static double timed_infer(TimmModel *m, const float *in, const int64_t *shape, float *out, size_t len, int gap_ms) {
+    double t0 = now_s();
+    if (timm_infer(m, in, shape, 4, out, len) != TIMM_OK) die("timm_infer");
+    double ms = (now_s() - t0) * 1e3;
+    struct timespec gap = {gap_ms / 1000, (long)(gap_ms % 1000) * 1000000L};
+    nanosleep(&gap, NULL);
+    return ms;
+}
+
+static int cmd_ab(int argc, char **argv) {
+    const char *spec_a = argv[0], *spec_b = argv[1], *ref = argv[2];
+    char *opts[64];
+    int nopts = 0;
+    for (int i = 3; i < argc; i++)
+        if (strchr(argv[i], '=') && nopts < 64) opts[nopts++] = argv[i];
+    TimmModel *m[2] = {create(spec_a, nopts, opts), create_b(spec_b, nopts, opts)};
+    int64_t chw[3], chw_b[3];
+    if (timm_model_input_size(m[0], chw) != TIMM_OK || timm_model_input_size(m[1], chw_b) != TIMM_OK)
+        die("timm_model_input_size");
+    size_t per = (size_t)(chw[0] * chw[1] * chw[2]), dim = timm_model_output_dim(m[0]);
+    if (memcmp(chw, chw_b, sizeof chw) || timm_model_output_dim(m[1]) != dim) {
+        fprintf(stderr, "driver: the two models take different inputs or give different outputs\n");
+        return 1;
+    }
+    size_t nin, nref;
+    float *ref_in = read_f32(ref, "input.f32", &nin);
+    float *ref_out = read_f32(ref, "logits.f32", &nref);
+    size_t ref_batch = nin / per;
+    if (ref_batch == 0 || nin % per || nref != ref_batch * dim) { fprintf(stderr, "driver: %s does not match the model\n", ref); return 1; }
+    printf("{\"phases\": [");
+    int first = 1;
+    for (int i = 3; i < argc; i++) {
+        int batch, warmup, pairs, gap_ms = 60;
+        if (strchr(argv[i], '=')) continue;
+        int got = sscanf(argv[i], "%d:%d:%d:%d", &batch, &warmup, &pairs, &gap_ms);
+        if (got < 3 || batch < 1 || warmup < 0 || pairs < 1 || gap_ms < 0) {
+            fprintf(stderr, "driver: phase '%s' is not BATCH:WARMUP:PAIRS[:GAP_MS]\n", argv[i]);
+            return 2;
+        }
+        float *input = malloc(batch * per * sizeof(float));
+        for (int b = 0; b < batch; b++) memcpy(input + b * per, ref_in + (b % ref_batch) * per, per * sizeof(float));
+        int64_t shape[4] = {batch, chw[0], chw[1], chw[2]};
+        size_t len = batch * dim;
+        float *out[2] = {malloc(len * sizeof(float)), malloc(len * sizeof(float))};
+        double *lat[2] = {calloc(pairs, sizeof(double)), calloc(pairs, sizeof(double))};
+        for (int w = 0; w < warmup; w++)
+            for (int k = 0; k < 2; k++) timed_infer(m[k], input, shape, out[k], len, gap_ms);
+        for (int p = 0; p < pairs; p++)
+            for (int j = 0; j < 2; j++) {
+                int k = (p % 2) ? 1 - j : j; /* A B, then B A: neither always goes first */
+                lat[k][p] = timed_infer(m[k], input, shape, out[k], len, gap_ms);
+            }
+        double diff[2] = {0, 0}, maxref = 0;
+        for (int k = 0; k < 2; k++) check(out[k], ref_out, batch, ref_batch, dim, &diff[k], &maxref);
+        printf("%s{\"batch\": %d, \"max_abs_ref\": %.3g, \"a_max_abs_diff\": %.3g, \"b_max_abs_diff\": %.3g",
+               first ? "" : ", ", batch, maxref, diff[0], diff[1]);
+        for (int k = 0; k < 2; k++) {
+            printf(", \"%s_ms\": [", k ? "b" : "a");
+            for (int p = 0; p < pairs; p++) printf("%s%.4f", p ? ", " : "", lat[k][p]);
+            printf("]");
+        }
+        printf("}");
+        fflush(stdout);
+        first = 0;
+        for (int k = 0; k < 2; k++) { free(out[k]); free(lat[k]); }
+        free(input);
+    }
+    printf("]}\n");
+    timm_free(m[0]);
+    timm_free(m[1]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "load")) return cmd_load(argc - 2, argv + 2);
     if (argc >= 4 && !strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+    if (argc >= 6 && !strcmp(argv[1], "ab")) return cmd_ab(argc - 2, argv + 2);
     fprintf(stderr, "usage: driver load SPEC [key=value ...]\n"
-                    "       driver run SPEC REF_DIR BATCH:WARMUP:RUNS:CONCURRENCY... [key=value ...]\n");
+                    "       driver run SPEC REF_DIR BATCH:WARMUP:RUNS:CONCURRENCY... [key=value ...]\n"
+                    "       driver ab SPEC_A SPEC_B REF_DIR BATCH:WARMUP:PAIRS[:GAP_MS]... [key=value ...] [b:key=value ...]\n");
     return 2;
 }

@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
 """Per-family speed check (never run by CI): one architecture per timm module, libtimm's native graph
-(release libtimm.so through the C ABI, benches/driver.c) against ONNX Runtime's Python API on timm's
-own torch.onnx export of the same folder, at batch 1 and batch 8 on 2 intra-op threads. Prints
-the median latency of each and the ratio ORT / libtimm (>= 1.00: libtimm at least as fast): the
-median over repeats of each repeat's pair of adjacent runs, with its range.
+(release libtimm.so through the C ABI, benches/driver.c) against ONNX Runtime on timm's own torch.onnx
+export of the same folder, at batch 1 and batch 8 on 2 intra-op threads. Two peers, two ratios
+(ORT / libtimm; >= 1.00: libtimm at least as fast):
+
+  paired   one process holds both: libtimm's native graph and the same ONNX Runtime library running
+           the export (a peer folder of config.json + model.onnx, option graph=onnx, the same session
+           options). The driver alternates one call of each (`driver ab`), so a neighbour's burst or
+           the machine's drift falls on both members of a pair; the ratio is the median of the
+           per-pair ratios over every repeat, with the middle half of them as its range. On a shared
+           2-core machine this is the figure that holds from run to run.
+  python   ONNX Runtime's Python API on the export (scripts/bench_peers.py run-ort), a fresh process
+           per measurement alternating with the driver's `run`: each repeat's median against the
+           other's, the median over repeats and their range. Noisier: the two never run at once.
 
     cargo build --release --lib && cc -O2 -pthread -Iinclude benches/driver.c -o .bench/bin/driver \\
         -Ltarget/release -ltimm -lm -Wl,-rpath,$PWD/target/release
-    .venv-gen/bin/python scripts/bench_families.py --issue 18|15|16|17|24 [--archs a,b] [--repeats 3] [--json out.json]
+    .venv-gen/bin/python scripts/bench_families.py --issue 18|15|16|17|24 [--archs a,b] [--repeats 3]
+        [--peers paired,python] [--json out.json]
 
 The models are made as the main benchmark makes them (scripts/bench_models.py: timm defaults, random
 weights, BatchNorm calibrated, folder written by save_for_hf, export checked against timm) under
-.bench/. Each measurement is a fresh process; the two contenders alternate and each pair is
-repeated, so drift on a shared machine falls on both. A module whose torch.onnx export fails is
-listed with the exporter's error: there is no peer to compare with.
+.bench/. A module whose torch.onnx export fails is listed with the exporter's error: there is no
+peer to compare with.
 """
 import argparse
 import json
@@ -130,6 +139,79 @@ def run(argv, env):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def peer_folder(bench, arch, folder, onnx):
+    """config.json + timm's export as model.onnx: libtimm runs it on ONNX Runtime (graph=onnx)."""
+    peer = bench / 'peer' / arch
+    peer.mkdir(parents=True, exist_ok=True)
+    (peer / 'config.json').write_bytes((folder / 'config.json').read_bytes())
+    target = peer / 'model.onnx'
+    if not target.exists() or target.stat().st_ino != onnx.stat().st_ino:
+        target.unlink(missing_ok=True)
+        try:
+            os.link(onnx, target)
+        except OSError:
+            target.write_bytes(onnx.read_bytes())
+    return peer
+
+
+def quartiles(xs):
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return q[0], statistics.median(xs), q[2]
+
+
+def measure_paired(row, arch, folder, onnx, ref, batches, a, env):
+    peer = peer_folder(REPO / '.bench', arch, folder, onnx)
+    phases = [f'{b}:{3 if b == 1 else 1}:{max(6, a.pairs // b)}' for b in batches]
+    lat = {b: ([], []) for b in batches}
+    diff = {}
+    for _ in range(a.repeats):  # a fresh process each time: its placement and caches differ
+        out = run([a.driver, 'ab', f'local:{folder}', f'local:{peer}', str(ref), *phases,
+                   f'intra_op_threads={a.threads}', 'inter_op_threads=1', 'graph=native', 'b:graph=onnx'], env)
+        for ph in out['phases']:
+            lat[ph['batch']][0].extend(ph['a_ms'])
+            lat[ph['batch']][1].extend(ph['b_ms'])
+            for k, c in (('a', 'libtimm'), ('b', 'ort')):
+                rel = ph[f'{k}_max_abs_diff'] / max(ph['max_abs_ref'], 1e-30)
+                diff[c] = max(diff.get(c, 0.0), rel)
+    row['paired'] = {}
+    for b in batches:
+        t, o = lat[b]
+        lo, mid, hi = quartiles([y / x for x, y in zip(t, o)])
+        row['paired'][b] = {'libtimm_ms': statistics.median(t), 'ort_ms': statistics.median(o), 'ratio': mid,
+                            'ratio_lo': lo, 'ratio_hi': hi, 'pairs': len(t)}
+    row['paired_max_rel_diff'] = diff
+
+
+def measure_python(row, folder, onnx, ref, batches, a, env):
+    phases = [f'{b}:{3 if b == 1 else 1}:{max(3, a.runs // b)}:1' for b in batches]
+    lat = {(c, b): [] for c in ('libtimm', 'ort') for b in batches}
+    per_rep = {(c, b): [] for c in ('libtimm', 'ort') for b in batches}  # one median per repeat
+    diff = {}
+    for rep in range(a.repeats):
+        order = ('libtimm', 'ort') if rep % 2 == 0 else ('ort', 'libtimm')
+        for c in order:
+            if c == 'libtimm':
+                argv = [a.driver, 'run', f'local:{folder}', str(ref), *phases,
+                        f'intra_op_threads={a.threads}', 'inter_op_threads=1']
+            else:
+                argv = [sys.executable, str(SCRIPTS / 'bench_peers.py'), 'run-ort', str(onnx), str(ref),
+                        str(a.threads), *phases]
+            out = run(argv, env)
+            for ph in out['phases']:
+                lat[(c, ph['batch'])] += ph['lat_ms']
+                per_rep[(c, ph['batch'])].append(statistics.median(ph['lat_ms']))
+                rel = ph['max_abs_diff'] / max(ph['max_abs_ref'], 1e-30)
+                diff[c] = max(diff.get(c, 0.0), rel)
+    row['python'] = {}
+    for b in batches:
+        # Each repeat's two runs are adjacent in time: their ratio cancels slow drift.
+        pairs = [x / y for x, y in zip(per_rep[('ort', b)], per_rep[('libtimm', b)])]
+        row['python'][b] = {'libtimm_ms': statistics.median(lat[('libtimm', b)]),
+                            'ort_ms': statistics.median(lat[('ort', b)]), 'ratio': statistics.median(pairs),
+                            'ratio_lo': min(pairs), 'ratio_hi': max(pairs)}
+    row['python_max_rel_diff'] = diff
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--issue', type=int, choices=sorted(set(ISSUES) | set(MODULES)))
@@ -140,8 +222,13 @@ def main():
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--driver', default=str(REPO / '.bench' / 'bin' / 'driver'))
     ap.add_argument('--ort-library', default=str(REPO / '.onnxruntime' / 'cpu' / 'libonnxruntime.so.1.31.1'))
+    ap.add_argument('--pairs', type=int, default=40, help='paired calls at batch 1 per repeat (fewer at larger batches)')
+    ap.add_argument('--peers', default='paired,python', help='which peers to measure: paired, python or both')
     ap.add_argument('--json')
     a = ap.parse_args()
+    peers = [p.strip() for p in a.peers.split(',') if p.strip()]
+    if not peers or set(peers) - {'paired', 'python'}:
+        ap.error('--peers takes paired, python or both')
 
     table = dict(ISSUES.get(a.issue, {}))
     if a.issue in MODULES:
@@ -168,43 +255,22 @@ def main():
             log(f'{arch}: {row["error"]}')
             continue
         folder, onnx, ref = bench / 'models' / arch, bench / 'onnx' / f'{arch}.onnx', bench / 'ref' / arch
-        phases = [f'{b}:{3 if b == 1 else 1}:{max(3, a.runs // b)}:1' for b in batches]
-        lat = {(c, b): [] for c in ('libtimm', 'ort') for b in batches}
-        per_rep = {(c, b): [] for c in ('libtimm', 'ort') for b in batches}  # one median per repeat
-        diff = {}
         try:
-            for rep in range(a.repeats):
-                order = ('libtimm', 'ort') if rep % 2 == 0 else ('ort', 'libtimm')
-                for c in order:
-                    if c == 'libtimm':
-                        argv = [a.driver, 'run', f'local:{folder}', str(ref), *phases,
-                                f'intra_op_threads={a.threads}', 'inter_op_threads=1']
-                    else:
-                        argv = [sys.executable, str(SCRIPTS / 'bench_peers.py'), 'run-ort', str(onnx), str(ref),
-                                str(a.threads), *phases]
-                    out = run(argv, env)
-                    for ph in out['phases']:
-                        lat[(c, ph['batch'])] += ph['lat_ms']
-                        per_rep[(c, ph['batch'])].append(statistics.median(ph['lat_ms']))
-                        rel = ph['max_abs_diff'] / max(ph['max_abs_ref'], 1e-30)
-                        diff[c] = max(diff.get(c, 0.0), rel)
+            if 'paired' in peers:
+                measure_paired(row, arch, folder, onnx, ref, batches, a, env)
+            if 'python' in peers:
+                measure_python(row, folder, onnx, ref, batches, a, env)
         except RuntimeError as e:
             row['error'] = f'run failed: {e}'
             log(f'{arch}: {row["error"]}')
             continue
-        for b in batches:
-            t, o = statistics.median(lat[('libtimm', b)]), statistics.median(lat[('ort', b)])
-            # Each repeat's two runs are adjacent in time: their ratio cancels the machine's drift,
-            # and the spread over repeats says how far to trust the median.
-            pairs = [x / y for x, y in zip(per_rep[('ort', b)], per_rep[('libtimm', b)])]
-            row[f'b{b}'] = {'libtimm_ms': t, 'ort_ms': o, 'ratio': statistics.median(pairs),
-                            'ratio_min': min(pairs), 'ratio_max': max(pairs)}
-        row['max_rel_diff'] = diff
-        log(f'{arch}: ' + ', '.join(f'b{b} {row[f"b{b}"]["libtimm_ms"]:.1f} ms vs {row[f"b{b}"]["ort_ms"]:.1f} ms '
-                                    f'({row[f"b{b}"]["ratio"]:.2f})' for b in batches))
+        log(f'{arch}: ' + '; '.join(
+            f'{p} b{b} {row[p][b]["libtimm_ms"]:.1f} ms vs {row[p][b]["ort_ms"]:.1f} ms ({row[p][b]["ratio"]:.2f})'
+            for p in peers for b in batches))
 
     print(f'\nCPU: {cpu_model()}; {a.threads} threads; median latency (ms); ratio = ORT / libtimm')
-    hdr = ['module', 'architecture'] + [f'{w} b{b}' for b in batches for w in ('libtimm', 'ORT', 'ratio (range)')]
+    hdr = ['module', 'architecture'] + [f'{p} b{b} {w}' for p in peers for b in batches
+                                        for w in ('libtimm / ORT ms', 'ratio (range)')]
     print('| ' + ' | '.join(hdr) + ' |')
     print('|' + '---|' * len(hdr))
     for r in rows:
@@ -212,18 +278,21 @@ def main():
             print(f'| {r["module"]} | {r["arch"]} | ' + r['error'] + ' |' * (len(hdr) - 2))
             continue
         cells = []
-        for b in batches:
-            x = r[f'b{b}']
-            cells += [f'{x["libtimm_ms"]:.1f}', f'{x["ort_ms"]:.1f}',
-                      f'{x["ratio"]:.2f} ({x["ratio_min"]:.2f}-{x["ratio_max"]:.2f})']
+        for p in peers:
+            for b in batches:
+                x = r[p][b]
+                cells += [f'{x["libtimm_ms"]:.1f} / {x["ort_ms"]:.1f}',
+                          f'{x["ratio"]:.2f} ({x["ratio_lo"]:.2f}-{x["ratio_hi"]:.2f})']
         print(f'| {r["module"]} | {r["arch"]} | ' + ' | '.join(cells) + ' |')
     ok = [r for r in rows if 'error' not in r]
-    slow = [r['arch'] for r in ok if any(r[f'b{b}']['ratio'] < 1.0 for b in batches)]
-    print(f'\n{len(ok)} of {len(rows)} compared; at least as fast as ORT at every batch: {len(ok) - len(slow)}'
-          + (f'; slower somewhere: {", ".join(slow)}' if slow else ''))
+    for p in peers:
+        slow = [r['arch'] for r in ok if any(r[p][b]['ratio'] < 1.0 for b in batches)]
+        print(f'{p}: {len(ok)} of {len(rows)} compared; at least as fast as ORT at every batch: {len(ok) - len(slow)}'
+              + (f'; slower somewhere: {", ".join(slow)}' if slow else ''))
     if a.json:
+        out = [{**r, **{p: {f'b{b}': v for b, v in r[p].items()} for p in peers if p in r}} for r in rows]
         Path(a.json).write_text(json.dumps({'cpu': cpu_model(), 'threads': a.threads, 'time': time.time(),
-                                            'rows': rows}, indent=2))
+                                            'rows': out}, indent=2))
 
 
 if __name__ == '__main__':
