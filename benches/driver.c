@@ -128,6 +128,18 @@ static int cmd_load(int argc, char **argv) {
 }
 
 /* One measured phase on a loaded model: `conc` threads x (warmup + runs) calls at batch `batch`. */
+/* Largest |out - reference| over a batch (reference images repeat), and the largest |reference|. */
+static void check(const float *out, const float *ref_out, int batch, size_t ref_batch, size_t dim,
+                  double *maxdiff, double *maxref) {
+    for (int b = 0; b < batch; b++)
+        for (size_t k = 0; k < dim; k++) {
+            double want = ref_out[(b % ref_batch) * dim + k];
+            double d = fabs(out[b * dim + k] - want);
+            if (d > *maxdiff || isnan(d)) *maxdiff = isnan(d) ? INFINITY : d;
+            if (fabs(want) > *maxref) *maxref = fabs(want);
+        }
+}
+
 static void phase(TimmModel *m, const float *ref_in, size_t ref_batch, const float *ref_out,
                   int batch, int warmup, int runs, int conc, int first) {
     int64_t chw[3];
@@ -158,14 +170,7 @@ static void phase(TimmModel *m, const float *ref_in, size_t ref_batch, const flo
     double wall = now_s() - t0;
 
     double maxdiff = 0, maxref = 0;
-    for (int t = 0; t < conc; t++)
-        for (int b = 0; b < batch; b++)
-            for (size_t k = 0; k < dim; k++) {
-                double want = ref_out[(b % ref_batch) * dim + k];
-                double d = fabs(ws[t].out[b * dim + k] - want);
-                if (d > maxdiff || isnan(d)) maxdiff = isnan(d) ? INFINITY : d;
-                if (fabs(want) > maxref) maxref = fabs(want);
-            }
+    for (int t = 0; t < conc; t++) check(ws[t].out, ref_out, batch, ref_batch, dim, &maxdiff, &maxref);
     long hwm, rss;
     rss_kb(&hwm, &rss);
     printf("%s{\"batch\": %d, \"concurrency\": %d, \"wall_s\": %.6f, \"images\": %ld, \"max_abs_diff\": %.3g, "
@@ -225,17 +230,6 @@ static TimmModel *create_b(const char *spec, int nopts, char **opts) {
     for (int i = 0; i < nopts && n < 128; i++)
         if (!strncmp(opts[i], "b:", 2)) all[n++] = opts[i] + 2;
     return create(spec, n, all);
-}
-
-static void check(const float *out, const float *ref_out, int batch, size_t ref_batch, size_t dim,
-                  double *maxdiff, double *maxref) {
-    for (int b = 0; b < batch; b++)
-        for (size_t k = 0; k < dim; k++) {
-            double want = ref_out[(b % ref_batch) * dim + k];
-            double d = fabs(out[b * dim + k] - want);
-            if (d > *maxdiff || isnan(d)) *maxdiff = isnan(d) ? INFINITY : d;
-            if (fabs(want) > *maxref) *maxref = fabs(want);
-        }
 }
 
 static double timed_infer(TimmModel *m, const float *in, const int64_t *shape, float *out, size_t len, int gap_ms) {
