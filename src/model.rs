@@ -380,9 +380,23 @@ impl Model {
             }
         }
         let out_static = session.output_dims()[0][1];
-        if out_static > 0 && out_static as usize != output_dim {
+        let out_static = (out_static > 0).then_some(out_static as usize);
+        // timm's headless model (num_classes 0) returns its pooled features, num_features wide.
+        let (output_dim, source) = match (output_dim, config.num_features) {
+            (0, Some(f)) => (f, "num_features"),
+            (0, None) => (
+                out_static.ok_or_else(|| {
+                    Error::invalid_model(
+                        "config.json says num_classes = 0 and gives no num_features, and the graph's output width is not fixed",
+                    )
+                })?,
+                "num_features",
+            ),
+            (n, _) => (n, "num_classes"),
+        };
+        if let Some(got) = out_static.filter(|&g| g != output_dim) {
             return Err(Error::invalid_model(format!(
-                "the graph outputs {out_static} values per image but config.json says num_classes = {output_dim}"
+                "the graph outputs {got} values per image but config.json says {source} = {output_dim}"
             )));
         }
         let cstr = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();

@@ -66,3 +66,60 @@ fn batch_of_one_equals_the_same_row_of_a_batch_of_two() {
     let k = m.output_dim();
     assert!(max_abs_diff(&one, &r.logits[k..2 * k]) <= TOL);
 }
+
+#[test]
+fn headless_onnx_folder_returns_timms_pooled_features() {
+    // timm with num_classes=0 ends in its pooled features; a model.onnx of such a model (here
+    // this library's export of the native graph with output=features) must load and give them.
+    let f = fixture("test_resnet");
+    let r = reference(&f);
+    let dir = edited_copy("test_resnet", "headless-onnx", |c| {
+        c["num_classes"] = serde_json::json!(0);
+    });
+    let native = CModel::create(
+        &f.spec("native"),
+        true,
+        &[("graph", "native"), ("output", "features")],
+    )
+    .unwrap();
+    let onnx = dir.join("model.onnx");
+    let p = std::ffi::CString::new(onnx.to_str().unwrap()).unwrap();
+    assert_eq!(
+        timm::ffi::export::timm_model_export_onnx(native.0, p.as_ptr()),
+        TimmStatus::TIMM_OK,
+        "{}",
+        last_error()
+    );
+    drop(native);
+    let m = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "onnx")],
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(m.output_dim() as i64, r.features_shape[1]);
+    let out = m.infer(&r.input, &r.input_shape).unwrap();
+    let scale = r.features.iter().fold(1f32, |a, v| a.max(v.abs()));
+    assert!(max_abs_diff(&out, &r.features) <= TOL * scale);
+
+    // A num_features that disagrees with the graph is named in the refusal.
+    let cfg = dir.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["num_features"] = serde_json::json!(7);
+    std::fs::write(&cfg, c.to_string()).unwrap();
+    let e = CModel::create(
+        &format!("local:{}", dir.display()),
+        true,
+        &[("graph", "onnx")],
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
+    assert!(
+        e.message.contains("config.json says num_features = 7"),
+        "{}",
+        e.message
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
