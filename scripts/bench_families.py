@@ -16,7 +16,8 @@ export of the same folder, at batch 1 and batch 8 on 2 intra-op threads. Two pee
            per measurement alternating with the driver's `run`: each repeat's median against the
            other's, the median over repeats and their range. Noisier: the two never run at once.
 
-    cargo build --release --lib && cc -O2 -pthread -Iinclude benches/driver.c -o .bench/bin/driver \\
+    cargo build --release --lib && ln -sf libtimm.so target/release/libtimm.so.0 &&
+    cc -O2 -pthread -Iinclude benches/driver.c -o .bench/bin/driver \\
         -Ltarget/release -ltimm -lm -Wl,-rpath,$PWD/target/release
     .venv-gen/bin/python scripts/bench_families.py --issue 18|15|16|17|24 [--archs a,b] [--repeats 3]
         [--peers paired,python] [--json out.json]

@@ -371,6 +371,16 @@ impl<'w> Builder<'w> {
         Ok(v)
     }
 
+    /// The dims of `v` when it is an initializer (a weight or a constant computed at load);
+    /// `None` for a value computed by the graph.
+    pub fn initializer_dims(&self, v: &Value) -> Option<&[i64]> {
+        self.initializers
+            .iter()
+            .rev()
+            .find(|i| i.name == v.name())
+            .map(|i| i.dims.as_slice())
+    }
+
     /// A constant f32 tensor.
     pub fn const_f32(&mut self, data: Vec<f32>, dims: &[i64]) -> Value {
         let v = self.fresh("c");

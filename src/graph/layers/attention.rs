@@ -59,16 +59,49 @@ pub struct Hooks<'a> {
 }
 
 impl Hooks<'_> {
-    fn none(&self) -> bool {
-        self.bias.is_none() && self.rope.is_none()
+    /// What ORT's fused attention ops can take of these hooks: `Some(None)` without a bias,
+    /// `Some(Some(bias))` for a bias computed at load of `[1, H or 1, L, L]` (their
+    /// `attention_bias`), `None` when the explicit form is needed (rotary embedding, or a bias the
+    /// graph computes, such as shifted-window masks of `[windows, H, L, L]`).
+    fn fused_bias(&self, b: &Builder, heads: usize) -> Option<Option<Value>> {
+        if self.rope.is_some() {
+            return None;
+        }
+        match &self.bias {
+            None => Some(None),
+            Some(bias) => match b.initializer_dims(bias) {
+                Some(&[1, h, _, _]) if h == 1 || h == heads as i64 => Some(Some(bias.clone())),
+                _ => None,
+            },
+        }
     }
+}
+
+/// The inputs and attributes shared by ORT's `Attention` and `MultiHeadAttention`: the
+/// `attention_bias` input (index 5) when there is one, `scale` when timm's is not 1/√head_dim.
+fn fused_node<'v>(
+    mut inputs: Vec<&'v Value>,
+    none: &'v Value,
+    bias: &'v Option<Value>,
+    c: &AttnCfg,
+) -> (Vec<&'v Value>, Vec<(&'static str, Attr)>) {
+    if let Some(bias) = bias {
+        inputs.resize(5, none);
+        inputs.push(bias);
+    }
+    let mut attrs = vec![("num_heads", Attr::Int(c.heads as i64))];
+    if let Some(s) = c.scale {
+        attrs.push(("scale", Attr::Float(s)));
+    }
+    (inputs, attrs)
 }
 
 /// timm's `Attention` on `[N, L, dim]` with `qkv` / `proj` (and `q_norm`, `k_norm`, `norm`) in
 /// the current scope.
 pub fn attention(b: &mut Builder, x: &Value, c: &AttnCfg, hooks: &Hooks) -> Result<Value> {
     let inner = c.inner_dim();
-    let y = if hooks.none() && c.qk_norm.is_none() && c.scale.is_none() {
+    let fused = hooks.fused_bias(b, c.heads).filter(|_| c.qk_norm.is_none());
+    let y = if let Some(attn_bias) = fused {
         // One fused node: the weight is qkv.weight transposed ([D, 3D], q | k | v with heads
         // contiguous, the order of timm's reshape to (3, H, hd)).
         let w = b.param("qkv.weight", &[3 * inner, c.dim], c.init)?;
@@ -78,11 +111,9 @@ pub fn attention(b: &mut Builder, x: &Value, c: &AttnCfg, hooks: &Hooks) -> Resu
         } else {
             b.const_f32(vec![0.0; 3 * inner], &[3 * inner as i64])
         };
-        b.ms_op(
-            "Attention",
-            &[x, &wt, &bias],
-            vec![("num_heads", Attr::Int(c.heads as i64))],
-        )
+        let none = b.none();
+        let (inputs, attrs) = fused_node(vec![x, &wt, &bias], &none, &attn_bias, c);
+        b.ms_op("Attention", &inputs, attrs)
     } else {
         let qkv = linear(&mut b.scope("qkv"), x, c.dim, 3 * inner, c.qkv_bias, c.init)?;
         let parts = super::split(b, &qkv, -1, &[inner; 3]);
@@ -107,7 +138,7 @@ pub fn attention_core(
 ) -> Result<Value> {
     let hd = c.head_dim();
     let heads = c.heads as i64;
-    if hooks.none() && c.scale.is_none() {
+    if let Some(attn_bias) = hooks.fused_bias(b, c.heads) {
         // MultiHeadAttention takes [N, L, inner]; only the q/k norms need the head view.
         let (q, k) = match &c.qk_norm {
             Some(n) => {
@@ -120,11 +151,9 @@ pub fn attention_core(
             }
             None => (q.clone(), k.clone()),
         };
-        return Ok(b.ms_op(
-            "MultiHeadAttention",
-            &[&q, &k, v],
-            vec![("num_heads", Attr::Int(heads))],
-        ));
+        let none = b.none();
+        let (inputs, attrs) = fused_node(vec![&q, &k, v], &none, &attn_bias, c);
+        return Ok(b.ms_op("MultiHeadAttention", &inputs, attrs));
     }
     // [N, L, inner] -> [N, H, L, hd]
     let heads_view = |b: &mut Builder, t: &Value| {
@@ -298,4 +327,55 @@ pub fn normalize_heads(
         y = super::mul(b, &y, s);
     }
     reshape(b, &y, &[0, 0, (heads * hd) as i64])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::budget::Budget;
+    use crate::graph::builder::ParamSource;
+    use crate::graph::rng::Rng;
+    use crate::graph::Request;
+
+    fn ops_of_attention(bias: impl Fn(&mut Builder) -> Value) -> Vec<String> {
+        let mut b = Builder::new(
+            ParamSource::Random(Rng::new(0)),
+            [Some(3), Some(8), Some(8)],
+            Request::default(),
+            Budget::new(u64::MAX, (8, 8)),
+        );
+        let x = b.input();
+        let bias = bias(&mut b);
+        let hooks = Hooks {
+            bias: Some(bias),
+            rope: None,
+        };
+        attention(&mut b, &x, &AttnCfg::new(8, 2), &hooks).unwrap();
+        b.nodes.iter().map(|n| n.op.clone()).collect()
+    }
+
+    #[test]
+    fn a_bias_computed_at_load_runs_in_one_fused_attention_node() {
+        let ops = ops_of_attention(|b| b.const_f32(vec![0.0; 2 * 16], &[1, 2, 4, 4]));
+        assert!(ops.contains(&"Attention".to_string()), "{ops:?}");
+        assert!(!ops.contains(&"Softmax".to_string()), "{ops:?}");
+    }
+
+    #[test]
+    fn a_bias_the_graph_computes_keeps_the_explicit_softmax() {
+        // A per-window bias ([windows, H, L, L]) or one made by graph nodes cannot broadcast
+        // over ORT's batch as `attention_bias` must.
+        for per_window in [true, false] {
+            let ops = ops_of_attention(|b| {
+                let c = b.const_f32(vec![0.0; 4 * 2 * 16], &[4, 2, 4, 4]);
+                if per_window {
+                    c
+                } else {
+                    b.op("Neg", &[&c], vec![])
+                }
+            });
+            assert!(ops.contains(&"Softmax".to_string()), "{ops:?}");
+            assert!(!ops.iter().any(|o| o.contains("Attention")), "{ops:?}");
+        }
+    }
 }
