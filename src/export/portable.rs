@@ -121,6 +121,19 @@ fn attr_float(n: &Node, name: &str) -> Option<f32> {
     }
 }
 
+/// The `attention_bias` (input 5) of a fused attention node, the only optional input with a
+/// portable form here (added to the scaled scores).
+fn attention_bias(n: &Node) -> Result<Option<&str>> {
+    if n.inputs.len() <= 5 {
+        no_inputs_after(n, 3)?;
+        return Ok(None);
+    }
+    let mut rest = n.clone();
+    rest.inputs[5].clear();
+    no_inputs_after(&rest, 3)?;
+    Ok(Some(n.inputs[5].as_str()).filter(|s| !s.is_empty()))
+}
+
 /// The inputs of `n` after `from` must be absent (empty names) for the rewrite to be exact.
 fn no_inputs_after(n: &Node, from: usize) -> Result<()> {
     match n.inputs.iter().skip(from).find(|i| !i.is_empty()) {
@@ -285,7 +298,7 @@ impl Rewriter<'_, '_> {
                 self.emit("Mul", &[input(0)?, &s], vec![], out);
             }
             "Attention" => {
-                no_inputs_after(n, 3)?;
+                let bias = attention_bias(n)?;
                 if attr_int(n, "unidirectional").unwrap_or(0) != 0 {
                     return Err(Error::unsupported(
                         "causal (unidirectional) Attention has no portable form in the export",
@@ -313,21 +326,102 @@ impl Rewriter<'_, '_> {
                 });
                 // The hidden size is a third of the packed weights' last dim.
                 let hidden = self.last_dim(input(1)?).map(|d| d / 3);
-                self.attention(&q, &k, &v, heads, hidden, attr_float(n, "scale"), out);
+                let scale = attr_float(n, "scale");
+                self.attention(&q, &k, &v, heads, hidden, scale, bias, out);
             }
             "MultiHeadAttention" => {
-                no_inputs_after(n, 3)?;
+                let bias = attention_bias(n)?;
                 let heads = self.heads(n)?;
                 let (q, k, v) = (input(0)?, input(1)?, input(2)?);
                 let hidden = self.last_dim(q);
-                self.attention(q, k, v, heads, hidden, attr_float(n, "scale"), out);
+                let scale = attr_float(n, "scale");
+                self.attention(q, k, v, heads, hidden, scale, bias, out);
             }
+            "RotaryEmbedding" => self.rotary(n, out)?,
             other => {
                 return Err(Error::unsupported(format!(
                     "ONNX Runtime operator com.microsoft.{other} has no portable form in the export"
                 )))
             }
         }
+        Ok(())
+    }
+
+    /// ONNX Runtime's `RotaryEmbedding` as the formula it computes on each rotated pair
+    /// `(x1, x2)` (adjacent, or half the head apart): `(x1·cos − x2·sin, x2·cos + x1·sin)`. Only the
+    /// form this library writes: position offset 0, caches `[S, head_dim / 2]` covering the
+    /// sequence, the whole head rotated.
+    fn rotary(&mut self, n: &Node, out: &str) -> Result<()> {
+        no_inputs_after(n, 4)?;
+        let unsupported = |what: &str| {
+            Err(Error::unsupported(format!(
+                "RotaryEmbedding {what} has no portable form in the export"
+            )))
+        };
+        if self.known.ints.get(n.inputs[1].as_str()) != Some(&&[0i64][..]) {
+            return unsupported("with position ids other than the constant offset 0");
+        }
+        if attr_int(n, "rotary_embedding_dim").unwrap_or(0) != 0 {
+            return unsupported("over part of the head");
+        }
+        let (x, cos, sin) = (&n.inputs[0], &n.inputs[2], &n.inputs[3]);
+        let Some(&half) = self.known.dims.get(cos.as_str()).and_then(|d| d.last()) else {
+            return unsupported("with caches the graph computes");
+        };
+        let interleaved = attr_int(n, "interleaved").unwrap_or(0) != 0;
+        let heads = attr_int(n, "num_heads").unwrap_or(0);
+        let unsqueeze = |r: &mut Self, t: &str, axis: i64| {
+            let axes = r.ints(vec![axis]);
+            r.op("Unsqueeze", &[t, &axes], vec![])
+        };
+        // The token layout [N, S, H·d] is viewed as [N, S, H, d], its caches as [S, 1, d / 2].
+        let (mut x, mut c, mut s) = (x.clone(), cos.clone(), sin.clone());
+        if heads > 0 {
+            let shape = self.ints(vec![0, 0, heads, -1]);
+            x = self.op("Reshape", &[&x, &shape], vec![]);
+            c = unsqueeze(self, &c, 1);
+            s = unsqueeze(self, &s, 1);
+        }
+        if interleaved {
+            let shape = self.ints(vec![0, 0, 0, half, 2]);
+            x = self.op("Reshape", &[&x, &shape], vec![]);
+            c = unsqueeze(self, &c, -1);
+            s = unsqueeze(self, &s, -1);
+        }
+        let (w, last) = if interleaved { (1, -1) } else { (half, -1) };
+        let slice = |r: &mut Self, t: &str, from: i64| {
+            let (b, e, a) = (
+                r.ints(vec![from]),
+                r.ints(vec![from + w]),
+                r.ints(vec![last]),
+            );
+            r.op("Slice", &[t, &b, &e, &a], vec![])
+        };
+        let x1 = slice(self, &x, 0);
+        let x2 = slice(self, &x, w);
+        let (x1c, x2s) = (
+            self.op("Mul", &[&x1, &c], vec![]),
+            self.op("Mul", &[&x2, &s], vec![]),
+        );
+        let (x2c, x1s) = (
+            self.op("Mul", &[&x2, &c], vec![]),
+            self.op("Mul", &[&x1, &s], vec![]),
+        );
+        let r1 = self.op("Sub", &[&x1c, &x2s], vec![]);
+        let r2 = self.op("Add", &[&x2c, &x1s], vec![]);
+        let y = self.op("Concat", &[&r1, &r2], vec![("axis", Attr::Int(-1))]);
+        let back = match (interleaved, heads > 0) {
+            (false, false) => {
+                self.emit("Identity", &[&y], vec![], out);
+                return Ok(());
+            }
+            // [N, S, H, d] or [N, S, H, d / 2, 2] back to [N, S, H·d]
+            (_, true) => vec![0, 0, -1],
+            // [N, H, S, d / 2, 2] back to [N, H, S, d]
+            (true, false) => vec![0, 0, 0, -1],
+        };
+        let shape = self.ints(back);
+        self.emit("Reshape", &[&y, &shape], vec![], out);
         Ok(())
     }
 
@@ -374,6 +468,7 @@ impl Rewriter<'_, '_> {
         heads: i64,
         hidden: Option<i64>,
         scale: Option<f32>,
+        bias: Option<&str>,
         out: &str,
     ) {
         let per_head = self.ints(vec![0, 0, heads, -1]);
@@ -398,7 +493,10 @@ impl Rewriter<'_, '_> {
                 self.op("Reciprocal", &[&root], vec![])
             }
         };
-        let scaled = self.op("Mul", &[&scores, &scale], vec![]);
+        let mut scaled = self.op("Mul", &[&scores, &scale], vec![]);
+        if let Some(bias) = bias {
+            scaled = self.op("Add", &[&scaled, bias], vec![]);
+        }
         let probs = self.op("Softmax", &[&scaled], vec![("axis", Attr::Int(-1))]);
         let ctx = self.op("MatMul", &[&probs, &vh], vec![]);
         let ctx = self.op(
@@ -496,6 +594,55 @@ mod tests {
         }
         // Every rewritten op still writes the original output.
         assert_eq!(p.nodes.iter().filter(|n| n.outputs == ["y"]).count(), 4);
+    }
+
+    #[test]
+    fn rotary_embedding_and_attention_bias_become_standard_ops() {
+        let (zero, cache) = ([0i64], [8i64, 4]);
+        let known = Known {
+            dims: HashMap::from([("cos", &cache[..]), ("sin", &cache[..])]),
+            ints: HashMap::from([("pos", &zero[..])]),
+            scalars: HashMap::new(),
+        };
+        let rope = |interleaved: i64| {
+            node(
+                "RotaryEmbedding",
+                MS_DOMAIN,
+                &["q", "pos", "cos", "sin"],
+                vec![
+                    ("interleaved", Attr::Int(interleaved)),
+                    ("num_heads", Attr::Int(2)),
+                ],
+            )
+        };
+        let attn = node(
+            "MultiHeadAttention",
+            MS_DOMAIN,
+            &["q", "k", "v", "", "", "bias"],
+            vec![("num_heads", Attr::Int(2))],
+        );
+        let p = rewrite(&[rope(0), rope(1), attn], &known).unwrap();
+        assert!(p.nodes.iter().all(|n| n.domain.is_empty()), "{:?}", p.nodes);
+        assert!(p
+            .nodes
+            .iter()
+            .any(|n| n.op == "Add" && n.inputs.contains(&"bias".to_string())));
+        assert_eq!(p.nodes.iter().filter(|n| n.outputs == ["y"]).count(), 3);
+
+        // Position ids the graph computes have no fixed cache rows to take.
+        let mut moving = rope(0);
+        moving.inputs[1] = "ids".into();
+        let e = rewrite(&[moving], &known).unwrap_err();
+        assert!(e.message().contains("position ids"), "{}", e.message());
+        // A key-padding mask beside the bias still has no portable form.
+        let masked = node(
+            "MultiHeadAttention",
+            MS_DOMAIN,
+            &["q", "k", "v", "", "mask", "bias"],
+            vec![("num_heads", Attr::Int(2))],
+        );
+        let e = rewrite(&[masked], &known).unwrap_err();
+        assert!(e.message().contains("`mask`"), "{}", e.message());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
-use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks};
+use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks, Rope};
 use crate::graph::layers::heads::attention_pool_latent;
 use crate::graph::layers::mlp::{glu_mlp, linear, linear_2d, mlp, swiglu, MlpCfg};
 use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
@@ -404,7 +404,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
                 RopeKind::Cat => rope::rotary_embedding_cat(hd, *temp, g, grid, *half)?,
                 _ => rope::rotary_embedding_dinov3(hd, *temp, g, grid, *half)?,
             };
-            Some(RopeConsts::new(b, t, *half))
+            Some(RopeConsts::new(b, t, *half, v.num_prefix_tokens()))
         }
         _ => None,
     };
@@ -413,7 +413,7 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
             (Some((_, g, ..)), Some(freqs)) => {
                 let hd = v.dim / v.heads;
                 let t = rope::rotary_embedding_mixed(freqs, v.depth, v.heads, hd, i, g, grid)?;
-                Some(RopeConsts::new(b, t, false))
+                Some(RopeConsts::new(b, t, false, v.num_prefix_tokens()))
             }
             _ => None,
         };
@@ -527,18 +527,9 @@ fn eva_attention(
     };
     let mut c = AttnCfg::new(d, v.heads);
     c.qk_norm = v.qk_norm.then_some(v.norm);
-    let prefix = v.num_prefix_tokens();
-    let rot = |b: &mut Builder, t: &Value| -> Result<Value> {
-        Ok(rope::rotate_after_prefix(
-            b,
-            t,
-            r.expect("rope hook without tables"),
-            prefix,
-        ))
-    };
     let hooks = Hooks {
         bias: None,
-        rope: r.map(|_| &rot as &dyn Fn(&mut Builder, &Value) -> Result<Value>),
+        rope: r.map(Rope::Tables),
     };
     let y = attention_core(b, &q, &k, &val, &c, &hooks)?;
     let y = if v.scale_attn_inner {

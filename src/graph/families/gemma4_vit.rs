@@ -19,7 +19,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
-use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks};
+use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks, Rope};
 use crate::graph::layers::conv::Conv;
 use crate::graph::layers::mlp::{linear, linear_2d};
 use crate::graph::layers::patch_embed;
@@ -431,7 +431,7 @@ fn block(
         };
         let hooks = Hooks {
             bias: None,
-            rope: Some(&rope),
+            rope: Some(Rope::Heads(&rope)),
         };
         let mut c = AttnCfg::new(d, v.heads);
         c.inner = Some(inner);

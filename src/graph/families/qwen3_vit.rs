@@ -19,7 +19,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
-use crate::graph::layers::attention::{attention, AttnCfg, Hooks};
+use crate::graph::layers::attention::{attention, AttnCfg, Hooks, Rope};
 use crate::graph::layers::mlp::{linear, linear_2d, mlp, MlpCfg};
 use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -243,7 +243,7 @@ fn encoder(b: &mut Builder, v: &Qwen3, cfg: &ModelConfig) -> Result<Value> {
         ref_shape: None,
     };
     let table = rope::rotary_embedding_cat(d / v.heads, v.temperature, &rg, grid, true)?;
-    let r = RopeConsts::new(b, table, true);
+    let r = RopeConsts::new(b, table, true, 0);
     let norm = Norm::Layer { eps: v.eps };
     for i in 0..v.depth {
         let mut blocks = b.scope("blocks");
@@ -265,11 +265,9 @@ fn encoder(b: &mut Builder, v: &Qwen3, cfg: &ModelConfig) -> Result<Value> {
 fn block(b: &mut Builder, v: &Qwen3, norm: &Norm, x: &Value, r: &RopeConsts) -> Result<Value> {
     let d = v.dim;
     let h = norm.apply_last(&mut b.scope("norm1"), x, d)?;
-    let rot =
-        |b: &mut Builder, t: &Value| -> Result<Value> { Ok(rope::apply_rot_embed_cat(b, t, r)) };
     let hooks = Hooks {
         bias: None,
-        rope: Some(&rot),
+        rope: Some(Rope::Tables(r)),
     };
     let c = AttnCfg::new(d, v.heads);
     let y = attention(&mut b.scope("attn"), &h, &c, &hooks)?;

@@ -3,6 +3,7 @@
 //! it runs as ONNX Runtime's fused `Attention` / `MultiHeadAttention` kernels.
 
 use super::mlp::linear;
+use super::rope::RopeConsts;
 use super::{reshape, transpose, Norm};
 use crate::error::Result;
 use crate::graph::{Attr, Builder, Init, Value};
@@ -53,9 +54,19 @@ pub struct Hooks<'a> {
     /// Additive bias of the attention logits, `[1 or N, H, L, L]` (relative-position bias,
     /// shifted-window masks).
     pub bias: Option<Value>,
-    /// Applied to q and k as `[N, H, L, head_dim]` (rotary position embedding).
+    /// Applied to q and k (rotary position embedding).
+    pub rope: Option<Rope<'a>>,
+}
+
+/// A rotary embedding of q and k.
+#[derive(Clone, Copy)]
+pub enum Rope<'a> {
+    /// timm's tables; one shared by every head rotates the token layout, so the attention
+    /// after it stays one fused node.
+    Tables(&'a RopeConsts),
+    /// Any rotation of `[N, H, L, head_dim]`.
     #[allow(clippy::type_complexity)]
-    pub rope: Option<&'a dyn Fn(&mut Builder, &Value) -> Result<Value>>,
+    Heads(&'a dyn Fn(&mut Builder, &Value) -> Result<Value>),
 }
 
 impl Hooks<'_> {
@@ -64,8 +75,10 @@ impl Hooks<'_> {
     /// `attention_bias`), `None` when the explicit form is needed (rotary embedding, or a bias the
     /// graph computes, such as shifted-window masks of `[windows, H, L, L]`).
     fn fused_bias(&self, b: &Builder, heads: usize) -> Option<Option<Value>> {
-        if self.rope.is_some() {
-            return None;
+        match self.rope {
+            Some(Rope::Tables(r)) if r.on_tokens() => {}
+            None => {}
+            _ => return None,
         }
         match &self.bias {
             None => Some(None),
@@ -100,7 +113,9 @@ fn fused_node<'v>(
 /// the current scope.
 pub fn attention(b: &mut Builder, x: &Value, c: &AttnCfg, hooks: &Hooks) -> Result<Value> {
     let inner = c.inner_dim();
-    let fused = hooks.fused_bias(b, c.heads).filter(|_| c.qk_norm.is_none());
+    let fused = hooks
+        .fused_bias(b, c.heads)
+        .filter(|_| c.qk_norm.is_none() && hooks.rope.is_none());
     let y = if let Some(attn_bias) = fused {
         // One fused node: the weight is qkv.weight transposed ([D, 3D], q | k | v with heads
         // contiguous, the order of timm's reshape to (3, H, hd)).
@@ -151,6 +166,17 @@ pub fn attention_core(
             }
             None => (q.clone(), k.clone()),
         };
+        let (q, k) = match hooks.rope {
+            Some(Rope::Tables(r)) => {
+                let rotated = |b: &mut Builder, t: &Value| {
+                    r.apply_tokens(b, t, c.heads).ok_or_else(|| {
+                        crate::error::Error::internal("rope tables without the token layout")
+                    })
+                };
+                (rotated(b, &q)?, rotated(b, &k)?)
+            }
+            _ => (q, k),
+        };
         let none = b.none();
         let (inputs, attrs) = fused_node(vec![&q, &k, v], &none, &attn_bias, c);
         return Ok(b.ms_op("MultiHeadAttention", &inputs, attrs));
@@ -167,9 +193,16 @@ pub fn attention_core(
         q = n.apply_last(&mut b.scope("q_norm"), &q, hd)?;
         k = n.apply_last(&mut b.scope("k_norm"), &k, hd)?;
     }
-    if let Some(rope) = hooks.rope {
-        q = rope(b, &q)?;
-        k = rope(b, &k)?;
+    match hooks.rope {
+        Some(Rope::Tables(r)) => {
+            q = r.apply_heads(b, &q);
+            k = r.apply_heads(b, &k);
+        }
+        Some(Rope::Heads(rope)) => {
+            q = rope(b, &q)?;
+            k = rope(b, &k)?;
+        }
+        None => {}
     }
     let scale = c.scale.unwrap_or((hd as f32).powf(-0.5));
     let q = super::scale(b, &q, scale);

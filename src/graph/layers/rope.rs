@@ -8,7 +8,7 @@
 //! last bits that matter at 1e-4.
 
 use crate::error::{Error, Result};
-use crate::graph::{Builder, Value};
+use crate::graph::{Attr, Builder, Value};
 
 /// `_build_grid`'s coordinate type.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,49 +231,164 @@ fn rotation_matrix(d: usize, half: bool) -> Vec<f32> {
     m
 }
 
-/// The tables as graph constants, ready for [`apply_rot_embed_cat`].
+/// The tables as graph constants. A table shared by every head (`[L, head_dim]`) runs as ONNX
+/// Runtime's `RotaryEmbedding` on the token layout, so attention can stay fused; a per-head
+/// table (`[heads, L, head_dim]`, `RotaryEmbeddingMixed`) as `x·cos + (x @ rot)·sin`.
 pub struct RopeConsts {
-    sin: Value,
-    cos: Value,
-    rot: Value,
+    form: Form,
+    /// Leading tokens (class, registers) that pass unrotated.
+    prefix: usize,
+}
+
+enum Form {
+    /// `RotaryEmbedding`'s caches `[prefix + L, head_dim / 2]` (cos 1, sin 0 over the prefix),
+    /// its position offset 0, and whether pairs are adjacent (`rot`) or half a head apart.
+    Fused {
+        cos: Value,
+        sin: Value,
+        offset: Value,
+        interleaved: bool,
+    },
+    Explicit {
+        sin: Value,
+        cos: Value,
+        rot: Value,
+    },
 }
 
 impl RopeConsts {
-    pub fn new(b: &mut Builder, t: RopeTable, half: bool) -> RopeConsts {
+    /// `half`: timm's `rotate_half` layout; `prefix`: tokens before the patches left unrotated.
+    pub fn new(b: &mut Builder, t: RopeTable, half: bool, prefix: usize) -> RopeConsts {
         let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
         let d = *t.shape.last().unwrap_or(&0);
-        RopeConsts {
-            sin: b.const_f32(t.sin, &dims),
-            cos: b.const_f32(t.cos, &dims),
-            rot: b.const_f32(rotation_matrix(d, half), &[d as i64, d as i64]),
+        let form = match fused_caches(&t, half, prefix) {
+            Some((cos, sin)) => {
+                let rows = [(prefix + t.shape[0]) as i64, (d / 2) as i64];
+                Form::Fused {
+                    cos: b.const_f32(cos, &rows),
+                    sin: b.const_f32(sin, &rows),
+                    offset: b.ints(&[0]),
+                    interleaved: !half,
+                }
+            }
+            None => Form::Explicit {
+                sin: b.const_f32(t.sin, &dims),
+                cos: b.const_f32(t.cos, &dims),
+                rot: b.const_f32(rotation_matrix(d, half), &[d as i64, d as i64]),
+            },
+        };
+        RopeConsts { form, prefix }
+    }
+
+    /// Whether [`RopeConsts::apply_tokens`] can rotate the token layout.
+    pub fn on_tokens(&self) -> bool {
+        matches!(self.form, Form::Fused { .. })
+    }
+
+    /// timm's rotation (`apply_rot_embed_cat` after the prefix) of `[N, L, heads·head_dim]`;
+    /// `None` where only the head layout is possible.
+    pub fn apply_tokens(&self, b: &mut Builder, x: &Value, heads: usize) -> Option<Value> {
+        match &self.form {
+            Form::Fused {
+                cos,
+                sin,
+                offset,
+                interleaved,
+            } => Some(b.ms_op(
+                "RotaryEmbedding",
+                &[x, offset, cos, sin],
+                vec![
+                    ("interleaved", Attr::Int(*interleaved as i64)),
+                    ("num_heads", Attr::Int(heads as i64)),
+                ],
+            )),
+            Form::Explicit { .. } => None,
+        }
+    }
+
+    /// The same rotation of `[N, H, L, head_dim]`.
+    pub fn apply_heads(&self, b: &mut Builder, x: &Value) -> Value {
+        match &self.form {
+            Form::Fused {
+                cos,
+                sin,
+                offset,
+                interleaved,
+            } => b.ms_op(
+                "RotaryEmbedding",
+                &[x, offset, cos, sin],
+                vec![("interleaved", Attr::Int(*interleaved as i64))],
+            ),
+            Form::Explicit { sin, cos, rot } => {
+                // EVA: `torch.cat([q[:, :, :npt], apply_rot_embed_cat(q[:, :, npt:], rope)], 2)`.
+                let rotate = |b: &mut Builder, x: &Value| {
+                    let xc = b.op("Mul", &[x, cos], vec![]);
+                    let xr = b.op("MatMul", &[x, rot], vec![]);
+                    let xs = b.op("Mul", &[&xr, sin], vec![]);
+                    b.op("Add", &[&xc, &xs], vec![])
+                };
+                if self.prefix == 0 {
+                    return rotate(b, x);
+                }
+                let head = super::slice(b, x, 2, 0, self.prefix as i64);
+                let rest = super::slice(b, x, 2, self.prefix as i64, i64::MAX);
+                let rest = rotate(b, &rest);
+                super::concat(b, &[&head, &rest], 2)
+            }
         }
     }
 }
 
-/// timm's `apply_rot_embed_cat` on `[N, H, L, head_dim]`: `x·cos + rot(x)·sin`.
-pub fn apply_rot_embed_cat(b: &mut Builder, x: &Value, r: &RopeConsts) -> Value {
-    let xc = b.op("Mul", &[x, &r.cos], vec![]);
-    let xr = b.op("MatMul", &[x, &r.rot], vec![]);
-    let xs = b.op("Mul", &[&xr, &r.sin], vec![]);
-    b.op("Add", &[&xc, &xs], vec![])
-}
-
-/// EVA's attention rope: the first `prefix` tokens (class / register) pass unrotated, the
-/// patch tokens after them are rotated (`torch.cat([q[:, :, :npt], apply_rot_embed_cat(q[:, :,
-/// npt:], rope)], dim=2)`).
-pub fn rotate_after_prefix(b: &mut Builder, x: &Value, r: &RopeConsts, prefix: usize) -> Value {
-    if prefix == 0 {
-        return apply_rot_embed_cat(b, x, r);
+/// `RotaryEmbedding`'s cos / sin caches for a table shared by every head, `None` for a per-head
+/// table or one whose rotated pairs do not share an angle (the layouts [`layout`] writes do).
+fn fused_caches(t: &RopeTable, half: bool, prefix: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+    let [l, d] = t.shape[..] else { return None };
+    if d % 2 != 0 || t.sin.len() != l * d || t.cos.len() != l * d {
+        return None;
     }
-    let head = super::slice(b, x, 2, 0, prefix as i64);
-    let rest = super::slice(b, x, 2, prefix as i64, i64::MAX);
-    let rest = apply_rot_embed_cat(b, &rest, r);
-    super::concat(b, &[&head, &rest], 2)
+    let pair = |i: usize| {
+        if half {
+            (i, i + d / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        }
+    };
+    let (mut cos, mut sin) = (vec![1.0; prefix * d / 2], vec![0.0; prefix * d / 2]);
+    for row in 0..l {
+        for i in 0..d / 2 {
+            let (a, z) = pair(i);
+            let (c, s) = (&t.cos[row * d..], &t.sin[row * d..]);
+            if c[a] != c[z] || s[a] != s[z] {
+                return None;
+            }
+            cos.push(c[a]);
+            sin.push(s[a]);
+        }
+    }
+    Some((cos, sin))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_tables_become_rotary_caches_with_unrotated_prefix_rows() {
+        let angles = [0.1f32, 0.2, 0.3, 0.4];
+        for half in [true, false] {
+            let t = table(&angles, 2, half, vec![2, 4]);
+            let (cos, sin) = fused_caches(&t, half, 1).unwrap();
+            // Prefix row: cos 1, sin 0; then one angle per rotated pair, position by position.
+            let want: Vec<f32> = [0.0f32, 0.0].iter().chain(&angles).copied().collect();
+            let cos_want: Vec<f32> = want.iter().map(|&a| (a as f64).cos() as f32).collect();
+            let sin_want: Vec<f32> = want.iter().map(|&a| (a as f64).sin() as f32).collect();
+            assert_eq!(cos, cos_want, "half={half}");
+            assert_eq!(sin, sin_want, "half={half}");
+        }
+        // Per-head tables (RotaryEmbeddingMixed) keep the explicit form.
+        let t = table(&[0.1; 8], 2, false, vec![2, 2, 4]);
+        assert!(fused_caches(&t, false, 0).is_none());
+    }
 
     #[test]
     fn xy_grid_swaps_channels_but_keeps_row_major_positions() {
