@@ -387,7 +387,7 @@ impl Model {
             (0, None) => (
                 out_static.ok_or_else(|| {
                     Error::invalid_model(
-                        "config.json says num_classes = 0 and gives no num_features, and the graph's output width is not fixed",
+                        "config.json says num_classes = 0 and gives no num_features, and the graph's output width is not fixed; add the model's num_features to config.json",
                     )
                 })?,
                 "num_features",

@@ -91,12 +91,8 @@ fn headless_onnx_folder_returns_timms_pooled_features() {
         last_error()
     );
     drop(native);
-    let m = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "onnx")],
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    let spec = format!("local:{}", dir.display());
+    let m = CModel::create(&spec, true, &[("graph", "onnx")]).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(m.output_dim() as i64, r.features_shape[1]);
     let out = m.infer(&r.input, &r.input_shape).unwrap();
     let scale = r.features.iter().fold(1f32, |a, v| a.max(v.abs()));
@@ -108,13 +104,9 @@ fn headless_onnx_folder_returns_timms_pooled_features() {
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     c["num_features"] = serde_json::json!(7);
     std::fs::write(&cfg, c.to_string()).unwrap();
-    let e = CModel::create(
-        &format!("local:{}", dir.display()),
-        true,
-        &[("graph", "onnx")],
-    )
-    .err()
-    .expect("must fail");
+    let e = CModel::create(&spec, true, &[("graph", "onnx")])
+        .err()
+        .expect("must fail");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_MODEL, "{e:?}");
     assert!(
         e.message.contains("config.json says num_features = 7"),

@@ -124,19 +124,25 @@ fn attr_float(n: &Node, name: &str) -> Option<f32> {
 /// The `attention_bias` (input 5) of a fused attention node, the only optional input with a
 /// portable form here (added to the scaled scores).
 fn attention_bias(n: &Node) -> Result<Option<&str>> {
-    if n.inputs.len() <= 5 {
-        no_inputs_after(n, 3)?;
-        return Ok(None);
-    }
-    let mut rest = n.clone();
-    rest.inputs[5].clear();
-    no_inputs_after(&rest, 3)?;
-    Ok(Some(n.inputs[5].as_str()).filter(|s| !s.is_empty()))
+    no_inputs_after_but(n, 3, Some(5))?;
+    Ok(n.inputs
+        .get(5)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty()))
 }
 
 /// The inputs of `n` after `from` must be absent (empty names) for the rewrite to be exact.
 fn no_inputs_after(n: &Node, from: usize) -> Result<()> {
-    match n.inputs.iter().skip(from).find(|i| !i.is_empty()) {
+    no_inputs_after_but(n, from, None)
+}
+
+/// [`no_inputs_after`], input `kept` excepted.
+fn no_inputs_after_but(n: &Node, from: usize, kept: Option<usize>) -> Result<()> {
+    let mut present = n.inputs.iter().enumerate().skip(from);
+    match present
+        .find(|(j, i)| Some(*j) != kept && !i.is_empty())
+        .map(|(_, i)| i)
+    {
         Some(i) => Err(Error::unsupported(format!(
             "{} input `{i}` (masks, past state, extra biases) has no portable form in the export",
             n.op
@@ -388,13 +394,10 @@ impl Rewriter<'_, '_> {
             c = unsqueeze(self, &c, -1);
             s = unsqueeze(self, &s, -1);
         }
-        let (w, last) = if interleaved { (1, -1) } else { (half, -1) };
+        // Each rotated pair's members: one element apart on the last axis, or half a head apart.
+        let w = if interleaved { 1 } else { half };
         let slice = |r: &mut Self, t: &str, from: i64| {
-            let (b, e, a) = (
-                r.ints(vec![from]),
-                r.ints(vec![from + w]),
-                r.ints(vec![last]),
-            );
+            let (b, e, a) = (r.ints(vec![from]), r.ints(vec![from + w]), r.ints(vec![-1]));
             r.op("Slice", &[t, &b, &e, &a], vec![])
         };
         let x1 = slice(self, &x, 0);

@@ -241,19 +241,32 @@ pub struct RopeConsts {
 }
 
 enum Form {
-    /// `RotaryEmbedding`'s caches `[prefix + L, head_dim / 2]` (cos 1, sin 0 over the prefix),
-    /// its position offset 0, and whether pairs are adjacent (`rot`) or half a head apart.
-    Fused {
-        cos: Value,
-        sin: Value,
-        offset: Value,
-        interleaved: bool,
-    },
-    Explicit {
-        sin: Value,
-        cos: Value,
-        rot: Value,
-    },
+    Fused(Fused),
+    Explicit { sin: Value, cos: Value, rot: Value },
+}
+
+/// `RotaryEmbedding`'s caches `[prefix + L, head_dim / 2]` (cos 1, sin 0 over the prefix), its
+/// position offset 0, and whether pairs are adjacent (`rot`) or half a head apart.
+struct Fused {
+    cos: Value,
+    sin: Value,
+    offset: Value,
+    interleaved: bool,
+}
+
+impl Fused {
+    /// The node on `x`: the token layout given `heads`, else `[N, H, L, head_dim]`.
+    fn node(&self, b: &mut Builder, x: &Value, heads: Option<usize>) -> Value {
+        let mut attrs = vec![("interleaved", Attr::Int(self.interleaved as i64))];
+        if let Some(h) = heads {
+            attrs.push(("num_heads", Attr::Int(h as i64)));
+        }
+        b.ms_op(
+            "RotaryEmbedding",
+            &[x, &self.offset, &self.cos, &self.sin],
+            attrs,
+        )
+    }
 }
 
 impl RopeConsts {
@@ -264,12 +277,12 @@ impl RopeConsts {
         let form = match fused_caches(&t, half, prefix) {
             Some((cos, sin)) => {
                 let rows = [(prefix + t.shape[0]) as i64, (d / 2) as i64];
-                Form::Fused {
+                Form::Fused(Fused {
                     cos: b.const_f32(cos, &rows),
                     sin: b.const_f32(sin, &rows),
                     offset: b.ints(&[0]),
                     interleaved: !half,
-                }
+                })
             }
             None => Form::Explicit {
                 sin: b.const_f32(t.sin, &dims),
@@ -289,19 +302,7 @@ impl RopeConsts {
     /// `None` where only the head layout is possible.
     pub fn apply_tokens(&self, b: &mut Builder, x: &Value, heads: usize) -> Option<Value> {
         match &self.form {
-            Form::Fused {
-                cos,
-                sin,
-                offset,
-                interleaved,
-            } => Some(b.ms_op(
-                "RotaryEmbedding",
-                &[x, offset, cos, sin],
-                vec![
-                    ("interleaved", Attr::Int(*interleaved as i64)),
-                    ("num_heads", Attr::Int(heads as i64)),
-                ],
-            )),
+            Form::Fused(f) => Some(f.node(b, x, Some(heads))),
             Form::Explicit { .. } => None,
         }
     }
@@ -309,16 +310,7 @@ impl RopeConsts {
     /// The same rotation of `[N, H, L, head_dim]`.
     pub fn apply_heads(&self, b: &mut Builder, x: &Value) -> Value {
         match &self.form {
-            Form::Fused {
-                cos,
-                sin,
-                offset,
-                interleaved,
-            } => b.ms_op(
-                "RotaryEmbedding",
-                &[x, offset, cos, sin],
-                vec![("interleaved", Attr::Int(*interleaved as i64))],
-            ),
+            Form::Fused(f) => f.node(b, x, None),
             Form::Explicit { sin, cos, rot } => {
                 // EVA: `torch.cat([q[:, :, :npt], apply_rot_embed_cat(q[:, :, npt:], rope)], 2)`.
                 let rotate = |b: &mut Builder, x: &Value| {
