@@ -1,7 +1,7 @@
 //! timm's `create_classifier(..., use_conv=True)`: the global pool keeps a `[N, C, 1, 1]` map and
 //! the classifier is a 1x1 conv with bias (DLA, DPN), flattened after it.
 
-use super::pool::{global_pool, PoolKind};
+use super::pool::{global_pool_map, PoolKind};
 use crate::error::{Error, Result};
 use crate::graph::{Attr, Builder, Init, Value};
 
@@ -24,15 +24,14 @@ pub fn conv_classifier(
             "global_pool '' (an unpooled 1x1-conv classifier map) is not supported by native graphs",
         ));
     }
-    let pooled = global_pool(b, x, pool);
+    let map = global_pool_map(b, x, pool);
     let width = channels * pool.multiplier();
     if features || classes == 0 {
-        return Ok((pooled, width));
+        return Ok((super::flatten(b, &map, 1), width));
     }
     let s = &mut b.scope(name);
     let w = s.param("weight", &[classes, width, 1, 1], init)?;
     let bias = s.param("bias", &[classes], Init::Zeros)?;
-    let map = super::reshape(s, &pooled, &[0, -1, 1, 1]);
     let y = s.op(
         "Conv",
         &[&map, &w, &bias],

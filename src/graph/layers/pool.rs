@@ -49,21 +49,22 @@ impl PoolKind {
 
 /// `SelectAdaptivePool2d(flatten=True)`: `[N, C, H, W]` → `[N, C·multiplier]`.
 pub fn global_pool(b: &mut Builder, x: &Value, kind: PoolKind) -> Value {
-    let flat = |b: &mut Builder, v: &Value| b.op("Flatten", &[v], vec![("axis", Attr::Int(1))]);
+    if kind == PoolKind::None {
+        return x.clone();
+    }
+    let map = global_pool_map(b, x, kind);
+    b.op("Flatten", &[&map], vec![("axis", Attr::Int(1))])
+}
+
+/// The pooled `[N, C', 1, 1]` map, unflattened: a 1x1-conv classifier takes it as it is, with no
+/// reshape between the pool and the conv for ORT to lay out again.
+pub fn global_pool_map(b: &mut Builder, x: &Value, kind: PoolKind) -> Value {
     match kind {
-        PoolKind::Avg => {
-            let p = b.op("GlobalAveragePool", &[x], vec![]);
-            flat(b, &p)
-        }
-        PoolKind::Max => {
-            let p = b.op("GlobalMaxPool", &[x], vec![]);
-            flat(b, &p)
-        }
+        PoolKind::Avg => b.op("GlobalAveragePool", &[x], vec![]),
+        PoolKind::Max => b.op("GlobalMaxPool", &[x], vec![]),
         PoolKind::AvgMax | PoolKind::CatAvgMax => {
             let a = b.op("GlobalAveragePool", &[x], vec![]);
-            let a = flat(b, &a);
             let m = b.op("GlobalMaxPool", &[x], vec![]);
-            let m = flat(b, &m);
             if kind == PoolKind::AvgMax {
                 super::mean2(b, &a, &m)
             } else {
