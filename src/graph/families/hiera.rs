@@ -19,6 +19,7 @@ use serde_json::Value as Json;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
+use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks};
 use crate::graph::layers::mlp::{layer_scale, linear, linear_2d, mlp, MlpCfg};
 use crate::graph::layers::pos_embed::{interpolate_hwc, Resample};
 use crate::graph::layers::{self, conv2d, Conv, Norm, Pad};
@@ -489,10 +490,10 @@ fn block(b: &mut Builder, x: &Value, blk: &Block, c: &Cfg) -> Result<Value> {
 
 /// `MaskUnitAttention`: attention within each mask unit (`num_windows` of them) or over all
 /// tokens (one window), q max-pooled over the q stride; the windows are timm's interleaved
-/// token layout (`token = t · num_windows + window`).
+/// token layout (`token = t · num_windows + window`). The windows go into the batch, so every
+/// stage runs as ORT's fused `MultiHeadAttention` on `[N · windows, t, dim_out]`.
 fn mask_unit_attention(b: &mut Builder, x: &Value, blk: &Block) -> Result<Value> {
     let (dout, heads) = (blk.dim_out, blk.heads);
-    let hd = dout / heads;
     let nw = if blk.mask_unit_attn {
         blk.tokens / (blk.q_stride * blk.window)
     } else {
@@ -501,30 +502,39 @@ fn mask_unit_attention(b: &mut Builder, x: &Value, blk: &Block) -> Result<Value>
     let t = (blk.tokens / nw) as i64;
     let init = Init::TruncNormal(0.02);
     let qkv = linear(&mut b.scope("qkv"), x, blk.dim, 3 * dout, true, init)?;
-    let (nw, h, hd_i) = (nw as i64, heads as i64, hd as i64);
-    let qkv = layers::reshape(b, &qkv, &[0, t, nw, 3, h, hd_i]);
-    // [3, B, heads, windows, t, hd]
-    let qkv = layers::transpose(b, &qkv, &[3, 0, 4, 2, 1, 5]);
-    let part = |b: &mut Builder, i: i64| {
-        let idx = b.const_i64(vec![i], &[]);
-        b.op("Gather", &[&qkv, &idx], vec![("axis", Attr::Int(0))])
+    let (nw, d) = (nw as i64, dout as i64);
+    let (q, k, v) = if nw == 1 {
+        let parts = layers::split(b, &qkv, -1, &[dout; 3]);
+        (parts[0].clone(), parts[1].clone(), parts[2].clone())
+    } else {
+        // [N, t, windows, 3, heads · hd] -> [3, N · windows, t, heads · hd]
+        let qkv = layers::reshape(b, &qkv, &[0, t, nw, 3, d]);
+        let qkv = layers::transpose(b, &qkv, &[3, 0, 2, 1, 4]);
+        let qkv = layers::reshape(b, &qkv, &[3, -1, t, d]);
+        let part = |b: &mut Builder, i: i64| {
+            let idx = b.const_i64(vec![i], &[]);
+            b.op("Gather", &[&qkv, &idx], vec![("axis", Attr::Int(0))])
+        };
+        (part(b, 0), part(b, 1), part(b, 2))
     };
-    let mut q = part(b, 0);
-    let k = part(b, 1);
-    let v = part(b, 2);
     let qs = blk.q_stride as i64;
-    if qs > 1 {
-        let qv = layers::reshape(b, &q, &[0, h, nw, qs, -1, hd_i]);
-        q = reduce(b, "ReduceMax", &qv, 3);
-    }
-    let q = layers::scale(b, &q, (hd as f32).powf(-0.5));
-    let kt = layers::transpose(b, &k, &[0, 1, 2, 4, 3]);
-    let logits = b.op("MatMul", &[&q, &kt], vec![]);
-    let p = b.op("Softmax", &[&logits], vec![("axis", Attr::Int(-1))]);
-    let y = b.op("MatMul", &[&p, &v], vec![]);
-    // transpose(1, 3): [B, t', windows, heads, hd]
-    let y = layers::transpose(b, &y, &[0, 3, 2, 1, 4]);
-    let y = layers::reshape(b, &y, &[0, -1, dout as i64]);
+    let q = if qs > 1 {
+        // timm's view(..., q_stride, -1, hd).amax(3): the stride is the outer split of t.
+        let qv = layers::reshape(b, &q, &[0, qs, t / qs, d]);
+        reduce(b, "ReduceMax", &qv, 1)
+    } else {
+        q
+    };
+    let cfg = AttnCfg::new(dout, heads);
+    let y = attention_core(b, &q, &k, &v, &cfg, &Hooks::default())?;
+    let y = if nw == 1 {
+        y
+    } else {
+        // [N · windows, t', D] -> timm's transpose(1, 3): [N, t', windows, D]
+        let y = layers::reshape(b, &y, &[-1, nw, t / qs, d]);
+        let y = layers::transpose(b, &y, &[0, 2, 1, 3]);
+        layers::reshape(b, &y, &[0, -1, d])
+    };
     linear(&mut b.scope("proj"), &y, dout, dout, true, init)
 }
 
