@@ -53,7 +53,7 @@ pub fn global_pool(b: &mut Builder, x: &Value, kind: PoolKind) -> Value {
         return x.clone();
     }
     let map = global_pool_map(b, x, kind);
-    b.op("Flatten", &[&map], vec![("axis", Attr::Int(1))])
+    super::flatten(b, &map, 1)
 }
 
 /// The pooled `[N, C', 1, 1]` map, unflattened: a 1x1-conv classifier takes it as it is, with no
