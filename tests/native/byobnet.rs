@@ -28,7 +28,12 @@ fn every_byobnet_fixture_matches_timm_natively() {
 }
 
 /// The fixtures with `features_only` references (meta.json `feature_maps`).
-const FEATURE_FIXTURES: [&str; 3] = ["test_byobnet", "repvgg_b1g4-small", "regnetz_d8-small"];
+const FEATURE_FIXTURES: [&str; 4] = [
+    "test_byobnet",
+    "repvgg_b1g4-small",
+    "regnetz_d8-small",
+    "bat_resnext26ts-small",
+];
 
 #[test]
 fn feature_maps_match_timm_features_only() {
@@ -126,12 +131,37 @@ fn bare_names_without_weights_build_run_and_are_seeded() {
 }
 
 #[test]
-fn variants_not_built_are_unsupported_with_the_reason() {
-    let e = CModel::create("bat_resnext26ts", false, &[])
+fn bat_attention_takes_maps_of_whole_blocks() {
+    // bat_resnext26ts at its 256x256 default: every stage's map is a multiple of block size 8.
+    let m = CModel::create("bat_resnext26ts", false, &[("seed", "5")])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(m.output_dim(), 1000);
+    let x: Vec<f32> = (0..3 * 256 * 256)
+        .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+        .collect();
+    let y = m.infer(&x, &[1, 3, 256, 256]).unwrap();
+    assert!(y.iter().all(|v| v.is_finite()), "non-finite logits");
+    // 224 gives a 28x28 second stage, which timm's BilinearAttnTransform asserts against.
+    let e = CModel::create("bat_resnext26ts", false, &[("input_size", "224x224")])
         .err()
-        .expect("must fail");
+        .expect("a 224 input must be refused");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert!(e.message.contains("8x8 blocks"), "{}", e.message);
+    // The fixture (block size 2) at another size: the map's row and column blocks follow it.
+    let f = fixture("bat_resnext26ts-small");
+    let e = CModel::create(&f.spec("native"), true, &[("input_size", "72x72")])
+        .err()
+        .expect("a 72 input must be refused");
+    assert!(e.message.contains("2x2 blocks"), "{}", e.message);
+}
+
+#[test]
+fn variants_not_built_are_unsupported_with_the_reason() {
+    let e = edited_native_error("eca_resnet33ts-small", "nl", |c| {
+        c["model_args"]["attn_layer"] = "nl".into()
+    });
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("bat"), "{}", e.message);
+    assert!(e.message.contains("`nl`"), "{}", e.message);
     // The CLIP ResNets' attention-pool head is built; its rotary form is not.
     let e = edited_native_error("resnet50_clip-small", "rot", |c| {
         c["model_args"]["head_type"] = "attn_rot".into()

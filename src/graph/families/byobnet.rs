@@ -15,7 +15,7 @@
 //! their relative-position weights, else from `img_size`; MobileViT transformers' widths and
 //! depths come from the weights where they hold them. A `norm_layer` EvoNorm (the RegNetZ `_evos`,
 //! EvoNorm2dS0a with group size 16) replaces every BatchNorm + activation. Refused with the
-//! reason: the attention-pool heads of the CLIP models and the `bat` attention.
+//! reason: the rotary attention-pool head (`attn_rot`) of the CLIP ResNets.
 use serde_json::{Map, Value as Json};
 
 use crate::config::ModelConfig;
@@ -26,6 +26,7 @@ use crate::graph::layers::attention_pool::AttentionPool2d;
 use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::heads::{fc, norm_mlp_head};
 use crate::graph::layers::mlp::{conv_mlp, mlp, MlpCfg};
+use crate::graph::layers::non_local_attn::{bat_non_local_attn, check_blocks, BatCfg};
 use crate::graph::layers::pool::{avg_pool2d_same_s1, global_pool, Pool2d, PoolKind};
 use crate::graph::layers::se::{eca, eca_kernel, global_context, GlobalContextCfg, SqueezeExcite};
 use crate::graph::layers::{
@@ -158,6 +159,20 @@ timm_args! {
 }
 
 timm_args! {
+    /// `BatNonLocalAttn`'s arguments (its dropout is the identity at inference).
+    struct BatArgs {
+        block_size: usize = 7,
+        groups: usize = 2,
+        rd_ratio: f64 = 0.25,
+        rd_channels: Option<usize> = None,
+        rd_divisor: usize = 8,
+        /// Dropout2d's rate: accepted as timm accepts it, unused at inference.
+        #[allow(dead_code)]
+        drop_rate: f64 = 0.2,
+    }
+}
+
+timm_args! {
     /// `GlobalContext`'s arguments.
     struct GcArgs {
         use_attn: bool = true,
@@ -181,6 +196,7 @@ enum Attn {
         beta: f64,
     },
     Gc(GcArgs),
+    Bat(BatArgs),
 }
 
 /// `LayerFn`: the activation, anti-aliasing and the attention layer a block gets.
@@ -706,7 +722,7 @@ fn bottleneck_block(b: &mut Builder, x: &Value, bc: &BlockCfg, io: &BlockIo) -> 
     let (l, k, kw) = (&bc.layers, bc.kw.kernel_size, &bc.kw);
     let base = if kw.bottle_in { io.in_chs } else { io.out_chs };
     let mid = make_divisible(base as f64 * bc.br, 8, 0.9);
-    let groups = num_groups(io.group_size, mid)?;
+    let groups = kxk_groups(b, "conv2_kxk", io.group_size, mid)?;
     let attn_last = kw.attn_last.unwrap_or(false);
     let y = cna(
         &mut b.scope("conv1_1x1"),
@@ -1401,6 +1417,21 @@ fn attn_at(b: &mut Builder, x: &Value, ch: usize, l: &Layers, here: bool) -> Res
             };
             global_context(b, x, &c)
         }
+        (Some(Attn::Bat(k)), true) => {
+            let c = BatCfg::new(
+                ch,
+                k.block_size,
+                k.groups,
+                k.rd_ratio,
+                k.rd_channels,
+                k.rd_divisor,
+            )?;
+            let (h, w) = b.nominal_hw();
+            if let Some((Some(fh), Some(fw))) = b.spatial(x).map(|s| (s.eval(h), s.eval(w))) {
+                check_blocks(c.block_size, (h, w), (fh, fw))?;
+            }
+            bat_non_local_attn(b, x, &c)
+        }
         _ => Ok(x.clone()),
     }
 }
@@ -1416,6 +1447,18 @@ fn num_groups(gs: Option<usize>, channels: usize) -> Result<usize> {
     }
 }
 
+/// The groups of a block's grouped kxk conv (`conv` names its ConvNormAct): the checkpoint's
+/// weights decide where they hold the conv, as timm could load them only into that structure;
+/// otherwise `num_groups` of the configured group size.
+fn kxk_groups(b: &Builder, conv: &str, gs: Option<usize>, channels: usize) -> Result<usize> {
+    if let Some(s) = b.weight_shape(&format!("{conv}.conv.weight")) {
+        if s.len() == 4 && s[0] == channels && s[1] > 0 && channels.is_multiple_of(s[1]) {
+            return Ok(channels / s[1]);
+        }
+    }
+    num_groups(gs, channels)
+}
+
 /// `create_shortcut`'s type.
 #[derive(Debug, Clone, Copy)]
 enum Downsample {
@@ -1427,7 +1470,7 @@ enum Downsample {
 // ---------------------------------------------------------------------------------------------
 // configuration
 
-/// `get_attn(name)` with its kwargs; `bat` and other attention types are refused.
+/// `get_attn(name)` with its kwargs; attention types not built are refused.
 fn resolve_attn(
     a: &Args,
     name: Option<&str>,
@@ -1462,9 +1505,10 @@ fn resolve_attn(
             }
             Attn::Gc(g)
         }
+        "bat" => Attn::Bat(BatArgs::read(&ka)?),
         other => {
             return Err(Error::unsupported(format!(
-            "`{}`: attention layer `{other}` is not implemented natively (se, eca, gc, gca are)",
+            "`{}`: attention layer `{other}` is not implemented natively (se, eca, gc, gca, bat are)",
             a.arch()
         )))
         }

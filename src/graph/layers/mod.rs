@@ -20,6 +20,7 @@ pub mod heads;
 pub mod lambda_layer;
 pub mod mlp;
 pub mod nas_cell;
+pub mod non_local_attn;
 pub mod norm;
 pub mod ops;
 pub mod patch_embed;
