@@ -153,6 +153,14 @@ fn bat_attention_takes_maps_of_whole_blocks() {
         .err()
         .expect("a 72 input must be refused");
     assert!(e.message.contains("2x2 blocks"), "{}", e.message);
+    // A graph takes the size it was built for: another one is refused, not run on partial
+    // blocks.
+    let m = CModel::create(&f.spec("native"), true, &[]).unwrap();
+    let x = vec![0.5f32; 3 * 96 * 128];
+    let e = m
+        .infer(&x, &[1, 3, 96, 128])
+        .expect_err("another input size must fail");
+    assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
 }
 
 #[test]

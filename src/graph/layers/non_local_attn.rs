@@ -3,9 +3,10 @@
 //! `block_size × block_size` row-stochastic matrix per channel group, and the map is multiplied
 //! by them on both sides: `kron(P, I_t) · x · kron(Q, I_t)` with `t = H / block_size`.
 //!
-//! timm builds the Kronecker products with `torch.eye(t)`; here the map is reshaped instead, so
-//! `t` follows the input at run time and no product with zeros is computed. The products sum
-//! the same nonzero terms.
+//! timm builds the Kronecker products with `torch.eye(t)`; here the map is reshaped into block
+//! rows and columns instead, so no product with zeros is computed. The products sum the same
+//! nonzero terms. The graph takes one input size: a map of partial blocks would reshape without
+//! an error into wrong blocks, so other sizes are refused (a graph is built per `input_size`).
 
 use super::{act, conv2d, conv_norm_act, make_divisible, reshape, transpose, Conv, Norm};
 use crate::error::{Error, Result};
@@ -68,6 +69,7 @@ pub fn check_blocks(block_size: usize, input: (usize, usize), map: (usize, usize
 /// `BatNonLocalAttn` on an NCHW map (`conv1`, `ba`, `conv2` in the current scope), residual
 /// included. Its dropout is the identity at inference.
 pub fn bat_non_local_attn(b: &mut Builder, x: &Value, c: &BatCfg) -> Result<Value> {
+    b.fix_input_size();
     let rd = c.rd_channels;
     let xl = conv_norm_act(
         &mut b.scope("conv1"),
