@@ -147,7 +147,7 @@ fn bat_attention_takes_maps_of_whole_blocks() {
         .expect("a 224 input must be refused");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_INVALID_ARGUMENT, "{e:?}");
     assert!(e.message.contains("8x8 blocks"), "{}", e.message);
-    // The fixture (block size 2) at another size: the map's row and column blocks follow it.
+    // The fixture's block size is 2: a 72x72 input gives a 9x9 second stage.
     let f = fixture("bat_resnext26ts-small");
     let e = CModel::create(&f.spec("native"), true, &[("input_size", "72x72")])
         .err()

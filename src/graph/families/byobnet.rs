@@ -26,7 +26,7 @@ use crate::graph::layers::attention_pool::AttentionPool2d;
 use crate::graph::layers::evo_norm::EvoNorm;
 use crate::graph::layers::heads::{fc, norm_mlp_head};
 use crate::graph::layers::mlp::{conv_mlp, mlp, MlpCfg};
-use crate::graph::layers::non_local_attn::{bat_non_local_attn, check_blocks, BatCfg};
+use crate::graph::layers::non_local_attn::{bat_non_local_attn, BatCfg};
 use crate::graph::layers::pool::{avg_pool2d_same_s1, global_pool, Pool2d, PoolKind};
 use crate::graph::layers::se::{eca, eca_kernel, global_context, GlobalContextCfg, SqueezeExcite};
 use crate::graph::layers::{
@@ -1426,10 +1426,6 @@ fn attn_at(b: &mut Builder, x: &Value, ch: usize, l: &Layers, here: bool) -> Res
                 k.rd_channels,
                 k.rd_divisor,
             )?;
-            let (h, w) = b.nominal_hw();
-            if let Some((Some(fh), Some(fw))) = b.spatial(x).map(|s| (s.eval(h), s.eval(w))) {
-                check_blocks(c.block_size, (h, w), (fh, fw))?;
-            }
             bat_non_local_attn(b, x, &c)
         }
         _ => Ok(x.clone()),

@@ -54,13 +54,16 @@ impl BatCfg {
 }
 
 /// timm asserts the map is made of whole blocks; say so before ONNX Runtime does.
-pub fn check_blocks(block_size: usize, input: (usize, usize), map: (usize, usize)) -> Result<()> {
-    let (fh, fw) = map;
+fn check_blocks(b: &Builder, x: &Value, block_size: usize) -> Result<()> {
+    let (h, w) = b.nominal_hw();
+    let Some((Some(fh), Some(fw))) = b.spatial(x).map(|s| (s.eval(h), s.eval(w))) else {
+        return Ok(());
+    };
     if fh % block_size != 0 || fw % block_size != 0 {
         return Err(Error::invalid_argument(format!(
-            "BatNonLocalAttn takes maps made of {block_size}x{block_size} blocks, but a {}x{} \
-             input gives {fh}x{fw}",
-            input.0, input.1
+            "BatNonLocalAttn takes maps made of {block_size}x{block_size} blocks, but a {h}x{w} \
+             input gives {fh}x{fw}; use an input_size whose maps are whole blocks at every \
+             stage (the model's default size is)"
         )));
     }
     Ok(())
@@ -69,6 +72,7 @@ pub fn check_blocks(block_size: usize, input: (usize, usize), map: (usize, usize
 /// `BatNonLocalAttn` on an NCHW map (`conv1`, `ba`, `conv2` in the current scope), residual
 /// included. Its dropout is the identity at inference.
 pub fn bat_non_local_attn(b: &mut Builder, x: &Value, c: &BatCfg) -> Result<Value> {
+    check_blocks(b, x, c.block_size)?;
     b.fix_input_size();
     let rd = c.rd_channels;
     let xl = conv_norm_act(
