@@ -240,7 +240,8 @@ enum TimmStatus timm_infer(struct TimmModel *model,
 void timm_free(struct TimmModel *model);
 
 // Floats per image that `timm_infer` writes: the class count for logits, `num_features` for
-// the `features` output. 0 if `model` is NULL or not live. Thread-safe.
+// the `features` output, `T * D` for an encoder tower's `tokens` (`timm_model_output_shape`
+// gives `{N, T, D}`). 0 if `model` is NULL or not live. Thread-safe.
 uintptr_t timm_model_output_dim(const struct TimmModel *model);
 
 // The input size `{C, H, W}` the model takes and `timm_preprocess` produces into `chw[3]`:
@@ -288,7 +289,7 @@ struct TimmOptions *timm_options_new(void);
 // - `precision`: one of fp32, bf16, fp16; default fp32. float precision of the computation, on every backend: fp32 is timm-exact; bf16/fp16 on OpenVINO (CPU bf16 needs AMX or AVX512_BF16), fp16 on ONNX Runtime is TensorRT's fp16.
 // - `device`: one of cpu, gpu, npu, auto; default cpu. OpenVINO's device for backend=openvino: CPU, an Intel GPU or NPU, or OpenVINO's AUTO choice.
 // - `openvino_library`: a non-empty path; default see "The OpenVINO backend". path of OpenVINO's libopenvino_c.so to load for backend=openvino (one runtime serves the whole process).
-// - `output`: one of logits, features, feature_maps; default logits. what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), or timm's features_only backbone maps (timm_infer_outputs).
+// - `output`: one of logits, features, feature_maps, tokens; default logits. what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), timm's features_only backbone maps (timm_infer_outputs), or an encoder tower's token sequence [N, T, D] (the forward of the *_enc VLM towers, which have no classifier; timm_infer writes it as N rows of T*D).
 // - `out_indices`: any text; default timm's for the architecture. output=feature_maps: comma list of feature_info indices, negative ones counted from the end (timm's out_indices).
 // - `output_stride`: an integer in 8..=32; default 32. 8, 16 or 32: dilate the last stages as timm's output_stride does (families that implement it).
 // - `dynamic_img_size`: true or false; default false. ViT-style models take any input size, position embeddings resampled per call as timm's dynamic_img_size=True.

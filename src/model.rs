@@ -208,6 +208,8 @@ impl Model {
         let output_dim = match &outputs[0] {
             OutputShape::Vector(d) => *d,
             OutputShape::Map { channels, .. } => *channels,
+            // Floats per image `timm_infer` writes: the whole [T, D] sequence.
+            OutputShape::Tokens { tokens, dim } => tokens * dim,
         };
         let mut m = Self::finish(
             session,
@@ -379,8 +381,11 @@ impl Model {
                 }
             }
         }
-        let out_static = session.output_dims()[0][1];
-        let out_static = (out_static > 0).then_some(out_static as usize);
+        // Floats per image of the first output: K, a map's channels, or an encoder's T * D.
+        let out_static = match session.output_dims()[0].as_slice() {
+            [_, t, d] if *t > 0 && *d > 0 => Some((t * d) as usize),
+            dims => (dims[1] > 0).then_some(dims[1] as usize),
+        };
         // timm's headless model (num_classes 0) returns its pooled features, num_features wide.
         let (output_dim, source) = match (output_dim, config.num_features) {
             (0, Some(f)) => (f, "num_features"),
@@ -530,7 +535,7 @@ impl Model {
     /// Runs a batch: `input` is NCHW float32 of `shape`, `output` receives `[N, output_dim]`.
     /// Safe to call from many threads at once.
     pub fn infer(&self, input: &[f32], shape: &[i64], output: &mut [f32]) -> Result<usize> {
-        if self.outputs.len() != 1 || !matches!(self.outputs[0], OutputShape::Vector(_)) {
+        if self.outputs.len() != 1 || matches!(self.outputs[0], OutputShape::Map { .. }) {
             return Err(Error::invalid_argument(format!(
                 "this model returns {} feature map(s) (option output=feature_maps); use timm_infer_outputs",
                 self.outputs.len()
@@ -547,12 +552,13 @@ impl Model {
                 self.output_dim
             )));
         }
-        self.engine_for(shape)?.run(
-            input,
-            shape,
-            &mut output[..needed],
-            &[n as i64, self.output_dim as i64],
-        )?;
+        let out_shape: Vec<i64> = match self.outputs[0] {
+            // [N, T, D], written row-major: N rows of output_dim = T * D floats.
+            OutputShape::Tokens { tokens, dim } => vec![n as i64, tokens as i64, dim as i64],
+            _ => vec![n as i64, self.output_dim as i64],
+        };
+        self.engine_for(shape)?
+            .run(input, shape, &mut output[..needed], &out_shape)?;
         Ok(needed)
     }
 

@@ -83,7 +83,8 @@ fn run(args: &[String], env: &[(&str, &str)]) -> (bool, String) {
 fn c_program_reproduces_timm_logits_for_every_fixture_folder() {
     let mut args = vec!["check".to_string()];
     let mut seen = std::collections::BTreeSet::new();
-    for f in fixtures() {
+    // Encoder towers (output=tokens) have their own C-ABI tests in tests/native.
+    for f in fixtures().into_iter().filter(|f| f.output == "logits") {
         for mode in f.folders.keys() {
             let folder = f.folder(mode).unwrap();
             if seen.insert(folder.clone()) {

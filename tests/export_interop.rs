@@ -61,6 +61,12 @@ fn expected_metadata(f: &Fixture, spec: &str, options: &[(&str, &str)]) -> serde
     let labels: Vec<serde_json::Value> =
         serde_json::from_str(meta["timm.label_names"].as_str().unwrap()).unwrap();
     assert!(labels.is_empty() || labels.len() as i64 == r.logits_shape[1]);
+    let want_output = if f.output == "tokens" {
+        "tokens"
+    } else {
+        "logits"
+    };
+    assert_eq!(meta["timm.output"], want_output);
     serde_json::Value::Object(meta)
 }
 
@@ -140,7 +146,7 @@ fn exports_load_in_onnxruntime_and_openvino_with_timm_logits() {
             cases.push(Case {
                 fixture: f.clone(),
                 mode,
-                options: vec![("graph", graph)],
+                options: with_fixture_output(&f, &[("graph", graph)]),
                 tag: "",
                 triton_batch: None,
             });

@@ -96,9 +96,10 @@ const (
 	OutputLogits      Output = "logits"
 	OutputFeatures    Output = "features"
 	OutputFeatureMaps Output = "feature_maps"
+	OutputTokens      Output = "tokens"
 )
 
-// WithOutput sets option output: what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), or timm's features_only backbone maps (timm_infer_outputs); default logits.
+// WithOutput sets option output: what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), timm's features_only backbone maps (timm_infer_outputs), or an encoder tower's token sequence [N, T, D] (the forward of the *_enc VLM towers, which have no classifier; timm_infer writes it as N rows of T*D); default logits.
 func WithOutput(v Output) Option {
 	return WithOption("output", string(v))
 }

@@ -53,6 +53,7 @@ pub fn output_kind_name(k: OutputKind) -> &'static str {
         OutputKind::Logits => "logits",
         OutputKind::Features => "features",
         OutputKind::FeatureMaps => "feature_maps",
+        OutputKind::Tokens => "tokens",
     }
 }
 
@@ -140,6 +141,10 @@ fn graph_outputs(g: &Graph) -> Vec<Io> {
             let mut dims = vec![Dim::Symbolic("batch".into())];
             match &o.shape {
                 OutputShape::Vector(d) => dims.push(Dim::Fixed(*d as i64)),
+                OutputShape::Tokens { tokens, dim } => {
+                    dims.push(Dim::Fixed(*tokens as i64));
+                    dims.push(Dim::Fixed(*dim as i64));
+                }
                 OutputShape::Map { channels, spatial } => {
                     dims.push(Dim::Fixed(*channels as i64));
                     match fixed_hw.and_then(|(h, w)| Some((spatial.eval(h)?, spatial.eval(w)?))) {

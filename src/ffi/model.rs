@@ -211,7 +211,8 @@ pub extern "C" fn timm_free(model: *mut TimmModel) {
 }
 
 /// Floats per image that `timm_infer` writes: the class count for logits, `num_features` for
-/// the `features` output. 0 if `model` is NULL or not live. Thread-safe.
+/// the `features` output, `T * D` for an encoder tower's `tokens` (`timm_model_output_shape`
+/// gives `{N, T, D}`). 0 if `model` is NULL or not live. Thread-safe.
 #[no_mangle]
 pub extern "C" fn timm_model_output_dim(model: *const TimmModel) -> usize {
     guard("timm_model_output_dim", 0, || {

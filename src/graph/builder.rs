@@ -72,6 +72,8 @@ pub struct Builder<'w> {
     dry: bool,
     /// Set by [`Builder::fix_input_size`]: the graph takes one size even when not asked to.
     pub(crate) size_fixed_by_layer: bool,
+    /// Set by [`Builder::token_output`]: the family's output is a `[N, T, D]` token sequence.
+    pub(crate) token_count: Option<usize>,
 }
 
 /// A named scope: derefs to the [`Builder`]; names asked for inside it get its prefix. Dropping
@@ -131,6 +133,7 @@ impl<'w> Builder<'w> {
             consumed: HashSet::new(),
             dry: false,
             size_fixed_by_layer: false,
+            token_count: None,
         }
     }
 
@@ -206,6 +209,13 @@ impl<'w> Builder<'w> {
 
     pub fn output(&self) -> super::OutputKind {
         self.request.output
+    }
+
+    /// Declares the value the family returns to be a sequence of `tokens` tokens per image
+    /// (option `output=tokens`). The graph is then built for one input size.
+    pub fn token_output(&mut self, tokens: usize) {
+        self.token_count = Some(tokens);
+        self.fix_input_size();
     }
 
     /// Requested `output_stride`; reading it tells the builder the family implements it.

@@ -44,6 +44,9 @@ pub enum OutputKind {
     Features,
     /// timm's `features_only=True`: one `[N, C, H, W]` map per selected `feature_info` entry.
     FeatureMaps,
+    /// The token sequence `[N, T, D]` an encoder tower's `forward` returns (the `*_enc` VLM
+    /// towers, which have no `forward_head`): what a language model consumes.
+    Tokens,
 }
 
 /// What the caller asked the graph to be, beyond the config.
@@ -142,6 +145,9 @@ pub enum OutputShape {
     Vector(usize),
     /// `[N, C, H, W]` with H and W following the input's as `spatial` says.
     Map { channels: usize, spatial: Spatial },
+    /// `[N, T, D]`: `tokens` per image of width `dim` (families with tokens build one input
+    /// size per graph, so T is fixed).
+    Tokens { tokens: usize, dim: usize },
 }
 
 impl OutputShape {
@@ -153,6 +159,7 @@ impl OutputShape {
             OutputShape::Map { channels, spatial } => {
                 Some(vec![n, *channels, spatial.eval(h)?, spatial.eval(w)?])
             }
+            OutputShape::Tokens { tokens, dim } => Some(vec![n, *tokens, *dim]),
         }
     }
 }
@@ -315,6 +322,18 @@ fn build_with(
                 check_unused(&b, &cfg.architecture)?;
             }
             (vec![(out, OutputShape::Vector(dim))], Vec::new())
+        }
+        OutputKind::Tokens => {
+            let tokens = b.token_count.ok_or_else(|| {
+                Error::unsupported(format!(
+                    "option output=tokens: `{}` returns one vector per image; token sequences are the forward of encoder towers (qwen3_vit_*_enc, deepseek_vit_*_enc, gemma4_vit_*_enc)",
+                    cfg.architecture
+                ))
+            })?;
+            if b.weights().is_some() {
+                check_unused(&b, &cfg.architecture)?;
+            }
+            (vec![(out, OutputShape::Tokens { tokens, dim })], Vec::new())
         }
         OutputKind::FeatureMaps => select_features(&b, request.out_indices.as_deref())?,
     };

@@ -155,14 +155,15 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         key: "output",
-        kind: Kind::Enum(&["logits", "features", "feature_maps"]),
+        kind: Kind::Enum(&["logits", "features", "feature_maps", "tokens"]),
         default: "logits",
-        doc: "what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), or timm's features_only backbone maps (timm_infer_outputs)",
+        doc: "what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), timm's features_only backbone maps (timm_infer_outputs), or an encoder tower's token sequence [N, T, D] (the forward of the *_enc VLM towers, which have no classifier; timm_infer writes it as N rows of T*D)",
         apply: |m, v| {
             m.output = match v {
                 "logits" => OutputKind::Logits,
                 "features" => OutputKind::Features,
                 "feature_maps" => OutputKind::FeatureMaps,
+                "tokens" => OutputKind::Tokens,
                 _ => return Err(v.into()),
             };
             Ok(())

@@ -369,6 +369,7 @@ impl Session {
                 let shape = match &o.shape {
                     OutputShape::Vector(d) => vec![-1, *d as i64],
                     OutputShape::Map { channels, .. } => vec![-1, *channels as i64, -1, -1],
+                    OutputShape::Tokens { tokens, dim } => vec![-1, *tokens as i64, *dim as i64],
                 };
                 let free = shape.iter().filter(|&&d| d < 0).count();
                 Outlet::new(
@@ -520,7 +521,8 @@ impl Session {
             .map(|o| dims_of(o, "output"))
             .collect::<Result<Vec<_>>>()?;
         let shapes_ok = match output_dims.as_slice() {
-            [one] => one.len() == 2 || (all_outputs && one.len() == 4),
+            // Native graphs: feature maps [N, C, H, W] or an encoder's tokens [N, T, D].
+            [one] => one.len() == 2 || (all_outputs && matches!(one.len(), 3 | 4)),
             many => many.iter().all(|d| d.len() == 4),
         };
         if input_dims.len() != 4 || !shapes_ok {

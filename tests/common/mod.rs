@@ -48,6 +48,9 @@ pub struct Fixture {
     pub folders: BTreeMap<String, String>,
     pub reference: String,
     pub weights_dtype: String,
+    /// What the reference's logits hold: `logits`, or `tokens` for an encoder tower (created
+    /// with option output=tokens; `[N, T, D]`).
+    pub output: String,
 }
 
 impl Fixture {
@@ -84,6 +87,7 @@ pub fn fixtures() -> Vec<Fixture> {
                 .collect(),
             reference: f["reference"].as_str().unwrap().to_string(),
             weights_dtype: f["weights_dtype"].as_str().unwrap_or("F32").to_string(),
+            output: f["output"].as_str().unwrap_or("logits").to_string(),
         })
         .collect()
 }
@@ -122,20 +126,24 @@ pub fn reference(f: &Fixture) -> Reference {
     let dir = fixtures_dir().join(&f.reference);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    // An encoder tower's reference has no pooled features.
     let shape = |k: &str| {
         meta[k]
             .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_i64().unwrap())
-            .collect::<Vec<_>>()
+            .map(|a| a.iter().map(|d| d.as_i64().unwrap()).collect::<Vec<_>>())
+            .unwrap_or_default()
     };
+    let features = dir.join("features.f32");
     Reference {
         input: read_f32(&dir.join("input.f32")),
         input_shape: shape("input_shape"),
         logits: read_f32(&dir.join("logits.f32")),
         logits_shape: shape("logits_shape"),
-        features: read_f32(&dir.join("features.f32")),
+        features: if features.exists() {
+            read_f32(&features)
+        } else {
+            Vec::new()
+        },
         features_shape: shape("features_shape"),
     }
 }
@@ -278,7 +286,8 @@ impl Drop for CModel {
 /// within `tol` relative to the largest logit (at least 1): the criterion timm parity is judged by.
 pub fn check_fixture(f: &Fixture, mode: &str, options: &[(&str, &str)], tol: f32) {
     let r = reference(f);
-    let m = CModel::create(&f.spec(mode), true, options)
+    let options = with_fixture_output(f, options);
+    let m = CModel::create(&f.spec(mode), true, &options)
         .unwrap_or_else(|e| panic!("{} [{mode}]: {e:?}", f.name));
     let out = m
         .infer(&r.input, &r.input_shape)
@@ -291,6 +300,56 @@ pub fn check_fixture(f: &Fixture, mode: &str, options: &[(&str, &str)], tol: f32
         "{} [{mode}]: logits differ from timm by {d}",
         f.name
     );
+}
+
+/// `options` plus option output=tokens for an encoder tower's fixture (its forward, which
+/// `timm_infer` writes as N rows of T * D floats).
+pub fn with_fixture_output<'a>(
+    f: &Fixture,
+    options: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut o = options.to_vec();
+    if f.output == "tokens" && !o.iter().any(|(k, _)| *k == "output") {
+        o.push(("output", "tokens"));
+    }
+    o
+}
+
+/// An encoder tower's fixture (output=tokens): through `timm_infer` (N rows of T * D floats) and
+/// `timm_infer_outputs` (shape `[N, T, D]` from `timm_model_output_shape`), against timm's forward.
+pub fn check_tokens_fixture(f: &Fixture, tol: f32) {
+    assert_eq!(
+        f.output, "tokens",
+        "{} is not an encoder tower fixture",
+        f.name
+    );
+    let r = reference(f);
+    assert_eq!(r.logits_shape.len(), 3, "{}", f.name);
+    check_fixture(f, "native", &[("graph", "native")], tol);
+    let m = CModel::create(&f.spec("native"), true, &[("output", "tokens")]).unwrap();
+    assert_eq!(m.output_count(), 1);
+    let per_image = (r.logits_shape[1] * r.logits_shape[2]) as usize;
+    assert_eq!(
+        m.output_dim(),
+        per_image,
+        "{}: timm_infer writes T * D floats per image",
+        f.name
+    );
+    assert_eq!(m.output_shape(0, &r.input_shape).unwrap(), r.logits_shape);
+    let out = m.infer_outputs(&r.input, &r.input_shape).unwrap();
+    let d = max_abs_diff(&out[0].data, &r.logits) / scale(&r.logits);
+    assert!(d <= tol, "{}: tokens differ from timm by {d}", f.name);
+}
+
+/// An encoder tower (no forward_head) refuses logits and pooled features, naming output=tokens.
+pub fn assert_tower_refuses_heads(arch: &str) {
+    for output in ["logits", "features"] {
+        let e = CModel::create(arch, false, &[("output", output)])
+            .err()
+            .unwrap_or_else(|| panic!("{arch}: output={output} must be refused (no head)"));
+        assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
+        assert!(e.message.contains("output=tokens"), "{}", e.message);
+    }
 }
 
 /// Checks timm's pooled features (`output=features`) for a fixture's native graph: output

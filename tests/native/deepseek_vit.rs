@@ -10,7 +10,10 @@ const TOL: f32 = 1e-4;
 fn every_deepseek_vit_fixture_matches_timm_natively() {
     // RMSNorm rope blocks with packed SwiGLU; the `_align` classifier through the aligner on a
     // padded grid, with dynamic_img_pad.
-    let fs = fixtures_of_family("deepseek_vit");
+    let fs: Vec<Fixture> = fixtures_of_family("deepseek_vit")
+        .into_iter()
+        .filter(|f| f.output == "logits")
+        .collect();
     assert!(fs.len() >= 2, "only {} deepseek_vit fixtures", fs.len());
     for f in &fs {
         check_fixture(f, "native", &[("graph", "native")], TOL);
@@ -53,12 +56,16 @@ fn feature_info_is_every_encoder_block_at_the_patch_stride() {
 
 #[test]
 fn token_outputs_and_unpadded_odd_inputs_are_refused() {
-    // The encoder returns the projector's tokens, not one vector per image.
-    let e = CModel::create("deepseek_vit_412m_enc", false, &[])
-        .err()
-        .expect("the _enc encoder must be refused");
+    // The encoder's forward is a token sequence: logits and pooled features do not exist.
+    assert_tower_refuses_heads("deepseek_vit_412m_enc");
+    let e = CModel::create(
+        &fixture("deepseek_vit_cls").spec("native"),
+        true,
+        &[("output", "tokens")],
+    )
+    .err()
+    .expect("a classifier has no token output");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("token sequence"), "{}", e.message);
     // Without dynamic_img_pad timm's PatchEmbed asserts a multiple of the patch.
     let spec = fixture("deepseek_vit_cls").spec("native");
     let e = CModel::create(&spec, true, &[("input_size", "18x16")])
@@ -75,4 +82,22 @@ fn token_outputs_and_unpadded_odd_inputs_are_refused() {
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("global_pool"), "{}", e.message);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn encoder_returns_timms_token_sequence() {
+    // `deepseek_vit_412m_enc`: the weights at the top level, forward = the projector's tokens.
+    let f = fixture("deepseek_vit_enc");
+    assert_eq!(reference(&f).logits_shape, [2, 4, 12]);
+    check_tokens_fixture(&f, TOL);
+}
+
+#[test]
+fn encoder_feature_maps_are_its_own_blocks() {
+    let f = fixture("deepseek_vit_enc");
+    assert_eq!(check_feature_maps(&f, TOL), 1);
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let want: Vec<(usize, usize, String)> =
+        (0..3).map(|i| (16, 4, format!("blocks.{i}"))).collect();
+    assert_eq!(m.feature_info(), want);
 }

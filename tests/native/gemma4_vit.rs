@@ -9,7 +9,10 @@ const TOL: f32 = 1e-4;
 #[test]
 fn every_gemma4_vit_fixture_matches_timm_natively() {
     // Sandwich-norm blocks with 2-D rope and q/k/v norms; the soft 2x2 token pool with standardize.
-    let fs = fixtures_of_family("gemma4_vit");
+    let fs: Vec<Fixture> = fixtures_of_family("gemma4_vit")
+        .into_iter()
+        .filter(|f| f.output == "logits")
+        .collect();
     assert!(fs.len() >= 2, "only {} gemma4_vit fixtures", fs.len());
     for f in &fs {
         check_fixture(f, "native", &[("graph", "native")], TOL);
@@ -51,12 +54,16 @@ fn feature_info_is_every_block_unprefixed_as_timm_copies_it() {
 
 #[test]
 fn token_outputs_and_odd_pool_grids_are_refused() {
-    // The encoder returns the projector's tokens, not one vector per image.
-    let e = CModel::create("gemma4_vit_167m_enc", false, &[])
-        .err()
-        .expect("the _enc encoder must be refused");
+    // The encoder's forward is a token sequence: logits and pooled features do not exist.
+    assert_tower_refuses_heads("gemma4_vit_570m_enc");
+    let e = CModel::create(
+        &fixture("gemma4_vit_cls").spec("native"),
+        true,
+        &[("output", "tokens")],
+    )
+    .err()
+    .expect("a classifier has no token output");
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
-    assert!(e.message.contains("soft-token sequence"), "{}", e.message);
     // The 2x2 soft pool needs an even patch grid: 20x24 at patch 4 is 5x6.
     let spec = fixture("gemma4_vit_soft").spec("native");
     let e = CModel::create(&spec, true, &[("input_size", "20x24")])
@@ -73,4 +80,22 @@ fn token_outputs_and_odd_pool_grids_are_refused() {
     assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{e:?}");
     assert!(e.message.contains("global_pool"), "{}", e.message);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn encoder_returns_timms_token_sequence() {
+    // `gemma4_vit_570m_enc`: the weights at the top level, forward = the projector's tokens.
+    let f = fixture("gemma4_vit_enc");
+    assert_eq!(reference(&f).logits_shape, [2, 6, 16]);
+    check_tokens_fixture(&f, TOL);
+}
+
+#[test]
+fn encoder_feature_maps_are_its_own_blocks() {
+    let f = fixture("gemma4_vit_enc");
+    assert_eq!(check_feature_maps(&f, TOL), 1);
+    let m = CModel::create(&f.spec("native"), true, &[("output", "feature_maps")]).unwrap();
+    let want: Vec<(usize, usize, String)> =
+        (0..3).map(|i| (16, 4, format!("blocks.{i}"))).collect();
+    assert_eq!(m.feature_info(), want);
 }

@@ -60,13 +60,14 @@ inline const char* option_value(Device v) noexcept {
 }
 
 // Values of option `output`.
-enum class Output { Logits, Features, FeatureMaps };
+enum class Output { Logits, Features, FeatureMaps, Tokens };
 
 inline const char* option_value(Output v) noexcept {
   switch (v) {
     case Output::Logits: return "logits";
     case Output::Features: return "features";
     case Output::FeatureMaps: return "feature_maps";
+    case Output::Tokens: return "tokens";
   }
   return "";
 }
@@ -163,7 +164,7 @@ class OptionSetters {
   Self& openvino_library(const std::string& v) & { return self().set("openvino_library", v); }
   Self&& openvino_library(const std::string& v) && { return std::move(self().set("openvino_library", v)); }
 
-  // what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), or timm's features_only backbone maps (timm_infer_outputs); default logits.
+  // what the model returns: class logits, timm's pooled features (forward_head(pre_logits=True)), timm's features_only backbone maps (timm_infer_outputs), or an encoder tower's token sequence [N, T, D] (the forward of the *_enc VLM towers, which have no classifier; timm_infer writes it as N rows of T*D); default logits.
   Self& output(Output v) & { return self().set("output", option_value(v)); }
   Self&& output(Output v) && { return std::move(self().set("output", option_value(v))); }
 

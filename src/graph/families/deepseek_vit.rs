@@ -7,8 +7,10 @@
 //! RMSNorm. The aligner zero-pads the token grid to a multiple of `downsample_ratio`, unshuffles
 //! each r×r block channel-major (`(C, kh, kw)`), then `fc1`, exact GELU, `fc2`.
 //!
-//! `DeepseekVitEncoder` (`*_enc`) is refused: its forward returns the aligner's token sequence,
-//! not one vector per image, and it has no `forward_head` (timm raises for classification use).
+//! `DeepseekVitEncoder` (`*_enc`, its weights at the top level) has no `forward_head` (timm
+//! raises for classification use): its forward is built as it is, with option `output=tokens`
+//! for the token sequences of `global_pool='align'` (the aligner's tokens) and `''` (the normed
+//! patch tokens, timm's NHWC map row-major), and as the one vector of `'avg'`.
 //!
 //! Feature maps are `forward_intermediates` (`feature_cls='getter'`, `norm=False`): every block's
 //! output on the patch grid, by default the last three.
@@ -19,6 +21,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention, AttnCfg, Hooks, Rope};
+use crate::graph::layers::encoder_tower::TowerOutput;
 use crate::graph::layers::mlp::{glu_mlp, linear, linear_2d, MlpCfg};
 use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -39,6 +42,26 @@ pub const FAMILY: Family = Family {
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
     any_size: false,
 };
+
+timm_args! {
+    /// `DeepseekVitEncoder.__init__`, timm's defaults.
+    pub struct DeepseekEncArgs {
+        img_size: Json = Json::from(546),
+        patch_size: usize = 14,
+        out_features: usize = 0,
+        global_pool: String = "align".into(),
+        embed_dim: usize = 1024,
+        depth: usize = 32,
+        num_heads: usize = 16,
+        mlp_ratio: f64 = 2816.0 / 1024.0,
+        downsample_ratio: usize = 3,
+        rope_temperature: f64 = 10000.0,
+        norm_eps: f64 = 1e-6,
+        dynamic_img_pad: bool = false,
+        device: Json = Json::Null,
+        dtype: Json = Json::Null,
+    }
+}
 
 timm_args! {
     /// `DeepseekVitClassifier.__init__`, timm's defaults.
@@ -76,6 +99,8 @@ struct Deepseek {
     aligner: Option<(usize, usize)>,
     final_norm: bool,
     dynamic_img_pad: bool,
+    /// `DeepseekVitEncoder`: its own forward, no head.
+    encoder: Option<TowerOutput>,
 }
 
 impl Deepseek {
@@ -86,17 +111,37 @@ impl Deepseek {
                 "`{arch}` is not a DeepSeek ViT architecture this build knows"
             ))
         })?;
-        if arch.ends_with("_enc") {
-            return Err(Error::unsupported(format!(
-                "`{arch}` is DeepseekVitEncoder: its forward returns the VLM aligner's token sequence \
-                 (B, ceil(H/3)*ceil(W/3), out_features), not one vector per image, and timm gives it no \
-                 forward_head; use the classifier `{}` or `{}_align`",
-                arch.trim_end_matches("_enc"),
-                arch.trim_end_matches("_enc")
-            )));
-        }
         let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
-        let v = DeepseekArgs::read(&a)?;
+        let (v, encoder) = if arch.ends_with("_enc") {
+            let e = DeepseekEncArgs::read(&a)?;
+            let (out, pool) = match e.global_pool.as_str() {
+                "align" => (TowerOutput::Tokens, "align"),
+                "" => (TowerOutput::Tokens, ""),
+                "avg" => (TowerOutput::Mean, ""),
+                _ => return Err(a.unsupported("global_pool", "'', avg or align (timm asserts)")),
+            };
+            let v = DeepseekArgs {
+                img_size: e.img_size,
+                patch_size: e.patch_size,
+                global_pool: "avg".into(),
+                encoder_pool: pool.into(),
+                out_features: e.out_features,
+                embed_dim: e.embed_dim,
+                depth: e.depth,
+                num_heads: e.num_heads,
+                mlp_ratio: e.mlp_ratio,
+                downsample_ratio: e.downsample_ratio,
+                rope_temperature: e.rope_temperature,
+                norm_eps: e.norm_eps,
+                final_norm: false,
+                dynamic_img_pad: e.dynamic_img_pad,
+                device: e.device,
+                dtype: e.dtype,
+            };
+            (v, Some(out))
+        } else {
+            (DeepseekArgs::read(&a)?, None)
+        };
         let (dim, heads) = (v.embed_dim, v.num_heads);
         if heads == 0 || dim == 0 || dim % heads != 0 || (dim / heads) % 4 != 0 {
             return Err(Error::invalid_model(format!(
@@ -138,6 +183,7 @@ impl Deepseek {
             aligner,
             final_norm: v.final_norm,
             dynamic_img_pad: v.dynamic_img_pad,
+            encoder,
         })
     }
 
@@ -163,7 +209,13 @@ fn rms_norm_plain(b: &mut Builder, x: &Value, eps: f32) -> Value {
 
 fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let v = Deepseek::resolve(cfg)?;
-    let mut x = encoder(&mut b.scope("encoder"), &v, cfg)?;
+    if let Some(out) = v.encoder {
+        // `DeepseekVitEncoder.forward` as the model.
+        out.check(b, &cfg.architecture, "DeepseekVitEncoder")?;
+        let (x, tokens) = encoder(b, &v, cfg)?;
+        return Ok(out.finish(b, &x, tokens, v.num_features()));
+    }
+    let (mut x, _) = encoder(&mut b.scope("encoder"), &v, cfg)?;
     let nf = v.num_features();
     // forward_head: the mean over the (aligned) tokens, the non-affine norm, the head.
     x = global_pool_nlc(b, &x, TokenPool::Avg, 0, false);
@@ -186,8 +238,8 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
 }
 
 /// `DeepseekVitEncoder.forward` (in the current scope): the normed tokens after the blocks and,
-/// when enabled, the aligner.
-fn encoder(b: &mut Builder, v: &Deepseek, cfg: &ModelConfig) -> Result<Value> {
+/// when enabled, the aligner; with the number of tokens per image.
+fn encoder(b: &mut Builder, v: &Deepseek, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let (h, w) = b.image_size();
     let p = v.patch;
     let pad = if v.dynamic_img_pad {
@@ -238,10 +290,12 @@ fn encoder(b: &mut Builder, v: &Deepseek, cfg: &ModelConfig) -> Result<Value> {
     }
     b.default_out_indices(&[-3, -2, -1]);
     x = norm.apply_last(&mut b.scope("norm"), &x, d)?;
+    let mut tokens = grid.0 * grid.1;
     if let Some((k, out)) = v.aligner {
         x = aligner(&mut b.scope("aligner"), &x, d, grid, k, out)?;
+        tokens = grid.0.div_ceil(k) * grid.1.div_ceil(k);
     }
-    Ok(x)
+    Ok((x, tokens))
 }
 
 /// `DeepseekVitBlock`: `x + attn(norm1(x))`, `x + mlp(norm2(x))` with the bias-free packed SwiGLU

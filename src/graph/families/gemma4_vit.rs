@@ -8,8 +8,10 @@
 //! half of each head, y on the second, rotate-half within each) and scale 1, and a tanh-GELU gated
 //! MLP. `use_clipped_linears` clamps each linear's input and output by its stored bounds.
 //!
-//! `Gemma4VitEncoder` (`*_enc`) is refused: its forward returns the soft tokens (a sequence per
-//! image) and it has no `forward_head` (timm raises for classification use).
+//! `Gemma4VitEncoder` (`*_enc`, its weights at the top level) has no `forward_head` (timm raises
+//! for classification use): its forward is built as it is, with option `output=tokens` for the
+//! token sequences of `global_pool='soft'` (the soft tokens) and `'none'` / `''` (the raw patch
+//! tokens), and as the one vector of `'avg'`.
 //!
 //! Feature maps are `forward_intermediates` (`feature_cls='getter'`): every block's output on the
 //! patch grid, by default the last three.
@@ -21,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks, Rope};
 use crate::graph::layers::conv::Conv;
+use crate::graph::layers::encoder_tower::TowerOutput;
 use crate::graph::layers::mlp::{linear, linear_2d};
 use crate::graph::layers::patch_embed;
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -40,6 +43,30 @@ pub const FAMILY: Family = Family {
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
     any_size: false,
 };
+
+timm_args! {
+    /// `Gemma4VitEncoder.__init__`, timm's defaults.
+    pub struct Gemma4EncArgs {
+        img_size: Json = Json::from(768),
+        patch_size: usize = 16,
+        global_pool: String = "soft".into(),
+        embed_dim: usize = 768,
+        depth: usize = 16,
+        num_heads: usize = 12,
+        head_dim: usize = 64,
+        num_kv_heads: Option<usize> = None,
+        intermediate_size: usize = 3072,
+        norm_eps: f64 = 1e-6,
+        rope_theta: f64 = 100.0,
+        position_embedding_size: usize = 10240,
+        pooling_kernel_size: usize = 3,
+        standardize: bool = false,
+        use_clipped_linears: bool = false,
+        act_layer: Option<String> = None,
+        device: Json = Json::Null,
+        dtype: Json = Json::Null,
+    }
+}
 
 timm_args! {
     /// `Gemma4VitClassifier.__init__`, timm's defaults.
@@ -84,6 +111,8 @@ struct Gemma4 {
     clipped: bool,
     final_norm: bool,
     act: String,
+    /// `Gemma4VitEncoder`: its own forward, no head.
+    encoder: Option<TowerOutput>,
 }
 
 impl Gemma4 {
@@ -94,15 +123,43 @@ impl Gemma4 {
                 "`{arch}` is not a Gemma4 ViT architecture this build knows"
             ))
         })?;
-        if arch.ends_with("_enc") {
-            return Err(Error::unsupported(format!(
-                "`{arch}` is Gemma4VitEncoder: its forward returns the soft-token sequence (B, N/9, D), \
-                 not one vector per image, and timm gives it no forward_head; use the classifier `{}`",
-                arch.trim_end_matches("_enc")
-            )));
-        }
         let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
-        let v = Gemma4Args::read(&a)?;
+        let (v, encoder) = if arch.ends_with("_enc") {
+            let e = Gemma4EncArgs::read(&a)?;
+            let (out, pool) = match e.global_pool.as_str() {
+                "soft" => (TowerOutput::Tokens, "soft"),
+                "" | "none" => (TowerOutput::Tokens, ""),
+                "avg" => (TowerOutput::Mean, ""),
+                _ => {
+                    return Err(a.unsupported("global_pool", "soft, avg, none or '' (timm asserts)"))
+                }
+            };
+            let v = Gemma4Args {
+                img_size: e.img_size,
+                patch_size: e.patch_size,
+                global_pool: "avg".into(),
+                encoder_pool: pool.into(),
+                embed_dim: e.embed_dim,
+                depth: e.depth,
+                num_heads: e.num_heads,
+                head_dim: e.head_dim,
+                num_kv_heads: e.num_kv_heads,
+                intermediate_size: e.intermediate_size,
+                norm_eps: e.norm_eps,
+                rope_theta: e.rope_theta,
+                position_embedding_size: e.position_embedding_size,
+                pooling_kernel_size: e.pooling_kernel_size,
+                standardize: e.standardize,
+                use_clipped_linears: e.use_clipped_linears,
+                final_norm: false,
+                act_layer: e.act_layer,
+                device: e.device,
+                dtype: e.dtype,
+            };
+            (v, Some(out))
+        } else {
+            (Gemma4Args::read(&a)?, None)
+        };
         let (dim, heads, hd) = (v.embed_dim, v.num_heads, v.head_dim);
         if dim == 0 || heads == 0 || hd == 0 || hd % 4 != 0 {
             return Err(Error::invalid_model(
@@ -155,6 +212,7 @@ impl Gemma4 {
             clipped: v.use_clipped_linears,
             final_norm: v.final_norm,
             act: v.act_layer.unwrap_or_else(|| "gelu_tanh".into()),
+            encoder,
         })
     }
 }
@@ -176,6 +234,14 @@ fn rms_plain(b: &mut Builder, x: &Value, eps: f32) -> Value {
 
 fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let v = Gemma4::resolve(cfg)?;
+    if let Some(out) = v.encoder {
+        // `Gemma4VitEncoder.forward` as the model.
+        out.check(b, &cfg.architecture, "Gemma4VitEncoder")?;
+        let x = encoder(b, &v, cfg)?;
+        let (h, w) = b.image_size();
+        let k = v.soft.unwrap_or(1);
+        return Ok(out.finish(b, &x, (h / v.patch / k) * (w / v.patch / k), v.dim));
+    }
     let mut x = encoder(&mut b.scope("encoder"), &v, cfg)?;
     let d = v.dim;
     // forward_head: mean over the tokens, the non-affine norm, the head.

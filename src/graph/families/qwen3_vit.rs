@@ -7,9 +7,10 @@
 //! since a graph has one input size. The merger is per-token LayerNorm, a k×k pixel-unshuffle of
 //! the token grid, `fc1`, exact GELU and `fc2`.
 //!
-//! `Qwen3VitEncoder` (`*_enc`) is refused: its forward returns the projector's token sequence
-//! (what the LLM consumes), not one vector per image, and it has no `forward_head` (timm raises
-//! for classification use), so there is no pre-logits output to match.
+//! `Qwen3VitEncoder` (`*_enc`, its weights at the top level) has no `forward_head` (timm raises
+//! for classification use): its forward is built as it is, with option `output=tokens` for the
+//! token sequences of `global_pool='merge'` (the projector's tokens, what the LLM consumes) and
+//! `''` (the raw patch tokens, timm's NHWC map row-major), and as the one vector of `'avg'`.
 //!
 //! Feature maps are `forward_intermediates` (`feature_cls='getter'`): every block's output on the
 //! patch grid, by default the last three.
@@ -20,6 +21,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention, AttnCfg, Hooks, Rope};
+use crate::graph::layers::encoder_tower::TowerOutput;
 use crate::graph::layers::mlp::{linear, linear_2d, mlp, MlpCfg};
 use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -43,7 +45,28 @@ pub const FAMILY: Family = Family {
 };
 
 timm_args! {
-    /// `Qwen3VitClassifier.__init__` / `Qwen3VitEncoder.__init__`, timm's defaults.
+    /// `Qwen3VitEncoder.__init__`, timm's defaults.
+    pub struct Qwen3EncArgs {
+        img_size: Json = Json::from(768),
+        patch_size: usize = 16,
+        out_features: usize = 0,
+        global_pool: String = "merge".into(),
+        embed_dim: usize = 1152,
+        depth: usize = 27,
+        num_heads: usize = 16,
+        mlp_ratio: f64 = 4304.0 / 1152.0,
+        merge_size: usize = 2,
+        pos_embed_grid_size: usize = 48,
+        rope_temperature: f64 = 10000.0,
+        norm_eps: f64 = 1e-6,
+        act_layer: Option<String> = None,
+        device: Json = Json::Null,
+        dtype: Json = Json::Null,
+    }
+}
+
+timm_args! {
+    /// `Qwen3VitClassifier.__init__`, timm's defaults.
     pub struct Qwen3Args {
         img_size: Json = Json::from(768),
         patch_size: usize = 16,
@@ -79,6 +102,8 @@ struct Qwen3 {
     /// The projector (`merge_size`, `out_features`), when the graph runs it.
     merger: Option<(usize, usize)>,
     final_norm: bool,
+    /// `Qwen3VitEncoder`: its own forward, no head.
+    encoder: Option<TowerOutput>,
 }
 
 impl Qwen3 {
@@ -90,7 +115,37 @@ impl Qwen3 {
             ))
         })?;
         let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
-        let v = Qwen3Args::read(&a)?;
+        let (v, encoder) = if arch.ends_with("_enc") {
+            let e = Qwen3EncArgs::read(&a)?;
+            let (out, pool) = match e.global_pool.as_str() {
+                "merge" => (TowerOutput::Tokens, "merge"),
+                "" => (TowerOutput::Tokens, ""),
+                "avg" => (TowerOutput::Mean, ""),
+                _ => return Err(a.unsupported("global_pool", "'', avg or merge (timm asserts)")),
+            };
+            let v = Qwen3Args {
+                img_size: e.img_size,
+                patch_size: e.patch_size,
+                global_pool: "avg".into(),
+                encoder_pool: pool.into(),
+                out_features: e.out_features,
+                embed_dim: e.embed_dim,
+                depth: e.depth,
+                num_heads: e.num_heads,
+                mlp_ratio: e.mlp_ratio,
+                merge_size: e.merge_size,
+                pos_embed_grid_size: e.pos_embed_grid_size,
+                rope_temperature: e.rope_temperature,
+                norm_eps: e.norm_eps,
+                act_layer: e.act_layer,
+                final_norm: false,
+                device: e.device,
+                dtype: e.dtype,
+            };
+            (v, Some(out))
+        } else {
+            (Qwen3Args::read(&a)?, None)
+        };
         let (dim, heads) = (v.embed_dim, v.num_heads);
         if heads == 0 || dim == 0 || dim % heads != 0 {
             return Err(Error::invalid_model(format!(
@@ -105,15 +160,6 @@ impl Qwen3 {
         }
         if v.merge_size == 0 {
             return Err(Error::invalid_model("merge_size must be positive"));
-        }
-        if arch.ends_with("_enc") {
-            return Err(Error::unsupported(format!(
-                "`{arch}` is Qwen3VitEncoder: its forward returns the VLM projector's token sequence \
-                 (B, H*W/4, out_features), not one vector per image, and timm gives it no forward_head; \
-                 use the classifier `{}` or `{}_merge`",
-                arch.trim_end_matches("_enc"),
-                arch.trim_end_matches("_enc")
-            )));
         }
         let merge = match v.encoder_pool.as_str() {
             "" => false,
@@ -140,6 +186,7 @@ impl Qwen3 {
             temperature: v.rope_temperature as f32,
             merger: merge.then_some((v.merge_size, v.out_features)),
             final_norm: v.final_norm,
+            encoder,
         })
     }
 
@@ -155,6 +202,9 @@ impl Qwen3 {
 
 fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
     let v = Qwen3::resolve(cfg)?;
+    if let Some(out) = v.encoder {
+        return encoder_forward(b, &v, cfg, out);
+    }
     let mut x = encoder(&mut b.scope("encoder"), &v, cfg)?;
     let nf = v.num_features();
     // forward_head: the mean over the (merged) tokens.
@@ -179,6 +229,25 @@ fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<(Value, usize)> {
         Init::TruncNormal(0.02),
     )?;
     Ok((y, classes))
+}
+
+/// `Qwen3VitEncoder.forward` as the model (`*_enc`): the merged or raw tokens, or their mean.
+fn encoder_forward(
+    b: &mut Builder,
+    v: &Qwen3,
+    cfg: &ModelConfig,
+    out: TowerOutput,
+) -> Result<(Value, usize)> {
+    out.check(b, &cfg.architecture, "Qwen3VitEncoder")?;
+    let x = encoder(b, v, cfg)?;
+    let (h, w) = b.image_size();
+    let k = v.merger.map_or(1, |(k, _)| k);
+    Ok(out.finish(
+        b,
+        &x,
+        (h / v.patch / k) * (w / v.patch / k),
+        v.num_features(),
+    ))
 }
 
 /// `Qwen3VitEncoder.forward` (in the current scope): the tokens after the blocks and, when

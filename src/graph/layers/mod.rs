@@ -12,6 +12,7 @@ pub mod classifier;
 pub mod conv;
 pub mod efficientnet_blocks;
 pub mod efficientnet_builder;
+pub mod encoder_tower;
 pub mod evo_norm;
 pub mod ghost;
 pub mod grid_window;
