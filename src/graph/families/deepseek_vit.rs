@@ -21,7 +21,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention, AttnCfg, Hooks, Rope};
-use crate::graph::layers::encoder_tower::TowerOutput;
+use crate::graph::layers::encoder_tower::{read_pool, TowerOutput};
 use crate::graph::layers::mlp::{glu_mlp, linear, linear_2d, MlpCfg};
 use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -42,26 +42,6 @@ pub const FAMILY: Family = Family {
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
     any_size: false,
 };
-
-timm_args! {
-    /// `DeepseekVitEncoder.__init__`, timm's defaults.
-    pub struct DeepseekEncArgs {
-        img_size: Json = Json::from(546),
-        patch_size: usize = 14,
-        out_features: usize = 0,
-        global_pool: String = "align".into(),
-        embed_dim: usize = 1024,
-        depth: usize = 32,
-        num_heads: usize = 16,
-        mlp_ratio: f64 = 2816.0 / 1024.0,
-        downsample_ratio: usize = 3,
-        rope_temperature: f64 = 10000.0,
-        norm_eps: f64 = 1e-6,
-        dynamic_img_pad: bool = false,
-        device: Json = Json::Null,
-        dtype: Json = Json::Null,
-    }
-}
 
 timm_args! {
     /// `DeepseekVitClassifier.__init__`, timm's defaults.
@@ -112,36 +92,21 @@ impl Deepseek {
             ))
         })?;
         let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
-        let (v, encoder) = if arch.ends_with("_enc") {
-            let e = DeepseekEncArgs::read(&a)?;
-            let (out, pool) = match e.global_pool.as_str() {
-                "align" => (TowerOutput::Tokens, "align"),
-                "" => (TowerOutput::Tokens, ""),
-                "avg" => (TowerOutput::Mean, ""),
-                _ => return Err(a.unsupported("global_pool", "'', avg or align (timm asserts)")),
-            };
-            let v = DeepseekArgs {
-                img_size: e.img_size,
-                patch_size: e.patch_size,
-                global_pool: "avg".into(),
-                encoder_pool: pool.into(),
-                out_features: e.out_features,
-                embed_dim: e.embed_dim,
-                depth: e.depth,
-                num_heads: e.num_heads,
-                mlp_ratio: e.mlp_ratio,
-                downsample_ratio: e.downsample_ratio,
-                rope_temperature: e.rope_temperature,
-                norm_eps: e.norm_eps,
-                final_norm: false,
-                dynamic_img_pad: e.dynamic_img_pad,
-                device: e.device,
-                dtype: e.dtype,
-            };
-            (v, Some(out))
+        // DeepseekVitEncoder takes the classifier's arguments with its own global_pool.
+        let mut v = DeepseekArgs::read_only(&a)?;
+        let encoder = if arch.ends_with("_enc") {
+            let pools = [
+                ("align", TowerOutput::Tokens, "align"),
+                ("", TowerOutput::Tokens, ""),
+                ("avg", TowerOutput::Mean, ""),
+            ];
+            let (out, pool) = read_pool(&a, "DeepseekVitEncoder", "align", &pools)?;
+            (v.global_pool, v.encoder_pool, v.final_norm) = ("avg".into(), pool, false);
+            Some(out)
         } else {
-            (DeepseekArgs::read(&a)?, None)
+            None
         };
+        a.finish()?;
         let (dim, heads) = (v.embed_dim, v.num_heads);
         if heads == 0 || dim == 0 || dim % heads != 0 || (dim / heads) % 4 != 0 {
             return Err(Error::invalid_model(format!(

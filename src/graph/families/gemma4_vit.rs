@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention_core, AttnCfg, Hooks, Rope};
 use crate::graph::layers::conv::Conv;
-use crate::graph::layers::encoder_tower::TowerOutput;
+use crate::graph::layers::encoder_tower::{read_pool, TowerOutput};
 use crate::graph::layers::mlp::{linear, linear_2d};
 use crate::graph::layers::patch_embed;
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -43,30 +43,6 @@ pub const FAMILY: Family = Family {
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
     any_size: false,
 };
-
-timm_args! {
-    /// `Gemma4VitEncoder.__init__`, timm's defaults.
-    pub struct Gemma4EncArgs {
-        img_size: Json = Json::from(768),
-        patch_size: usize = 16,
-        global_pool: String = "soft".into(),
-        embed_dim: usize = 768,
-        depth: usize = 16,
-        num_heads: usize = 12,
-        head_dim: usize = 64,
-        num_kv_heads: Option<usize> = None,
-        intermediate_size: usize = 3072,
-        norm_eps: f64 = 1e-6,
-        rope_theta: f64 = 100.0,
-        position_embedding_size: usize = 10240,
-        pooling_kernel_size: usize = 3,
-        standardize: bool = false,
-        use_clipped_linears: bool = false,
-        act_layer: Option<String> = None,
-        device: Json = Json::Null,
-        dtype: Json = Json::Null,
-    }
-}
 
 timm_args! {
     /// `Gemma4VitClassifier.__init__`, timm's defaults.
@@ -124,42 +100,22 @@ impl Gemma4 {
             ))
         })?;
         let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
-        let (v, encoder) = if arch.ends_with("_enc") {
-            let e = Gemma4EncArgs::read(&a)?;
-            let (out, pool) = match e.global_pool.as_str() {
-                "soft" => (TowerOutput::Tokens, "soft"),
-                "" | "none" => (TowerOutput::Tokens, ""),
-                "avg" => (TowerOutput::Mean, ""),
-                _ => {
-                    return Err(a.unsupported("global_pool", "soft, avg, none or '' (timm asserts)"))
-                }
-            };
-            let v = Gemma4Args {
-                img_size: e.img_size,
-                patch_size: e.patch_size,
-                global_pool: "avg".into(),
-                encoder_pool: pool.into(),
-                embed_dim: e.embed_dim,
-                depth: e.depth,
-                num_heads: e.num_heads,
-                head_dim: e.head_dim,
-                num_kv_heads: e.num_kv_heads,
-                intermediate_size: e.intermediate_size,
-                norm_eps: e.norm_eps,
-                rope_theta: e.rope_theta,
-                position_embedding_size: e.position_embedding_size,
-                pooling_kernel_size: e.pooling_kernel_size,
-                standardize: e.standardize,
-                use_clipped_linears: e.use_clipped_linears,
-                final_norm: false,
-                act_layer: e.act_layer,
-                device: e.device,
-                dtype: e.dtype,
-            };
-            (v, Some(out))
+        // Gemma4VitEncoder takes the classifier's arguments with its own global_pool.
+        let mut v = Gemma4Args::read_only(&a)?;
+        let encoder = if arch.ends_with("_enc") {
+            let pools = [
+                ("soft", TowerOutput::Tokens, "soft"),
+                ("none", TowerOutput::Tokens, ""),
+                ("", TowerOutput::Tokens, ""),
+                ("avg", TowerOutput::Mean, ""),
+            ];
+            let (out, pool) = read_pool(&a, "Gemma4VitEncoder", "soft", &pools)?;
+            (v.global_pool, v.encoder_pool, v.final_norm) = ("avg".into(), pool, false);
+            Some(out)
         } else {
-            (Gemma4Args::read(&a)?, None)
+            None
         };
+        a.finish()?;
         let (dim, heads, hd) = (v.embed_dim, v.num_heads, v.head_dim);
         if dim == 0 || heads == 0 || hd == 0 || hd % 4 != 0 {
             return Err(Error::invalid_model(

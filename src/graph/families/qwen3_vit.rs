@@ -21,7 +21,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::graph::args::Args;
 use crate::graph::layers::attention::{attention, AttnCfg, Hooks, Rope};
-use crate::graph::layers::encoder_tower::TowerOutput;
+use crate::graph::layers::encoder_tower::{read_pool, TowerOutput};
 use crate::graph::layers::mlp::{linear, linear_2d, mlp, MlpCfg};
 use crate::graph::layers::patch_embed::{self, patch_embed, PatchEmbedCfg};
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
@@ -43,27 +43,6 @@ pub const FAMILY: Family = Family {
     default_config: |arch| TABLE.get(arch).map(|e| e.config.clone()),
     any_size: false,
 };
-
-timm_args! {
-    /// `Qwen3VitEncoder.__init__`, timm's defaults.
-    pub struct Qwen3EncArgs {
-        img_size: Json = Json::from(768),
-        patch_size: usize = 16,
-        out_features: usize = 0,
-        global_pool: String = "merge".into(),
-        embed_dim: usize = 1152,
-        depth: usize = 27,
-        num_heads: usize = 16,
-        mlp_ratio: f64 = 4304.0 / 1152.0,
-        merge_size: usize = 2,
-        pos_embed_grid_size: usize = 48,
-        rope_temperature: f64 = 10000.0,
-        norm_eps: f64 = 1e-6,
-        act_layer: Option<String> = None,
-        device: Json = Json::Null,
-        dtype: Json = Json::Null,
-    }
-}
 
 timm_args! {
     /// `Qwen3VitClassifier.__init__`, timm's defaults.
@@ -115,37 +94,21 @@ impl Qwen3 {
             ))
         })?;
         let a = Args::new(arch, Some(&entry.args), &cfg.model_args);
-        let (v, encoder) = if arch.ends_with("_enc") {
-            let e = Qwen3EncArgs::read(&a)?;
-            let (out, pool) = match e.global_pool.as_str() {
-                "merge" => (TowerOutput::Tokens, "merge"),
-                "" => (TowerOutput::Tokens, ""),
-                "avg" => (TowerOutput::Mean, ""),
-                _ => return Err(a.unsupported("global_pool", "'', avg or merge (timm asserts)")),
-            };
-            let v = Qwen3Args {
-                img_size: e.img_size,
-                patch_size: e.patch_size,
-                global_pool: "avg".into(),
-                encoder_pool: pool.into(),
-                out_features: e.out_features,
-                embed_dim: e.embed_dim,
-                depth: e.depth,
-                num_heads: e.num_heads,
-                mlp_ratio: e.mlp_ratio,
-                merge_size: e.merge_size,
-                pos_embed_grid_size: e.pos_embed_grid_size,
-                rope_temperature: e.rope_temperature,
-                norm_eps: e.norm_eps,
-                act_layer: e.act_layer,
-                final_norm: false,
-                device: e.device,
-                dtype: e.dtype,
-            };
-            (v, Some(out))
+        // Qwen3VitEncoder takes the classifier's arguments with its own global_pool.
+        let mut v = Qwen3Args::read_only(&a)?;
+        let encoder = if arch.ends_with("_enc") {
+            let pools = [
+                ("merge", TowerOutput::Tokens, "merge"),
+                ("", TowerOutput::Tokens, ""),
+                ("avg", TowerOutput::Mean, ""),
+            ];
+            let (out, pool) = read_pool(&a, "Qwen3VitEncoder", "merge", &pools)?;
+            (v.global_pool, v.encoder_pool, v.final_norm) = ("avg".into(), pool, false);
+            Some(out)
         } else {
-            (Qwen3Args::read(&a)?, None)
+            None
         };
+        a.finish()?;
         let (dim, heads) = (v.embed_dim, v.num_heads);
         if heads == 0 || dim == 0 || dim % heads != 0 {
             return Err(Error::invalid_model(format!(

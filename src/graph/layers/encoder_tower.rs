@@ -4,6 +4,7 @@
 //! the raw patch tokens, option `output=tokens`) or the mean over the patch tokens.
 
 use crate::error::{Error, Result};
+use crate::graph::args::Args;
 use crate::graph::layers::pool::{global_pool_nlc, TokenPool};
 use crate::graph::{Builder, OutputKind, Value};
 
@@ -44,4 +45,36 @@ impl TowerOutput {
             TowerOutput::Mean => (global_pool_nlc(b, x, TokenPool::Avg, 0, false), dim),
         }
     }
+}
+
+/// One `global_pool` value of a tower: what its forward returns, and the classifier form's
+/// `encoder_pool` that builds the same trunk.
+pub type TowerPool = (&'static str, TowerOutput, &'static str);
+
+/// The tower's `global_pool` (`default`: timm's for the class), as what the forward returns and
+/// the classifier form's `encoder_pool`. The encoder classes take the classifier's arguments with
+/// the same defaults, less `encoder_pool` and `final_norm`, which are refused here.
+pub fn read_pool(
+    a: &Args,
+    class: &str,
+    default: &str,
+    pools: &[TowerPool],
+) -> Result<(TowerOutput, String)> {
+    for key in ["encoder_pool", "final_norm"] {
+        if a.has(key) {
+            return Err(a.unsupported(key, &format!("{class} does not take it (timm raises)")));
+        }
+    }
+    let pool: String = a.get("global_pool", default.to_string())?;
+    pools
+        .iter()
+        .find(|p| p.0 == pool)
+        .map(|p| (p.1, p.2.to_string()))
+        .ok_or_else(|| {
+            let names: Vec<String> = pools.iter().map(|p| format!("'{}'", p.0)).collect();
+            a.unsupported(
+                "global_pool",
+                &format!("{class} takes {} (timm asserts)", names.join(", ")),
+            )
+        })
 }
