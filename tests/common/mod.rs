@@ -386,8 +386,31 @@ pub fn check_features(f: &Fixture, tol: f32) -> f32 {
     d
 }
 
-/// A copy of a fixture's native folder in a temp dir, its config.json edited by `edit`.
-pub fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+/// A temp folder removed when dropped, also when the test fails.
+pub struct TempFolder(PathBuf);
+
+impl std::ops::Deref for TempFolder {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempFolder {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A copy of a fixture's native folder in a temp dir (removed when dropped), its config.json
+/// edited by `edit`.
+pub fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> TempFolder {
     let src = fixture(name).folder("native").unwrap();
     let dir = std::env::temp_dir().join(format!("timm-{name}-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -397,7 +420,7 @@ pub fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Val
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     edit(&mut cfg);
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    dir
+    TempFolder(dir)
 }
 
 /// The error of creating fixture `name` natively once `edit` has changed its config.json (the

@@ -103,7 +103,7 @@ fn unsupported_variants_say_so() {
 
 /// A copy of `name` whose weights file holds each shared tensor under one name only: the
 /// block-level aliases dropped (`keep_top`), or the top-level `cpe<i>` / `crpe<i>` ones.
-fn deduplicated_copy(name: &str, keep_top: bool) -> std::path::PathBuf {
+fn deduplicated_copy(name: &str, keep_top: bool) -> TempFolder {
     let tag = if keep_top {
         "dedup-top"
     } else {
