@@ -552,13 +552,14 @@ impl Model {
                 self.output_dim
             )));
         }
-        let out_shape: Vec<i64> = match self.outputs[0] {
-            // [N, T, D], written row-major: N rows of output_dim = T * D floats.
-            OutputShape::Tokens { tokens, dim } => vec![n as i64, tokens as i64, dim as i64],
-            _ => vec![n as i64, self.output_dim as i64],
+        // [N, T, D] for tokens, written row-major: N rows of output_dim = T * D floats.
+        let dims = match self.outputs[0] {
+            OutputShape::Tokens { tokens, dim } => [n as i64, tokens as i64, dim as i64],
+            _ => [n as i64, self.output_dim as i64, 0],
         };
+        let out_shape = if dims[2] > 0 { &dims[..] } else { &dims[..2] };
         self.engine_for(shape)?
-            .run(input, shape, &mut output[..needed], &out_shape)?;
+            .run(input, shape, &mut output[..needed], out_shape)?;
         Ok(needed)
     }
 

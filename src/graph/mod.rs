@@ -316,11 +316,12 @@ fn build_with(
             family.name
         )));
     }
+    // A graph that ends where timm's forward does uses every saved tensor.
+    if matches!(request.output, OutputKind::Logits | OutputKind::Tokens) && b.weights().is_some() {
+        check_unused(&b, &cfg.architecture)?;
+    }
     let (outputs, feature_info) = match request.output {
         OutputKind::Logits | OutputKind::Features => {
-            if request.output == OutputKind::Logits && b.weights().is_some() {
-                check_unused(&b, &cfg.architecture)?;
-            }
             (vec![(out, OutputShape::Vector(dim))], Vec::new())
         }
         OutputKind::Tokens => {
@@ -330,9 +331,6 @@ fn build_with(
                     cfg.architecture
                 ))
             })?;
-            if b.weights().is_some() {
-                check_unused(&b, &cfg.architecture)?;
-            }
             (vec![(out, OutputShape::Tokens { tokens, dim })], Vec::new())
         }
         OutputKind::FeatureMaps => select_features(&b, request.out_indices.as_deref())?,

@@ -34,8 +34,8 @@ impl TowerOutput {
         }
     }
 
-    /// The model's output from the tower's last value: `x` (`[N, T, D]`, `tokens` per image)
-    /// declared as the token output, or `x_patches` (the patch tokens) mean-pooled.
+    /// The model's output from the tower's last value `x` (`[N, T, D]`, `tokens` per image):
+    /// declared as the token output, or (`Mean`, `x` being the patch tokens) mean-pooled.
     pub fn finish(self, b: &mut Builder, x: &Value, tokens: usize, dim: usize) -> (Value, usize) {
         match self {
             TowerOutput::Tokens => {
