@@ -179,6 +179,24 @@ pub fn assert_seeded(
     assert_ne!(a, run(other), "{spec}: another seed, another network");
 }
 
+/// `assert_seeded` on bare name `arch` (timm's defaults, seeded weights) at `size`x`size`, fed a
+/// fixed ramp: the input size only keeps a large model's runs short.
+pub fn assert_bare_seeded(arch: &str, size: usize, dim: usize) {
+    let x: Vec<f32> = (0..3 * size * size)
+        .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+        .collect();
+    let input_size = format!("{size}x{size}");
+    let n = size as i64;
+    assert_seeded(
+        arch,
+        &[("input_size", &input_size)],
+        dim,
+        &x,
+        &[1, 3, n, n],
+        ("1", "2"),
+    );
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter()

@@ -1,6 +1,5 @@
 //! Native DaViT graphs through the C ABI, against timm's logits, pooled features and
-//! `features_only` maps. No bare-name test: the smallest DaViT (`davit_tiny`, 28M parameters)
-//! takes over 20 s to initialise in the debug build.
+//! `features_only` maps.
 
 use crate::common::*;
 use timm::TimmStatus;
@@ -105,4 +104,10 @@ fn unsupported_variants_say_so() {
         assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{tag}: {e:?}");
         assert!(e.message.contains(says), "{tag}: {}", e.message);
     }
+}
+
+#[test]
+fn bare_name_without_weights_builds_runs_and_is_seeded() {
+    // davit_tiny, the smallest (28 M): windowed spatial and channel attention at 64x64.
+    assert_bare_seeded("davit_tiny", 64, 1000);
 }

@@ -101,3 +101,9 @@ fn encoder_feature_maps_are_its_own_blocks() {
         (0..3).map(|i| (16, 4, format!("blocks.{i}"))).collect();
     assert_eq!(m.feature_info(), want);
 }
+
+#[test]
+fn bare_name_without_weights_builds_runs_and_is_seeded() {
+    // timm registers it with num_classes 0: the output is its pooled features.
+    assert_bare_seeded("deepseek_vit_412m", 56, 1024);
+}

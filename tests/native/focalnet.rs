@@ -1,8 +1,6 @@
 //! Native FocalNet graphs through the C ABI, against timm's logits, pooled features and
 //! `features_only` maps. The fixtures' config.json lacks the narrowed depths, widths and focal
 //! settings (timm's entrypoints fix them), so every check here also reads them from the weights.
-//! No bare-name test: the smallest FocalNet (28M parameters) takes over 20 s to initialise in
-//! the debug build.
 
 use crate::common::*;
 use timm::TimmStatus;
@@ -91,4 +89,10 @@ fn unsupported_variants_say_so() {
         assert_eq!(e.status, TimmStatus::TIMM_ERR_UNSUPPORTED, "{tag}: {e:?}");
         assert!(e.message.contains(says), "{tag}: {}", e.message);
     }
+}
+
+#[test]
+fn bare_name_without_weights_builds_runs_and_is_seeded() {
+    // The smallest FocalNet (28 M), its structure from timm's entrypoint, at 64x64.
+    assert_bare_seeded("focalnet_tiny_srf", 64, 1000);
 }

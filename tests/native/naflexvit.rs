@@ -81,3 +81,9 @@ fn what_nchw_input_cannot_carry_or_this_build_lacks_is_refused() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn bare_name_without_weights_builds_runs_and_is_seeded() {
+    // timm's defaults: the full-size network, at a small input.
+    assert_bare_seeded("naflexvit_base_patch16_gap", 64, 1000);
+}

@@ -118,3 +118,9 @@ fn variants_not_built_are_refused_naming_the_argument() {
         assert!(e.message.contains(key), "{}", e.message);
     }
 }
+
+#[test]
+fn bare_name_without_weights_builds_runs_and_is_seeded() {
+    // timm's defaults: the full-size network, at a small input.
+    assert_bare_seeded("nasnetalarge", 64, 1000);
+}

@@ -150,9 +150,6 @@ fn variants_not_built_are_refused_naming_the_argument() {
     }
 }
 
-// No bare-name test: sequencer2d_s (27.6M parameters, the smallest) takes ~7 s per random build in
-// the debug binary.
-
 #[test]
 fn bare_name_without_weights_builds_runs_and_is_seeded() {
     // sequencer2d_s (27 M) at 64x64: the bidirectional row / column LSTMs on 8x8, 4x4 maps.
