@@ -135,6 +135,13 @@ def prepare(arch, bench):
     return None
 
 
+def save_json(a, rows, peers):
+    if a.json:
+        out = [{**r, **{p: {f'b{b}': v for b, v in r[p].items()} for p in peers if p in r}} for r in rows]
+        Path(a.json).write_text(json.dumps({'cpu': cpu_model(), 'threads': a.threads, 'time': time.time(),
+                                            'rows': out}, indent=2))
+
+
 def run(argv, env):
     r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
     if r.returncode != 0:
@@ -228,6 +235,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--issue', type=int, choices=sorted(set(ISSUES) | set(MODULES)))
     ap.add_argument('--archs', help='comma-separated architectures (instead of, or narrowing, --issue)')
+    ap.add_argument('--modules', help='comma-separated timm modules narrowing --issue')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--batches', default='1,8')
     ap.add_argument('--runs', type=int, default=20, help='timed calls at batch 1 (fewer at larger batches)')
@@ -246,7 +254,10 @@ def main():
     if a.issue in MODULES:
         import warnings
         warnings.filterwarnings('ignore')
-        table = {m: xs for m in MODULES[a.issue] if (xs := by_size(m))}
+        # --modules narrows the issue's list and orders it (cheap modules first, say).
+        only = [m.strip() for m in (a.modules or '').split(',') if m.strip()]
+        order = [m for m in only if m in MODULES[a.issue]] or MODULES[a.issue]
+        table = {m: xs for m in order if (xs := by_size(m))}
     else:
         table = {m: [x] for m, x in table.items()}
     if a.archs:
@@ -286,6 +297,7 @@ def main():
             row['error'] = f'run failed: {e}'
             log(f'{arch}: {row["error"]}')
             continue
+        save_json(a, rows, peers)  # after every row: a long run cut short keeps what it measured
         log(f'{arch}: ' + '; '.join(
             f'{p} b{b} {row[p][b]["libtimm_ms"]:.1f} ms vs {row[p][b]["ort_ms"]:.1f} ms ({row[p][b]["ratio"]:.2f})'
             for p in peers for b in batches))
@@ -325,10 +337,7 @@ def main():
         elif below:
             line += f'; below 1.00 somewhere: {", ".join(r["arch"] for r in below)}'
         print(line)
-    if a.json:
-        out = [{**r, **{p: {f'b{b}': v for b, v in r[p].items()} for p in peers if p in r}} for r in rows]
-        Path(a.json).write_text(json.dumps({'cpu': cpu_model(), 'threads': a.threads, 'time': time.time(),
-                                            'rows': out}, indent=2))
+    save_json(a, rows, peers)
 
 
 if __name__ == '__main__':
