@@ -62,6 +62,11 @@ fn build() -> PathBuf {
         .clone()
 }
 
+/// How many C processes a test runs at once.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 fn run(args: &[String], env: &[(&str, &str)]) -> (bool, String) {
     init_runtime();
     let mut cmd = Command::new(build());
@@ -81,15 +86,17 @@ fn run(args: &[String], env: &[(&str, &str)]) -> (bool, String) {
 
 #[test]
 fn c_program_reproduces_timm_logits_for_every_fixture_folder() {
-    let mut args = vec!["check".to_string()];
+    let mut pairs = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     // Encoder towers (output=tokens) have their own C-ABI tests in tests/native.
     for f in fixtures().into_iter().filter(|f| f.output == "logits") {
         for mode in f.folders.keys() {
             let folder = f.folder(mode).unwrap();
             if seen.insert(folder.clone()) {
-                args.push(folder.display().to_string());
-                args.push(fixtures_dir().join(&f.reference).display().to_string());
+                pairs.push([
+                    folder.display().to_string(),
+                    fixtures_dir().join(&f.reference).display().to_string(),
+                ]);
             }
         }
     }
@@ -98,8 +105,23 @@ fn c_program_reproduces_timm_logits_for_every_fixture_folder() {
         "expected the foundation fixtures, found {}",
         seen.len()
     );
-    let (ok, _) = run(&args, &[]);
-    assert!(ok, "C program failed");
+    // Hundreds of folders, one model each: a C process per core, each checking its share,
+    // keeps this test from being most of the suite's serial time.
+    let procs = cores();
+    let shares: Vec<Vec<String>> = (0..procs)
+        .map(|k| {
+            let mut args = vec!["check".to_string()];
+            args.extend(pairs.iter().skip(k).step_by(procs).flatten().cloned());
+            args
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let runs: Vec<_> = shares.iter().map(|a| s.spawn(|| run(a, &[]))).collect();
+        for (k, r) in runs.into_iter().enumerate() {
+            let (ok, _) = r.join().expect("C program runner");
+            assert!(ok, "C program failed (share {k} of {procs})");
+        }
+    });
 }
 
 #[test]
@@ -108,6 +130,7 @@ fn c_program_gets_timms_feature_maps_for_every_family() {
     // custom configuration, through timm_infer_outputs from C.
     let dir = fixtures_dir();
     let mut families = std::collections::BTreeSet::new();
+    let mut checks = Vec::new();
     for f in fixtures() {
         // timm's Swin, MambaOut and Sequencer features_only maps are NHWC; their own tests
         // compare them permuted.
@@ -153,12 +176,31 @@ fn c_program_gets_timms_feature_maps_for_every_family() {
                         .to_string(),
                 );
             }
-            let (ok, _) = run(&args, &[]);
-            assert!(ok, "{} feature maps {k}: C program failed", f.name);
+            checks.push((format!("{} feature maps {k}", f.name), args));
             families.insert(f.family.clone());
         }
     }
     assert!(families.len() >= 5, "feature maps checked for {families:?}");
+    // One C process per check, as many at once as there are cores.
+    let procs = cores();
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..procs)
+            .map(|k| {
+                let share: Vec<_> = checks.iter().skip(k).step_by(procs).collect();
+                s.spawn(move || {
+                    share
+                        .into_iter()
+                        .find(|(_, args)| !run(args, &[]).0)
+                        .map(|(what, _)| what.clone())
+                })
+            })
+            .collect();
+        for r in runs {
+            if let Some(what) = r.join().expect("C program runner") {
+                panic!("{what}: C program failed");
+            }
+        }
+    });
 }
 
 #[test]
