@@ -256,14 +256,18 @@ def main():
         warnings.filterwarnings('ignore')
         # --modules narrows the issue's list and orders it (cheap modules first, say).
         only = [m.strip() for m in (a.modules or '').split(',') if m.strip()]
-        order = [m for m in only if m in MODULES[a.issue]] or MODULES[a.issue]
-        table = {m: xs for m in order if (xs := by_size(m))}
+        if unknown := [m for m in only if m not in MODULES[a.issue]]:
+            ap.error(f'--modules: not modules of issue {a.issue}: {", ".join(unknown)} '
+                     f'(its modules: {", ".join(MODULES[a.issue])})')
+        table = {m: xs for m in only or MODULES[a.issue] if (xs := by_size(m))}
     else:
         table = {m: [x] for m, x in table.items()}
     if a.archs:
         want = [x.strip() for x in a.archs.split(',') if x.strip()]
         table = {m: [x for x in xs if x in want][:1] for m, xs in table.items() if set(xs) & set(want)} \
             or {x: [x] for x in want}
+    if a.modules and a.issue not in MODULES:
+        ap.error(f'--modules narrows --issue {"/".join(map(str, MODULES))}')
     if not table:
         ap.error('give --issue or --archs')
     bench = REPO / '.bench'

@@ -62,9 +62,25 @@ fn build() -> PathBuf {
         .clone()
 }
 
-/// How many C processes a test runs at once.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+/// Splits `items` round-robin into one share per core (at most 4) and runs `check` on each share
+/// on its own thread, so the C processes of a share run beside the others'; panics with the first
+/// failure a share reports.
+fn in_shares<T: Sync>(items: &[T], check: impl Fn(Vec<&T>) -> Result<(), String> + Sync) {
+    let procs = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..procs)
+            .map(|k| {
+                let share: Vec<&T> = items.iter().skip(k).step_by(procs).collect();
+                let check = &check;
+                s.spawn(move || check(share))
+            })
+            .collect();
+        for r in runs {
+            if let Err(what) = r.join().expect("C program runner") {
+                panic!("{what}");
+            }
+        }
+    });
 }
 
 fn run(args: &[String], env: &[(&str, &str)]) -> (bool, String) {
@@ -107,19 +123,12 @@ fn c_program_reproduces_timm_logits_for_every_fixture_folder() {
     );
     // Hundreds of folders, one model each: a C process per core, each checking its share,
     // keeps this test from being most of the suite's serial time.
-    let procs = cores();
-    let shares: Vec<Vec<String>> = (0..procs)
-        .map(|k| {
-            let mut args = vec!["check".to_string()];
-            args.extend(pairs.iter().skip(k).step_by(procs).flatten().cloned());
-            args
-        })
-        .collect();
-    std::thread::scope(|s| {
-        let runs: Vec<_> = shares.iter().map(|a| s.spawn(|| run(a, &[]))).collect();
-        for (k, r) in runs.into_iter().enumerate() {
-            let (ok, _) = r.join().expect("C program runner");
-            assert!(ok, "C program failed (share {k} of {procs})");
+    in_shares(&pairs, |share| {
+        let mut args = vec!["check".to_string()];
+        args.extend(share.into_iter().flatten().cloned());
+        match run(&args, &[]) {
+            (true, _) => Ok(()),
+            (false, _) => Err("C program failed".into()),
         }
     });
 }
@@ -182,23 +191,10 @@ fn c_program_gets_timms_feature_maps_for_every_family() {
     }
     assert!(families.len() >= 5, "feature maps checked for {families:?}");
     // One C process per check, as many at once as there are cores.
-    let procs = cores();
-    std::thread::scope(|s| {
-        let runs: Vec<_> = (0..procs)
-            .map(|k| {
-                let share: Vec<_> = checks.iter().skip(k).step_by(procs).collect();
-                s.spawn(move || {
-                    share
-                        .into_iter()
-                        .find(|(_, args)| !run(args, &[]).0)
-                        .map(|(what, _)| what.clone())
-                })
-            })
-            .collect();
-        for r in runs {
-            if let Some(what) = r.join().expect("C program runner") {
-                panic!("{what}: C program failed");
-            }
+    in_shares(&checks, |share| {
+        match share.into_iter().find(|(_, args)| !run(args, &[]).0) {
+            Some((what, _)) => Err(format!("{what}: C program failed")),
+            None => Ok(()),
         }
     });
 }
