@@ -1,7 +1,8 @@
 //! Just enough of the ONNX protobuf format to list a model's initializers: their names, dims,
 //! types and where their data lives. Used to bind initializers whose data was stripped (they
 //! reference a `.safetensors` file as external data) by name from the folder's weights, and to
-//! tell a file that is not ONNX from one ONNX Runtime rejects for other reasons.
+//! tell a file that is not ONNX from one ONNX Runtime rejects for other reasons; and to move
+//! initializers' external data within its file ([`relocate_external_data`]).
 
 use crate::error::{Error, Result};
 
@@ -19,7 +20,8 @@ pub struct Initializer {
     pub external: bool,
     /// The `location` entry of `external_data`, if any.
     pub location: Option<String>,
-    pub has_offset: bool,
+    /// The `offset` entry of `external_data`, if any (and a number).
+    pub offset: Option<u64>,
 }
 
 /// The parts of a ModelProto this library looks at.
@@ -96,6 +98,12 @@ impl<'a> Reader<'a> {
         };
         Ok((num, f))
     }
+    /// The next field with its whole encoding (key, length and payload), to copy it unchanged.
+    fn raw_field(&mut self) -> R<(u64, Field<'a>, &'a [u8])> {
+        let start = self.pos;
+        let (num, f) = self.field()?;
+        Ok((num, f, &self.buf[start..self.pos]))
+    }
     fn skip(&mut self, n: usize) -> R<()> {
         let end = self.pos.checked_add(n).ok_or("length overflow")?;
         if end > self.buf.len() {
@@ -167,7 +175,7 @@ fn scan_tensor(bytes: &[u8]) -> R<Initializer> {
                 let (k, v) = string_pair(kv)?;
                 match k.as_str() {
                     "location" => t.location = Some(v),
-                    "offset" => t.has_offset = true,
+                    "offset" => t.offset = v.parse().ok(),
                     _ => {}
                 }
             }
@@ -191,25 +199,175 @@ fn string_pair(bytes: &[u8]) -> R<(String, String)> {
     Ok((k, v))
 }
 
+/// Rewrites the external data offsets of a model's top-level initializers: `place(location,
+/// offset, length)` returns each tensor's new offset in its file (the caller moves the bytes).
+/// Every other byte of the model is kept as it is. Tensors are visited in file order.
+pub fn relocate_external_data(
+    bytes: &[u8],
+    place: &mut dyn FnMut(&str, u64, u64) -> Result<u64>,
+) -> Result<Vec<u8>> {
+    let bad =
+        |why: String| Error::invalid_model(format!("model.onnx is not a valid ONNX model ({why})"));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        match r.raw_field().map_err(bad)? {
+            (7, Field::Bytes(g), _) => put_bytes(7, &relocate_graph(g, place, &bad)?, &mut out),
+            (_, _, raw) => out.extend_from_slice(raw),
+        }
+    }
+    Ok(out)
+}
+
+fn relocate_graph(
+    bytes: &[u8],
+    place: &mut dyn FnMut(&str, u64, u64) -> Result<u64>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        match r.raw_field().map_err(bad)? {
+            (5, Field::Bytes(t), _) => put_bytes(5, &relocate_tensor(t, place, bad)?, &mut out),
+            (_, _, raw) => out.extend_from_slice(raw),
+        }
+    }
+    Ok(out)
+}
+
+fn relocate_tensor(
+    bytes: &[u8],
+    place: &mut dyn FnMut(&str, u64, u64) -> Result<u64>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Vec<u8>> {
+    let (mut location, mut offset, mut length) = (None, None, None);
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        if let (13, Field::Bytes(kv)) = r.field().map_err(bad)? {
+            let (k, v) = string_pair(kv).map_err(bad)?;
+            let number = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(format!("external data {k} `{v}` is not a number")))
+            };
+            match k.as_str() {
+                "location" => location = Some(v),
+                "offset" => offset = Some(number(&v)?),
+                "length" => length = Some(number(&v)?),
+                _ => {}
+            }
+        }
+    }
+    let (Some(location), Some(offset), Some(length)) = (location, offset, length) else {
+        return Ok(bytes.to_vec());
+    };
+    let moved = place(&location, offset, length)?.to_string();
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        match r.raw_field().map_err(bad)? {
+            (13, Field::Bytes(kv), raw) => match string_pair(kv).map_err(bad)? {
+                (k, _) if k == "offset" => {
+                    let mut entry = Vec::new();
+                    put_bytes(1, b"offset", &mut entry);
+                    put_bytes(2, moved.as_bytes(), &mut entry);
+                    put_bytes(13, &entry, &mut out);
+                }
+                _ => out.extend_from_slice(raw),
+            },
+            (_, _, raw) => out.extend_from_slice(raw),
+        }
+    }
+    Ok(out)
+}
+
+fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field.
+fn put_bytes(num: u64, data: &[u8], out: &mut Vec<u8>) {
+    put_varint(num << 3 | 2, out);
+    put_varint(data.len() as u64, out);
+    out.extend_from_slice(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::{put_bytes as bytes_field, put_varint as varint};
 
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                break;
+    /// A ModelProto whose initializers are `(name, external data entries)`.
+    fn model_with(tensors: &[(&str, &[(&str, &str)])]) -> Vec<u8> {
+        let mut g = Vec::new();
+        for (name, entries) in tensors {
+            let mut t = Vec::new();
+            bytes_field(8, name.as_bytes(), &mut t);
+            for (k, v) in *entries {
+                let mut kv = Vec::new();
+                bytes_field(1, k.as_bytes(), &mut kv);
+                bytes_field(2, v.as_bytes(), &mut kv);
+                bytes_field(13, &kv, &mut t);
             }
-            out.push(b | 0x80);
+            varint(14 << 3, &mut t);
+            varint(1, &mut t);
+            bytes_field(5, &t, &mut g);
         }
+        bytes_field(1, b"a node stays as it is", &mut g);
+        let mut m = Vec::new();
+        varint(1 << 3, &mut m);
+        varint(8, &mut m);
+        bytes_field(7, &g, &mut m);
+        bytes_field(8, b"opset", &mut m);
+        m
     }
-    fn bytes_field(num: u64, data: &[u8], out: &mut Vec<u8>) {
-        varint(num << 3 | 2, out);
-        varint(data.len() as u64, out);
-        out.extend_from_slice(data);
+
+    #[test]
+    fn relocation_rewrites_only_external_offsets() {
+        let m = model_with(&[
+            (
+                "a",
+                &[("location", "w.bin"), ("offset", "0"), ("length", "100")],
+            ),
+            ("inline", &[]),
+            (
+                "b",
+                &[("location", "w.bin"), ("offset", "100"), ("length", "28")],
+            ),
+        ]);
+        let mut seen = Vec::new();
+        let out = relocate_external_data(&m, &mut |loc, off, len| {
+            seen.push((loc.to_string(), off, len));
+            Ok(off * 1000 + 64)
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![("w.bin".into(), 0, 100), ("w.bin".into(), 100, 28)]
+        );
+        let info = scan(&out).unwrap();
+        let offsets: Vec<_> = info.initializers.iter().map(|i| i.offset).collect();
+        assert_eq!(offsets, vec![Some(64), None, Some(100_064)]);
+        let names: Vec<_> = info.initializers.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["a", "inline", "b"]);
+        assert!(info.initializers.iter().all(|i| i.external));
+        assert_eq!(info.ir_version, 8);
+        // Unchanged offsets give the same bytes back.
+        let same = relocate_external_data(&m, &mut |_, off, _| Ok(off)).unwrap();
+        assert_eq!(same, m);
+    }
+
+    #[test]
+    fn relocation_refuses_a_non_numeric_offset() {
+        let m = model_with(&[(
+            "a",
+            &[("location", "w.bin"), ("offset", "x"), ("length", "4")],
+        )]);
+        let e = relocate_external_data(&m, &mut |_, off, _| Ok(off)).unwrap_err();
+        assert!(e.message().contains("is not a number"), "{e}");
     }
 
     #[test]

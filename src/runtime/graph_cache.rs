@@ -1,6 +1,8 @@
 //! The optimised-model cache: ONNX Runtime's optimised graph of a native model, saved once with
-//! its initializers (and prepacked weights) in an external data file, so a later load maps that
-//! file instead of rebuilding, re-optimising and re-packing every weight.
+//! its initializers in an external data file, so a later load maps that file instead of
+//! rebuilding and re-optimising the graph (ORT still prepacks weights at each load). The data
+//! file is rewritten with every tensor 64-byte aligned before the entry is published
+//! ([`DATA_ALIGN`]).
 //!
 //! An entry is a folder `<root>/<key>/` holding `model.onnx`, `weights.bin` and `manifest.json`
 //! (written last, so an entry without it is incomplete). The key hashes everything the saved
@@ -15,7 +17,7 @@
 //! used entries are removed until the total fits.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -32,6 +34,10 @@ const MANIFEST: &str = "manifest.json";
 const DIGESTS: &str = "digests";
 /// Remembered digests kept; the oldest go first (each is one small file).
 const MAX_DIGESTS: usize = 4096;
+/// Every tensor in an entry's data file starts at a multiple of this. ORT aligns only large
+/// tensors when it saves; a cached load runs on the mapped file's addresses, and kernels reading
+/// weights only 32-byte aligned measured 2-3% slower than on ORT's own 64-byte-aligned copies.
+const DATA_ALIGN: u64 = 64;
 /// Default bound on the cache's total size.
 pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 
@@ -185,7 +191,11 @@ impl Cache {
     /// Publishes what ORT saved into `pending`, then trims the cache to its bound.
     pub fn publish(&self, mut pending: Pending) -> Result<()> {
         let model = pending.dir.join(MODEL_FILE);
-        let bytes = fs::read(&model).map_err(|e| Error::from_io(&e, "cannot read", &model))?;
+        let mut bytes = fs::read(&model).map_err(|e| Error::from_io(&e, "cannot read", &model))?;
+        if let Some(aligned) = align_data(&pending.dir, &bytes)? {
+            fs::write(&model, &aligned).map_err(|e| Error::from_io(&e, "cannot write", &model))?;
+            bytes = aligned;
+        }
         let data = pending.dir.join(DATA_FILE);
         // ORT writes no data file when no initializer reaches the size threshold.
         let data_bytes = match fs::metadata(&data) {
@@ -237,6 +247,69 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if !self.published {
             let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Rewrites the data file ORT saved in `dir` with every tensor at a [`DATA_ALIGN`] offset and
+/// returns the model bytes that point into it. `None` (ORT's layout kept) when there is no data
+/// file or the model never names it, or when it names it outside its top-level initializers,
+/// which [`crate::onnx::relocate_external_data`] does not rewrite.
+fn align_data(dir: &Path, model: &[u8]) -> Result<Option<Vec<u8>>> {
+    let names = model
+        .windows(DATA_FILE.len())
+        .filter(|w| *w == DATA_FILE.as_bytes())
+        .count();
+    let path = dir.join(DATA_FILE);
+    let Some(mut src) = fs::File::open(&path).ok().filter(|_| names > 0) else {
+        return Ok(None);
+    };
+    let src_len = src
+        .metadata()
+        .map_err(|e| Error::from_io(&e, "cannot read", &path))?
+        .len();
+    let tmp = dir.join(format!("{DATA_FILE}.aligned"));
+    let file = fs::File::create(&tmp).map_err(|e| Error::from_io(&e, "cannot create", &tmp))?;
+    let mut dst = io::BufWriter::new(file);
+    let (mut written, mut moved) = (0u64, 0usize);
+    let write_err = |e: io::Error| Error::from_io(&e, "cannot write", &tmp);
+    let relocated = crate::onnx::relocate_external_data(model, &mut |location, offset, len| {
+        if location != DATA_FILE {
+            return Ok(offset);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > src_len) {
+            return Err(Error::invalid_model(format!(
+                "the saved optimised model names bytes {offset}+{len} of a {src_len}-byte data file"
+            )));
+        }
+        let pad = written.next_multiple_of(DATA_ALIGN) - written;
+        io::copy(&mut io::repeat(0).take(pad), &mut dst).map_err(write_err)?;
+        src.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::from_io(&e, "cannot read", &path))?;
+        let copied = io::copy(&mut (&mut src).take(len), &mut dst).map_err(write_err)?;
+        if copied != len {
+            return Err(Error::invalid_model(format!(
+                "{} ended inside a tensor",
+                path.display()
+            )));
+        }
+        written += pad + len;
+        moved += 1;
+        Ok(written - len)
+    });
+    let done = relocated.and_then(|m| {
+        dst.flush().map_err(write_err)?;
+        Ok(m)
+    });
+    drop(dst);
+    match done {
+        Ok(m) if moved == names => {
+            fs::rename(&tmp, &path).map_err(|e| Error::from_io(&e, "cannot write", &path))?;
+            Ok(Some(m))
+        }
+        other => {
+            let _ = fs::remove_file(&tmp);
+            other.map(|_| None)
         }
     }
 }
