@@ -113,6 +113,45 @@ fn feature_maps_and_infer_outputs_work_on_openvino() {
     }
 }
 
+#[test]
+fn an_any_size_graph_compiles_fixed_at_its_input_size_and_serves_other_sizes_like_timm() {
+    // OpenVINO gets the nominal size as a static shape; another size is compiled on first use.
+    init_openvino();
+    let f = fixture("convnext_atto-small");
+    let nominal = reference(&f).input_shape;
+    let plain = [("output".to_string(), "feature_maps".to_string())];
+    let refs: Vec<_> = feature_map_refs(&f)
+        .into_iter()
+        .filter(|c| c.options == plain)
+        .collect();
+    let sizes: Vec<_> = refs.iter().map(|c| c.input_shape[2..].to_vec()).collect();
+    assert!(
+        sizes.contains(&nominal[2..].to_vec()) && sizes.iter().any(|s| s[..] != nominal[2..]),
+        "references at the nominal and another size: {sizes:?}"
+    );
+    let m = CModel::create(
+        &f.spec("native"),
+        true,
+        &ov(&[("precision", "fp32"), ("output", "feature_maps")]),
+    )
+    .unwrap();
+    for c in refs.iter().rev() {
+        let maps = m.infer_outputs(&c.input, &c.input_shape).unwrap();
+        assert_eq!(maps.len(), c.outputs.len());
+        for (got, want) in maps.iter().zip(&c.outputs) {
+            assert_eq!(got.shape, want.shape);
+            let scale = want.data.iter().fold(1f32, |a, v| a.max(v.abs()));
+            let d = max_abs_diff(&got.data, &want.data);
+            assert!(
+                d <= TOL * scale,
+                "input {:?}, map {:?}: differs from timm by {d}",
+                c.input_shape,
+                got.shape
+            );
+        }
+    }
+}
+
 fn classify(m: &CModel, image: &str, k: usize) -> Vec<TimmClass> {
     let path = CString::new(fixtures_dir().join("images").join(image).to_str().unwrap()).unwrap();
     let mut top: Vec<TimmClass> = Vec::with_capacity(k);
