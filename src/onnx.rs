@@ -208,27 +208,27 @@ pub fn relocate_external_data(
 ) -> Result<Vec<u8>> {
     let bad =
         |why: String| Error::invalid_model(format!("model.onnx is not a valid ONNX model ({why})"));
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut r = Reader::new(bytes);
-    while !r.done() {
-        match r.raw_field().map_err(bad)? {
-            (7, Field::Bytes(g), _) => put_bytes(7, &relocate_graph(g, place, &bad)?, &mut out),
-            (_, _, raw) => out.extend_from_slice(raw),
-        }
-    }
-    Ok(out)
+    // ModelProto.graph (7), then GraphProto.initializer (5).
+    rewrite_fields(bytes, 7, &bad, &mut |graph| {
+        rewrite_fields(graph, 5, &bad, &mut |tensor| {
+            relocate_tensor(tensor, place, &bad)
+        })
+    })
 }
 
-fn relocate_graph(
+/// `bytes` with each length-delimited field `num` replaced by `f(payload)`; every other field
+/// is copied as it is.
+fn rewrite_fields(
     bytes: &[u8],
-    place: &mut dyn FnMut(&str, u64, u64) -> Result<u64>,
+    num: u64,
     bad: &dyn Fn(String) -> Error,
+    f: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>>,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut r = Reader::new(bytes);
     while !r.done() {
         match r.raw_field().map_err(bad)? {
-            (5, Field::Bytes(t), _) => put_bytes(5, &relocate_tensor(t, place, bad)?, &mut out),
+            (n, Field::Bytes(payload), _) if n == num => put_bytes(num, &f(payload)?, &mut out),
             (_, _, raw) => out.extend_from_slice(raw),
         }
     }
