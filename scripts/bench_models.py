@@ -31,7 +31,9 @@ sys.path.insert(0, str(SCRIPTS))
 
 # name -> timm architecture. The name is the folder name; the demo model keeps its pretrained tag.
 DEFAULT_MODELS = ['resnet50', 'efficientnet_b0', 'vit_small_patch16_224', 'convnext_tiny',
-                  'mobilenetv3_large_100']
+                  'mobilenetv3_large_100',
+                  # Measured by the OpenVINO rows only (scripts/bench_run.py OV_MODELS).
+                  'vit_base_patch16_224']
 DEMO = 'tf_efficientnet_lite0.in1k'
 REF_BATCH = 2
 
