@@ -425,7 +425,7 @@ def markdown(res):
         hdr = ['model', *(f'{c} lat' for c in ov), *(f'{c} b32' for c in ov)]
         L.append('| ' + ' | '.join(hdr) + ' |')
         L.append('|' + '---|' * len(hdr))
-        for m in res.get('ov_models', [m for m in models if m in OV_MODELS]):
+        for m in res['ov_models']:
             cells = [m]
             for c in ov:
                 med = get(recs, m, c, 'latency_median', threads=ncores, batch=1, concurrency=1)
