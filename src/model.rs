@@ -837,37 +837,26 @@ fn ort_native(
         })?,
         _ => None,
     };
-    let (s, g) = match hit {
-        Some(found) => found,
-        None => {
+    let (s, g) = match (hit, cache.as_ref().zip(weights)) {
+        (Some(found), _) => found,
+        (None, Some((c, w))) => first_load(c, &sopts, config, data, w, &req, options.seed)?,
+        (None, None) => {
             let mut g = build_native(config, data, weights, &req, options.seed)?;
-            let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts, cache.as_ref())?;
-            // The entry this load just wrote, looked up (and checked) once.
-            let written = cache.as_ref().zip(weights);
-            match written.and_then(|(c, w)| c.lookup().map(|hit| (c, hit, w))) {
-                Some((c, hit, w)) => {
-                    let entry = (c, &hit);
-                    reopen_from_entry(s, entry, &sopts, config, data, w, &req, options.seed)?
-                }
-                None => (s, g),
-            }
+            let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts, None)?;
+            (s, g)
         }
     };
     let fixed = req.fixed_size && g.any_size;
     Ok((s, g, fixed))
 }
 
-/// The session a first load just made, opened again from the optimised-model cache entry it
-/// wrote: it then maps the optimised weights as every later load does, instead of holding the
-/// copies ONNX Runtime made while optimising (steady RSS after a first load falls to a cached
-/// load's). An entry ORT refuses is discarded and the graph built once more without the cache.
+/// A first load with the optimised-model cache: the graph is built, ONNX Runtime optimises it
+/// into a new cache entry ([`Session::write_entry`]), and the session is opened from that entry,
+/// as every later load opens it. Where the entry cannot be written or opened, the graph is built
+/// once more and run without the cache (a warning says why).
 #[allow(clippy::too_many_arguments)]
-fn reopen_from_entry(
-    built: Session,
-    (cache, hit): (
-        &crate::runtime::graph_cache::Cache,
-        &crate::runtime::graph_cache::Hit,
-    ),
+fn first_load(
+    cache: &crate::runtime::graph_cache::Cache,
     sopts: &crate::runtime::SessionOptions,
     config: &ModelConfig,
     data: &DataConfig,
@@ -875,18 +864,28 @@ fn reopen_from_entry(
     req: &graph::Request,
     seed: u64,
 ) -> Result<(Session, graph::Graph)> {
-    built.close();
-    let size = data.input_size;
-    let shapes = || {
-        graph::build_shapes(
-            config,
-            ParamSource::Weights(weights),
-            req,
-            (size[1], size[2]),
-        )
-    };
-    if let Some(found) = Session::from_hit(cache, hit, sopts, shapes)? {
-        return Ok(found);
+    let mut g = build_native(config, data, Some(weights), req, seed)?;
+    match Session::write_entry(&mut g, Some(weights), sopts, cache) {
+        Ok(()) => {
+            let size = data.input_size;
+            let shapes = || {
+                graph::build_shapes(
+                    config,
+                    ParamSource::Weights(weights),
+                    req,
+                    (size[1], size[2]),
+                )
+            };
+            if let Some(hit) = cache.lookup() {
+                if let Some(found) = Session::from_hit(cache, &hit, sopts, shapes)? {
+                    return Ok(found);
+                }
+            }
+        }
+        Err(e) => crate::runtime::log::warn(&format!(
+            "optimised-model cache not written: {}",
+            e.message()
+        )),
     }
     let mut g = build_native(config, data, Some(weights), req, seed)?;
     let s = Session::from_graph(&mut g, Some(weights), sopts, None)?;

@@ -12,6 +12,7 @@ pub mod folder;
 pub mod onnx_writer;
 pub mod portable;
 pub mod proto;
+pub mod runtime_file;
 pub mod triton;
 
 use std::collections::{HashMap, HashSet};
@@ -303,7 +304,7 @@ pub fn native_onnx<'a>(
 }
 
 /// A weights-file tensor in its stored type (the graph casts non-f32 ones itself).
-fn weight_tensor<'a>(
+pub(crate) fn weight_tensor<'a>(
     weights: Option<&'a Weights>,
     name: &str,
     init_name: &str,

@@ -31,6 +31,7 @@ const EXTERNAL_MIN_BYTES: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dim {
     Fixed(i64),
+    /// A free dimension by name; an empty name is an unnamed one.
     Symbolic(String),
 }
 
@@ -47,22 +48,55 @@ pub enum Data<'a> {
     Borrowed(&'a [u8]),
     /// A tensor of a safetensors file, written in its stored dtype.
     Weight(&'a Weights, TensorInfo),
+    /// `len` bytes made when the tensor is written, so only one such tensor exists at a time.
+    Computed(usize, Box<dyn Fn() -> Result<Vec<u8>> + 'a>),
 }
 
 impl Data<'_> {
+    /// Writes the bytes to `out` (the file at `path`). A weight is streamed from its file in
+    /// pieces, never held whole (in copy mode), and its mapped pages are released after it:
+    /// a large model's written tensors do not add up in the resident set.
+    fn write_to(&self, out: &mut impl Write, path: &Path) -> Result<()> {
+        let io_err = |e: std::io::Error| Error::from_io(&e, "cannot write", path);
+        match self {
+            Data::Weight(w, info) => {
+                let mut failed = None;
+                w.for_each_chunk(info, |chunk| {
+                    if failed.is_none() {
+                        failed = out.write_all(chunk).err();
+                    }
+                })?;
+                w.release_tensor(info);
+                failed.map_or(Ok(()), |e| Err(io_err(e)))
+            }
+            other => out.write_all(&other.bytes()?).map_err(io_err),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Data::Owned(v) => v.len(),
             Data::Borrowed(v) => v.len(),
             Data::Weight(_, info) => info.end - info.start,
+            Data::Computed(len, _) => *len,
         }
     }
 
-    fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+    pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
         match self {
             Data::Owned(v) => Ok(std::borrow::Cow::Borrowed(v)),
             Data::Borrowed(v) => Ok(std::borrow::Cow::Borrowed(v)),
             Data::Weight(w, info) => w.bytes(info),
+            Data::Computed(len, make) => {
+                let v = make()?;
+                if v.len() != *len {
+                    return Err(Error::internal(format!(
+                        "a computed tensor has {} bytes, {len} were planned",
+                        v.len()
+                    )));
+                }
+                Ok(std::borrow::Cow::Owned(v))
+            }
         }
     }
 }
@@ -96,8 +130,17 @@ pub struct Model<'a> {
 
 /// The ModelProto head of an exported file.
 pub fn model_head(opsets: &[(&str, i64)], metadata: &[(String, String)]) -> Msg {
+    model_head_ir(IR_VERSION, opsets, metadata)
+}
+
+/// [`model_head`] stamped with another IR version (one that goes with newer opsets).
+pub fn model_head_ir(
+    ir_version: i64,
+    opsets: &[(&str, i64)],
+    metadata: &[(String, String)],
+) -> Msg {
     let mut m = Msg::new();
-    m.int(1, IR_VERSION)
+    m.int(1, ir_version)
         .str(2, "libtimm")
         .str(3, env!("CARGO_PKG_VERSION"));
     for (domain, version) in opsets {
@@ -152,6 +195,8 @@ pub fn value_info(io: &Io) -> Msg {
         let mut dm = Msg::new();
         match d {
             Dim::Fixed(v) => dm.int(1, *v),
+            // An unnamed free dimension: neither a value nor a name.
+            Dim::Symbolic(s) if s.is_empty() => &mut dm,
             Dim::Symbolic(s) => dm.str(2, s),
         };
         shape.msg(1, &dm);
@@ -244,25 +289,20 @@ pub fn write(model: &Model, path: &Path, external: bool) -> Result<bool> {
     })()
     .map_err(|e| io_err(e, path))?;
     for (t, plan) in model.tensors.iter().zip(&plans) {
-        let bytes = t.data.bytes()?;
         let (h, inline, ext) = plan;
         (|| -> std::io::Result<()> {
             f.write_all(&len_prefix(5, tensor_len(plan) as usize))?;
-            f.write_all(h)?;
-            if inline.is_some() {
-                f.write_all(&bytes)?;
-            }
-            Ok(())
+            f.write_all(h)
         })()
         .map_err(|e| io_err(e, path))?;
+        if inline.is_some() {
+            t.data.write_to(&mut f, path)?;
+        }
         if let (Some(at), Some(d)) = (ext, data_file.as_mut()) {
-            (|| -> std::io::Result<()> {
-                d.write_all(&vec![0u8; (*at - data_pos) as usize])?;
-                d.write_all(&bytes)?;
-                Ok(())
-            })()
-            .map_err(|e| io_err(e, &data_path))?;
-            data_pos = at + bytes.len() as u64;
+            d.write_all(&vec![0u8; (*at - data_pos) as usize])
+                .map_err(|e| io_err(e, &data_path))?;
+            t.data.write_to(d, &data_path)?;
+            data_pos = at + t.data.len() as u64;
         }
     }
     f.flush().map_err(|e| io_err(e, path))?;

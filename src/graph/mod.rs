@@ -131,6 +131,17 @@ pub enum InitData {
     I64(Vec<i64>),
 }
 
+/// The bytes of f32 initializer data as ONNX stores them (little-endian, the byte order of every
+/// target this library builds for).
+pub fn f32_bytes(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+/// [`f32_bytes`] for i64 data.
+pub fn i64_bytes(v: &[i64]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
 #[derive(Debug, Clone)]
 pub struct Initializer {
     pub name: String,

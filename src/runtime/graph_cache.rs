@@ -30,6 +30,8 @@ const FORMAT: &str = "timm-graph-cache-1";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const DATA_FILE: &str = "weights.bin";
 const MANIFEST: &str = "manifest.json";
+/// The folder of [`Pending::stage_dir`].
+const STAGE: &str = "stage";
 /// Folder of remembered weights digests (see [`weights_digest`]); never an entry.
 const DIGESTS: &str = "digests";
 /// Remembered digests kept; the oldest go first (each is one small file).
@@ -240,6 +242,19 @@ impl Pending {
     /// Where ORT saves the optimised graph; its external data goes next to it as [`DATA_FILE`].
     pub fn model_path(&self) -> PathBuf {
         self.dir.join(MODEL_FILE)
+    }
+
+    /// A folder inside the entry being written, for files that go into making it and are not
+    /// part of it; [`Pending::remove_stage`] removes it before the entry is published.
+    pub fn stage_dir(&self) -> Result<PathBuf> {
+        let dir = self.dir.join(STAGE);
+        fs::create_dir(&dir).map_err(|e| Error::from_io(&e, "cannot create", &dir))?;
+        Ok(dir)
+    }
+
+    pub fn remove_stage(&self) -> Result<()> {
+        let dir = self.dir.join(STAGE);
+        fs::remove_dir_all(&dir).map_err(|e| Error::from_io(&e, "cannot remove", &dir))
     }
 }
 

@@ -297,6 +297,67 @@ impl Session {
         Self::wrap(created, Keep::default(), &opts.providers, true)
     }
 
+    /// Writes the optimised-model cache entry of a native graph on CPU without keeping a
+    /// session: the graph goes to a file with its tensors in an external data file
+    /// ([`crate::export::runtime_file`]), and ORT optimises it from there and saves the entry.
+    /// Loaded from a file, ORT reads a tensor only when a transform rewrites it (its NCHWc
+    /// filter reorder, say) and keeps only the rewritten copy, where a graph handed over in
+    /// memory stays whole beside every copy made from it. The session serves nothing and is
+    /// dropped, so weights are not prepacked for it.
+    ///
+    /// The graph's computed weights are freed once written, so `graph` comes back without them.
+    /// The entry is published for [`Session::from_hit`] to open.
+    pub fn write_entry(
+        graph: &mut Graph,
+        weights: Option<&Weights>,
+        opts: &SessionOptions,
+        cache: &graph_cache::Cache,
+    ) -> Result<()> {
+        use crate::export::onnx_writer::{self, Dim, Io};
+        let pending = cache.begin()?;
+        let source = pending.stage_dir()?.join(graph_cache::MODEL_FILE);
+        {
+            let (input, outputs) = io_shapes(graph);
+            let io = |s: IoShape| Io {
+                name: s.name,
+                dims: s
+                    .dims
+                    .iter()
+                    .zip(s.symbols)
+                    .map(|(&d, sym)| {
+                        if d >= 0 {
+                            Dim::Fixed(d)
+                        } else {
+                            Dim::Symbolic(sym)
+                        }
+                    })
+                    .collect(),
+            };
+            let outputs: Vec<Io> = outputs.into_iter().map(io).collect();
+            let model = crate::export::runtime_file::model(graph, weights, &io(input), &outputs)?;
+            onnx_writer::write(&model, &source, true)?;
+        }
+        for init in &mut graph.initializers {
+            if let InitData::F32(v) = &mut init.data {
+                *v = Vec::new();
+            }
+        }
+        if let Some(w) = weights {
+            w.release_pages();
+        }
+        sys::trim_heap();
+        let mut b = save_optimized(builder(opts)?, &pending.model_path())?;
+        providers::add_config(&mut b, "session.disable_prepacking", "1")?;
+        let session = sys::trimming_heap(|| {
+            b.commit_from_file(&source)
+                .map_err(|e| Error::runtime(format!("ONNX Runtime rejected the native graph: {e}")))
+        })?;
+        drop(session);
+        sys::trim_heap();
+        pending.remove_stage()?;
+        cache.publish(pending)
+    }
+
     /// Drops the session and hands the memory it freed back to the system.
     pub fn close(self) {
         drop(self);
@@ -336,52 +397,19 @@ impl Session {
         release: bool,
     ) -> Result<ort::session::Session> {
         let mut g = editor::Graph::new()?;
-        let [c, h, w] = graph.input_chw;
-        let dim = |d: Option<i64>| d.unwrap_or(-1);
-        // ORT 1.31's Model Editor API gives every free dimension of a value the first one's
-        // name: an input declared `[batch, 3, height, width]` is saved as `[batch, 3, batch,
-        // batch]`, which tells its shape reasoning that the batch, the height and the width are
-        // one size. So the batch is named only where it is the one free dimension (its name
-        // lets ORT see that values along the graph share it, which its layout fusions need);
-        // otherwise every free dimension stays anonymous.
-        let input_free = 1 + [c, h, w].iter().filter(|d| d.is_none()).count();
-        let symbols = |rank: usize, free: usize| {
-            if input_free == 1 && free == 1 {
-                let mut v = vec![String::new(); rank];
-                v[0] = "batch".into();
-                SymbolicDimensions::new(v)
-            } else {
-                SymbolicDimensions::empty(rank)
-            }
+        let (input, outputs) = io_shapes(graph);
+        let outlet = |io: IoShape| {
+            Outlet::new(
+                io.name,
+                ValueType::Tensor {
+                    ty: TensorElementType::Float32,
+                    dimension_symbols: SymbolicDimensions::new(io.symbols),
+                    shape: Shape::from(io.dims),
+                },
+            )
         };
-        g.set_inputs([Outlet::new(
-            graph.input_name.clone(),
-            ValueType::Tensor {
-                ty: TensorElementType::Float32,
-                shape: Shape::from(vec![-1, dim(c), dim(h), dim(w)]),
-                dimension_symbols: symbols(4, input_free),
-            },
-        )])?;
-        let outputs: Vec<Outlet> = graph
-            .outputs
-            .iter()
-            .map(|o| {
-                let shape = match &o.shape {
-                    OutputShape::Vector(d) => vec![-1, *d as i64],
-                    OutputShape::Map { channels, .. } => vec![-1, *channels as i64, -1, -1],
-                    OutputShape::Tokens { tokens, dim } => vec![-1, *tokens as i64, *dim as i64],
-                };
-                let free = shape.iter().filter(|&&d| d < 0).count();
-                Outlet::new(
-                    o.name.clone(),
-                    ValueType::Tensor {
-                        ty: TensorElementType::Float32,
-                        dimension_symbols: symbols(shape.len(), free),
-                        shape: Shape::from(shape),
-                    },
-                )
-            })
-            .collect();
+        g.set_inputs([outlet(input)])?;
+        let outputs: Vec<Outlet> = outputs.into_iter().map(outlet).collect();
         g.set_outputs(outputs)?;
 
         for init in &mut graph.initializers {
@@ -406,7 +434,7 @@ impl Session {
                     (v.value, v.external)
                 }
                 InitData::F32(v) => {
-                    let bytes = as_bytes_f32(v);
+                    let bytes = crate::graph::f32_bytes(v);
                     let v = values::owned(&init.dims, sys::F32, bytes.len(), |dst| {
                         dst.copy_from_slice(bytes);
                         Ok(())
@@ -419,7 +447,7 @@ impl Session {
                     (v.value, v.external)
                 }
                 InitData::I64(v) => (
-                    sys::tensor_copy(as_bytes_i64(v), &init.dims, sys::I64)?,
+                    sys::tensor_copy(crate::graph::i64_bytes(v), &init.dims, sys::I64)?,
                     false,
                 ),
             };
@@ -815,19 +843,57 @@ fn graph_identity(graph: &Graph, weights: Option<&Weights>, h: &mut Sha256) -> R
                 // Hashing must not leave the whole mapping resident.
                 w.release_tensor(info);
             }
-            InitData::F32(v) => h.update(as_bytes_f32(v)),
-            InitData::I64(v) => h.update(as_bytes_i64(v)),
+            InitData::F32(v) => h.update(crate::graph::f32_bytes(v)),
+            InitData::I64(v) => h.update(crate::graph::i64_bytes(v)),
         }
     }
     Ok(())
 }
 
-fn as_bytes_f32(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding or invalid bit patterns as bytes.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+/// A graph input or output as ONNX Runtime is told it: dims with -1 for free ones, and each
+/// dim's name ("" for none).
+struct IoShape {
+    name: String,
+    dims: Vec<i64>,
+    symbols: Vec<String>,
 }
 
-fn as_bytes_i64(v: &[i64]) -> &[u8] {
-    // SAFETY: as above.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+/// The input and outputs of `graph` as ONNX Runtime is given them, from memory or from a file.
+///
+/// ORT 1.31's Model Editor API gives every free dimension of a value the first one's name: an
+/// input declared `[batch, 3, height, width]` is saved as `[batch, 3, batch, batch]`, which tells
+/// its shape reasoning that the batch, the height and the width are one size. So the batch is
+/// named only where it is the one free dimension (its name lets ORT see that values along the
+/// graph share it, which its layout fusions need); otherwise every free dimension stays
+/// anonymous. A file gets the same names, so both give ORT the same graph to optimise.
+fn io_shapes(graph: &Graph) -> (IoShape, Vec<IoShape>) {
+    let [c, h, w] = graph.input_chw;
+    let input_free = 1 + [c, h, w].iter().filter(|d| d.is_none()).count();
+    let shaped = |name: &str, dims: Vec<i64>| {
+        let free = dims.iter().filter(|&&d| d < 0).count();
+        let mut symbols = vec![String::new(); dims.len()];
+        if input_free == 1 && free == 1 {
+            symbols[0] = "batch".into();
+        }
+        IoShape {
+            name: name.to_string(),
+            dims,
+            symbols,
+        }
+    };
+    let dim = |d: Option<i64>| d.unwrap_or(-1);
+    let input = shaped(&graph.input_name, vec![-1, dim(c), dim(h), dim(w)]);
+    let outputs = graph
+        .outputs
+        .iter()
+        .map(|o| {
+            let dims = match &o.shape {
+                OutputShape::Vector(d) => vec![-1, *d as i64],
+                OutputShape::Map { channels, .. } => vec![-1, *channels as i64, -1, -1],
+                OutputShape::Tokens { tokens, dim } => vec![-1, *tokens as i64, *dim as i64],
+            };
+            shaped(&o.name, dims)
+        })
+        .collect();
+    (input, outputs)
 }
