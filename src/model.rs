@@ -842,7 +842,7 @@ fn ort_native(
         (None, Some((c, w))) => first_load(c, &sopts, config, data, w, &req, options.seed)?,
         (None, None) => {
             let mut g = build_native(config, data, weights, &req, options.seed)?;
-            let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts, None)?;
+            let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts)?;
             (s, g)
         }
     };
@@ -888,7 +888,7 @@ fn first_load(
         )),
     }
     let mut g = build_native(config, data, Some(weights), req, seed)?;
-    let s = Session::from_graph(&mut g, Some(weights), sopts, None)?;
+    let s = Session::from_graph(&mut g, Some(weights), sopts)?;
     Ok((s, g))
 }
 

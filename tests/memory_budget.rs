@@ -3,7 +3,8 @@
 //! weights: large enough that the runtime's own allocations do not hide a copy of them); the
 //! runtime baseline is a process that loaded a tiny model. A load from the optimised-model cache
 //! must peak within 1.25 × the weights over that baseline and settle within 1.1 ×, in both
-//! `weights_memory` modes: one extra copy of the weights anywhere in that path fails it.
+//! `weights_memory` modes: one extra copy of the weights anywhere in that path fails it. A first
+//! load (empty cache) must settle within 1.1 × too and peak below a second copy of the weights.
 
 mod common;
 use common::*;
@@ -98,30 +99,43 @@ fn a_cached_load_peaks_within_a_quarter_of_the_weights_over_the_runtime_baseline
     }
 }
 
+/// A first load's peak over the baseline, as a ratio to the weights, above which it holds a
+/// second copy of them. The release build measures 1.1x on the demo model and 1.14-1.21x on
+/// resnet50 (`scripts/bench_memory`), within the 1.25x budget; this debug build adds up to 0.25x of
+/// its own on an 18 MB model (slower code, larger scratch), so the test holds the line a
+/// second copy would cross (the graph handed to ONNX Runtime in memory peaked at 2.9x).
+const FIRST_LOAD_PEAK: f64 = 1.5;
+
 #[test]
-fn a_first_load_settles_where_a_cached_load_does() {
-    // The first load optimises the graph, writes the cache entry and then opens the session
-    // from that entry: what ONNX Runtime copied while optimising is not kept. (Its peak is not
-    // held to the budget: the optimisation itself still copies the weights.)
-    let (_, base_rss) = baseline();
+fn a_first_load_peaks_below_a_second_copy_and_settles_where_a_cached_load_does() {
+    // The first load writes the graph to a file that ONNX Runtime optimises from into the cache
+    // entry, then opens the session from that entry: neither the optimiser's copies nor a
+    // second copy of the weights is kept.
+    let (base_peak, base_rss) = baseline();
     let (spec, weights_kib) = demo();
     for mode in ["copy", "map"] {
         // An empty cache for each process, so each load is a first one.
-        let rss: Vec<u64> = (0..3)
+        let runs: Vec<(u64, u64)> = (0..3)
             .map(|_| {
                 let cache = tempfile::tempdir().unwrap();
                 let options = format!(
                     "weights_memory={mode};graph_cache_dir={}",
                     cache.path().display()
                 );
-                let (_, rss) = load_in_child(&spec, &options);
+                let got = load_in_child(&spec, &options);
                 let entries = std::fs::read_dir(cache.path()).unwrap().count();
                 assert!(entries > 0, "weights_memory={mode}: no cache entry written");
-                rss
+                got
             })
             .collect();
-        let r = median(rss).saturating_sub(base_rss) as f64 / weights_kib;
-        eprintln!("weights_memory={mode}: after a first load RSS is {r:.2}x the weights over the baseline");
+        let over = |x: u64, base: u64| x.saturating_sub(base) as f64 / weights_kib;
+        let p = over(median(runs.iter().map(|r| r.0).collect()), base_peak);
+        let r = over(median(runs.iter().map(|r| r.1).collect()), base_rss);
+        eprintln!("weights_memory={mode}: a first load peaks at {p:.2}x and settles at {r:.2}x the weights over the baseline");
+        assert!(
+            p <= FIRST_LOAD_PEAK,
+            "weights_memory={mode}: a first load peaks at {p:.2}x the weights over the runtime baseline (a second copy is over {FIRST_LOAD_PEAK}x)"
+        );
         assert!(
             r <= 1.1,
             "weights_memory={mode}: after a first load RSS is {r:.2}x the weights over the runtime baseline (budget 1.1x)"

@@ -232,27 +232,17 @@ impl Session {
     }
 
     /// Builds a session from a native graph through ORT's Model Editor API. Weights are handed
-    /// over as views of the mapped file where alignment allows (no copy in this library).
-    ///
-    /// With `cache` (a miss of [`Session::from_cache_hit`]), ORT's optimised graph is saved into
-    /// it for later loads. On CPU the graph's computed weights are released as soon as ORT
-    /// holds them, so `graph` comes back without them.
+    /// over as views of the mapped file where alignment allows (no copy in this library). The
+    /// path of loads without the optimised-model cache (a first load with it goes through
+    /// [`Session::write_entry`]). On CPU the graph's computed weights are released as soon as
+    /// ORT holds them, so `graph` comes back without them.
     pub fn from_graph(
         graph: &mut Graph,
         weights: Option<&Weights>,
         opts: &SessionOptions,
-        cache: Option<&graph_cache::Cache>,
     ) -> Result<Self> {
         // One attempt only on CPU: then the graph's data may be freed while ORT takes it.
         let cpu_only = !opts.providers.wants_gpu();
-        let cache = cache.filter(|_| cpu_only && weights.is_some());
-        let pending = cache.and_then(|c| {
-            c.begin()
-                .map_err(|e| {
-                    super::log::warn(&format!("optimised-model cache unused: {}", e.message()))
-                })
-                .ok()
-        });
         let chw = graph.input_chw;
         let input_chw = match (opts.image_chw, chw) {
             (Some(s), _) => Some(s),
@@ -268,27 +258,12 @@ impl Session {
             input_chw,
             identity: &identity,
         };
-        let save = pending.as_ref().map(|p| p.model_path());
         let created = providers::create_session(
             &opts.providers,
             &target,
-            || {
-                let b = builder(opts)?;
-                match &save {
-                    Some(path) => save_optimized(b, path),
-                    None => Ok(b),
-                }
-            },
+            || builder(opts),
             |b| Self::commit_graph(&mut graph.borrow_mut(), weights, b, cpu_only),
         )?;
-        if let (Some(c), Some(p)) = (cache, pending) {
-            if let Err(e) = c.publish(p) {
-                super::log::warn(&format!(
-                    "optimised-model cache not written: {}",
-                    e.message()
-                ));
-            }
-        }
         if let Some(w) = weights {
             w.release_pages();
         }
