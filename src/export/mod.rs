@@ -276,18 +276,24 @@ pub fn native_onnx<'a>(
     {
         tensors.push(match &init.data {
             InitData::Weight(name) => weight_tensor(weights, name, &init.name, &init.dims)?,
-            InitData::F32(v) => {
-                Tensor::new(&init.name, &init.dims, FLOAT, Data::Owned(f32_bytes(v)))
-            }
-            InitData::I64(v) => {
-                Tensor::new(&init.name, &init.dims, INT64, Data::Owned(i64_bytes(v)))
-            }
+            InitData::F32(v) => Tensor::new(
+                &init.name,
+                &init.dims,
+                FLOAT,
+                Data::Owned(graph::f32_bytes(v).to_vec()),
+            ),
+            InitData::I64(v) => Tensor::new(
+                &init.name,
+                &init.dims,
+                INT64,
+                Data::Owned(graph::i64_bytes(v).to_vec()),
+            ),
         });
     }
     for k in p.consts.iter().filter(|k| used.contains(k.name.as_str())) {
         let (ty, bytes) = match &k.data {
-            portable::ConstData::F32(v) => (FLOAT, f32_bytes(v)),
-            portable::ConstData::I64(v) => (INT64, i64_bytes(v)),
+            portable::ConstData::F32(v) => (FLOAT, graph::f32_bytes(v).to_vec()),
+            portable::ConstData::I64(v) => (INT64, graph::i64_bytes(v).to_vec()),
         };
         tensors.push(Tensor::new(&k.name, &k.dims, ty, Data::Owned(bytes)));
     }
@@ -332,12 +338,4 @@ pub(crate) fn weight_tensor<'a>(
         ty,
         Data::Weight(w, info.clone()),
     ))
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn i64_bytes(v: &[i64]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

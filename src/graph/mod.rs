@@ -142,6 +142,12 @@ pub fn i64_bytes(v: &[i64]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
 
+// The byte views above are ONNX's little-endian layout only on little-endian targets.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "libtimm writes tensor bytes in memory order, which ONNX reads as little-endian"
+);
+
 #[derive(Debug, Clone)]
 pub struct Initializer {
     pub name: String,

@@ -260,17 +260,28 @@ pub fn trim_heap() {
 /// milliseconds. For ORT's graph optimiser: each tensor it rewrites passes through short-lived
 /// buffers as large as the tensor, and the holes they leave between the kept copies would
 /// otherwise stay resident until the optimiser ends (resnet50: half the weights' size again).
+/// Where no thread can be started, `f` runs without it.
 pub fn trimming_heap<T>(f: impl FnOnce() -> T) -> T {
-    let done = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Stops the trimmer however `f` ends (a panic unwinding through the scope included, which
+    /// would otherwise wait for the trimmer forever).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                trim_heap();
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-        });
-        let out = f();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        out
+        let _trimmer = std::thread::Builder::new()
+            .name("timm-heap-trim".into())
+            .spawn_scoped(s, || {
+                while !done.load(Ordering::Relaxed) {
+                    trim_heap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+        let _stop = Stop(&done);
+        f()
     })
 }
