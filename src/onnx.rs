@@ -199,9 +199,11 @@ fn string_pair(bytes: &[u8]) -> R<(String, String)> {
     Ok((k, v))
 }
 
-/// Rewrites the external data offsets of a model's top-level initializers: `place(location,
-/// offset, length)` returns each tensor's new offset in its file (the caller moves the bytes).
-/// Every other byte of the model is kept as it is. Tensors are visited in file order.
+/// Rewrites the external data offsets of a model's top-level initializers and of the prepacked
+/// blobs ONNX Runtime saves beside them (`prepacked_N` entries: `key|offset;length;checksum|...`,
+/// in the tensor's file): `place(location, offset, length)` returns each extent's new offset in
+/// its file (the caller moves the bytes). Every other byte of the model is kept as it is.
+/// Tensors are visited in file order, each before its blobs.
 pub fn relocate_external_data(
     bytes: &[u8],
     place: &mut dyn FnMut(&str, u64, u64) -> Result<u64>,
@@ -261,21 +263,52 @@ fn relocate_tensor(
         return Ok(bytes.to_vec());
     };
     let moved = place(&location, offset, length)?.to_string();
+    let entry = |k: &str, v: &str, out: &mut Vec<u8>| {
+        let mut e = Vec::new();
+        put_bytes(1, k.as_bytes(), &mut e);
+        put_bytes(2, v.as_bytes(), &mut e);
+        put_bytes(13, &e, out);
+    };
     let mut out = Vec::with_capacity(bytes.len() + 8);
     let mut r = Reader::new(bytes);
     while !r.done() {
         match r.raw_field().map_err(bad)? {
             (13, Field::Bytes(kv), raw) => match string_pair(kv).map_err(bad)? {
-                (k, _) if k == "offset" => {
-                    let mut entry = Vec::new();
-                    put_bytes(1, b"offset", &mut entry);
-                    put_bytes(2, moved.as_bytes(), &mut entry);
-                    put_bytes(13, &entry, &mut out);
+                (k, _) if k == "offset" => entry(&k, &moved, &mut out),
+                (k, v) if k.starts_with("prepacked") => {
+                    let v = relocate_blobs(&v, &location, place, bad)?;
+                    entry(&k, &v, &mut out)
                 }
                 _ => out.extend_from_slice(raw),
             },
             (_, _, raw) => out.extend_from_slice(raw),
         }
+    }
+    Ok(out)
+}
+
+/// A `prepacked_N` value (`key|offset;length;checksum|...`) with each blob's offset placed anew.
+fn relocate_blobs(
+    value: &str,
+    location: &str,
+    place: &mut dyn FnMut(&str, u64, u64) -> Result<u64>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<String> {
+    let mut fields = value.split('|');
+    let mut out = fields.next().unwrap_or_default().to_string();
+    for blob in fields {
+        let parts: Vec<&str> = blob.split(';').collect();
+        let [offset, length, checksum] = parts[..] else {
+            return Err(bad(format!(
+                "prepacked blob `{blob}` is not offset;length;checksum"
+            )));
+        };
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| bad(format!("prepacked blob `{blob}` has a non-numeric field")))
+        };
+        let at = place(location, number(offset)?, number(length)?)?;
+        out.push_str(&format!("|{at};{length};{checksum}"));
     }
     Ok(out)
 }
@@ -356,6 +389,40 @@ mod tests {
         assert!(info.initializers.iter().all(|i| i.external));
         assert_eq!(info.ir_version, 8);
         // Unchanged offsets give the same bytes back.
+        let same = relocate_external_data(&m, &mut |_, off, _| Ok(off)).unwrap();
+        assert_eq!(same, m);
+    }
+
+    #[test]
+    fn relocation_moves_prepacked_blobs_with_their_tensor() {
+        let m = model_with(&[(
+            "a",
+            &[
+                ("location", "w.bin"),
+                ("offset", "0"),
+                ("length", "100"),
+                ("prepacked_2", "MatMul+7|100;40;0|160;8;0"),
+            ],
+        )]);
+        let mut seen = Vec::new();
+        let out = relocate_external_data(&m, &mut |loc, off, len| {
+            seen.push((loc.to_string(), off, len));
+            Ok(off + 1000)
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                ("w.bin".into(), 0, 100),
+                ("w.bin".into(), 100, 40),
+                ("w.bin".into(), 160, 8)
+            ]
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("MatMul+7|1100;40;0|1160;8;0"),
+            "blob offsets not rewritten: {text}"
+        );
         let same = relocate_external_data(&m, &mut |_, off, _| Ok(off)).unwrap();
         assert_eq!(same, m);
     }

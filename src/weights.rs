@@ -359,6 +359,36 @@ impl Weights {
         self.tensors.values().map(|t| t.end - t.start).sum()
     }
 
+    /// A tensor's values as f32: borrowed from the mapping when the file stores them as
+    /// aligned f32, else read or converted into one buffer. The caller releases the tensor's
+    /// pages ([`Weights::release_tensor`]) once it is done with them.
+    pub fn f32_values(&self, name: &str) -> Result<std::borrow::Cow<'_, [f32]>> {
+        let info = self
+            .get(name)
+            .ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
+        if info.dtype == DType::F32 {
+            if let Some(view) = self
+                .mapped(info)
+                .and_then(|b| bytemuck::try_cast_slice::<u8, f32>(b).ok())
+            {
+                return Ok(std::borrow::Cow::Borrowed(view));
+            }
+            if self.mapped(info).is_none() {
+                // Read straight into the f32 buffer (little-endian: see `graph`'s assertion).
+                let mut v = vec![0f32; (info.end - info.start) / 4];
+                self.read(info, bytemuck::cast_slice_mut(&mut v))?;
+                return Ok(std::borrow::Cow::Owned(v));
+            }
+        }
+        let v = to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
+            Error::invalid_model(format!(
+                "tensor `{name}` has dtype {:?}; expected a float tensor",
+                info.dtype
+            ))
+        })?;
+        Ok(std::borrow::Cow::Owned(v))
+    }
+
     /// A tensor converted to f32 (a copy), for the few places that compute with weights.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         let info = self

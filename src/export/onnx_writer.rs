@@ -48,8 +48,31 @@ pub enum Data<'a> {
     Borrowed(&'a [u8]),
     /// A tensor of a safetensors file, written in its stored dtype.
     Weight(&'a Weights, TensorInfo),
-    /// `len` bytes made when the tensor is written, so only one such tensor exists at a time.
-    Computed(usize, Box<dyn Fn() -> Result<Vec<u8>> + 'a>),
+    /// `len` bytes made when the tensor is written and handed to the sink in pieces, so no
+    /// whole copy of the result is ever held.
+    Computed(usize, Box<Produce<'a>>),
+}
+
+/// Makes a computed tensor's bytes, feeding them to the sink in order.
+pub type Produce<'a> = dyn Fn(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> + 'a;
+
+/// Runs a computed tensor's producer into `sink` and checks it made the planned length.
+fn produce(
+    len: usize,
+    make: &Produce<'_>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut made = 0usize;
+    make(&mut |piece| {
+        made += piece.len();
+        sink(piece)
+    })?;
+    if made != len {
+        return Err(Error::internal(format!(
+            "a computed tensor has {made} bytes, {len} were planned"
+        )));
+    }
+    Ok(())
 }
 
 impl Data<'_> {
@@ -69,6 +92,9 @@ impl Data<'_> {
                 w.release_tensor(info);
                 failed.map_or(Ok(()), |e| Err(io_err(e)))
             }
+            Data::Computed(len, make) => produce(*len, make, &mut |piece| {
+                out.write_all(piece).map_err(io_err)
+            }),
             other => out.write_all(&other.bytes()?).map_err(io_err),
         }
     }
@@ -88,13 +114,11 @@ impl Data<'_> {
             Data::Borrowed(v) => Ok(std::borrow::Cow::Borrowed(v)),
             Data::Weight(w, info) => w.bytes(info),
             Data::Computed(len, make) => {
-                let v = make()?;
-                if v.len() != *len {
-                    return Err(Error::internal(format!(
-                        "a computed tensor has {} bytes, {len} were planned",
-                        v.len()
-                    )));
-                }
+                let mut v = Vec::with_capacity(*len);
+                produce(*len, make, &mut |piece| {
+                    v.extend_from_slice(piece);
+                    Ok(())
+                })?;
                 Ok(std::borrow::Cow::Owned(v))
             }
         }

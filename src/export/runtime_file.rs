@@ -121,14 +121,15 @@ pub fn model<'a>(
         let init = &g.initializers[f.source];
         let (dims, transposed) = (f.dims.clone(), f.transposed);
         let numel: usize = dims.iter().map(|&d| d as usize).product();
-        let compute = move || -> Result<Vec<u8>> {
-            let values = match &init.data {
-                InitData::Weight(key) => weights
-                    .ok_or_else(|| {
+        let compute = move |sink: &mut dyn FnMut(&[u8]) -> Result<()>| -> Result<()> {
+            let (values, release) = match &init.data {
+                InitData::Weight(key) => {
+                    let w = weights.ok_or_else(|| {
                         Error::internal("a native graph references weights but none were loaded")
-                    })?
-                    .to_f32(key)?,
-                InitData::F32(v) => v.clone(),
+                    })?;
+                    (w.f32_values(key)?, w.get(key).map(|info| (w, info)))
+                }
+                InitData::F32(v) => (std::borrow::Cow::Borrowed(v.as_slice()), None),
                 InitData::I64(_) => {
                     return Err(Error::internal(format!(
                         "`{}` is an integer tensor folded as a float one",
@@ -144,12 +145,18 @@ pub fn model<'a>(
                     init.dims
                 )));
             }
-            let values = if transposed {
-                transpose(&values, dims[1] as usize, dims[0] as usize)
+            if transposed {
+                transpose(&values, dims[1] as usize, dims[0] as usize, sink)?;
             } else {
-                values
-            };
-            Ok(graph::f32_bytes(&values).to_vec())
+                for piece in values.chunks(PIECE) {
+                    sink(graph::f32_bytes(piece))?;
+                }
+            }
+            // Written: the mapped source pages need not stay resident.
+            if let Some((w, info)) = release {
+                w.release_tensor(info);
+            }
+            Ok(())
         };
         tensors.push(Tensor::new(
             name,
@@ -204,20 +211,30 @@ fn foldable(n: &Node) -> Option<Step> {
     }
 }
 
-/// The transpose of a row-major `rows` x `cols` matrix, in tiles that stay in cache.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = vec![0f32; v.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = v[r * cols + c];
-                }
+/// Values handed to the writer at a time (1 MiB), so a folded tensor needs no second copy.
+const PIECE: usize = 1 << 18;
+
+/// The transpose of a row-major `rows` x `cols` matrix, fed to `sink` a band of output rows at a
+/// time: each band reads a few columns of every input row, which stay in cache.
+fn transpose(
+    v: &[f32],
+    rows: usize,
+    cols: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    const BAND: usize = 32;
+    let mut band = vec![0f32; BAND * rows];
+    for c0 in (0..cols).step_by(BAND) {
+        let n = BAND.min(cols - c0);
+        for r in 0..rows {
+            let src = &v[r * cols + c0..r * cols + c0 + n];
+            for (i, &x) in src.iter().enumerate() {
+                band[i * rows + r] = x;
             }
         }
+        sink(graph::f32_bytes(&band[..n * rows]))?;
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
@@ -230,7 +247,13 @@ mod tests {
     fn transpose_swaps_rows_and_columns_across_tiles() {
         let (rows, cols) = (37, 70);
         let v: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        let t = transpose(&v, rows, cols);
+        let mut t = Vec::new();
+        transpose(&v, rows, cols, &mut |piece| {
+            t.extend_from_slice(piece);
+            Ok(())
+        })
+        .unwrap();
+        let t: Vec<f32> = bytemuck::pod_collect_to_vec(&t);
         for r in 0..rows {
             for c in 0..cols {
                 assert_eq!(t[c * rows + r], v[r * cols + c]);

@@ -1,8 +1,8 @@
 //! The optimised-model cache: ONNX Runtime's optimised graph of a native model, saved once with
 //! its initializers in an external data file, so a later load maps that file instead of
-//! rebuilding and re-optimising the graph (ORT still prepacks weights at each load). The data
-//! file is rewritten with every tensor 64-byte aligned before the entry is published
-//! ([`DATA_ALIGN`]).
+//! rebuilding, re-optimising and prepacking again: the entry holds ORT's prepacked weights
+//! beside the graph's, and ORT maps both. Every tensor and blob of the data file is 64-byte
+//! aligned before the entry is published ([`DATA_ALIGN`]).
 //!
 //! An entry is a folder `<root>/<key>/` holding `model.onnx`, `weights.bin` and `manifest.json`
 //! (written last, so an entry without it is incomplete). The key hashes everything the saved
@@ -266,41 +266,39 @@ impl Drop for Pending {
     }
 }
 
-/// Rewrites the data file ORT saved in `dir` with every tensor at a [`DATA_ALIGN`] offset and
-/// returns the model bytes that point into it. `None` (ORT's layout kept) when there is no data
-/// file or the model never names it, or when it names it outside its top-level initializers,
-/// which [`crate::onnx::relocate_external_data`] does not rewrite.
+/// Aligns every extent of the data file ORT saved in `dir` (tensors and prepacked blobs) to
+/// [`DATA_ALIGN`] and returns the model bytes that point at the new places. ORT aligns large
+/// tensors itself, so only the few small ones it left off a boundary are copied, to the file's
+/// end (their old bytes stay behind unused); the rest of the file is not rewritten. `None` when
+/// nothing moved (or there is no data file).
 fn align_data(dir: &Path, model: &[u8]) -> Result<Option<Vec<u8>>> {
-    let names = model
-        .windows(DATA_FILE.len())
-        .filter(|w| *w == DATA_FILE.as_bytes())
-        .count();
     let path = dir.join(DATA_FILE);
-    let Some(mut src) = fs::File::open(&path).ok().filter(|_| names > 0) else {
+    let Ok(mut src) = fs::File::open(&path) else {
         return Ok(None);
     };
     let src_len = src
         .metadata()
         .map_err(|e| Error::from_io(&e, "cannot read", &path))?
         .len();
-    let tmp = dir.join(format!("{DATA_FILE}.aligned"));
-    let file = fs::File::create(&tmp).map_err(|e| Error::from_io(&e, "cannot create", &tmp))?;
-    let mut dst = io::BufWriter::new(file);
-    let (mut written, mut moved) = (0u64, 0usize);
-    let write_err = |e: io::Error| Error::from_io(&e, "cannot write", &tmp);
+    let mut dst = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::from_io(&e, "cannot write", &path))?;
+    let (mut end, mut moved) = (src_len, 0usize);
+    let write_err = |e: io::Error| Error::from_io(&e, "cannot write", &path);
     let relocated = crate::onnx::relocate_external_data(model, &mut |location, offset, len| {
-        if location != DATA_FILE {
+        if location != DATA_FILE || offset % DATA_ALIGN == 0 {
             return Ok(offset);
         }
-        if offset.checked_add(len).is_none_or(|end| end > src_len) {
+        if offset.checked_add(len).is_none_or(|e| e > src_len) {
             return Err(Error::invalid_model(format!(
                 "the saved optimised model names bytes {offset}+{len} of a {src_len}-byte data file"
             )));
         }
-        let pad = written.next_multiple_of(DATA_ALIGN) - written;
-        io::copy(&mut io::repeat(0).take(pad), &mut dst).map_err(write_err)?;
+        let at = end.next_multiple_of(DATA_ALIGN);
         src.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::from_io(&e, "cannot read", &path))?;
+        dst.seek(SeekFrom::Start(at)).map_err(write_err)?;
         let copied = io::copy(&mut (&mut src).take(len), &mut dst).map_err(write_err)?;
         if copied != len {
             return Err(Error::invalid_model(format!(
@@ -308,25 +306,11 @@ fn align_data(dir: &Path, model: &[u8]) -> Result<Option<Vec<u8>>> {
                 path.display()
             )));
         }
-        written += pad + len;
+        end = at + len;
         moved += 1;
-        Ok(written - len)
-    });
-    let done = relocated.and_then(|m| {
-        dst.flush().map_err(write_err)?;
-        Ok(m)
-    });
-    drop(dst);
-    match done {
-        Ok(m) if moved == names => {
-            fs::rename(&tmp, &path).map_err(|e| Error::from_io(&e, "cannot write", &path))?;
-            Ok(Some(m))
-        }
-        other => {
-            let _ = fs::remove_file(&tmp);
-            other.map(|_| None)
-        }
-    }
+        Ok(at)
+    })?;
+    Ok((moved > 0).then_some(relocated))
 }
 
 fn check_entry(dir: &Path, key: &str) -> std::result::Result<PathBuf, String> {

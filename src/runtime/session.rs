@@ -277,8 +277,9 @@ impl Session {
     /// ([`crate::export::runtime_file`]), and ORT optimises it from there and saves the entry.
     /// Loaded from a file, ORT reads a tensor only when a transform rewrites it (its NCHWc
     /// filter reorder, say) and keeps only the rewritten copy, where a graph handed over in
-    /// memory stays whole beside every copy made from it. The session serves nothing and is
-    /// dropped, so weights are not prepacked for it.
+    /// memory stays whole beside every copy made from it. ORT saves the weights it prepacks
+    /// into the entry too, so a cached load maps them instead of packing again; the session is
+    /// then dropped.
     ///
     /// The graph's computed weights are freed once written, so `graph` comes back without them.
     /// The entry is published for [`Session::from_hit`] to open.
@@ -322,7 +323,13 @@ impl Session {
         }
         sys::trim_heap();
         let mut b = save_optimized(builder(opts)?, &pending.model_path())?;
-        providers::add_config(&mut b, "session.disable_prepacking", "1")?;
+        // The blobs ORT prepacks from the weights go into the entry, so later loads map them
+        // instead of packing again.
+        providers::add_config(
+            &mut b,
+            "session.save_external_prepacked_constant_initializers",
+            "1",
+        )?;
         let session = sys::trimming_heap(|| {
             b.commit_from_file(&source)
                 .map_err(|e| Error::runtime(format!("ONNX Runtime rejected the native graph: {e}")))
@@ -748,9 +755,7 @@ fn cache_parts(opts: &SessionOptions) -> Vec<String> {
 }
 
 /// Asks ORT to save the optimised graph to `path` with every initializer in one external data
-/// file a later load maps. Prepacked weights are not saved with it
-/// (`session.save_external_prepacked_constant_initializers`): ORT 1.31 crashes running some
-/// such models (convnext_large_mlp's head), so a cached load packs again.
+/// file a later load maps (with the prepacked blobs, see `write_entry`).
 fn save_optimized(b: SessionBuilder, path: &Path) -> Result<SessionBuilder> {
     let mut b = b
         .with_optimized_model_path(path)
