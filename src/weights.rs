@@ -367,17 +367,18 @@ impl Weights {
             .get(name)
             .ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
         if info.dtype == DType::F32 {
-            if let Some(view) = self
-                .mapped(info)
-                .and_then(|b| bytemuck::try_cast_slice::<u8, f32>(b).ok())
-            {
-                return Ok(std::borrow::Cow::Borrowed(view));
-            }
-            if self.mapped(info).is_none() {
-                // Read straight into the f32 buffer (little-endian: see `graph`'s assertion).
-                let mut v = vec![0f32; (info.end - info.start) / 4];
-                self.read(info, bytemuck::cast_slice_mut(&mut v))?;
-                return Ok(std::borrow::Cow::Owned(v));
+            match self.mapped(info) {
+                Some(b) => {
+                    if let Ok(view) = bytemuck::try_cast_slice::<u8, f32>(b) {
+                        return Ok(std::borrow::Cow::Borrowed(view));
+                    }
+                }
+                None => {
+                    // Read straight into the f32 buffer (little-endian: see `graph`'s assertion).
+                    let mut v = vec![0f32; (info.end - info.start) / 4];
+                    self.read(info, bytemuck::cast_slice_mut(&mut v))?;
+                    return Ok(std::borrow::Cow::Owned(v));
+                }
             }
         }
         let v = to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
@@ -391,17 +392,11 @@ impl Weights {
 
     /// A tensor converted to f32 (a copy), for the few places that compute with weights.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self
-            .get(name)
-            .ok_or_else(|| Error::invalid_model(format!("weights have no tensor `{name}`")))?;
-        let v = to_f32(&self.bytes(info)?, info.dtype).ok_or_else(|| {
-            Error::invalid_model(format!(
-                "tensor `{name}` has dtype {:?}; expected a float tensor",
-                info.dtype
-            ))
-        })?;
+        let v = self.f32_values(name)?.into_owned();
         // The copy is what gets used (e.g. folded into a conv): the mapped pages need not stay.
-        self.release_tensor(info);
+        if let Some(info) = self.get(name) {
+            self.release_tensor(info);
+        }
         Ok(v)
     }
 }

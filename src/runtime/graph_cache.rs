@@ -270,10 +270,13 @@ impl Drop for Pending {
 /// [`DATA_ALIGN`] and returns the model bytes that point at the new places. ORT aligns large
 /// tensors itself, so only the few small ones it left off a boundary are copied, to the file's
 /// end (their old bytes stay behind unused); the rest of the file is not rewritten. `None` when
-/// nothing moved (or there is no data file).
+/// nothing moved, or there is no data file or the model never names it.
 fn align_data(dir: &Path, model: &[u8]) -> Result<Option<Vec<u8>>> {
+    let names_data = model
+        .windows(DATA_FILE.len())
+        .any(|w| w == DATA_FILE.as_bytes());
     let path = dir.join(DATA_FILE);
-    let Ok(mut src) = fs::File::open(&path) else {
+    let Some(mut src) = fs::File::open(&path).ok().filter(|_| names_data) else {
         return Ok(None);
     };
     let src_len = src
