@@ -105,6 +105,13 @@ fn create_in(files: &Files, options: &[(&str, &str)]) -> Result<(), CError> {
     CModel::create(&format!("local:{}", dir.path().display()), true, options).map(drop)
 }
 
+/// A folder with only `config.json`, created with `pretrained=false` (seeded random weights).
+fn create_config_only(config: &[u8]) -> Result<(), CError> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    CModel::create(&format!("local:{}", dir.path().display()), false, &[]).map(drop)
+}
+
 fn folder_case(name: &str, files: Files, want: TimmStatus, needles: &[&str]) -> Case {
     case(name, want, needles, move || create_in(&files, &[]))
 }
@@ -761,6 +768,30 @@ fn folder_cases() -> Vec<Case> {
                     st_edit(|h| h.get_mut("conv1.0.weight").unwrap()["shape"] = json!([16, 27])),
                 );
                 create_in(&files, &[("graph", "native")])
+            },
+        ));
+        // Found by the `folder` fuzz target: a block string without `k` made the conv padding
+        // overflow (a panic in a debug build, a wrapped padding in a release one).
+        cases.push(case(
+            "model_args: EfficientNet block without a kernel size",
+            TIMM_ERR_INVALID_MODEL,
+            &["block definition `ir_r1_s5_s2_e4_c24` has no kernel size (`k`)"],
+            || {
+                create_config_only(
+                    &std::fs::read(hostile_dir().join("efficientnet-block-without-kernel.json"))
+                        .unwrap(),
+                )
+            },
+        ));
+        cases.push(case(
+            "model_args: EfficientNet block with a zero kernel",
+            TIMM_ERR_INVALID_MODEL,
+            &["a convolution with kernel 0x0", "each must be at least 1"],
+            || {
+                let path = hostile_dir().join("efficientnet-block-without-kernel.json");
+                let mut c: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+                c["model_args"]["arch_def"][5] = json!(["ir_r1_k0_s2_e4_c24"]);
+                create_config_only(&serde_json::to_vec(&c).unwrap())
             },
         ));
     } else {

@@ -2,14 +2,15 @@
 //! the session. The input is `u32 LE config length ‖ config.json ‖ model.safetensors`; the
 //! config is parsed, the weights validated (in an anonymous mapping, as `Weights::open` maps
 //! the file), and the native graph for the config's architecture is built from the weights
-//! (and from seeded random parameters, as `pretrained=false` does). Families without a builder
+//! (logits, features and feature maps) and from seeded random parameters, as `pretrained=false`
+//! does. Families without a builder
 //! end in UNSUPPORTED; a built graph must only reference weights that exist with the declared
 //! shape, since the session binds them by name.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use timm::config::ModelConfig;
-use timm::graph::{self, InitData, OutputKind, ParamSource};
+use timm::graph::{self, InitData, OutputKind, ParamSource, Request};
 use timm::weights::Weights;
 use timm::TimmStatus;
 
@@ -21,13 +22,18 @@ fn split(data: &[u8]) -> (&[u8], &[u8]) {
     rest.split_at(n)
 }
 
+/// Parameters a fuzzed graph may have: the budget refuses larger ones before anything is
+/// allocated (the library's default of 4e9 would let one input fill the fuzzer's 2 GiB limit
+/// with seeded random parameters), so the refusal is exercised too.
+const MAX_PARAMS: u64 = 1_000_000;
+
 fuzz_target!(|data: &[u8]| {
     let (config_bytes, weight_bytes) = split(data);
     let Ok(cfg) = ModelConfig::parse(config_bytes) else {
         return;
     };
-    let p = &cfg.pretrained_cfg;
-    let input_chw = p.input_size.map(|d| Some(d as i64));
+    let size = cfg.pretrained_cfg.input_size;
+    let nominal_hw = (size[1], size[2]);
     let weights = match Weights::from_bytes("fuzz/model.safetensors", weight_bytes) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -37,7 +43,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let check = |r: timm::Result<graph::Graph>, w: Option<&Weights>| match r {
         Ok(g) => {
-            assert!(g.output_dim > 0);
+            assert!(!g.outputs.is_empty());
+            assert!(g.params <= MAX_PARAMS, "{} parameters passed the budget", g.params);
             for init in &g.initializers {
                 let numel = init.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
                 match &init.data {
@@ -56,27 +63,25 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => assert!(
             matches!(
                 e.status(),
-                TimmStatus::TIMM_ERR_INVALID_MODEL | TimmStatus::TIMM_ERR_UNSUPPORTED
+                TimmStatus::TIMM_ERR_INVALID_MODEL
+                    | TimmStatus::TIMM_ERR_UNSUPPORTED
+                    | TimmStatus::TIMM_ERR_INVALID_ARGUMENT
             ),
             "{e}"
         ),
     };
+    let request = |output| Request {
+        output,
+        max_params: MAX_PARAMS,
+        ..Request::default()
+    };
     if let Some(w) = &weights {
-        for output in [OutputKind::Logits, OutputKind::Features] {
-            check(
-                graph::build(&cfg, ParamSource::Weights(w), output, input_chw),
-                Some(w),
-            );
+        for output in [OutputKind::Logits, OutputKind::Features, OutputKind::FeatureMaps] {
+            let r = graph::build(&cfg, ParamSource::Weights(w), &request(output), nominal_hw);
+            check(r, Some(w));
         }
     }
     let rng = graph::rng::Rng::new(0);
-    check(
-        graph::build(
-            &cfg,
-            ParamSource::Random(rng),
-            OutputKind::Logits,
-            input_chw,
-        ),
-        None,
-    );
+    let r = graph::build(&cfg, ParamSource::Random(rng), &request(OutputKind::Logits), nominal_hw);
+    check(r, None);
 });

@@ -18,6 +18,29 @@ pub const MAX_INT: u64 = 1 << 20;
 /// Floats in `model_args` are finite and at most this in magnitude (ratios, scales, eps).
 pub const MAX_FLOAT: f64 = 1e6;
 
+/// Sizes, strides and head counts: 0 is no model (timm's torch modules fail on it, our arithmetic
+/// would divide by it), so a 0 anywhere in their values is refused before anything is built.
+const POSITIVE: &[&str] = &[
+    "patch_size",
+    "patch_sizes",
+    "patch_stride",
+    "num_heads",
+    "heads",
+    "window_size",
+    "window_sizes",
+    "transformer_window_size",
+    "stride",
+    "strides",
+    "kernel_size",
+    "kernel_sizes",
+    "conv_kernel_size",
+    "down_kernel_size",
+    "downsample_kernel_size",
+    "stem_kernel_size",
+    "img_size",
+    "sr_ratios",
+];
+
 /// Keyword arguments timm's model classes take that only affect training or initialisation:
 /// they never change the inference graph.
 pub const TRAINING_ONLY: &[&str] = &[
@@ -39,6 +62,15 @@ pub const TRAINING_ONLY: &[&str] = &[
     "pretrained_strict",
     "grad_checkpointing",
 ];
+
+/// Whether a number in `v` (or in its arrays) is zero.
+fn has_zero(v: &Json) -> bool {
+    match v {
+        Json::Number(n) => n.as_f64() == Some(0.0),
+        Json::Array(items) => items.iter().any(has_zero),
+        _ => false,
+    }
+}
 
 /// `model_args` of one architecture: the generated defaults under config.json's values.
 pub struct Args {
@@ -76,6 +108,12 @@ impl Args {
         self.read.borrow_mut().insert(key.to_string());
         match self.merged.get(key) {
             None => Ok(default),
+            Some(v) if POSITIVE.contains(&key) && has_zero(v) => {
+                Err(Error::invalid_model(format!(
+                    "`{}`: model_args `{key}` = {v}: each size must be at least 1",
+                    self.arch
+                )))
+            }
             Some(v) => T::from_arg(v).map_err(|want| self.bad(key, v, &want, T::kind_matches(v))),
         }
     }
@@ -335,6 +373,8 @@ mod tests {
             act_layer: String = "gelu".into(),
             ls: Option<f32> = Some(1e-6),
             dims: PerStage<usize> = PerStage::All(8),
+            patch_size: usize = 16,
+            window_sizes: Vec<usize> = vec![7, 7],
         }
     }
 
@@ -401,5 +441,29 @@ mod tests {
                 e.message()
             );
         }
+    }
+
+    #[test]
+    fn a_zero_size_stride_or_head_count_is_invalid_naming_the_key() {
+        for (bad, key) in [
+            (json!({"patch_size": 0}), "patch_size"),
+            (json!({"window_sizes": [7, 0]}), "window_sizes"),
+        ] {
+            let a = Args::new("x", None, &obj(bad));
+            let e = Demo::read(&a).unwrap_err();
+            assert_eq!(e.status(), crate::error::TimmStatus::TIMM_ERR_INVALID_MODEL);
+            assert!(
+                e.message().contains(&format!("`{key}`")) && e.message().contains("at least 1"),
+                "{}",
+                e.message()
+            );
+        }
+        // Other counts may be 0 (no classifier, no blocks in a stage).
+        let a = Args::new("x", None, &obj(json!({"depths": [0, 2], "patch_size": 14})));
+        let d = Demo::read(&a).unwrap();
+        assert_eq!(
+            (d.depths, d.patch_size, d.window_sizes),
+            (vec![0, 2], 14, vec![7, 7])
+        );
     }
 }

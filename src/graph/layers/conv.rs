@@ -2,7 +2,7 @@
 //! the conv weights at load.
 
 use super::norm::Norm;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::spatial::Step;
 use crate::graph::{transforms, Attr, Builder, Init, Value};
 
@@ -20,15 +20,19 @@ pub enum Pad {
 
 impl Pad {
     /// timm's `get_padding(k, stride, dilation)`: symmetric "same-ish" padding.
+    /// Saturating, so a zero kernel or stride from a hostile config reaches [`Conv::emit`]'s
+    /// check instead of overflowing here.
     pub fn timm(k: usize, stride: usize, dilation: usize) -> Pad {
-        Pad::Sym(((stride - 1) + dilation * (k - 1)) / 2)
+        let span = dilation.saturating_mul(k.saturating_sub(1));
+        Pad::Sym(stride.saturating_sub(1).saturating_add(span) / 2)
     }
 
     /// timm's `get_padding_value('same', k, stride, dilation)`: static when it can be
     /// (`stride == 1` and `dilation·(k-1)` even), else dynamic TF "SAME".
     pub fn same(k: usize, stride: usize, dilation: usize) -> Pad {
-        if stride == 1 && (dilation * (k - 1)).is_multiple_of(2) {
-            Pad::Sym(dilation * (k - 1) / 2)
+        let span = dilation.saturating_mul(k.saturating_sub(1));
+        if stride == 1 && span.is_multiple_of(2) {
+            Pad::Sym(span / 2)
         } else {
             Pad::TfSame
         }
@@ -175,6 +179,20 @@ impl Conv {
         w: &Value,
         bias: Option<&Value>,
     ) -> Result<Value> {
+        let (kh, kw) = self.kernel;
+        if [kh, kw, self.stride, self.dilation, self.groups].contains(&0) {
+            return Err(Error::invalid_model(format!(
+                "a convolution with kernel {kh}x{kw}, stride {}, dilation {} and {} groups: \
+                 each must be at least 1",
+                self.stride, self.dilation, self.groups
+            )));
+        }
+        if !self.in_ch.is_multiple_of(self.groups) || !self.out_ch.is_multiple_of(self.groups) {
+            return Err(Error::invalid_model(format!(
+                "a convolution of {} to {} channels in {} groups: the groups must divide both",
+                self.in_ch, self.out_ch, self.groups
+            )));
+        }
         let y = match bias {
             Some(bb) => b.op("Conv", &[x, w, bb], self.attrs()),
             None => b.op("Conv", &[x, w], self.attrs()),

@@ -126,6 +126,12 @@ pub fn decode_block(s: &str) -> Result<BlockDef> {
     };
     // `d` is the space-to-depth flag of ds / ir blocks (mqa's key width otherwise).
     let s2d = matches!(kind, Kind::Ds | Kind::Ir) && int("d", Some(0))? > 0;
+    // Every block type names its kernel (timm reads `options['k']`); a uir's `k0` is no conv.
+    if !opts.contains_key("k") {
+        return Err(Error::invalid_model(format!(
+            "block definition `{s}` has no kernel size (`k`)"
+        )));
+    }
     let k = if kind == Kind::Cn {
         vec![int("k", None)?]
     } else {
