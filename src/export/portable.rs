@@ -320,20 +320,29 @@ impl Rewriter<'_, '_> {
                 if let Some(b) = n.inputs.get(2).filter(|s| !s.is_empty()) {
                     qkv = self.op("Add", &[&qkv, b], vec![]);
                 }
-                let (q, k, v) = (self.fresh("q"), self.fresh("k"), self.fresh("v"));
+                // The hidden size is a third of the packed weights' last dim.
+                let hidden = self.last_dim(input(1)?).map(|d| d / 3);
+                let scale = attr_float(n, "scale");
+                // timm's own form: [N, L, 3, H, hd] permuted to [3, N, H, L, hd] and split on
+                // the leading axis, which OpenVINO splits in place (a split of the last axis it
+                // copies with a reference kernel).
+                let shape = self.ints(vec![0, 0, 3, heads, -1]);
+                let qkv = self.op("Reshape", &[&qkv, &shape], vec![]);
+                let perm = Attr::Ints(vec![2, 0, 3, 1, 4]);
+                let qkv = self.op("Transpose", &[&qkv], vec![("perm", perm)]);
+                let parts = [self.fresh("q"), self.fresh("k"), self.fresh("v")];
                 let split = self.fresh("Split");
                 self.out.nodes.push(Node {
                     op: "Split".into(),
                     domain: String::new(),
                     name: split,
                     inputs: vec![qkv],
-                    outputs: vec![q.clone(), k.clone(), v.clone()],
-                    attrs: vec![("axis".into(), Attr::Int(-1))],
+                    outputs: parts.to_vec(),
+                    attrs: vec![("axis".into(), Attr::Int(0))],
                 });
-                // The hidden size is a third of the packed weights' last dim.
-                let hidden = self.last_dim(input(1)?).map(|d| d / 3);
-                let scale = attr_float(n, "scale");
-                self.attention(&q, &k, &v, heads, hidden, scale, bias, out);
+                let axis = self.ints(vec![0]);
+                let [q, k, v] = parts.map(|t| self.op("Squeeze", &[&t, &axis], vec![]));
+                self.attention_heads(&q, &k, &v, heads, hidden, scale, bias, out);
             }
             "MultiHeadAttention" => {
                 let bias = attention_bias(n)?;
@@ -475,13 +484,37 @@ impl Rewriter<'_, '_> {
         out: &str,
     ) {
         let per_head = self.ints(vec![0, 0, heads, -1]);
-        let split = |r: &mut Self, t: &str, perm: Vec<i64>| {
+        let split = |r: &mut Self, t: &str| {
             let t = r.op("Reshape", &[t, &per_head], vec![]);
-            r.op("Transpose", &[&t], vec![("perm", Attr::Ints(perm))])
+            r.op(
+                "Transpose",
+                &[&t],
+                vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+            )
         };
-        let qh = split(self, q, vec![0, 2, 1, 3]);
-        let kt = split(self, k, vec![0, 2, 3, 1]);
-        let vh = split(self, v, vec![0, 2, 1, 3]);
+        let (qh, kh, vh) = (split(self, q), split(self, k), split(self, v));
+        self.attention_heads(&qh, &kh, &vh, heads, hidden, scale, bias, out);
+    }
+
+    /// [`Self::attention`] of q, k, v already in the head layout `[N, H, L, hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_heads(
+        &mut self,
+        qh: &str,
+        kh: &str,
+        vh: &str,
+        heads: i64,
+        hidden: Option<i64>,
+        scale: Option<f32>,
+        bias: Option<&str>,
+        out: &str,
+    ) {
+        let kt = self.op(
+            "Transpose",
+            &[kh],
+            vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))],
+        );
+        let (qh, vh) = (qh.to_string(), vh.to_string());
         let scores = self.op("MatMul", &[&qh, &kt], vec![]);
         let scale = match (scale, hidden) {
             (Some(s), _) => self.scalar(s),
