@@ -851,9 +851,10 @@ fn ort_native(
 }
 
 /// A first load with the optimised-model cache: the graph is built, ONNX Runtime optimises it
-/// into a new cache entry ([`Session::write_entry`]), and the session is opened from that entry,
-/// as every later load opens it. Where the entry cannot be written or opened, the graph is built
-/// once more and run without the cache (a warning says why).
+/// into a new cache entry ([`Session::write_entry`]), and the session is opened from that entry
+/// as every later load opens it, while the entry is written to disk; then it is published.
+/// Where the entry cannot be written or opened, the graph is built once more and run without
+/// the cache (a warning says why).
 #[allow(clippy::too_many_arguments)]
 fn first_load(
     cache: &crate::runtime::graph_cache::Cache,
@@ -866,7 +867,7 @@ fn first_load(
 ) -> Result<(Session, graph::Graph)> {
     let mut g = build_native(config, data, Some(weights), req, seed)?;
     match Session::write_entry(&mut g, Some(weights), sopts, cache) {
-        Ok(()) => {
+        Ok(sealed) => {
             let size = data.input_size;
             let shapes = || {
                 graph::build_shapes(
@@ -876,10 +877,8 @@ fn first_load(
                     (size[1], size[2]),
                 )
             };
-            if let Some(hit) = cache.lookup() {
-                if let Some(found) = Session::from_hit(cache, &hit, sopts, shapes)? {
-                    return Ok(found);
-                }
+            if let Some(found) = Session::from_sealed(cache, sealed, sopts, shapes)? {
+                return Ok(found);
             }
         }
         Err(e) => crate::runtime::log::warn(&format!(
@@ -916,7 +915,7 @@ fn session_options(
 }
 
 /// What a native graph is built from, for the optimised-model cache's key: the parsed config,
-/// the output request, the input size and the weights' content (sha256, remembered by the
+/// the output request, the input size and the weights' content (BLAKE3, remembered by the
 /// file's identity, see `graph_cache::weights_digest`).
 fn source_identity(
     h: &mut sha2::Sha256,

@@ -107,6 +107,9 @@ enum Backing {
 pub struct Weights {
     path: PathBuf,
     backing: Backing,
+    /// The mapped file, open, in map mode: reading it whole (hashing) through a buffer is
+    /// faster than faulting in every page of the mapping.
+    reader: Option<File>,
     tensors: HashMap<String, TensorInfo>,
     metadata: HashMap<String, String>,
     /// The mapping (if any) is of the file, not anonymous memory.
@@ -144,8 +147,8 @@ impl Weights {
         file.read_exact_at(&mut header, 8)
             .map_err(|e| Error::from_io(&e, "cannot read weights header", path))?;
         let (tensors, metadata) = parse_header(&header, len).map_err(bad)?;
-        let backing = match mode {
-            WeightsMode::Copy => Backing::File(file),
+        let (backing, reader) = match mode {
+            WeightsMode::Copy => (Backing::File(file), None),
             WeightsMode::Map => {
                 // SAFETY: read-only mapping; Map mode documents that the file must not change.
                 let map = unsafe { MmapOptions::new().map(&file) }
@@ -153,12 +156,13 @@ impl Weights {
                 if map.len() as u64 != len {
                     return Err(bad("the file changed while it was opened".into()));
                 }
-                Backing::Map(map)
+                (Backing::Map(map), Some(file))
             }
         };
         Ok(Weights {
             path: path.to_path_buf(),
             backing,
+            reader,
             tensors,
             metadata,
             file_backed: true,
@@ -185,6 +189,7 @@ impl Weights {
         Ok(Weights {
             path,
             backing: Backing::Map(map),
+            reader: None,
             tensors,
             metadata,
             file_backed: false,
@@ -289,26 +294,25 @@ impl Weights {
         self.identity.as_deref()
     }
 
-    /// Feeds the whole file (header and data) to `f` in pieces of at most 4 MiB, through one
-    /// small buffer or from the mapping, whose pages are released afterwards.
+    /// Feeds the whole file (header and data) to `f` in pieces of at most 4 MiB, read through
+    /// one small buffer (in-memory weights: from their mapping).
     pub fn for_each_file_chunk(&self, mut f: impl FnMut(&[u8])) -> Result<()> {
         const CHUNK: usize = 4 << 20;
-        match &self.backing {
-            Backing::Map(m) => {
+        let file = match (&self.backing, &self.reader) {
+            (Backing::File(file), _) | (_, Some(file)) => file,
+            (Backing::Map(m), None) => {
                 m.chunks(CHUNK).for_each(f);
-                self.release_pages();
+                return Ok(());
             }
-            Backing::File(file) => {
-                let mut buf = vec![0u8; CHUNK.min(self.len as usize)];
-                let mut at = 0u64;
-                while at < self.len {
-                    let n = (CHUNK as u64).min(self.len - at) as usize;
-                    file.read_exact_at(&mut buf[..n], at)
-                        .map_err(|e| Error::from_io(&e, "cannot read weights", &self.path))?;
-                    f(&buf[..n]);
-                    at += n as u64;
-                }
-            }
+        };
+        let mut buf = vec![0u8; CHUNK.min(self.len as usize)];
+        let mut at = 0u64;
+        while at < self.len {
+            let n = (CHUNK as u64).min(self.len - at) as usize;
+            file.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Error::from_io(&e, "cannot read weights", &self.path))?;
+            f(&buf[..n]);
+            at += n as u64;
         }
         Ok(())
     }

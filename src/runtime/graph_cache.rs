@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// Bumped when the entry layout or what the key covers changes.
-const FORMAT: &str = "timm-graph-cache-1";
+const FORMAT: &str = "timm-graph-cache-2";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const DATA_FILE: &str = "weights.bin";
 const MANIFEST: &str = "manifest.json";
@@ -190,8 +190,10 @@ impl Cache {
         })
     }
 
-    /// Publishes what ORT saved into `pending`, then trims the cache to its bound.
-    pub fn publish(&self, mut pending: Pending) -> Result<()> {
+    /// Aligns what ORT saved into `pending`. The caller may then open the model
+    /// ([`Sealed::model_path`]) while another thread makes it durable ([`Sealed::sync`]), and
+    /// [`Cache::publish`] publishes it.
+    pub fn seal(&self, pending: Pending) -> Result<Sealed> {
         let model = pending.dir.join(MODEL_FILE);
         let mut bytes = fs::read(&model).map_err(|e| Error::from_io(&e, "cannot read", &model))?;
         if let Some(aligned) = align_data(&pending.dir, &bytes)? {
@@ -214,6 +216,17 @@ impl Cache {
             model_sha256: hex(&Sha256::digest(&bytes)),
             data_bytes,
         };
+        Ok(Sealed { pending, manifest })
+    }
+
+    /// Makes a sealed entry durable (its files, then the manifest that marks it complete) and
+    /// publishes it with one rename, then trims the cache to its bound.
+    pub fn publish(&self, sealed: Sealed) -> Result<()> {
+        sealed.sync();
+        let Sealed {
+            mut pending,
+            manifest,
+        } = sealed;
         let text = serde_json::to_vec(&manifest).map_err(|e| Error::internal(e.to_string()))?;
         let mpath = pending.dir.join(MANIFEST);
         let mut f =
@@ -221,12 +234,6 @@ impl Cache {
         f.write_all(&text)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::from_io(&e, "cannot write", &mpath))?;
-        for name in [MODEL_FILE, DATA_FILE] {
-            let p = pending.dir.join(name);
-            if let Ok(f) = fs::File::open(&p) {
-                let _ = f.sync_all();
-            }
-        }
         match fs::rename(&pending.dir, self.entry()) {
             Ok(()) => pending.published = true,
             // Another process published the same entry first: keep theirs, ours is dropped.
@@ -235,6 +242,30 @@ impl Cache {
         }
         evict(&self.root, self.max_bytes, &self.key);
         Ok(())
+    }
+}
+
+/// An entry ORT saved and [`Cache::seal`] aligned, not yet published.
+pub struct Sealed {
+    pending: Pending,
+    manifest: Manifest,
+}
+
+impl Sealed {
+    /// The sealed model, where a session can be opened before the entry is published (its files
+    /// stay valid for a session that maps them, published or dropped).
+    pub fn model_path(&self) -> PathBuf {
+        self.pending.model_path()
+    }
+
+    /// Waits until the entry's files are on disk (a second call returns at once): published
+    /// only after this, an entry survives a crash whole or not at all.
+    pub fn sync(&self) {
+        for name in [MODEL_FILE, DATA_FILE] {
+            if let Ok(f) = fs::File::open(self.pending.dir.join(name)) {
+                let _ = f.sync_all();
+            }
+        }
     }
 }
 
@@ -342,7 +373,7 @@ fn check_entry(dir: &Path, key: &str) -> std::result::Result<PathBuf, String> {
     Ok(model)
 }
 
-/// The sha256 of a weights file, its content hash in the key. Hashing every byte costs more
+/// The BLAKE3 hash of a weights file, its content hash in the key. Hashing every byte costs more
 /// than the rest of a cached load, so the digest is remembered under the cache root by the
 /// file's path and identity ([`Weights::file_identity`]: device, inode, size, mtime, ctime):
 /// a later load of the unchanged file reads one small file instead. A changed file has another
@@ -352,6 +383,8 @@ pub fn weights_digest(root: Option<&Path>, w: &crate::weights::Weights) -> Resul
         (Some(root), Some(id)) => {
             let path = fs::canonicalize(w.path()).unwrap_or_else(|_| w.path().to_path_buf());
             let mut h = Sha256::new();
+            // The format names the hash, so a digest remembered by another format is not reused.
+            h.update(FORMAT.as_bytes());
             h.update(path.as_os_str().as_encoded_bytes());
             h.update(b"\0");
             h.update(id.as_bytes());
@@ -371,9 +404,11 @@ pub fn weights_digest(root: Option<&Path>, w: &crate::weights::Weights) -> Resul
             return Ok(text.to_string());
         }
     }
-    let mut h = Sha256::new();
-    w.for_each_file_chunk(|c| h.update(c))?;
-    let digest = hex(&h.finalize());
+    let mut h = blake3::Hasher::new();
+    w.for_each_file_chunk(|c| {
+        h.update(c);
+    })?;
+    let digest = h.finalize().to_hex().to_string();
     if let Some(m) = &memo {
         // Best effort, atomic: a reader sees the whole digest or no file.
         let dir = m.parent().expect("memo path has a parent");
@@ -605,7 +640,10 @@ mod tests {
         fs::write(&file, safetensors(1.0)).unwrap();
         let open = || Weights::open(&file, WeightsMode::Copy).unwrap();
         let real = weights_digest(Some(&root), &open()).unwrap();
-        assert_eq!(real, hex(&Sha256::digest(fs::read(&file).unwrap())));
+        assert_eq!(
+            real,
+            blake3::hash(&fs::read(&file).unwrap()).to_hex().as_str()
+        );
         assert_eq!(weights_digest(None, &open()).unwrap(), real);
         // While the file is unchanged the remembered digest is used, not the bytes.
         let memos: Vec<_> = fs::read_dir(root.join(DIGESTS))
@@ -619,7 +657,10 @@ mod tests {
         // A rewrite changes the identity: hashed again.
         fs::write(&file, safetensors(2.0)).unwrap();
         let new = weights_digest(Some(&root), &open()).unwrap();
-        assert_eq!(new, hex(&Sha256::digest(fs::read(&file).unwrap())));
+        assert_eq!(
+            new,
+            blake3::hash(&fs::read(&file).unwrap()).to_hex().as_str()
+        );
         assert_ne!(new, real);
         // A garbled memo is ignored.
         for m in fs::read_dir(root.join(DIGESTS)).unwrap().flatten() {
@@ -644,7 +685,7 @@ mod tests {
         let p = c.begin().unwrap();
         fs::write(p.model_path(), b"graph").unwrap();
         fs::write(p.dir.join(DATA_FILE), data).unwrap();
-        c.publish(p).unwrap();
+        c.publish(c.seal(p).unwrap()).unwrap();
     }
 
     #[test]
@@ -704,8 +745,8 @@ mod tests {
             fs::write(p.model_path(), b"graph").unwrap();
             fs::write(p.dir.join(DATA_FILE), b"xy").unwrap();
         }
-        c.publish(first).unwrap();
-        c.publish(second).unwrap();
+        c.publish(c.seal(first).unwrap()).unwrap();
+        c.publish(c.seal(second).unwrap()).unwrap();
         assert!(c.lookup().is_some());
         let names: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "the loser's temporary folder is removed");

@@ -282,13 +282,13 @@ impl Session {
     /// then dropped.
     ///
     /// The graph's computed weights are freed once written, so `graph` comes back without them.
-    /// The entry is published for [`Session::from_hit`] to open.
+    /// The entry comes back sealed, for [`Session::from_sealed`] to open and publish.
     pub fn write_entry(
         graph: &mut Graph,
         weights: Option<&Weights>,
         opts: &SessionOptions,
         cache: &graph_cache::Cache,
-    ) -> Result<()> {
+    ) -> Result<graph_cache::Sealed> {
         use crate::export::onnx_writer::{self, Dim, Io};
         let pending = cache.begin()?;
         let source = pending.stage_dir()?.join(graph_cache::MODEL_FILE);
@@ -337,7 +337,48 @@ impl Session {
         drop(session);
         sys::trim_heap();
         pending.remove_stage()?;
-        cache.publish(pending)
+        cache.seal(pending)
+    }
+
+    /// The session of an entry [`Session::write_entry`] just sealed, opened as a cached load
+    /// opens it while the entry's data is still being written to disk; then the entry is
+    /// published. `None` (with a warning, the entry dropped) when ORT refuses it.
+    pub fn from_sealed(
+        cache: &graph_cache::Cache,
+        sealed: graph_cache::Sealed,
+        opts: &SessionOptions,
+        shapes: impl FnOnce() -> Result<Graph>,
+    ) -> Result<Option<(Self, Graph)>> {
+        let graph = shapes()?;
+        // The entry's 2x the weights reach the disk while ORT opens it (vit_base: 0.25 s).
+        let opened = std::thread::scope(|s| {
+            let sync = std::thread::Builder::new()
+                .name("timm-cache-sync".into())
+                .spawn_scoped(s, || sealed.sync());
+            let opened = Self::from_cached(&sealed.model_path(), &graph, opts);
+            if let Ok(h) = sync {
+                let _ = h.join();
+            }
+            opened
+        });
+        let session = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                super::log::warn(&format!(
+                    "ONNX Runtime refused the optimised model it saved ({}); running without the \
+                     cache",
+                    e.message()
+                ));
+                return Ok(None);
+            }
+        };
+        if let Err(e) = cache.publish(sealed) {
+            super::log::warn(&format!(
+                "optimised-model cache entry not published: {}",
+                e.message()
+            ));
+        }
+        Ok(Some((session, graph)))
     }
 
     /// Drops the session and hands the memory it freed back to the system.
