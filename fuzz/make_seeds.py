@@ -117,8 +117,9 @@ def main():
     d = reset("folder")
     for p in fixtures:
         cfg = (p / "config.json").read_bytes()
-        # Small tensors only: a whole model's weights (~300 KB) would slow every execution
-        # tenfold while no native family exists to read them.
+        # One config per fixture, so every native family is seeded. Small tensors only: a whole
+        # fixture's weights (~300 KB) would slow every execution tenfold; the target builds each
+        # family's graph from seeded random weights too, so the whole graph is still built.
         weights = reduced(p / "model.safetensors")
         (d / f"{p.name}.bin").write_bytes(struct.pack("<I", len(cfg)) + cfg + weights)
 
