@@ -99,7 +99,9 @@ pub enum WeightsMode {
 }
 
 enum Backing {
-    Map(Mmap),
+    /// The mapping, and the mapped file kept open (none for in-memory weights): reading the
+    /// whole file through a buffer (hashing it) is faster than faulting in every page.
+    Map(Mmap, Option<File>),
     File(File),
 }
 
@@ -107,9 +109,6 @@ enum Backing {
 pub struct Weights {
     path: PathBuf,
     backing: Backing,
-    /// The mapped file, open, in map mode: reading it whole (hashing) through a buffer is
-    /// faster than faulting in every page of the mapping.
-    reader: Option<File>,
     tensors: HashMap<String, TensorInfo>,
     metadata: HashMap<String, String>,
     /// The mapping (if any) is of the file, not anonymous memory.
@@ -147,8 +146,8 @@ impl Weights {
         file.read_exact_at(&mut header, 8)
             .map_err(|e| Error::from_io(&e, "cannot read weights header", path))?;
         let (tensors, metadata) = parse_header(&header, len).map_err(bad)?;
-        let (backing, reader) = match mode {
-            WeightsMode::Copy => (Backing::File(file), None),
+        let backing = match mode {
+            WeightsMode::Copy => Backing::File(file),
             WeightsMode::Map => {
                 // SAFETY: read-only mapping; Map mode documents that the file must not change.
                 let map = unsafe { MmapOptions::new().map(&file) }
@@ -156,13 +155,12 @@ impl Weights {
                 if map.len() as u64 != len {
                     return Err(bad("the file changed while it was opened".into()));
                 }
-                (Backing::Map(map), Some(file))
+                Backing::Map(map, Some(file))
             }
         };
         Ok(Weights {
             path: path.to_path_buf(),
             backing,
-            reader,
             tensors,
             metadata,
             file_backed: true,
@@ -188,8 +186,7 @@ impl Weights {
             .map_err(|e| Error::from_io(&e, "cannot map weights", &path))?;
         Ok(Weights {
             path,
-            backing: Backing::Map(map),
-            reader: None,
+            backing: Backing::Map(map, None),
             tensors,
             metadata,
             file_backed: false,
@@ -200,7 +197,7 @@ impl Weights {
 
     pub fn mode(&self) -> WeightsMode {
         match self.backing {
-            Backing::Map(_) => WeightsMode::Map,
+            Backing::Map(..) => WeightsMode::Map,
             Backing::File(_) => WeightsMode::Copy,
         }
     }
@@ -237,7 +234,7 @@ impl Weights {
     /// The raw little-endian bytes of a tensor in the mapping (Map mode only).
     pub fn mapped(&self, info: &TensorInfo) -> Option<&[u8]> {
         match &self.backing {
-            Backing::Map(m) => m.get(info.start..info.end),
+            Backing::Map(m, _) => m.get(info.start..info.end),
             Backing::File(_) => None,
         }
     }
@@ -249,7 +246,7 @@ impl Weights {
             return Err(Error::internal("weights read with a wrong buffer size"));
         }
         match &self.backing {
-            Backing::Map(m) => {
+            Backing::Map(m, _) => {
                 dst.copy_from_slice(&m[info.start..info.end]);
                 Ok(())
             }
@@ -298,9 +295,9 @@ impl Weights {
     /// one small buffer (in-memory weights: from their mapping).
     pub fn for_each_file_chunk(&self, mut f: impl FnMut(&[u8])) -> Result<()> {
         const CHUNK: usize = 4 << 20;
-        let file = match (&self.backing, &self.reader) {
-            (Backing::File(file), _) | (_, Some(file)) => file,
-            (Backing::Map(m), None) => {
+        let file = match &self.backing {
+            Backing::File(file) | Backing::Map(_, Some(file)) => file,
+            Backing::Map(m, None) => {
                 m.chunks(CHUNK).for_each(f);
                 return Ok(());
             }
@@ -335,7 +332,7 @@ impl Weights {
         if !self.file_backed {
             return;
         }
-        if let Backing::Map(m) = &self.backing {
+        if let Backing::Map(m, _) = &self.backing {
             // SAFETY: a read-only private file mapping: DONTNEED drops only page-table entries,
             // and a later read sees the same file bytes (the file must not change in map mode).
             let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
@@ -347,7 +344,7 @@ impl Weights {
         if !self.file_backed {
             return;
         }
-        if let Backing::Map(m) = &self.backing {
+        if let Backing::Map(m, _) = &self.backing {
             let page = 4096;
             let start = info.start / page * page;
             let end = info.end.div_ceil(page) * page;

@@ -3,9 +3,8 @@
 //! config is parsed, the weights validated (in an anonymous mapping, as `Weights::open` maps
 //! the file), and the native graph for the config's architecture is built from the weights
 //! (logits, features and feature maps) and from seeded random parameters, as `pretrained=false`
-//! does. Families without a builder
-//! end in UNSUPPORTED; a built graph must only reference weights that exist with the declared
-//! shape, since the session binds them by name.
+//! does. Families without a builder end in UNSUPPORTED; a built graph must only reference
+//! weights that exist with the declared shape, since the session binds them by name.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -514,14 +514,13 @@ impl Rewriter<'_, '_> {
             &[kh],
             vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))],
         );
-        let (qh, vh) = (qh.to_string(), vh.to_string());
-        let scores = self.op("MatMul", &[&qh, &kt], vec![]);
+        let scores = self.op("MatMul", &[qh, &kt], vec![]);
         let scale = match (scale, hidden) {
             (Some(s), _) => self.scalar(s),
             (None, Some(d)) => self.scalar(((d / heads) as f64).powf(-0.5) as f32),
             (None, None) => {
                 // 1/sqrt(head_dim) from the runtime shape of q's per-head view.
-                let shape = self.op("Shape", &[&qh], vec![]);
+                let shape = self.op("Shape", &[qh], vec![]);
                 let last = self.ints(vec![3]);
                 let hd = self.op("Gather", &[&shape, &last], vec![("axis", Attr::Int(0))]);
                 let hd = self.op("Cast", &[&hd], vec![("to", Attr::Int(1))]);
@@ -534,7 +533,7 @@ impl Rewriter<'_, '_> {
             scaled = self.op("Add", &[&scaled, bias], vec![]);
         }
         let probs = self.op("Softmax", &[&scaled], vec![("axis", Attr::Int(-1))]);
-        let ctx = self.op("MatMul", &[&probs, &vh], vec![]);
+        let ctx = self.op("MatMul", &[&probs, vh], vec![]);
         let ctx = self.op(
             "Transpose",
             &[&ctx],
