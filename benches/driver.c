@@ -4,7 +4,8 @@
  * so every load starts cold in a fresh address space and RSS figures belong to one model.
  *
  *   driver load  SPEC [key=value ...]
- *       timm_create_model_with_options once; prints load time and VmHWM/VmRSS (kB) before and after.
+ *       timm_create_model_with_options once; prints load time, VmHWM/VmRSS (kB) before and after,
+ *       and the phases a first load reports through the log callback (empty for other loads).
  *   driver run   SPEC REF_DIR PHASE... [key=value ...]
  *       Loads once, then for each PHASE = BATCH:WARMUP:RUNS:CONCURRENCY: CONCURRENCY threads share
  *       the model, each calls timm_infer WARMUP + RUNS times on a BATCH built from
@@ -114,15 +115,35 @@ static void *work(void *arg) {
     return NULL;
 }
 
+/* The phases a first load reports through the log ("... load phases (s): key=0.12 build=..."). */
+static char load_phases[512];
+
+static void on_log(int level, const char *message, void *user) {
+    (void)user;
+    const char *tag = "load phases (s): ";
+    const char *at = strstr(message, tag);
+    if (at) {
+        /* Only k=v pairs of letters, digits, '_', '.', '=' and spaces: safe inside a JSON string. */
+        size_t n = 0;
+        for (const char *c = at + strlen(tag); *c && n + 1 < sizeof load_phases; c++)
+            if (strchr("abcdefghijklmnopqrstuvwxyz0123456789_.= ", *c)) load_phases[n++] = *c;
+        load_phases[n] = 0;
+    }
+    /* As without a callback: warnings and errors go to stderr. */
+    if (level >= 2) fprintf(stderr, "libtimm: %s\n", message);
+}
+
 static int cmd_load(int argc, char **argv) {
     long hwm0, rss0, hwm1, rss1;
+    if (timm_set_log_callback(on_log, NULL) != TIMM_OK) die("timm_set_log_callback");
     rss_kb(&hwm0, &rss0);
     double t0 = now_s();
     TimmModel *m = create(argv[0], argc - 1, argv + 1);
     double dt = now_s() - t0;
     rss_kb(&hwm1, &rss1);
-    printf("{\"load_s\": %.6f, \"hwm_before_kb\": %ld, \"rss_before_kb\": %ld, \"hwm_kb\": %ld, \"rss_kb\": %ld}\n",
-           dt, hwm0, rss0, hwm1, rss1);
+    printf("{\"load_s\": %.6f, \"hwm_before_kb\": %ld, \"rss_before_kb\": %ld, \"hwm_kb\": %ld, \"rss_kb\": %ld, "
+           "\"phases\": \"%s\"}\n",
+           dt, hwm0, rss0, hwm1, rss1, load_phases);
     timm_free(m);
     return 0;
 }

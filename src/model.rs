@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -828,9 +829,11 @@ fn ort_native(
     let mut req = request(options);
     req.fixed_size = fix_size && !sopts.providers.wants_gpu();
     // Keyed by what the graph is built from, so a hit needs no graph data at all.
+    let keyed = Instant::now();
     let cache = weights.and_then(|w| {
         Session::graph_cache_for(&sopts, |h| source_identity(h, config, &req, &sopts, w))
     });
+    let key_s = keyed.elapsed().as_secs_f64();
     let hit = match (&cache, weights) {
         (Some(c), Some(w)) => Session::from_cache_hit(c, &sopts, || {
             graph::build_shapes(config, ParamSource::Weights(w), &req, (size[1], size[2]))
@@ -839,7 +842,7 @@ fn ort_native(
     };
     let (s, g) = match (hit, cache.as_ref().zip(weights)) {
         (Some(found), _) => found,
-        (None, Some((c, w))) => first_load(c, &sopts, config, data, w, &req, options.seed)?,
+        (None, Some((c, w))) => first_load(c, &sopts, config, data, w, &req, options.seed, key_s)?,
         (None, None) => {
             let mut g = build_native(config, data, weights, &req, options.seed)?;
             let s = Session::from_graph(&mut g, weights.map(|w| &**w), &sopts)?;
@@ -864,10 +867,13 @@ fn first_load(
     weights: &Arc<Weights>,
     req: &graph::Request,
     seed: u64,
+    key_s: f64,
 ) -> Result<(Session, graph::Graph)> {
+    let built = Instant::now();
     let mut g = build_native(config, data, Some(weights), req, seed)?;
+    let build_s = built.elapsed().as_secs_f64();
     match Session::write_entry(&mut g, Some(weights), sopts, cache) {
-        Ok(sealed) => {
+        Ok((sealed, times)) => {
             let size = data.input_size;
             let shapes = || {
                 graph::build_shapes(
@@ -877,7 +883,18 @@ fn first_load(
                     (size[1], size[2]),
                 )
             };
+            let opened = Instant::now();
             if let Some(found) = Session::from_sealed(cache, sealed, sopts, shapes)? {
+                // Where a first load's time goes, for whoever wonders why it is slower than
+                // the next (the callback gets it; nothing is printed without one).
+                crate::runtime::log::info(&format!(
+                    "{}: optimised-model cache entry written; load phases (s): key={key_s:.3} \
+                     build={build_s:.3} stage={:.3} optimise_save={:.3} reopen_sync={:.3}",
+                    config.architecture,
+                    times.stage_s,
+                    times.optimise_s,
+                    opened.elapsed().as_secs_f64()
+                ));
                 return Ok(found);
             }
         }

@@ -57,6 +57,90 @@ fn second_load_reuses_the_entry_and_matches_timm() {
     );
 }
 
+// ---- what a first load reports through the log callback -------------------------------------
+
+/// Every message with the thread that logged it (the callback is process-wide; the load's
+/// report comes on the loading thread, which tells this test's own from other tests').
+static LOGGED: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+extern "C" fn collect(level: i32, message: *const std::ffi::c_char, _: *mut std::ffi::c_void) {
+    let m = unsafe { std::ffi::CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    // Other tests' warnings stay visible, as without a callback.
+    if level >= timm::ffi::TimmLogLevel::TIMM_LOG_WARNING as i32 {
+        eprintln!("libtimm: {m}");
+    }
+    LOGGED
+        .lock()
+        .unwrap()
+        .push((std::thread::current().id(), m));
+}
+
+/// The load-phase reports logged on this thread so far.
+fn phase_reports() -> Vec<String> {
+    let me = std::thread::current().id();
+    LOGGED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, m)| *t == me && m.contains("load phases (s):"))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+#[test]
+fn a_first_load_reports_where_its_time_went_and_a_cached_load_does_not() {
+    let st = timm::ffi::timm_set_log_callback(Some(collect), std::ptr::null_mut());
+    assert_eq!(st, timm::TimmStatus::TIMM_OK);
+    let cache = tempfile::tempdir().unwrap();
+    let spec = native().spec("native");
+    let started = std::time::Instant::now();
+    load_and_check(&spec, cache.path());
+    let wall = started.elapsed().as_secs_f64();
+    let reports = phase_reports();
+    assert_eq!(
+        reports.len(),
+        1,
+        "one report from the first load: {reports:?}"
+    );
+    let tail = reports[0].split("load phases (s):").nth(1).unwrap();
+    let phases: Vec<(&str, f64)> = tail
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not k=v: {kv}"));
+            (k, v.parse().unwrap_or_else(|_| panic!("not seconds: {kv}")))
+        })
+        .collect();
+    let keys: Vec<&str> = phases.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        ["key", "build", "stage", "optimise_save", "reopen_sync"]
+    );
+    assert!(phases.iter().all(|(_, v)| *v >= 0.0), "{phases:?}");
+    // The phases are parts of the load, not more than it (each is rounded to a millisecond).
+    let sum: f64 = phases.iter().map(|(_, v)| v).sum();
+    assert!(
+        sum <= wall + 0.005,
+        "phases sum to {sum} s of a {wall} s load"
+    );
+    assert!(
+        phases
+            .iter()
+            .any(|(k, v)| *k == "optimise_save" && *v > 0.0),
+        "ONNX Runtime's step took no time: {phases:?}"
+    );
+    load_and_check(&spec, cache.path());
+    assert_eq!(
+        phase_reports().len(),
+        1,
+        "a cached load builds nothing to report"
+    );
+}
+
 #[test]
 fn every_tensor_of_an_entry_starts_64_byte_aligned() {
     // ORT saves small tensors only 32-byte aligned (24 of this fixture's 40); a cached load runs

@@ -103,6 +103,11 @@ pub fn warn(message: &str) {
     emit(Level::Warning, message);
 }
 
+/// Goes to the callback only: without one, nothing is printed.
+pub fn info(message: &str) {
+    emit(Level::Info, message);
+}
+
 /// ONNX Runtime's per-session logging function (`SetUserLoggingFunction`): forwards a session's
 /// messages to the sink. ORT may call it from any of its threads.
 ///

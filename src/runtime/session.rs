@@ -56,6 +56,14 @@ pub struct Keep {
     pub buffers: Vec<Vec<u64>>,
 }
 
+/// Where the time of [`Session::write_entry`] went, in seconds: writing the graph and its
+/// tensors to the staging file, and ONNX Runtime optimising, prepacking and saving the entry.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryTimes {
+    pub stage_s: f64,
+    pub optimise_s: f64,
+}
+
 pub struct Session {
     // Dropped first: its bindings and allocators belong to `inner`.
     device_io: Option<DeviceIo>,
@@ -288,8 +296,9 @@ impl Session {
         weights: Option<&Weights>,
         opts: &SessionOptions,
         cache: &graph_cache::Cache,
-    ) -> Result<graph_cache::Sealed> {
+    ) -> Result<(graph_cache::Sealed, EntryTimes)> {
         use crate::export::onnx_writer::{self, Dim, Io};
+        let started = std::time::Instant::now();
         let pending = cache.begin()?;
         let source = pending.stage_dir()?.join(graph_cache::MODEL_FILE);
         {
@@ -322,6 +331,7 @@ impl Session {
             w.release_pages();
         }
         sys::trim_heap();
+        let staged = std::time::Instant::now();
         let mut b = save_optimized(builder(opts)?, &pending.model_path())?;
         // The blobs ORT prepacks from the weights go into the entry, so later loads map them
         // instead of packing again.
@@ -337,7 +347,11 @@ impl Session {
         drop(session);
         sys::trim_heap();
         pending.remove_stage()?;
-        cache.seal(pending)
+        let times = EntryTimes {
+            stage_s: (staged - started).as_secs_f64(),
+            optimise_s: staged.elapsed().as_secs_f64(),
+        };
+        Ok((cache.seal(pending)?, times))
     }
 
     /// The session of an entry [`Session::write_entry`] just sealed, opened as a cached load
