@@ -130,7 +130,7 @@ static void on_log(int level, const char *message, void *user) {
         load_phases[n] = 0;
     }
     /* As without a callback: warnings and errors go to stderr. */
-    if (level >= 2) fprintf(stderr, "libtimm: %s\n", message);
+    if (level >= TIMM_LOG_WARNING) fprintf(stderr, "libtimm: %s\n", message);
 }
 
 static int cmd_load(int argc, char **argv) {
